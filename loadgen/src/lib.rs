@@ -1,0 +1,1 @@
+//! echolab's load generator.

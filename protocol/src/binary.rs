@@ -1,0 +1,412 @@
+//! echolab's binary protocol, v1: length-prefixed frames with varint fields.
+//!
+//! ```text
+//! frame    = length:u32be  body            (1 <= length <= max_frame)
+//! request  = op:u8  id:uvarint  arg:uvarint  payload:rest
+//! response = status:u8  id:uvarint  payload:rest
+//! ```
+//!
+//! The length prefix is what makes the stream self-synchronising: a receiver reads four bytes,
+//! knows exactly how many more belong to this message, and never scans the payload for a
+//! delimiter (which is why binary payloads need no escaping, unlike RESP's inline form). It is
+//! also the one field the receiver must distrust most: it is checked against `max_frame`
+//! *before* anything is allocated or buffered for the body, so a prefix claiming 4 GiB costs
+//! the server four bytes, not four gigabytes.
+//!
+//! The full contract, with hex examples, is `docs/protocol.md`.
+
+use crate::varint::{get_uvarint, put_uvarint, uvarint_len};
+use crate::{Codec, Command, Decoded, Protocol, ProtocolError, Reply, Request, Response, Status};
+
+/// Bytes in the length prefix.
+pub const HEADER_LEN: usize = 4;
+
+/// Op byte of ECHO.
+pub const OP_ECHO: u8 = 0x01;
+/// Op byte of SLEEP.
+pub const OP_SLEEP: u8 = 0x02;
+/// Op byte of SPIN.
+pub const OP_SPIN: u8 = 0x03;
+
+/// Status byte of a successful response.
+pub const STATUS_OK: u8 = 0x00;
+/// Status byte of an error response.
+pub const STATUS_ERROR: u8 = 0x01;
+
+/// The binary v1 codec.
+#[derive(Debug, Clone)]
+pub struct BinaryCodec {
+    max_frame: usize,
+}
+
+impl BinaryCodec {
+    /// A codec accepting bodies of `1..=max_frame` bytes (capped at `u32::MAX`, the largest
+    /// length the prefix can state).
+    pub fn new(max_frame: usize) -> Self {
+        BinaryCodec {
+            max_frame: max_frame.min(u32::MAX as usize),
+        }
+    }
+
+    /// Splits off the next frame body, checking the declared length before anything else.
+    fn frame<'a>(&self, buf: &'a [u8]) -> Result<Option<&'a [u8]>, ProtocolError> {
+        let Some(header) = buf.first_chunk::<HEADER_LEN>() else {
+            return Ok(None);
+        };
+        let len = u32::from_be_bytes(*header) as usize;
+        if len == 0 {
+            return Err(ProtocolError::EmptyFrame {
+                max: self.max_frame,
+            });
+        }
+        if len > self.max_frame {
+            return Err(ProtocolError::FrameTooLarge {
+                len: len as u64,
+                max: self.max_frame,
+            });
+        }
+        Ok(buf.get(HEADER_LEN..HEADER_LEN + len))
+    }
+
+    /// Writes the length prefix of a body of `body_len` bytes, refusing one that the peer
+    /// would reject.
+    fn put_header(&self, out: &mut Vec<u8>, body_len: usize) -> Result<(), ProtocolError> {
+        if body_len > self.max_frame {
+            return Err(ProtocolError::FrameTooLarge {
+                len: body_len as u64,
+                max: self.max_frame,
+            });
+        }
+        // The constructor caps max_frame at u32::MAX, so this cannot truncate.
+        out.extend_from_slice(&(body_len as u32).to_be_bytes());
+        Ok(())
+    }
+
+    fn put_response(&self, out: &mut Vec<u8>, status: u8, id: u64, payload: &[u8]) {
+        let body_len = 1 + uvarint_len(id) + payload.len();
+        // A reply is never longer than the request it answers (its header is shorter), and
+        // error messages are short; should a caller still produce an oversized one, cutting
+        // the payload keeps the stream valid for the peer.
+        let (body_len, payload) = if body_len > self.max_frame {
+            let keep = payload.len() - (body_len - self.max_frame);
+            (self.max_frame, &payload[..keep])
+        } else {
+            (body_len, payload)
+        };
+        out.reserve(HEADER_LEN + body_len);
+        out.extend_from_slice(&(body_len as u32).to_be_bytes());
+        out.push(status);
+        put_uvarint(out, id);
+        out.extend_from_slice(payload);
+    }
+}
+
+/// Parses a request body that the framing already delimited. Every error here leaves the
+/// stream intact, so it becomes [`Decoded::Invalid`], carrying the id once it has been read.
+fn parse_request(body: &[u8]) -> Result<Request<'_>, (Option<u64>, ProtocolError)> {
+    let (&op, rest) = body
+        .split_first()
+        .ok_or((None, ProtocolError::MissingByte { field: "op" }))?;
+    let (id, n) =
+        get_uvarint(rest).map_err(|error| (None, ProtocolError::Varint { field: "id", error }))?;
+    let rest = &rest[n..];
+    let fail = |e| (Some(id), e);
+    let (arg, n) = get_uvarint(rest).map_err(|error| {
+        fail(ProtocolError::Varint {
+            field: "arg",
+            error,
+        })
+    })?;
+    let payload = &rest[n..];
+    let micros = |op: &'static str| {
+        if arg > crate::MAX_ARG_MICROS {
+            Err(fail(ProtocolError::ArgTooLarge { op, arg }))
+        } else {
+            Ok(arg as u32)
+        }
+    };
+    let command = match op {
+        OP_ECHO if arg != 0 => return Err(fail(ProtocolError::EchoArg(arg))),
+        OP_ECHO => Command::Echo,
+        OP_SLEEP => Command::Sleep {
+            micros: micros("SLEEP")?,
+        },
+        OP_SPIN => Command::Spin {
+            micros: micros("SPIN")?,
+        },
+        other => return Err(fail(ProtocolError::UnknownOp(other))),
+    };
+    Ok(Request {
+        id: Some(id),
+        command,
+        payload,
+    })
+}
+
+impl Codec for BinaryCodec {
+    fn protocol(&self) -> Protocol {
+        Protocol::Binary
+    }
+
+    fn max_frame(&self) -> usize {
+        self.max_frame
+    }
+
+    fn decode_request<'a>(&self, buf: &'a [u8]) -> Result<Decoded<Request<'a>>, ProtocolError> {
+        let Some(body) = self.frame(buf)? else {
+            return Ok(Decoded::Incomplete);
+        };
+        let len = HEADER_LEN + body.len();
+        Ok(match parse_request(body) {
+            Ok(message) => Decoded::Complete { message, len },
+            Err((id, error)) => Decoded::Invalid { id, error, len },
+        })
+    }
+
+    fn encode_reply(&self, request: &Request<'_>, reply: Reply, out: &mut Vec<u8>) {
+        let id = request.id.unwrap_or(0);
+        match reply {
+            Reply::Echo => self.put_response(out, STATUS_OK, id, request.payload),
+            Reply::Pi(value) => self.put_response(out, STATUS_OK, id, value.to_string().as_bytes()),
+        }
+    }
+
+    fn encode_error(&self, id: Option<u64>, message: &str, out: &mut Vec<u8>) {
+        self.put_response(out, STATUS_ERROR, id.unwrap_or(0), message.as_bytes());
+    }
+
+    fn encode_request(
+        &self,
+        request: &Request<'_>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), ProtocolError> {
+        let (op, arg) = match request.command {
+            Command::Echo => (OP_ECHO, 0),
+            Command::Sleep { micros } => (OP_SLEEP, u64::from(micros)),
+            Command::Spin { micros } => (OP_SPIN, u64::from(micros)),
+            Command::Ping => {
+                return Err(ProtocolError::Unsupported {
+                    protocol: Protocol::Binary,
+                    what: "a bare PING",
+                })
+            }
+            Command::Pi { .. } => {
+                return Err(ProtocolError::Unsupported {
+                    protocol: Protocol::Binary,
+                    what: "pi",
+                })
+            }
+        };
+        let id = request.id.unwrap_or(0);
+        let body_len = 1 + uvarint_len(id) + uvarint_len(arg) + request.payload.len();
+        out.reserve(HEADER_LEN + body_len);
+        self.put_header(out, body_len)?;
+        out.push(op);
+        put_uvarint(out, id);
+        put_uvarint(out, arg);
+        out.extend_from_slice(request.payload);
+        Ok(())
+    }
+
+    fn decode_response<'a>(&self, buf: &'a [u8]) -> Result<Decoded<Response<'a>>, ProtocolError> {
+        let Some(body) = self.frame(buf)? else {
+            return Ok(Decoded::Incomplete);
+        };
+        let len = HEADER_LEN + body.len();
+        // The frame is non-empty, so the status byte is there.
+        let (&status, rest) = body
+            .split_first()
+            .ok_or(ProtocolError::MissingByte { field: "status" })?;
+        let status = match status {
+            STATUS_OK => Status::Ok,
+            STATUS_ERROR => Status::Error,
+            other => {
+                return Ok(Decoded::Invalid {
+                    id: None,
+                    error: ProtocolError::UnknownStatus(other),
+                    len,
+                })
+            }
+        };
+        Ok(match get_uvarint(rest) {
+            Ok((id, n)) => Decoded::Complete {
+                message: Response {
+                    id: Some(id),
+                    status,
+                    payload: &rest[n..],
+                },
+                len,
+            },
+            Err(error) => Decoded::Invalid {
+                id: None,
+                error: ProtocolError::Varint { field: "id", error },
+                len,
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAX: usize = 64;
+
+    fn codec() -> BinaryCodec {
+        BinaryCodec::new(MAX)
+    }
+
+    fn frame(body: &[u8]) -> Vec<u8> {
+        let mut f = (body.len() as u32).to_be_bytes().to_vec();
+        f.extend_from_slice(body);
+        f
+    }
+
+    fn invalid(buf: &[u8]) -> (Option<u64>, String, usize) {
+        match codec().decode_request(buf) {
+            Ok(Decoded::Invalid { id, error, len }) => (id, error.to_string(), len),
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn echo_request_decodes_with_borrowed_payload() {
+        let buf = frame(&[OP_ECHO, 0x07, 0x00, b'h', b'i']);
+        let Ok(Decoded::Complete { message, len }) = codec().decode_request(&buf) else {
+            panic!()
+        };
+        assert_eq!(len, 9);
+        assert_eq!(
+            message,
+            Request {
+                id: Some(7),
+                command: Command::Echo,
+                payload: b"hi"
+            }
+        );
+    }
+
+    #[test]
+    fn every_proper_prefix_is_incomplete() {
+        let buf = frame(&[OP_SLEEP, 0x01, 0xE8, 0x07, b'x']);
+        for end in 0..buf.len() {
+            assert_eq!(
+                codec().decode_request(&buf[..end]),
+                Ok(Decoded::Incomplete),
+                "prefix {end}"
+            );
+        }
+    }
+
+    #[test]
+    fn zero_length_is_fatal_and_names_the_range() {
+        let err = codec().decode_request(&[0, 0, 0, 0]).unwrap_err();
+        assert_eq!(err, ProtocolError::EmptyFrame { max: MAX });
+        assert!(err.to_string().contains("1..=64"), "{err}");
+    }
+
+    #[test]
+    fn oversized_length_is_fatal_before_the_body_arrives() {
+        // Only the four header bytes are present: the limit is enforced without waiting.
+        let err = codec()
+            .decode_request(&[0xFF, 0xFF, 0xFF, 0xFF])
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "frame length 4294967295 exceeds max_frame 64"
+        );
+        let err = codec()
+            .decode_request(&[0, 0, 0, (MAX + 1) as u8])
+            .unwrap_err();
+        assert_eq!(err, ProtocolError::FrameTooLarge { len: 65, max: MAX });
+    }
+
+    #[test]
+    fn max_frame_itself_is_accepted() {
+        let mut body = vec![OP_ECHO, 0x01, 0x00];
+        body.resize(MAX, b'z');
+        let buf = frame(&body);
+        assert!(
+            matches!(codec().decode_request(&buf), Ok(Decoded::Complete { len, .. }) if len == MAX + 4)
+        );
+    }
+
+    #[test]
+    fn body_errors_keep_the_connection_and_report_the_id_when_known() {
+        // Unknown op: the id was readable, so the error reply carries it.
+        let (id, msg, len) = invalid(&frame(&[0x09, 0x05, 0x00]));
+        assert_eq!((id, len), (Some(5), 7));
+        assert!(msg.contains("unknown op 0x09"), "{msg}");
+        // ECHO with a nonzero arg.
+        assert_eq!(
+            invalid(&frame(&[OP_ECHO, 0x05, 0x01])).1,
+            "ECHO takes arg 0, got 1"
+        );
+        // SLEEP above the limit (1_000_001 = 0xC1 0x84 0x3D).
+        let (id, msg, _) = invalid(&frame(&[OP_SLEEP, 0x02, 0xC1, 0x84, 0x3D]));
+        assert_eq!(id, Some(2));
+        assert_eq!(msg, "SLEEP arg 1000001 us exceeds the limit of 1000000 us");
+        // SPIN at exactly the limit is fine (1_000_000 = 0xC0 0x84 0x3D).
+        let buf = frame(&[OP_SPIN, 0x02, 0xC0, 0x84, 0x3D]);
+        assert!(matches!(
+            codec().decode_request(&buf),
+            Ok(Decoded::Complete {
+                message: Request {
+                    command: Command::Spin { micros: 1_000_000 },
+                    ..
+                },
+                ..
+            })
+        ));
+        // Truncated id: no id to report.
+        let (id, msg, _) = invalid(&frame(&[OP_ECHO, 0x80]));
+        assert_eq!(id, None);
+        assert!(msg.contains("malformed id: truncated varint"), "{msg}");
+        // Missing arg.
+        assert!(invalid(&frame(&[OP_ECHO, 0x05]))
+            .1
+            .contains("malformed arg"));
+        // Overlong id (11 bytes).
+        let mut body = vec![OP_ECHO];
+        body.extend_from_slice(&[0xFF; 10]);
+        body.push(0x01);
+        assert!(invalid(&frame(&body)).1.contains("longer than 10 bytes"));
+        // id above u64::MAX.
+        let mut body = vec![OP_ECHO];
+        body.extend_from_slice(&[0xFF; 9]);
+        body.push(0x02);
+        assert!(invalid(&frame(&body)).1.contains("exceeds u64::MAX"));
+    }
+
+    #[test]
+    fn error_reply_uses_id_zero_when_unknown() {
+        let mut out = Vec::new();
+        codec().encode_error(None, "bad", &mut out);
+        assert_eq!(out, [0, 0, 0, 5, STATUS_ERROR, 0x00, b'b', b'a', b'd']);
+    }
+
+    #[test]
+    fn client_refuses_to_encode_an_oversized_request() {
+        let payload = [0u8; MAX];
+        let mut out = Vec::new();
+        let req = Request {
+            id: Some(1),
+            command: Command::Echo,
+            payload: &payload,
+        };
+        assert!(matches!(
+            codec().encode_request(&req, &mut out),
+            Err(ProtocolError::FrameTooLarge { .. })
+        ));
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn unknown_status_in_a_response_is_invalid_not_fatal() {
+        let buf = frame(&[0x07, 0x01]);
+        assert!(matches!(
+            codec().decode_response(&buf),
+            Ok(Decoded::Invalid { len: 6, .. })
+        ));
+    }
+}
