@@ -82,23 +82,28 @@ impl BinaryCodec {
         Ok(())
     }
 
+    /// Writes a response frame. The caller makes sure it fits in `max_frame`.
     fn put_response(&self, out: &mut Vec<u8>, status: u8, id: u64, payload: &[u8]) {
         let body_len = 1 + uvarint_len(id) + payload.len();
-        // A reply is never longer than the request it answers (its header is shorter), and
-        // error messages are short; should a caller still produce an oversized one, cutting
-        // the payload keeps the stream valid for the peer.
-        let (body_len, payload) = if body_len > self.max_frame {
-            let keep = payload.len() - (body_len - self.max_frame);
-            (self.max_frame, &payload[..keep])
-        } else {
-            (body_len, payload)
-        };
         out.reserve(HEADER_LEN + body_len);
         out.extend_from_slice(&(body_len as u32).to_be_bytes());
         out.push(status);
         put_uvarint(out, id);
         out.extend_from_slice(payload);
     }
+}
+
+/// The longest prefix of `s` that fits in `room` bytes without splitting a character, so a
+/// shortened error message is still the UTF-8 the protocol promises.
+fn truncate_utf8(s: &str, room: usize) -> &str {
+    if s.len() <= room {
+        return s;
+    }
+    let mut end = room;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 /// Parses a request body that the framing already delimited. Every error here leaves the
@@ -165,14 +170,34 @@ impl Codec for BinaryCodec {
 
     fn encode_reply(&self, request: &Request<'_>, reply: Reply, out: &mut Vec<u8>) {
         let id = request.id.unwrap_or(0);
-        match reply {
-            Reply::Echo => self.put_response(out, STATUS_OK, id, request.payload),
-            Reply::Pi(value) => self.put_response(out, STATUS_OK, id, value.to_string().as_bytes()),
+        let pi_text;
+        let payload = match reply {
+            Reply::Echo => request.payload,
+            Reply::Pi(value) => {
+                pi_text = value.to_string();
+                pi_text.as_bytes()
+            }
+        };
+        // An echo is never longer than the request it answers (the reply's header is the
+        // shorter), so this only fires for a caller's own oversized payload; the client gets
+        // an error it can act on instead of a frame it would have to refuse.
+        if 1 + uvarint_len(id) + payload.len() > self.max_frame {
+            self.encode_error(Some(id), "reply would exceed max_frame", out);
+        } else {
+            self.put_response(out, STATUS_OK, id, payload);
         }
     }
 
     fn encode_error(&self, id: Option<u64>, message: &str, out: &mut Vec<u8>) {
-        self.put_response(out, STATUS_ERROR, id.unwrap_or(0), message.as_bytes());
+        let id = id.unwrap_or(0);
+        // Messages are short, but a tiny max_frame must still yield a valid frame.
+        let room = self.max_frame.saturating_sub(1 + uvarint_len(id));
+        self.put_response(
+            out,
+            STATUS_ERROR,
+            id,
+            truncate_utf8(message, room).as_bytes(),
+        );
     }
 
     fn encode_request(
@@ -399,6 +424,27 @@ mod tests {
             Err(ProtocolError::FrameTooLarge { .. })
         ));
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn regression_error_reply_with_tiny_max_frame_does_not_underflow() {
+        // Found by property testing: status + a 10-byte id alone exceed max_frame 4.
+        let mut out = Vec::new();
+        BinaryCodec::new(4).encode_error(Some(u64::MAX), "", &mut out);
+        assert_eq!(out.len(), HEADER_LEN + 11);
+    }
+
+    #[test]
+    fn regression_shortened_error_message_stays_utf8() {
+        // Found by property testing: cutting at a byte count split the "é".
+        let c = BinaryCodec::new(8);
+        let mut out = Vec::new();
+        c.encode_error(Some(1), "abcdeéxyz", &mut out);
+        let Ok(Decoded::Complete { message, .. }) = c.decode_response(&out) else {
+            panic!()
+        };
+        assert_eq!(message.payload, b"abcde");
+        assert!(std::str::from_utf8(message.payload).is_ok());
     }
 
     #[test]
