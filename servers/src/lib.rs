@@ -1,1 +1,25 @@
 //! Shared machinery of echolab's server models.
+//!
+//! Each binary in `src/bin/` is one concurrency model and reads top to bottom as that model's
+//! lifecycle: who accepts, who reads and writes, who owns each descriptor, how a connection
+//! ends, who reaps or joins. Everything two models have in common lives here, written once,
+//! so that a difference measured between two models is the model's and not the code's:
+//!
+//! - [`cli`]: the flags every server takes;
+//! - [`net`]: the listening socket and the `listening on ADDR` line harnesses wait for;
+//! - [`conn`]: the blocking connection handler (thread, fork and prefork all call it);
+//! - [`exec`]: what a request does (ECHO, SLEEP, SPIN, pi);
+//! - [`signals`]: signal handlers that only set flags, the self-pipe, the shutdown broadcast;
+//! - [`stats`]: counters in fork-shared memory and the report written on shutdown.
+//!
+//! EINTR policy, in one place (also in docs/ARCHITECTURE.md): std's `accept` and `write_all`
+//! retry EINTR themselves; a plain `read` and raw nix calls return it, and each call site says
+//! what it does; `poll` is never restarted, which is what lets a signal wake a loop.
+
+pub mod cli;
+pub mod conn;
+pub mod exec;
+pub mod log;
+pub mod net;
+pub mod signals;
+pub mod stats;

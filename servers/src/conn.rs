@@ -1,0 +1,282 @@
+//! The blocking connection handler: one client, served start to finish by the calling thread
+//! or process. server-thread, its pool, server-fork's children and server-prefork's workers
+//! all call [`serve`]; they differ only in *who* calls it.
+//!
+//! The loop is the textbook one — read what is there, answer every complete request, write —
+//! with four details that make it hold up:
+//!
+//! 1. **Pipelining costs one write per batch.** All replies to the requests found in one read
+//!    go into one buffer and out in one `write`, so a client with 100 requests in flight does
+//!    not cost 100 system calls.
+//! 2. **Half a frame is kept, not lost.** A read can end anywhere; [`ReadBuffer`] keeps the tail
+//!    for the next read, and the codec says "incomplete" until the rest arrives.
+//! 3. **The wait is a `poll(2)` on two descriptors**: the socket and the shutdown pipe
+//!    ([`crate::signals::Shutdown`]). A plain blocking `read` could only be woken by the
+//!    client; this way the idle timeout is poll's timeout and a graceful shutdown is the pipe
+//!    closing. The cost is one extra system call per batch (poll, read, write).
+//! 4. **Closing is done with care** ([`linger_close`]): a server that closes a socket with
+//!    unread input makes the kernel send a reset, which can destroy the error reply it just
+//!    sent. So after a fatal error it shuts down its side and drains the input briefly first,
+//!    as nginx's `lingering_close` does.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown as HowShutdown, TcpStream};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::time::{Duration, Instant};
+
+use echolab_protocol::{Codec, Decoded, ReadBuffer};
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::socket::{recv, MsgFlags};
+
+use crate::exec::execute;
+use crate::stats::Counters;
+
+/// How much to ask of each `read`: big enough that a pipelined burst or a large frame takes
+/// few calls, small enough that a thousand idle connections cost little (the buffer is
+/// allocated on first use).
+const READ_CHUNK: usize = 16 * 1024;
+
+/// What a connection needs to know, the same for every connection of a server.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Close after this long without a complete request.
+    pub idle_timeout: Duration,
+    /// Close when the client does not take a reply for this long.
+    pub write_timeout: Duration,
+}
+
+/// Why a connection ended.
+#[derive(Debug)]
+pub enum Ended {
+    /// The client closed its side (EOF), with no partial request pending.
+    PeerClosed,
+    /// The client closed its side in the middle of a request.
+    PeerClosedMidRequest,
+    /// No complete request within the idle timeout.
+    IdleTimeout,
+    /// The server is shutting down and the connection had nothing in flight.
+    Shutdown,
+    /// A protocol error that makes the stream untrustworthy; the error reply was sent.
+    ProtocolError(String),
+    /// The client did not take its replies within the write timeout.
+    WriteTimeout,
+    /// The connection failed (reset by the peer, and the like).
+    Failed(io::Error),
+}
+
+/// How a connection went: why it ended and what it did.
+#[derive(Debug)]
+pub struct Outcome {
+    /// Why it ended.
+    pub ended: Ended,
+    /// Requests answered with a success reply.
+    pub requests: u64,
+    /// Requests answered with an ERROR reply.
+    pub errors: u64,
+}
+
+/// Serves one connection until it ends.
+///
+/// Counts are kept in locals and added to the shared counters once, at the end
+/// ([`record_end`]): a shared counter bumped on every request would bounce one cache line
+/// between every core serving clients, and the thread model would pay for our statistics.
+pub fn serve(
+    stream: TcpStream,
+    codec: &dyn Codec,
+    limits: Limits,
+    shutdown: BorrowedFd<'_>,
+) -> Outcome {
+    let mut outcome = Outcome {
+        ended: Ended::PeerClosed,
+        requests: 0,
+        errors: 0,
+    };
+    outcome.ended = serve_loop(stream, codec, limits, shutdown, &mut outcome);
+    outcome
+}
+
+fn serve_loop(
+    mut stream: TcpStream,
+    codec: &dyn Codec,
+    limits: Limits,
+    shutdown: BorrowedFd<'_>,
+    tally: &mut Outcome,
+) -> Ended {
+    // SO_SNDTIMEO: a blocking write that makes no progress for this long fails with EAGAIN,
+    // so a client that never reads cannot hold this thread or process forever.
+    if let Err(e) = stream.set_write_timeout(Some(limits.write_timeout)) {
+        return Ended::Failed(e);
+    }
+    // Replies are small and latency matters more than packet count: do not let Nagle's
+    // algorithm hold a reply back waiting for more.
+    let _ = stream.set_nodelay(true);
+
+    let mut input = ReadBuffer::new(READ_CHUNK);
+    let mut output = Vec::new();
+    let mut last_request = Instant::now();
+    loop {
+        // Wait for input, the idle deadline, or the shutdown broadcast.
+        let Some(left) = limits.idle_timeout.checked_sub(last_request.elapsed()) else {
+            return Ended::IdleTimeout;
+        };
+        match wait_readable(stream.as_fd(), shutdown, left) {
+            Wait::Readable => {}
+            Wait::TimedOut => continue,
+            Wait::Shutdown => return Ended::Shutdown,
+        }
+
+        match stream.read(input.spare(READ_CHUNK)) {
+            Ok(0) if input.is_empty() => return Ended::PeerClosed,
+            Ok(0) => return Ended::PeerClosedMidRequest,
+            Ok(n) => input.filled(n),
+            // read(2): EINTR if a signal arrived first; nothing was read, so just go again.
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Ended::Failed(e),
+        }
+
+        // Answer every complete request now in the buffer.
+        let mut fatal = None;
+        loop {
+            let len = match codec.decode_request(input.data()) {
+                Ok(Decoded::Incomplete) => break,
+                Ok(Decoded::Complete { message, len }) => {
+                    let reply = execute(&message);
+                    codec.encode_reply(&message, reply, &mut output);
+                    tally.requests += 1;
+                    len
+                }
+                Ok(Decoded::Invalid { id, error, len }) => {
+                    codec.encode_error(id, &error.to_string(), &mut output);
+                    tally.errors += 1;
+                    len
+                }
+                Err(error) => {
+                    codec.encode_error(None, &error.to_string(), &mut output);
+                    fatal = Some(error.to_string());
+                    break;
+                }
+            };
+            input.consume(len);
+            last_request = Instant::now();
+        }
+
+        // One write for the whole batch.
+        if !output.is_empty() {
+            if let Err(e) = stream.write_all(&output) {
+                return match e.kind() {
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Ended::WriteTimeout,
+                    _ => Ended::Failed(e),
+                };
+            }
+            output.clear();
+            // A one-off large reply should not pin its memory for the connection's lifetime.
+            output.shrink_to(READ_CHUNK);
+        }
+        if let Some(reason) = fatal {
+            linger_close(&stream);
+            return Ended::ProtocolError(reason);
+        }
+    }
+}
+
+/// Adds a finished connection to each of `counters` (the totals, and a worker's own slot
+/// where the model has workers), and logs it at debug level.
+pub fn record_end(outcome: &Outcome, counters: &[&Counters], peer: impl std::fmt::Display) {
+    use std::sync::atomic::Ordering::Relaxed;
+    for c in counters {
+        Counters::bump(&c.closed);
+        c.requests.fetch_add(outcome.requests, Relaxed);
+        c.errors.fetch_add(outcome.errors, Relaxed);
+        match outcome.ended {
+            Ended::IdleTimeout => Counters::bump(&c.idle_timeouts),
+            Ended::WriteTimeout => Counters::bump(&c.write_timeouts),
+            Ended::ProtocolError(_) => Counters::bump(&c.protocol_errors),
+            _ => {}
+        }
+    }
+    crate::debug!(
+        "{peer}: closed after {} requests ({:?})",
+        outcome.requests,
+        outcome.ended
+    );
+}
+
+enum Wait {
+    Readable,
+    TimedOut,
+    Shutdown,
+}
+
+/// poll(2) on the socket and the shutdown pipe. Input already waiting wins over shutdown, so
+/// requests the client sent before the shutdown are still answered.
+fn wait_readable(sock: BorrowedFd<'_>, shutdown: BorrowedFd<'_>, timeout: Duration) -> Wait {
+    // Round up: a poll that returns a hair early would spin through the loop until the deadline.
+    let millis = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+    let timeout = PollTimeout::try_from(millis).unwrap_or(PollTimeout::MAX);
+    let mut fds = [
+        PollFd::new(sock, PollFlags::POLLIN),
+        PollFd::new(shutdown, PollFlags::POLLIN),
+    ];
+    match poll(&mut fds, timeout) {
+        Ok(0) => Wait::TimedOut,
+        // poll(2): EINTR is never restarted (SA_RESTART does not apply); the caller loops.
+        Err(Errno::EINTR) => Wait::TimedOut,
+        // poll on two valid descriptors has no other failure but ENOMEM; treat as readable
+        // and let read(2) report whatever is wrong.
+        Err(_) => Wait::Readable,
+        Ok(_) => {
+            let ready = |fd: &PollFd<'_>| fd.revents().is_some_and(|r| !r.is_empty());
+            if ready(&fds[0]) {
+                Wait::Readable
+            } else {
+                Wait::Shutdown
+            }
+        }
+    }
+}
+
+/// Sends `message` as an ERROR reply to a connection the server will not serve ("server busy"),
+/// then closes it with [`linger_close`]'s care. Never blocks for long: the caller is an accept loop.
+pub fn refuse(mut stream: TcpStream, codec: &dyn Codec, message: &str) {
+    let mut reply = Vec::new();
+    codec.encode_error(None, message, &mut reply);
+    let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
+    let _ = stream.write_all(&reply);
+    let _ = stream.shutdown(HowShutdown::Write);
+    // Discard whatever request already arrived (without waiting for more): closing with
+    // unread input would send a reset that can overtake the reply.
+    drain(&stream, Duration::ZERO);
+}
+
+/// Shuts down our sending side (the client sees EOF after the last reply), then reads and
+/// discards input for a moment so that closing does not send a reset over our last reply.
+pub fn linger_close(stream: &TcpStream) {
+    let _ = stream.shutdown(HowShutdown::Write);
+    drain(stream, Duration::from_millis(500));
+}
+
+/// Reads and discards input until EOF, `patience` passes, or 1 MiB has been thrown away.
+fn drain(stream: &TcpStream, patience: Duration) {
+    let deadline = Instant::now() + patience;
+    let mut sink = [0u8; 16 * 1024];
+    let mut budget = 1 << 20;
+    while budget > 0 {
+        // recv(2) with MSG_DONTWAIT: a nonblocking read without changing the socket's mode.
+        match recv(stream.as_raw_fd(), &mut sink, MsgFlags::MSG_DONTWAIT) {
+            Ok(0) => return,
+            Ok(n) => budget -= n.min(budget),
+            Err(Errno::EINTR) => {}
+            Err(Errno::EAGAIN) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return;
+                }
+                let millis = left.as_millis().clamp(1, 1000) as u16;
+                let mut fds = [PollFd::new(stream.as_fd(), PollFlags::POLLIN)];
+                let _ = poll(&mut fds, PollTimeout::from(millis));
+            }
+            Err(_) => return,
+        }
+    }
+}

@@ -1,0 +1,36 @@
+//! Executing a request: the same few lines for every model.
+//!
+//! SLEEP and SPIN are the two kinds of slow handler a real server meets: one that waits (on a
+//! disk, a database, another service) and one that computes. In a thread or a process per
+//! connection, either delays only its own client. In the event loop, both delay *every*
+//! client, because the loop is the only thread: that contrast is the point of having them.
+
+use std::time::{Duration, Instant};
+
+use echolab_protocol::{json, Command, Reply, Request};
+
+/// Runs `request` on the calling thread and returns what to reply.
+pub fn execute(request: &Request<'_>) -> Reply {
+    match request.command {
+        Command::Echo | Command::Ping => Reply::Echo,
+        Command::Sleep { micros } => {
+            // nanosleep(2); std retries it on EINTR with the remaining time, so a signal
+            // does not cut the simulated blocking call short.
+            std::thread::sleep(Duration::from_micros(micros.into()));
+            Reply::Echo
+        }
+        Command::Spin { micros } => {
+            spin(Duration::from_micros(micros.into()));
+            Reply::Echo
+        }
+        Command::Pi { n } => Reply::Pi(json::pi(n)),
+    }
+}
+
+/// Burns CPU on this thread for `d` of wall time.
+fn spin(d: Duration) {
+    let deadline = Instant::now() + d;
+    while Instant::now() < deadline {
+        std::hint::spin_loop();
+    }
+}

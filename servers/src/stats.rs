@@ -1,0 +1,301 @@
+//! Counters that survive `fork`, and the statistics report written on shutdown.
+//!
+//! After `fork`, parent and child have separate copies of every variable: a child that counts
+//! requests in an ordinary integer counts into its own copy, and the parent never sees it. The
+//! counters therefore live in a `MAP_SHARED` anonymous mapping, created before the first fork
+//! and inherited by every child: one physical page that all processes write to with atomic
+//! operations. This is what Stevens' `meter.c` did for the prefork servers of UNP ch. 30. The
+//! thread server uses the same type so every model reports the same way.
+
+use std::io;
+use std::num::NonZeroUsize;
+use std::path::Path;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Instant;
+
+use nix::sys::mman::{mmap_anonymous, munmap, MapFlags, ProtFlags};
+use serde::Serialize;
+
+/// One set of counters. Slot 0 of [`SharedCounters`] is the whole server; further slots are
+/// per worker where a model has workers.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Connections accepted (including those then refused as busy).
+    pub accepted: AtomicU64,
+    /// Connections refused with the "server busy" reply.
+    pub refused: AtomicU64,
+    /// Connections served and closed, for any reason.
+    pub closed: AtomicU64,
+    /// Connections closed by the idle timeout.
+    pub idle_timeouts: AtomicU64,
+    /// Connections closed because the client did not read its replies in time.
+    pub write_timeouts: AtomicU64,
+    /// Requests answered with a success reply.
+    pub requests: AtomicU64,
+    /// Requests answered with an ERROR reply (connection kept).
+    pub errors: AtomicU64,
+    /// Connections closed for a protocol error (bad length, bad header, not JSON).
+    pub protocol_errors: AtomicU64,
+    /// For a worker slot: its current pid (0 when none).
+    pub pid: AtomicU64,
+    /// For a worker slot: how many times it was restarted.
+    pub restarts: AtomicU64,
+}
+
+/// A plain copy of [`Counters`], for reports.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct Snapshot {
+    pub accepted: u64,
+    pub refused: u64,
+    pub closed: u64,
+    pub idle_timeouts: u64,
+    pub write_timeouts: u64,
+    pub requests: u64,
+    pub errors: u64,
+    pub protocol_errors: u64,
+}
+
+impl Counters {
+    /// Adds one to a counter.
+    pub fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Relaxed);
+    }
+
+    /// Reads every counter.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            accepted: self.accepted.load(Relaxed),
+            refused: self.refused.load(Relaxed),
+            closed: self.closed.load(Relaxed),
+            idle_timeouts: self.idle_timeouts.load(Relaxed),
+            write_timeouts: self.write_timeouts.load(Relaxed),
+            requests: self.requests.load(Relaxed),
+            errors: self.errors.load(Relaxed),
+            protocol_errors: self.protocol_errors.load(Relaxed),
+        }
+    }
+}
+
+/// `slots` sets of [`Counters`] in memory shared with every child forked after creation.
+#[derive(Debug)]
+pub struct SharedCounters {
+    ptr: NonNull<Counters>,
+    slots: usize,
+}
+
+// SAFETY: the mapping is only accessed through `&Counters`, whose fields are atomics, so
+// sharing it between threads is as safe as sharing any `Sync` value.
+unsafe impl Send for SharedCounters {}
+// SAFETY: as above.
+unsafe impl Sync for SharedCounters {}
+
+impl SharedCounters {
+    /// Maps `slots` zeroed counter sets (slot 0 for the totals).
+    pub fn new(slots: usize) -> io::Result<SharedCounters> {
+        let slots = slots.max(1);
+        let bytes = NonZeroUsize::new(slots * std::mem::size_of::<Counters>())
+            .ok_or_else(|| io::Error::other("empty counter mapping"))?;
+        // SAFETY: a fresh anonymous mapping aliases no Rust object. The kernel zero-fills it,
+        // and all-zero bytes are a valid `AtomicU64` (0), so the memory is a valid
+        // `[Counters; slots]` from the start; `mmap` returns page-aligned memory, which
+        // satisfies `Counters`' alignment.
+        let ptr = unsafe {
+            mmap_anonymous(
+                None,
+                bytes,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_SHARED,
+            )
+        }?;
+        Ok(SharedCounters {
+            ptr: ptr.cast(),
+            slots,
+        })
+    }
+
+    /// The whole server's counters.
+    pub fn total(&self) -> &Counters {
+        self.slot(0)
+    }
+
+    /// Slot `i` (0 = totals, 1.. = workers).
+    ///
+    /// # Panics
+    /// If `i` is out of range: a bug in the caller.
+    pub fn slot(&self, i: usize) -> &Counters {
+        assert!(i < self.slots, "counter slot {i} of {}", self.slots);
+        // SAFETY: `i` is in bounds of the mapping, which lives as long as `self` and holds
+        // valid `Counters` (see `new`).
+        unsafe { &*self.ptr.as_ptr().add(i) }
+    }
+
+    /// Number of slots, totals included.
+    pub fn slots(&self) -> usize {
+        self.slots
+    }
+}
+
+impl Drop for SharedCounters {
+    fn drop(&mut self) {
+        // SAFETY: the pointer and length are those `mmap` returned; no reference into the
+        // mapping outlives `self`, since `slot` borrows `self`.
+        let _ = unsafe {
+            munmap(
+                self.ptr.cast(),
+                self.slots * std::mem::size_of::<Counters>(),
+            )
+        };
+    }
+}
+
+/// Jain's fairness index of `xs`: 1.0 when every value is equal, 1/n when one worker got
+/// everything. `None` when there is nothing to judge.
+pub fn jain_index(xs: &[u64]) -> Option<f64> {
+    let sum: f64 = xs.iter().map(|&x| x as f64).sum();
+    let squares: f64 = xs.iter().map(|&x| (x as f64) * (x as f64)).sum();
+    (sum > 0.0).then(|| sum * sum / (xs.len() as f64 * squares))
+}
+
+/// One worker's line in the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkerReport {
+    /// Worker index, from 0.
+    pub worker: usize,
+    /// Its pid, for process-based workers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u64>,
+    /// Times it was restarted after dying.
+    pub restarts: u64,
+    /// Its counters.
+    #[serde(flatten)]
+    pub counters: Snapshot,
+}
+
+/// The statistics a server prints and writes on shutdown.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// The binary (`server-thread`, ...).
+    pub server: String,
+    /// The model and variant (`thread-per-connection`, `prefork/locked`, ...).
+    pub model: String,
+    /// The wire protocol.
+    pub protocol: String,
+    /// The server's pid.
+    pub pid: u32,
+    /// Seconds from start to the report.
+    pub uptime_s: f64,
+    /// Counters for the whole server.
+    pub totals: Snapshot,
+    /// Per-worker counters, where the model has workers.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub workers: Vec<WorkerReport>,
+    /// Jain's fairness index of connections accepted per worker.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accept_fairness_jain: Option<f64>,
+    /// Model-specific figures (children forked, zombies seen, ...).
+    #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Report {
+    /// A report with the totals of `counters` and no workers.
+    pub fn new(
+        server: &str,
+        model: String,
+        protocol: &str,
+        started: Instant,
+        counters: &SharedCounters,
+    ) -> Report {
+        Report {
+            server: server.to_owned(),
+            model,
+            protocol: protocol.to_owned(),
+            pid: std::process::id(),
+            uptime_s: started.elapsed().as_secs_f64(),
+            totals: counters.total().snapshot(),
+            workers: Vec::new(),
+            accept_fairness_jain: None,
+            extra: serde_json::Map::new(),
+        }
+    }
+
+    /// Adds per-worker lines from slots `1..` and the fairness of their accept counts.
+    pub fn with_workers(mut self, counters: &SharedCounters, processes: bool) -> Report {
+        self.workers = (1..counters.slots())
+            .map(|i| {
+                let slot = counters.slot(i);
+                WorkerReport {
+                    worker: i - 1,
+                    pid: processes.then(|| slot.pid.load(Relaxed)),
+                    restarts: slot.restarts.load(Relaxed),
+                    counters: slot.snapshot(),
+                }
+            })
+            .collect();
+        let accepted: Vec<u64> = self.workers.iter().map(|w| w.counters.accepted).collect();
+        self.accept_fairness_jain = jain_index(&accepted);
+        self
+    }
+
+    /// Prints a summary on stderr and writes the JSON to `path`, if given.
+    pub fn emit(&self, path: Option<&Path>) {
+        let t = &self.totals;
+        crate::info!(
+            "stats: accepted {} refused {} closed {} requests {} errors {} protocol_errors {} idle_timeouts {} write_timeouts {}",
+            t.accepted, t.refused, t.closed, t.requests, t.errors, t.protocol_errors, t.idle_timeouts, t.write_timeouts
+        );
+        for w in &self.workers {
+            crate::info!(
+                "  worker {} accepted {} requests {} restarts {}",
+                w.worker,
+                w.counters.accepted,
+                w.counters.requests,
+                w.restarts
+            );
+        }
+        if let Some(j) = self.accept_fairness_jain {
+            crate::info!("  accept fairness (Jain's index, 1.0 = even): {j:.3}");
+        }
+        if let Some(path) = path {
+            let written = serde_json::to_vec_pretty(self)
+                .map_err(io::Error::other)
+                .and_then(|json| std::fs::write(path, json));
+            if let Err(e) = written {
+                crate::info!("could not write stats file {}: {e}", path.display());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jain() {
+        assert_eq!(jain_index(&[5, 5, 5, 5]), Some(1.0));
+        assert_eq!(jain_index(&[8, 0, 0, 0]), Some(0.25));
+        assert_eq!(jain_index(&[0, 0]), None);
+    }
+
+    #[test]
+    fn counters_are_shared_with_a_forked_child() {
+        let counters = SharedCounters::new(2).unwrap();
+        // SAFETY: the test harness is multi-threaded, so the child only does async-signal-safe
+        // work: an atomic add on shared memory and _exit.
+        match unsafe { nix::unistd::fork() }.unwrap() {
+            nix::unistd::ForkResult::Child => {
+                counters.slot(1).requests.fetch_add(41, Relaxed);
+                // SAFETY: _exit skips the parent's test harness destructors in the child.
+                unsafe { libc::_exit(0) };
+            }
+            nix::unistd::ForkResult::Parent { child } => {
+                nix::sys::wait::waitpid(child, None).unwrap();
+            }
+        }
+        assert_eq!(counters.slot(1).requests.load(Relaxed), 41);
+    }
+}
