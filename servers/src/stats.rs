@@ -240,6 +240,15 @@ impl Report {
         self
     }
 
+    /// Writes the JSON to `path` via a temporary file and a rename, so a reader polling the
+    /// file never sees half of it.
+    pub fn write_atomically(&self, path: &Path) -> io::Result<()> {
+        let tmp = path.with_extension("tmp");
+        let json = serde_json::to_vec_pretty(self).map_err(io::Error::other)?;
+        std::fs::write(&tmp, json)?;
+        std::fs::rename(&tmp, path)
+    }
+
     /// Prints a summary on stderr and writes the JSON to `path`, if given.
     pub fn emit(&self, path: Option<&Path>) {
         let t = &self.totals;
@@ -260,10 +269,7 @@ impl Report {
             crate::info!("  accept fairness (Jain's index, 1.0 = even): {j:.3}");
         }
         if let Some(path) = path {
-            let written = serde_json::to_vec_pretty(self)
-                .map_err(io::Error::other)
-                .and_then(|json| std::fs::write(path, json));
-            if let Err(e) = written {
+            if let Err(e) = self.write_atomically(path) {
                 crate::info!("could not write stats file {}: {e}", path.display());
             }
         }

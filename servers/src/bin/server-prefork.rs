@@ -1,0 +1,476 @@
+//! server-prefork: N pre-forked worker processes competing to `accept`.
+//!
+//! Apache's prefork MPM and Stevens' UNP ch. 30 servers 02-05: instead of a fork per
+//! connection, the parent forks N workers once, up front, and each worker loops — accept one
+//! connection, serve it to the end, accept the next. Processes are bounded (N) and the fork
+//! cost is paid once; the price is that N slow clients occupy every worker, and the N+1th waits
+//! in the kernel's listen backlog. The interesting part is *how* N processes share one port:
+//!
+//! - `--accept shared`: every worker blocks in `accept()` on the one listener it inherited.
+//!   Linux queues them on the socket and wakes exactly one per connection (wake-one, since
+//!   2.6; the "thundering herd" of old kernels woke them all). Which one wins is up to the
+//!   scheduler.
+//! - `--accept locked`: workers take a lock around `accept()`, so only one at a time waits in
+//!   the kernel, as UNP does for systems whose `accept` herds. The lock is an `fcntl` record
+//!   lock on a temporary file; see [`AcceptLock`] for why not `flock`.
+//! - `--accept reuseport`: each worker has its own listening socket on the same port
+//!   (`SO_REUSEPORT`) and the kernel hashes each connection's addresses to one of them. No
+//!   sharing at all — but a connection hashed to a busy worker waits even if others are idle.
+//!
+//! Lifecycle:
+//! - The parent opens the listener(s) and the counters (shared memory), forks the workers,
+//!   prints `listening on`, and then only supervises: it sleeps in `poll(2)` on its self-pipe.
+//! - A worker closes what it does not need (the parent's signal pipe, the shutdown pipe's write
+//!   end, the other workers' listeners), then loops: accept, serve with the shared blocking
+//!   handler, close. Per-worker counts go to its slot of the shared counters, which the parent
+//!   reads (and, with `--stats-file`, writes out every `--stats-interval`) while it runs.
+//! - A worker that dies is reaped (SIGCHLD, `waitpid` loop) and restarted in the same slot,
+//!   at once if it had been up for a while, with a doubling backoff if it keeps dying.
+//! - SIGINT/SIGTERM: the parent closes the shutdown pipe and sends SIGTERM to the workers.
+//!   An idle worker (blocked in accept or the lock) exits at once; a busy one finishes its
+//!   connection's in-flight requests. The parent reaps them all for up to `--grace`.
+//!
+//! # Run it
+//! ```text
+//! cargo run --release --bin server-prefork -- --workers 4 --accept shared --stats-file /tmp/pf.json
+//! watch -n1 cat /tmp/pf.json      # per-worker accept counts while it runs
+//! ```
+//!
+//! # Trade-offs
+//! Bounded processes and no per-connection fork, at the price of concurrency = N: the lab's
+//! slow-client experiments show the N+1th client waiting. `shared` is simplest and, on modern
+//! Linux, herd-free; `locked` adds a lock round trip per accept for evenness; `reuseport`
+//! spreads load by hash, not by who is free.
+//!
+//! # See also
+//! `docs/models/prefork.md`.
+
+use std::io;
+use std::net::TcpListener;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::process::ExitCode;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, ValueEnum};
+use echolab_protocol::Codec;
+use echolab_servers::cli::{parse_duration, ServerArgs};
+use echolab_servers::conn::{self, Limits};
+use echolab_servers::signals::{self, Shutdown, SignalPipe};
+use echolab_servers::stats::{Counters, Report, SharedCounters};
+use echolab_servers::{debug, info, log, net};
+use nix::errno::Errno;
+use nix::fcntl::{fcntl, FcntlArg};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{fork, ForkResult, Pid};
+
+/// How workers compete for connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum AcceptMode {
+    /// All workers block in accept() on one shared listener (kernel wake-one).
+    Shared,
+    /// Workers take an fcntl lock around accept(): one waits in the kernel at a time.
+    Locked,
+    /// One SO_REUSEPORT listener per worker; the kernel hashes connections over them.
+    Reuseport,
+}
+
+/// N pre-forked worker processes competing in accept().
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    about = "echolab server: N pre-forked worker processes competing in accept()"
+)]
+struct Args {
+    #[command(flatten)]
+    server: ServerArgs,
+
+    /// Worker processes (default: the number of CPUs).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    workers: Option<u32>,
+
+    /// How workers share the port: shared, locked or reuseport.
+    #[arg(long, value_enum, default_value_t = AcceptMode::Shared)]
+    accept: AcceptMode,
+
+    /// With --stats-file: rewrite it this often while running, so per-worker counts can be watched.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    stats_interval: Duration,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    log::init("server-prefork", args.server.verbose);
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            info!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Everything a worker inherits from the parent at `fork`.
+struct Inherited {
+    codec: Box<dyn Codec>,
+    limits: Limits,
+    counters: SharedCounters,
+    /// One listener (shared, locked) or one per worker (reuseport).
+    listeners: Vec<TcpListener>,
+    lock: Option<AcceptLock>,
+    /// `Option` so a child can take it out and convert it.
+    signals: Option<SignalPipe>,
+    shutdown: Shutdown,
+}
+
+/// The parent's view of one worker slot.
+#[derive(Debug)]
+struct Slot {
+    pid: Option<Pid>,
+    started: Instant,
+    /// Delay before the next restart if this worker dies young.
+    backoff: Duration,
+    restart_at: Option<Instant>,
+}
+
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// A worker that lived at least this long is restarted at once.
+const HEALTHY_UPTIME: Duration = Duration::from_secs(1);
+
+fn run(args: Args) -> io::Result<()> {
+    let started = Instant::now();
+    let cfg = &args.server;
+    let workers = match args.workers {
+        Some(n) => n as usize,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+
+    let listeners = match args.accept {
+        AcceptMode::Shared | AcceptMode::Locked => vec![net::bind(cfg.addr, cfg.backlog, false)?],
+        AcceptMode::Reuseport => {
+            // The first bind resolves port 0 to a real port; the others join that port. All
+            // are opened here, before any worker exists, so `listening on` is true when
+            // printed, and a restarted worker gets back the very socket (and backlog) its
+            // predecessor had.
+            let first = net::bind(cfg.addr, cfg.backlog, true)?;
+            let port = first.local_addr()?;
+            let mut all = vec![first];
+            for _ in 1..workers {
+                all.push(net::bind(port, cfg.backlog, true)?);
+            }
+            all
+        }
+    };
+    let addr = listeners[0].local_addr()?;
+    let mut inherited = Inherited {
+        codec: cfg.protocol.codec(cfg.max_frame),
+        limits: Limits {
+            idle_timeout: cfg.idle_timeout,
+            write_timeout: cfg.write_timeout,
+        },
+        counters: SharedCounters::new(1 + workers)?,
+        listeners,
+        lock: if args.accept == AcceptMode::Locked {
+            Some(AcceptLock::new()?)
+        } else {
+            None
+        },
+        signals: Some(SignalPipe::install(true)?),
+        shutdown: Shutdown::new()?,
+    };
+
+    let now = Instant::now();
+    let mut slots: Vec<Slot> = (0..workers)
+        .map(|_| Slot {
+            pid: None,
+            started: now,
+            backoff: MIN_BACKOFF,
+            restart_at: Some(now),
+        })
+        .collect();
+    for (i, slot) in slots.iter_mut().enumerate() {
+        start_worker(i, slot, &mut inherited);
+    }
+    net::announce(addr)?;
+    info!(
+        "{workers} workers, accept mode {}",
+        format!("{:?}", args.accept).to_lowercase()
+    );
+
+    let report = |inherited: &Inherited, running: bool| {
+        let mut r = Report::new(
+            "server-prefork",
+            format!("prefork/{:?}", args.accept).to_lowercase(),
+            cfg.protocol.name(),
+            started,
+            &inherited.counters,
+        )
+        .with_workers(&inherited.counters, true);
+        r.extra.insert("running".into(), running.into());
+        r
+    };
+
+    // Supervise: sleep until a signal, a scheduled restart, or the next stats snapshot.
+    let mut next_snapshot = Instant::now() + args.stats_interval;
+    loop {
+        let now = Instant::now();
+        let mut wake = next_snapshot;
+        for slot in &slots {
+            if let Some(t) = slot.restart_at {
+                wake = wake.min(t);
+            }
+        }
+        let millis = wake.saturating_duration_since(now).as_millis().min(60_000) as u16;
+        let sig = inherited
+            .signals
+            .as_ref()
+            .ok_or_else(|| io::Error::other("signal pipe gone"))?;
+        let mut fds = [PollFd::new(sig.fd(), PollFlags::POLLIN)];
+        // poll(2): interrupted by SIGCHLD/SIGTERM (EINTR); either way, look at the flags.
+        let _ = poll(&mut fds, PollTimeout::from(millis));
+        let pending = sig.take();
+
+        if pending.child_exited {
+            reap(&mut slots, &inherited.counters, true);
+        }
+        if pending.terminate {
+            break;
+        }
+        let now = Instant::now();
+        for i in 0..slots.len() {
+            if slots[i].restart_at.is_some_and(|t| t <= now) {
+                start_worker(i, &mut slots[i], &mut inherited);
+            }
+        }
+        if now >= next_snapshot {
+            next_snapshot = now + args.stats_interval;
+            if let Some(path) = &cfg.stats_file {
+                if let Err(e) = report(&inherited, true).write_atomically(path) {
+                    debug!("stats snapshot: {e}");
+                }
+            }
+        }
+    }
+
+    // Graceful shutdown. Closing the pipe ends busy workers' connections once their in-flight
+    // requests are answered; SIGTERM gets idle workers out of accept() or the lock.
+    info!(
+        "shutting down: waiting up to {:?} for the workers",
+        cfg.grace
+    );
+    inherited.shutdown.trigger();
+    for pid in slots.iter().filter_map(|s| s.pid) {
+        let _ = kill(pid, Signal::SIGTERM);
+    }
+    let deadline = Instant::now() + cfg.grace;
+    while slots.iter().any(|s| s.pid.is_some()) && Instant::now() < deadline {
+        if let Some(sig) = &inherited.signals {
+            let mut fds = [PollFd::new(sig.fd(), PollFlags::POLLIN)];
+            let _ = poll(&mut fds, PollTimeout::from(50u16));
+            sig.take();
+        }
+        reap(&mut slots, &inherited.counters, false);
+    }
+    for slot in slots.iter_mut() {
+        if let Some(pid) = slot.pid.take() {
+            info!("worker {pid} still busy after the grace period; killing it");
+            let _ = kill(pid, Signal::SIGKILL);
+            // waitpid(2) for this one child, blocking: it was just sent SIGKILL.
+            while waitpid(pid, None) == Err(Errno::EINTR) {}
+        }
+    }
+
+    let mut r = report(&inherited, false);
+    r.extra.insert("workers".into(), workers.into());
+    r.emit(cfg.stats_file.as_deref());
+    Ok(())
+}
+
+/// Forks the worker for slot `i`. In the child this never returns.
+fn start_worker(i: usize, slot: &mut Slot, inherited: &mut Inherited) {
+    slot.restart_at = None;
+    // SAFETY: the parent is single-threaded (it never starts a thread), so the child is a
+    // consistent copy and may allocate and use std freely.
+    match unsafe { fork() } {
+        Ok(ForkResult::Child) => worker(i, inherited),
+        Ok(ForkResult::Parent { child }) => {
+            debug!("worker {i} started as pid {child}");
+            slot.pid = Some(child);
+            slot.started = Instant::now();
+            inherited
+                .counters
+                .slot(1 + i)
+                .pid
+                .store(child.as_raw() as u64, Relaxed);
+        }
+        Err(e) => {
+            // EAGAIN (process limit) or ENOMEM: try again later rather than give up the slot.
+            info!(
+                "cannot fork worker {i}: {e}; retrying in {:?}",
+                slot.backoff
+            );
+            slot.restart_at = Some(Instant::now() + slot.backoff);
+            slot.backoff = (slot.backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+}
+
+/// Collects every exited worker and schedules its restart (unless shutting down).
+fn reap(slots: &mut [Slot], counters: &SharedCounters, restart: bool) {
+    loop {
+        let status = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => return,
+            Ok(status) => status,
+            // waitpid(2): EINTR if a signal lands mid-call; try again.
+            Err(Errno::EINTR) => continue,
+            // ECHILD: no children left.
+            Err(_) => return,
+        };
+        let Some(pid) = status.pid() else { continue };
+        let Some(i) = slots.iter().position(|s| s.pid == Some(pid)) else {
+            continue;
+        };
+        let slot = &mut slots[i];
+        slot.pid = None;
+        if !restart {
+            continue;
+        }
+        let uptime = slot.started.elapsed();
+        let delay = if uptime >= HEALTHY_UPTIME {
+            slot.backoff = MIN_BACKOFF;
+            Duration::ZERO
+        } else {
+            let d = slot.backoff;
+            slot.backoff = (slot.backoff * 2).min(MAX_BACKOFF);
+            d
+        };
+        let how = match status {
+            WaitStatus::Signaled(_, signal, _) => format!("killed by {signal}"),
+            WaitStatus::Exited(_, code) => format!("exited with status {code}"),
+            other => format!("{other:?}"),
+        };
+        info!("worker {i} (pid {pid}) {how} after {uptime:.1?}; restarting in {delay:?}");
+        Counters::bump(&counters.slot(1 + i).restarts);
+        slot.restart_at = Some(Instant::now() + delay);
+    }
+}
+
+/// The worker's whole life: tidy up what was inherited, then accept and serve until told to stop.
+fn worker(i: usize, inherited: &mut Inherited) -> ! {
+    // Close the parent's business: its signal pipe (a signal to us must not wake the parent),
+    // and the shutdown pipe's write end (only the parent may hold one, or closing it would
+    // wake nobody). SIGTERM now means: exit at once if idle, finish the connection if busy.
+    if let Some(sig) = inherited.signals.take() {
+        let _ = sig.into_worker();
+    }
+    inherited.shutdown.child_side();
+    // With reuseport, keep only our own listener and close our copies of the others: a worker
+    // holds exactly the descriptors it uses, so `ls -l /proc/PID/fd` tells the story.
+    let listener = if inherited.listeners.len() > 1 {
+        let mine = inherited.listeners.swap_remove(i);
+        inherited.listeners.clear();
+        mine
+    } else {
+        inherited.listeners.swap_remove(0)
+    };
+    let (total, mine) = (inherited.counters.total(), inherited.counters.slot(1 + i));
+
+    loop {
+        signals::set_idle(true);
+        // A SIGTERM that arrived while we were busy: leave now, before blocking again.
+        signals::exit_on_terminate_when_idle();
+        if inherited.shutdown.is_triggered() {
+            exit_worker();
+        }
+        if let Some(lock) = &inherited.lock {
+            if lock.acquire().is_err() {
+                // EINTR: a signal; the top of the loop decides what it meant.
+                continue;
+            }
+        }
+        // accept(2) on a blocking listener: this is where workers wait. std retries EINTR,
+        // which is why an idle worker's SIGTERM handler exits directly (see signals.rs).
+        let accepted = listener.accept();
+        if let Some(lock) = &inherited.lock {
+            lock.release();
+        }
+        signals::set_idle(false);
+
+        match accepted {
+            Ok((stream, peer)) => {
+                Counters::bump(&total.accepted);
+                Counters::bump(&mine.accepted);
+                debug!("worker {i}: {peer} accepted");
+                let outcome = conn::serve(
+                    stream,
+                    &*inherited.codec,
+                    inherited.limits,
+                    inherited.shutdown.fd(),
+                );
+                conn::record_end(&outcome, &[total, mine], peer);
+            }
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning on a readable listener.
+                info!("worker {i}: accept: {e}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+fn exit_worker() -> ! {
+    // SAFETY: _exit(2) ends the worker without running the parent's atexit handlers or
+    // flushing stdio buffers copied from it.
+    unsafe { libc::_exit(0) }
+}
+
+/// The `locked` mode's lock: an `fcntl` write lock on a temporary file.
+///
+/// Why `fcntl` and not `flock`: an `flock` lock belongs to the *open file description*, and
+/// `fork` shares descriptions between parent and children, so every worker would hold "the
+/// same" lock and none would ever wait. `fcntl` record locks belong to the *process*, so one
+/// descriptor inherited by all workers gives one lock each can take in turn (UNP's
+/// `my_lock_wait`). The file is unlinked at once: only the descriptor is needed.
+#[derive(Debug)]
+struct AcceptLock {
+    file: OwnedFd,
+}
+
+impl AcceptLock {
+    fn new() -> io::Result<AcceptLock> {
+        let template = std::env::temp_dir().join("echolab-prefork-lock-XXXXXX");
+        let (fd, path) = nix::unistd::mkstemp(&template)?;
+        // SAFETY: mkstemp just returned this descriptor, open and owned by nobody else.
+        let file = unsafe { OwnedFd::from_raw_fd(fd) };
+        let _ = nix::unistd::unlink(&path);
+        Ok(AcceptLock { file })
+    }
+
+    fn set(&self, kind: libc::c_int, wait: bool) -> nix::Result<()> {
+        let lock = libc::flock {
+            l_type: kind as libc::c_short,
+            l_whence: libc::SEEK_SET as libc::c_short,
+            l_start: 0,
+            l_len: 0, // the whole file
+            l_pid: 0,
+        };
+        let arg = if wait {
+            FcntlArg::F_SETLKW(&lock)
+        } else {
+            FcntlArg::F_SETLK(&lock)
+        };
+        fcntl(self.file.as_raw_fd(), arg).map(drop)
+    }
+
+    /// fcntl(F_SETLKW): blocks until this worker holds the lock; EINTR on a signal.
+    fn acquire(&self) -> nix::Result<()> {
+        self.set(libc::F_WRLCK, true)
+    }
+
+    fn release(&self) {
+        let _ = self.set(libc::F_UNLCK, false);
+    }
+}
