@@ -240,9 +240,9 @@ fn run(args: Args) -> io::Result<()> {
             break;
         }
         let now = Instant::now();
-        for i in 0..slots.len() {
-            if slots[i].restart_at.is_some_and(|t| t <= now) {
-                start_worker(i, &mut slots[i], &mut inherited);
+        for (i, slot) in slots.iter_mut().enumerate() {
+            if slot.restart_at.is_some_and(|t| t <= now) {
+                start_worker(i, slot, &mut inherited);
             }
         }
         if now >= next_snapshot {
