@@ -41,12 +41,12 @@ pub const MAX_PI_N: u64 = 50_000_000;
 /// assert!((p - std::f64::consts::PI).abs() < 1e-6);
 /// ```
 pub fn pi(n: u64) -> f64 {
-    let sum: f64 = (0..n)
-        .map(|i| {
-            let odd = (2 * i + 1) as f64;
-            1.0 / (odd * odd)
-        })
-        .sum();
+    // A fold from +0.0 rather than `sum()`: an empty f64 sum is -0.0 (the IEEE additive
+    // identity), and `pi(0)` would be sent as "-0.0".
+    let sum = (0..n).fold(0.0f64, |acc, i| {
+        let odd = (2 * i + 1) as f64;
+        acc + 1.0 / (odd * odd)
+    });
     (8.0 * sum).sqrt()
 }
 
@@ -400,6 +400,15 @@ mod tests {
         let body = br#"{"in":"ping","params":1}"#;
         assert_eq!(out[..4], [body.len() as u8, 0, 0, 0]);
         assert_eq!(&out[4..], body);
+    }
+
+    #[test]
+    fn regression_pi_of_zero_is_positive_zero() {
+        assert!(pi(0).is_sign_positive());
+        assert_eq!(
+            serve(r#"{"in":"pi","params":0}"#).0,
+            r#"{"out":"pi_r","result":0.0}"#
+        );
     }
 
     #[test]

@@ -1,0 +1,909 @@
+//! The harness every server integration test uses: start a real server binary on
+//! `127.0.0.1:0`, wait for its `listening on ADDR` line, talk to it with a small blocking client
+//! built on the protocol crate's client half, look at its processes through `/proc`, and make
+//! sure nothing it started outlives the test.
+//!
+//! Why these pieces:
+//! - [`Server`] starts each binary in its own process group, so that one `killpg(SIGKILL)` in
+//!   `Drop` takes the server *and* every child or worker it forked with it, even when a test
+//!   fails half-way. Its stderr goes to a log file that is printed when a test panics.
+//! - Tests never sleep to synchronise: they wait for the ready line, for a reply, for EOF, or
+//!   poll `/proc` for a condition with a deadline ([`wait_until`]).
+//! - [`Client`] decodes replies with the same codec the servers use, so a test compares
+//!   messages, not bytes, except where it writes malformed bytes on purpose
+//!   ([`Client::send_raw`]).
+//! - `/proc` answers what a socket cannot: which processes a server has left behind, how many
+//!   of its children are zombies, and whether (and by which process) a connection has been
+//!   accepted yet ([`accepted_inode`], [`socket_owner`]).
+
+// Each test crate (conformance, lifecycle) compiles this module and uses a different part of it.
+#![allow(dead_code)]
+
+use std::fs;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Condvar, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use echolab_protocol::{
+    Codec, Command as Op, Decoded, Protocol, ReadBuffer, Request, Response, Status,
+    DEFAULT_MAX_FRAME,
+};
+use nix::sys::signal::{kill, killpg, Signal};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+/// How long a server may take to print its ready line.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Read timeout of every test client: a reply that takes longer is a failure, not a wait.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long after `--grace` a server may take to exit before the harness calls it hung.
+pub const EXIT_MARGIN: Duration = Duration::from_secs(3);
+/// How long after `--grace` a graceful exit may come and still pass: the "small margin" of
+/// the contract, wide enough for a loaded two-core machine running debug builds.
+pub const EXIT_SLACK: Duration = Duration::from_secs(2);
+
+/// The thread-per-connection / thread-pool server.
+pub fn thread_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_server-thread")
+}
+
+/// The process-per-connection server.
+pub fn fork_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_server-fork")
+}
+
+/// The pre-forked server, once it exists: `None` until `src/bin/server-prefork.rs` is part of
+/// the package, so the tests that need it can say they skip instead of failing to compile.
+pub fn prefork_bin() -> Option<&'static str> {
+    option_env!("CARGO_BIN_EXE_server-prefork")
+}
+
+/// Says (on the test's captured stderr) that a test is skipped, and why.
+pub fn skip(test: &str, why: &str) {
+    eprintln!("SKIPPED {test}: {why}");
+}
+
+static SERVERS_STARTED: AtomicUsize = AtomicUsize::new(0);
+
+/// A running server binary; killed with its whole process group when dropped.
+#[derive(Debug)]
+pub struct Server {
+    child: Child,
+    /// Where it listens (from its `listening on` line).
+    pub addr: SocketAddr,
+    /// The protocol it was started with (`--protocol`, default binary).
+    pub protocol: Protocol,
+    /// Its `--max-frame` (default 1 MiB).
+    pub max_frame: usize,
+    /// Its `--grace` (default 5 s).
+    pub grace: Duration,
+    name: String,
+    log: PathBuf,
+    stats: PathBuf,
+    exited: bool,
+    // In a Mutex only so that `&Server` can be shared with client threads.
+    stdout_rest: Mutex<mpsc::Receiver<Vec<String>>>,
+}
+
+/// How a server ended, as [`Server::stop`] saw it.
+#[derive(Debug)]
+pub struct Stopped {
+    /// The exit status of the server process.
+    pub status: ExitStatus,
+    /// From the signal to the exit.
+    pub elapsed: Duration,
+    /// The `--stats-file` JSON, if the server wrote it.
+    pub stats: Option<Value>,
+    /// Processes still in the server's process group after it exited (there should be none).
+    pub left: Vec<Proc>,
+    /// The server's stderr.
+    pub log: String,
+    /// Lines the server printed on stdout after `listening on` (`None`: stdout was still
+    /// open two seconds after the exit, so some process still holds it).
+    pub stdout_after_ready: Option<Vec<String>>,
+}
+
+impl Stopped {
+    /// Asserts a clean graceful exit: status 0, within `--grace` plus a margin, nothing left.
+    pub fn assert_clean(&self, what: &str, grace: Duration) {
+        assert!(
+            self.status.success(),
+            "{what}: exit status {:?} (signal {:?}), expected 0\n{}",
+            self.status.code(),
+            self.status.signal(),
+            self.log
+        );
+        assert!(
+            self.elapsed <= grace + EXIT_SLACK,
+            "{what}: took {:?} to exit, --grace is {grace:?}",
+            self.elapsed
+        );
+        assert!(
+            self.left.is_empty(),
+            "{what}: processes left in the server's process group after it exited: {:?}",
+            self.left
+        );
+        assert_eq!(
+            self.stdout_after_ready,
+            Some(Vec::new()),
+            "{what}: `listening on` should be the only stdout line"
+        );
+    }
+
+    /// The stats file, which must exist.
+    pub fn stats(&self) -> &Value {
+        self.stats
+            .as_ref()
+            .unwrap_or_else(|| panic!("no stats file was written\n{}", self.log))
+    }
+
+    /// `stats.totals.<field>` as a number.
+    pub fn total(&self, field: &str) -> u64 {
+        self.stats()["totals"][field]
+            .as_u64()
+            .unwrap_or_else(|| panic!("stats has no totals.{field}: {}", self.stats()))
+    }
+}
+
+impl Server {
+    /// Starts `bin` with `args` plus `--addr 127.0.0.1:0 --stats-file <tmp>`, and waits (up
+    /// to [`READY_TIMEOUT`]) for its `listening on ADDR` line.
+    pub fn start(bin: &str, args: &[&str]) -> Server {
+        let short = Path::new(bin)
+            .file_name()
+            .map_or_else(|| bin.to_owned(), |n| n.to_string_lossy().into_owned());
+        let n = SERVERS_STARTED.fetch_add(1, Ordering::Relaxed);
+        let name = format!("{short}-{}-{n}", std::process::id());
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+        let log = dir.join(format!("{name}.log"));
+        let stats = dir.join(format!("{name}.stats.json"));
+        let _ = fs::remove_file(&stats);
+        let log_file = fs::File::create(&log).expect("create the server's log file");
+
+        let flag = |flag: &str| {
+            args.iter()
+                .position(|a| *a == flag)
+                .and_then(|i| args.get(i + 1))
+                .copied()
+        };
+        let protocol = flag("--protocol").map_or(Protocol::Binary, |p| {
+            p.parse().expect("--protocol in a test's args")
+        });
+        let max_frame = flag("--max-frame").map_or(DEFAULT_MAX_FRAME, |m| {
+            m.parse().expect("--max-frame in a test's args")
+        });
+        let grace = flag("--grace").map_or(Duration::from_secs(5), |g| {
+            echolab_servers::cli::parse_duration(g).expect("--grace in a test's args")
+        });
+
+        let mut child = Command::new(bin)
+            .args(["--addr", "127.0.0.1:0", "--stats-file"])
+            .arg(&stats)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log_file)
+            // Its own process group (pgid = its pid): Drop can kill everything it forked.
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
+
+        // A thread reads stdout, so the wait can time out, and keeps draining it afterwards,
+        // so the server can never block on (or fail writing to) a full or closed pipe.
+        // The lines after the first are handed over when stdout closes (every process that
+        // holds it has exited), so a test can check that the ready line was the only one.
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel::<Result<String, String>>();
+        let (rest_tx, rest_rx) = mpsc::channel::<Vec<String>>();
+        thread::spawn(move || {
+            let mut tx = Some(tx);
+            let mut rest = Vec::new();
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(tx) = tx.take() {
+                    let first = match line.strip_prefix("listening on ") {
+                        Some(addr) => Ok(addr.to_owned()),
+                        None => Err(format!("first stdout line is {line:?}")),
+                    };
+                    let _ = tx.send(first);
+                } else {
+                    rest.push(line);
+                }
+            }
+            if let Some(tx) = tx {
+                let _ = tx.send(Err("stdout closed before a `listening on` line".into()));
+            }
+            let _ = rest_tx.send(rest);
+        });
+
+        let mut server = Server {
+            child,
+            addr: "127.0.0.1:0".parse().expect("an address"),
+            protocol,
+            max_frame,
+            grace,
+            name,
+            log,
+            stats,
+            exited: false,
+            stdout_rest: Mutex::new(rest_rx),
+        };
+        match rx.recv_timeout(READY_TIMEOUT) {
+            Ok(Ok(addr)) => {
+                server.addr = addr
+                    .parse()
+                    .unwrap_or_else(|e| panic!("bad address in `listening on {addr}`: {e}"));
+                assert!(
+                    server.addr.ip().is_loopback() && server.addr.port() != 0,
+                    "`listening on {addr}`: expected 127.0.0.1 and the port the kernel chose"
+                );
+            }
+            Ok(Err(why)) => panic!("{short} {args:?} did not get ready: {why}"),
+            Err(_) => {
+                panic!("{short} {args:?} printed no `listening on` line within {READY_TIMEOUT:?}")
+            }
+        }
+        server
+    }
+
+    /// The server's pid, which is also its process group id.
+    pub fn pid(&self) -> Pid {
+        Pid::from_raw(self.child.id() as i32)
+    }
+
+    /// Where its `--stats-file` goes.
+    pub fn stats_path(&self) -> &Path {
+        &self.stats
+    }
+
+    /// Its stderr so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends `signal` to the server process (not its group: the server decides what its
+    /// children get).
+    pub fn signal(&self, signal: Signal) {
+        kill(self.pid(), signal).unwrap_or_else(|e| panic!("kill({signal}): {e}"));
+    }
+
+    /// Connects a client speaking the server's protocol.
+    pub fn client(&self) -> Client {
+        Client::connect(self.addr, self.protocol)
+    }
+
+    /// Waits up to `timeout` for the server to exit; on timeout kills the group and panics.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => {
+                    self.exited = true;
+                    return status;
+                }
+                Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(5)),
+                Ok(None) => {
+                    self.kill_group();
+                    panic!(
+                        "{} did not exit within {timeout:?}; killed it\n{}",
+                        self.name,
+                        self.log()
+                    );
+                }
+                Err(e) => panic!("waitpid on {}: {e}", self.name),
+            }
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit, up to `--grace` plus [`EXIT_MARGIN`].
+    pub fn terminate(self) -> (ExitStatus, Duration) {
+        let stopped = self.stop_with(Signal::SIGTERM);
+        (stopped.status, stopped.elapsed)
+    }
+
+    /// Sends SIGTERM, waits for the exit, and collects what a test checks afterwards.
+    pub fn stop(self) -> Stopped {
+        self.stop_with(Signal::SIGTERM)
+    }
+
+    /// Like [`Server::stop`], with another signal (SIGINT).
+    pub fn stop_with(self, signal: Signal) -> Stopped {
+        let started = Instant::now();
+        self.signal(signal);
+        self.finish(started)
+    }
+
+    /// Waits for an exit already requested at `since` and collects the results.
+    pub fn finish(mut self, since: Instant) -> Stopped {
+        let status = self.wait_exit(self.grace + EXIT_MARGIN);
+        let elapsed = since.elapsed();
+        // The server has been reaped; whatever still carries its process group id escaped it.
+        let left = group(self.pid().as_raw());
+        let stats = fs::read(&self.stats).ok().map(|bytes| {
+            serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("stats file is not JSON: {e}"))
+        });
+        let stdout_after_ready = self
+            .stdout_rest
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .recv_timeout(Duration::from_secs(2))
+            .ok();
+        Stopped {
+            status,
+            elapsed,
+            stats,
+            left,
+            log: self.log(),
+            stdout_after_ready,
+        }
+    }
+
+    fn kill_group(&mut self) {
+        // ESRCH when the group is already empty: nothing to do.
+        let _ = killpg(self.pid(), Signal::SIGKILL);
+        if !self.exited {
+            let _ = self.child.wait();
+            self.exited = true;
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill_group();
+        if thread::panicking() {
+            eprintln!("---- stderr of {} ----\n{}", self.name, self.log());
+        }
+        let _ = fs::remove_file(&self.log);
+        let _ = fs::remove_file(&self.stats);
+    }
+}
+
+/// One process as `/proc/PID/stat` describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Proc {
+    /// Process id.
+    pub pid: i32,
+    /// State letter: R, S, D, Z (zombie), T, ...
+    pub state: char,
+    /// Parent's pid.
+    pub ppid: i32,
+    /// Process group id.
+    pub pgrp: i32,
+}
+
+/// Every process in `/proc` (those that vanish while being read are skipped).
+pub fn processes() -> Vec<Proc> {
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|entry| {
+        let entry = entry.ok()?;
+        let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+        let stat = fs::read_to_string(entry.path().join("stat")).ok()?;
+        // "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses, so split
+        // after the last ')'.
+        let (_, rest) = stat.rsplit_once(')')?;
+        let mut fields = rest.split_whitespace();
+        let state = fields.next()?.chars().next()?;
+        let ppid = fields.next()?.parse().ok()?;
+        let pgrp = fields.next()?.parse().ok()?;
+        Some(Proc {
+            pid,
+            state,
+            ppid,
+            pgrp,
+        })
+    })
+    .collect()
+}
+
+/// The processes in process group `pgrp`.
+pub fn group(pgrp: i32) -> Vec<Proc> {
+    processes().into_iter().filter(|p| p.pgrp == pgrp).collect()
+}
+
+/// The children of `pid` (zombies included).
+pub fn children(pid: Pid) -> Vec<Proc> {
+    processes()
+        .into_iter()
+        .filter(|p| p.ppid == pid.as_raw())
+        .collect()
+}
+
+/// The children of `pid` that are alive (not zombies).
+pub fn live_children(pid: Pid) -> Vec<i32> {
+    children(pid)
+        .into_iter()
+        .filter(|p| p.state != 'Z')
+        .map(|p| p.pid)
+        .collect()
+}
+
+/// Polls `cond` every few milliseconds until it holds or `timeout` passes; says whether it held.
+pub fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Like [`eventually`], but panics with `what` on timeout.
+pub fn wait_until(timeout: Duration, what: &str, cond: impl FnMut() -> bool) {
+    assert!(
+        eventually(timeout, cond),
+        "timed out after {timeout:?} waiting for {what}"
+    );
+}
+
+/// One row of `/proc/net/tcp`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpRow {
+    /// Local port.
+    pub local: u16,
+    /// Remote port.
+    pub remote: u16,
+    /// TCP state, as the kernel numbers it (1 ESTABLISHED, 3 SYN_RECV, 10 LISTEN, ...).
+    pub state: u8,
+    /// Bytes sent and not yet acknowledged by the peer.
+    pub tx_queue: u64,
+    /// Bytes received and not yet read by the application.
+    pub rx_queue: u64,
+    /// The socket's inode; 0 for a connection no process has accepted yet.
+    pub inode: u64,
+}
+
+/// The IPv4 TCP sockets of this network namespace (the tests only use 127.0.0.1).
+pub fn tcp_table() -> Vec<TcpRow> {
+    let Ok(table) = fs::read_to_string("/proc/net/tcp") else {
+        return Vec::new();
+    };
+    let port = |addr: &str| {
+        addr.rsplit_once(':')
+            .and_then(|(_, p)| u16::from_str_radix(p, 16).ok())
+    };
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let (tx, rx) = f.get(4)?.split_once(':')?;
+            Some(TcpRow {
+                local: port(f.get(1)?)?,
+                remote: port(f.get(2)?)?,
+                state: u8::from_str_radix(f.get(3)?, 16).ok()?,
+                tx_queue: u64::from_str_radix(tx, 16).ok()?,
+                rx_queue: u64::from_str_radix(rx, 16).ok()?,
+                inode: f.get(9)?.parse().ok()?,
+            })
+        })
+        .collect()
+}
+
+/// The inode of the server's end of the TCP connection from local port `client_port` to
+/// `server_port`: `Some(0)` while the connection waits in a listen queue (the kernel gives a
+/// socket an inode only when `accept` hands it to a process), `Some(inode)` once some process
+/// accepted it, `None` if there is no such connection.
+pub fn accepted_inode(server_port: u16, client_port: u16) -> Option<u64> {
+    tcp_table()
+        .into_iter()
+        .find(|r| r.local == server_port && r.remote == client_port)
+        .map(|r| r.inode)
+}
+
+/// Whether everything `client` wrote has reached the server *and* been read by the server
+/// process: the client's send queue is acknowledged (empty) and the server's end has no unread
+/// bytes. Used to know that a request is being executed without sleeping.
+pub fn request_taken(server_port: u16, client: &Client) -> bool {
+    let client_port = client.local_port();
+    let table = tcp_table();
+    let sent = table
+        .iter()
+        .any(|r| r.local == client_port && r.remote == server_port && r.tx_queue == 0);
+    let read = table
+        .iter()
+        .any(|r| r.local == server_port && r.remote == client_port && r.rx_queue == 0);
+    sent && read
+}
+
+/// Which of `pids` holds a descriptor for socket `inode`.
+pub fn socket_owner(pids: &[i32], inode: u64) -> Option<i32> {
+    let want = format!("socket:[{inode}]");
+    pids.iter().copied().find(|pid| {
+        fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
+            fds.filter_map(Result::ok)
+                .any(|fd| fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == want.as_str()))
+        })
+    })
+}
+
+/// A response with its payload copied out of the client's buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnedResponse {
+    /// Binary: always (0 when the server could not read the id); JSON: when sent; RESP: never.
+    pub id: Option<u64>,
+    /// OK or ERROR.
+    pub status: Status,
+    /// Binary and RESP: the bytes; JSON: the raw JSON text of `result`.
+    pub payload: Vec<u8>,
+    /// The protocol it came in, to read error messages.
+    pub protocol: Protocol,
+}
+
+impl OwnedResponse {
+    fn new(r: Response<'_>, protocol: Protocol) -> Self {
+        OwnedResponse {
+            id: r.id,
+            status: r.status,
+            payload: r.payload.to_vec(),
+            protocol,
+        }
+    }
+
+    /// The message of an ERROR reply as a person reads it: binary's UTF-8 payload, RESP's
+    /// line without its `ERR ` prefix, JSON's `result` string.
+    pub fn message(&self) -> String {
+        match self.protocol {
+            Protocol::Binary => String::from_utf8_lossy(&self.payload).into_owned(),
+            Protocol::Resp => {
+                let line = String::from_utf8_lossy(&self.payload).into_owned();
+                line.strip_prefix("ERR ").map(str::to_owned).unwrap_or(line)
+            }
+            Protocol::Json => serde_json::from_slice::<String>(&self.payload)
+                .unwrap_or_else(|_| String::from_utf8_lossy(&self.payload).into_owned()),
+        }
+    }
+
+    /// Asserts this is the "server busy" refusal, in the protocol's own shape.
+    pub fn assert_busy(&self) {
+        assert_eq!(
+            self.status,
+            Status::Error,
+            "expected a busy refusal: {self:?}"
+        );
+        assert_eq!(self.message(), "server busy", "{self:?}");
+        match self.protocol {
+            Protocol::Binary => assert_eq!(self.id, Some(0), "busy reply id"),
+            Protocol::Resp => assert_eq!(self.payload, b"ERR server busy"),
+            Protocol::Json => assert_eq!(self.id, None, "busy reply id"),
+        }
+    }
+}
+
+/// The bytes a client sends as the echo payload for `content`, which are also the bytes the
+/// reply carries: binary and RESP echo bytes as they are; JSON echoes the JSON *text* of
+/// `params`, so the content goes in as a string (it must need no escaping).
+pub fn wire_payload(protocol: Protocol, content: &[u8]) -> Vec<u8> {
+    match protocol {
+        Protocol::Binary | Protocol::Resp => content.to_vec(),
+        Protocol::Json => {
+            assert!(
+                content
+                    .iter()
+                    .all(|b| (b' '..=b'~').contains(b) && !b"\"\\".contains(b)),
+                "JSON test content must need no escaping"
+            );
+            let mut s = Vec::with_capacity(content.len() + 2);
+            s.push(b'"');
+            s.extend_from_slice(content);
+            s.push(b'"');
+            s
+        }
+    }
+}
+
+/// `len` bytes of test content: every byte value for binary and RESP (both are
+/// binary-safe), letters for JSON. `seed` makes different requests' payloads differ.
+pub fn content(protocol: Protocol, len: usize, seed: usize) -> Vec<u8> {
+    match protocol {
+        Protocol::Json => (0..len)
+            .map(|i| b"abcdefghijklmnopqrstuvwxyz"[(i * 7 + seed) % 26])
+            .collect(),
+        _ => (0..len)
+            .map(|i| ((i * 31 + seed * 7) % 256) as u8)
+            .collect(),
+    }
+}
+
+/// A blocking test client: one connection, the protocol's client codec, a read buffer.
+#[derive(Debug)]
+pub struct Client {
+    stream: TcpStream,
+    codec: Box<dyn Codec>,
+    /// The protocol it speaks.
+    pub protocol: Protocol,
+    input: ReadBuffer,
+    next_id: u64,
+    /// Shown in panic messages, to say which case a failing read belonged to.
+    pub label: String,
+}
+
+impl Client {
+    /// Connects to `addr` with a [`IO_TIMEOUT`] read timeout and `TCP_NODELAY` (so that a
+    /// test's separate writes leave as separate segments).
+    pub fn connect(addr: SocketAddr, protocol: Protocol) -> Client {
+        let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)
+            .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+        stream
+            .set_read_timeout(Some(IO_TIMEOUT))
+            .expect("SO_RCVTIMEO");
+        stream
+            .set_write_timeout(Some(IO_TIMEOUT))
+            .expect("SO_SNDTIMEO");
+        stream.set_nodelay(true).expect("TCP_NODELAY");
+        Client {
+            stream,
+            // Replies may be a little longer than the largest request (JSON's envelope is), so
+            // the client's own limit is looser than any server's.
+            codec: protocol.codec(4 * DEFAULT_MAX_FRAME),
+            protocol,
+            input: ReadBuffer::new(64 * 1024),
+            next_id: 1,
+            label: String::new(),
+        }
+    }
+
+    /// Connects and waits until some server thread or process has `accept`ed the connection
+    /// (seen in `/proc/net/tcp`).
+    ///
+    /// With `may_queue_behind_busy_worker` (prefork with `SO_REUSEPORT`: the kernel hashes each
+    /// connection onto *one* worker's listen queue, and a worker serves one client at a time),
+    /// a connection that lands behind a worker busy with a held connection would wait for as
+    /// long as that connection lives. Such a connection is dropped after a short patience and
+    /// retried from another source port, which hashes anew. Without the flag, a connection
+    /// that is not accepted within [`IO_TIMEOUT`] fails the test.
+    pub fn connect_accepted(
+        addr: SocketAddr,
+        protocol: Protocol,
+        may_queue_behind_busy_worker: bool,
+    ) -> Client {
+        let patience = if may_queue_behind_busy_worker {
+            Duration::from_millis(300)
+        } else {
+            IO_TIMEOUT
+        };
+        for _ in 0..100 {
+            let client = Client::connect(addr, protocol);
+            let port = client.local_port();
+            if eventually(patience, || {
+                accepted_inode(addr.port(), port).is_some_and(|inode| inode != 0)
+            }) {
+                return client;
+            }
+            assert!(
+                may_queue_behind_busy_worker,
+                "connection from port {port} to {addr} not accepted within {patience:?}"
+            );
+        }
+        panic!("no connection to {addr} was accepted in 100 tries");
+    }
+
+    /// The socket, for tests that read or write below the protocol.
+    pub fn stream(&self) -> &TcpStream {
+        &self.stream
+    }
+
+    /// The client's local port.
+    pub fn local_port(&self) -> u16 {
+        self.stream.local_addr().expect("local address").port()
+    }
+
+    /// Sets the read timeout (default [`IO_TIMEOUT`]).
+    pub fn set_read_timeout(&self, timeout: Duration) {
+        self.stream
+            .set_read_timeout(Some(timeout))
+            .expect("SO_RCVTIMEO");
+    }
+
+    /// A fresh request id for this connection.
+    pub fn next_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    /// The id a reply to a request sent with `id` carries in this protocol.
+    pub fn reply_id(&self, id: u64) -> Option<u64> {
+        match self.protocol {
+            Protocol::Resp => None,
+            _ => Some(id),
+        }
+    }
+
+    /// Encodes `request` and writes it.
+    pub fn send(&mut self, request: &Request<'_>) {
+        let mut wire = Vec::new();
+        self.codec
+            .encode_request(request, &mut wire)
+            .unwrap_or_else(|e| panic!("encode {request:?}: {e}"));
+        self.send_raw(&wire);
+    }
+
+    /// Writes `bytes` as they are.
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream
+            .write_all(bytes)
+            .unwrap_or_else(|e| panic!("{}: write: {e}", self.label));
+    }
+
+    /// Sends `request` and reads its response.
+    pub fn request(&mut self, request: &Request<'_>) -> OwnedResponse {
+        self.send(request);
+        self.read_response()
+    }
+
+    /// The next response, or `Ok(None)` at a clean EOF between responses.
+    pub fn try_read_response(&mut self) -> io::Result<Option<OwnedResponse>> {
+        loop {
+            match self.codec.decode_response(self.input.data()) {
+                Ok(Decoded::Incomplete) => {}
+                Ok(Decoded::Complete { message, len }) => {
+                    let response = OwnedResponse::new(message, self.protocol);
+                    self.input.consume(len);
+                    return Ok(Some(response));
+                }
+                Ok(Decoded::Invalid { error, .. }) => {
+                    panic!(
+                        "{}: the server sent an invalid response: {error}",
+                        self.label
+                    )
+                }
+                Err(error) => panic!("{}: the server sent a corrupt stream: {error}", self.label),
+            }
+            match self.stream.read(self.input.spare(64 * 1024)) {
+                Ok(0) if self.input.is_empty() => return Ok(None),
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!(
+                            "EOF inside a response ({} bytes buffered)",
+                            self.input.len()
+                        ),
+                    ))
+                }
+                Ok(n) => self.input.filled(n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The next response; panics on EOF, a timeout or a broken connection.
+    pub fn read_response(&mut self) -> OwnedResponse {
+        match self.try_read_response() {
+            Ok(Some(r)) => r,
+            Ok(None) => panic!("{}: EOF where a response was expected", self.label),
+            Err(e) => panic!("{}: reading a response: {e}", self.label),
+        }
+    }
+
+    /// Asserts that the server closes the connection (a clean EOF) without sending anything
+    /// more, within the read timeout.
+    pub fn expect_eof(&mut self) {
+        match self.try_read_response() {
+            Ok(None) => {}
+            Ok(Some(r)) => panic!("{}: expected EOF, got a response {r:?}", self.label),
+            Err(e) => panic!("{}: expected EOF, got {e}", self.label),
+        }
+    }
+
+    /// Echoes `content` (see [`wire_payload`]) and asserts the reply: OK, same payload, same id.
+    pub fn echo(&mut self, content: &[u8]) {
+        let payload = wire_payload(self.protocol, content);
+        let id = self.next_id();
+        let r = self.request(&Request {
+            id: Some(id),
+            command: Op::Echo,
+            payload: &payload,
+        });
+        self.assert_echo(&r, id, &payload);
+    }
+
+    /// Asserts that `r` is the OK reply to an echo of `payload` sent with `id`.
+    pub fn assert_echo(&self, r: &OwnedResponse, id: u64, payload: &[u8]) {
+        assert_eq!(
+            r.status,
+            Status::Ok,
+            "{}: echo failed: {}",
+            self.label,
+            r.message()
+        );
+        assert_eq!(r.id, self.reply_id(id), "{}: reply id", self.label);
+        assert!(
+            r.payload == payload,
+            "{}: echo of {} bytes came back as {} different bytes",
+            self.label,
+            payload.len(),
+            r.payload.len()
+        );
+    }
+
+    /// Shuts down the sending side (the server reads EOF) without closing the socket.
+    pub fn shutdown_write(&self) {
+        let _ = self.stream.shutdown(Shutdown::Write);
+    }
+}
+
+/// A rendezvous for `n` threads that gives up after a timeout (std's `Barrier` would wait
+/// forever for a thread that already panicked).
+#[derive(Debug)]
+pub struct Gate {
+    arrived: Mutex<usize>,
+    all_in: Condvar,
+    n: usize,
+}
+
+impl Gate {
+    /// A gate for `n` threads.
+    pub fn new(n: usize) -> Gate {
+        Gate {
+            arrived: Mutex::new(0),
+            all_in: Condvar::new(),
+            n,
+        }
+    }
+
+    /// Waits until all `n` threads arrived; panics after `timeout`.
+    pub fn wait(&self, timeout: Duration) {
+        let mut arrived = self.arrived.lock().unwrap_or_else(|e| e.into_inner());
+        *arrived += 1;
+        self.all_in.notify_all();
+        let (arrived, result) = self
+            .all_in
+            .wait_timeout_while(arrived, timeout, |a| *a < self.n)
+            .unwrap_or_else(|e| e.into_inner());
+        assert!(
+            !result.timed_out(),
+            "only {} of {} threads reached the gate within {timeout:?}",
+            *arrived,
+            self.n
+        );
+    }
+}
+
+/// Runs `program args` with a timeout; `None` when the program is not on PATH.
+pub fn run_tool(program: &str, args: &[&str], timeout: Duration) -> Option<(ExitStatus, String)> {
+    let mut child = match Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
+        Err(e) => panic!("cannot run {program}: {e}"),
+    };
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waitpid") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{program} {args:?} did not finish within {timeout:?}");
+        }
+        thread::sleep(Duration::from_millis(5));
+    };
+    let mut out = String::new();
+    if let Some(mut stdout) = child.stdout.take() {
+        let _ = stdout.read_to_string(&mut out);
+    }
+    if let Some(mut stderr) = child.stderr.take() {
+        let _ = stderr.read_to_string(&mut out);
+    }
+    Some((status, out))
+}

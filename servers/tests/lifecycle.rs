@@ -1,0 +1,655 @@
+//! How connections and servers begin and end, for every model: what the protocol tests cannot
+//! see because it happens between requests. Idle connections are closed after
+//! `--idle-timeout` while a client that keeps completing requests is not; past
+//! `--max-connections` (thread), `--max-children` (fork) or a full pool queue, a new client
+//! gets one "server busy" reply and EOF, and is served again once a slot frees; SIGTERM and
+//! SIGINT shut a server down with exit code 0 within `--grace`, answering a request that is
+//! in flight first, cutting off one that outlasts the grace period, and leaving no process
+//! behind; a fork server that served 2000 connections leaves no zombie; and a prefork worker
+//! killed with SIGKILL is replaced without disturbing the clients of the other workers.
+//!
+//! These are the promises a lab user relies on when comparing models under load: a model that
+//! leaked zombies, hung on shutdown or dropped clients when a worker died would distort every
+//! measurement taken with it. Timing-sensitive checks wait for events (a reply, EOF, a state
+//! in `/proc`) and use wide margins, because this runs on two loaded cores in debug builds.
+//! Prefork cases skip (saying so) until `server-prefork` is part of the package.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+use echolab_protocol::{Command, Protocol, Request};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+/// A server binary and the flags that select its model.
+#[derive(Debug)]
+struct Variant {
+    name: &'static str,
+    bin: fn() -> Option<&'static str>,
+    args: &'static [&'static str],
+    /// prefork with SO_REUSEPORT: a connection may be queued behind a busy worker (see
+    /// `Client::connect_accepted`).
+    may_queue: bool,
+}
+
+fn thread_model() -> Option<&'static str> {
+    Some(thread_bin())
+}
+
+fn fork_model() -> Option<&'static str> {
+    Some(fork_bin())
+}
+
+const THREAD: Variant = Variant {
+    name: "thread",
+    bin: thread_model,
+    args: &[],
+    may_queue: false,
+};
+const THREAD_POOL: Variant = Variant {
+    name: "thread --pool 4",
+    bin: thread_model,
+    args: &["--pool", "4"],
+    may_queue: false,
+};
+const FORK: Variant = Variant {
+    name: "fork",
+    bin: fork_model,
+    args: &[],
+    may_queue: false,
+};
+const PREFORK_SHARED: Variant = Variant {
+    name: "prefork --accept shared",
+    bin: prefork_bin,
+    args: &["--workers", "4", "--accept", "shared"],
+    may_queue: false,
+};
+const PREFORK_LOCKED: Variant = Variant {
+    name: "prefork --accept locked",
+    bin: prefork_bin,
+    args: &["--workers", "4", "--accept", "locked"],
+    may_queue: false,
+};
+const PREFORK_REUSEPORT: Variant = Variant {
+    name: "prefork --accept reuseport",
+    bin: prefork_bin,
+    args: &["--workers", "4", "--accept", "reuseport"],
+    may_queue: true,
+};
+
+impl Variant {
+    /// Starts the server with the variant's flags plus `extra`; `None` (after saying so) when
+    /// its binary is not built yet.
+    fn start(&self, test: &str, extra: &[&str]) -> Option<Server> {
+        let Some(bin) = (self.bin)() else {
+            skip(
+                &format!("{test} ({})", self.name),
+                "server-prefork is not built yet (CARGO_BIN_EXE_server-prefork is unset)",
+            );
+            return None;
+        };
+        let mut args = self.args.to_vec();
+        args.extend_from_slice(extra);
+        Some(Server::start(bin, &args))
+    }
+
+    fn client(&self, server: &Server) -> Client {
+        Client::connect_accepted(server.addr, server.protocol, self.may_queue)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Idle timeout
+
+/// With `--idle-timeout 500ms`: a silent client sees EOF after about 500 ms; a client that
+/// trickles bytes but never completes a request is closed the same way; a client that
+/// completes a request every 100 ms stays open for as long as it keeps doing so (for 2 s,
+/// four timeouts' worth). The timeout is 500 ms rather than 300 ms so that the chatty client
+/// has 400 ms of slack for scheduling delays on a loaded two-core machine.
+fn idle_timeout(v: &Variant) {
+    let Some(server) = v.start("idle_timeout", &["--idle-timeout", "500ms"]) else {
+        return;
+    };
+    // Each connection's idle clock starts when the server takes it, after these instants.
+    let silent_from = Instant::now();
+    let mut silent = v.client(&server);
+    silent.label = format!("{}: silent client", v.name);
+    let trickle_from = Instant::now();
+    let trickle = v.client(&server);
+    thread::scope(|s| {
+        let chatty = s.spawn(|| {
+            let mut c = v.client(&server);
+            c.label = format!("{}: client sending a request every 100 ms", v.name);
+            let until = Instant::now() + Duration::from_secs(2);
+            while Instant::now() < until {
+                c.echo(b"tick");
+                thread::sleep(Duration::from_millis(100));
+            }
+            c.echo(b"still open after 4 idle timeouts' worth of time");
+        });
+
+        // The trickling client: the first byte of a frame header, then one more byte every
+        // 100 ms (the read timeout paces it), until the server closes the connection.
+        let closed_after = s.spawn(move || {
+            let header = 1000u32.to_be_bytes();
+            trickle.set_read_timeout(Duration::from_millis(100));
+            let mut stream = trickle.stream();
+            let mut buf = [0u8; 64];
+            for i in 0.. {
+                if stream
+                    .write_all(&[header.get(i).copied().unwrap_or(b'x')])
+                    .is_err()
+                {
+                    return trickle_from.elapsed(); // reset by the server: closed
+                }
+                match stream.read(&mut buf) {
+                    Ok(0) => return trickle_from.elapsed(),
+                    Ok(n) => panic!("{}: trickling client got {n} bytes", v.name),
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) => {}
+                    Err(_) => return trickle_from.elapsed(),
+                }
+                assert!(
+                    trickle_from.elapsed() < Duration::from_secs(5),
+                    "{}: a client that never completes a request was not closed",
+                    v.name
+                );
+            }
+            unreachable!()
+        });
+
+        silent.expect_eof();
+        let waited = silent_from.elapsed();
+        assert!(
+            waited >= Duration::from_millis(500) && waited <= Duration::from_secs(3),
+            "{}: silent client closed after {waited:?}, expected about 500 ms",
+            v.name
+        );
+        let trickled = closed_after.join().expect("trickling client thread");
+        assert!(
+            trickled >= Duration::from_millis(500) && trickled <= Duration::from_secs(3),
+            "{}: trickling client closed after {trickled:?}, expected about 500 ms",
+            v.name
+        );
+        chatty.join().expect("chatty client thread");
+    });
+    let grace = server.grace;
+    let stopped = server.stop();
+    stopped.assert_clean(v.name, grace);
+    assert!(
+        stopped.total("idle_timeouts") >= 2,
+        "{}: idle_timeouts should count the silent and the trickling client\n{:#}",
+        v.name,
+        stopped.stats()
+    );
+}
+
+#[test]
+fn idle_timeout_thread() {
+    idle_timeout(&THREAD);
+}
+
+#[test]
+fn idle_timeout_thread_pool() {
+    idle_timeout(&THREAD_POOL);
+}
+
+#[test]
+fn idle_timeout_fork() {
+    idle_timeout(&FORK);
+}
+
+#[test]
+fn idle_timeout_prefork() {
+    idle_timeout(&PREFORK_LOCKED);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Busy refusal
+
+/// Connects until a connection is served (a refused one gets "server busy" and EOF, then the
+/// next try), for up to five seconds: a slot freed by a closed connection comes back.
+fn eventually_served(server: &Server, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut c = server.client();
+        c.label = format!("{what}: a client after a slot was freed");
+        let payload = wire_payload(server.protocol, b"served again");
+        let r = c.request(&Request {
+            id: Some(1),
+            command: Command::Echo,
+            payload: &payload,
+        });
+        if r.status == echolab_protocol::Status::Ok {
+            c.assert_echo(&r, 1, &payload);
+            return;
+        }
+        r.assert_busy();
+        c.expect_eof();
+        assert!(
+            Instant::now() < deadline,
+            "{what}: still busy 5 s after a connection closed"
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Two connections held open fill the server (`args` set the limit); the third gets the busy
+/// reply in the protocol's shape and EOF; the two held are still served; once one closes, a
+/// new client is served again. `second_waits`: the second connection sits in the pool's queue
+/// rather than being served (`--pool 1 --queue 1`).
+fn busy(bin: &str, args: &[&str], protocol: Protocol, second_waits: bool) {
+    let what = format!("{args:?} {protocol}");
+    let mut all = args.to_vec();
+    all.extend(["--protocol", protocol.name()]);
+    let server = Server::start(bin, &all);
+
+    let mut first = server.client();
+    first.label = format!("{what}: first client");
+    first.echo(b"first");
+    // Accepted (and so counted) before the third connects.
+    let mut second = Client::connect_accepted(server.addr, protocol, false);
+    second.label = format!("{what}: second client");
+    if !second_waits {
+        second.echo(b"second");
+    }
+
+    let mut third = server.client();
+    third.label = format!("{what}: third client");
+    let r = third.read_response();
+    r.assert_busy();
+    third.expect_eof();
+
+    first.echo(b"first, still served");
+    drop(first);
+    // The queued connection is served once the worker is free; then it closes too.
+    second.echo(b"second, still served");
+    drop(second);
+    eventually_served(&server, &what);
+
+    let grace = server.grace;
+    let stopped = server.stop();
+    stopped.assert_clean(&what, grace);
+    assert!(
+        stopped.total("refused") >= 1,
+        "{what}: totals.refused\n{:#}",
+        stopped.stats()
+    );
+}
+
+#[test]
+fn busy_thread_max_connections_binary() {
+    busy(
+        thread_bin(),
+        &["--max-connections", "2"],
+        Protocol::Binary,
+        false,
+    );
+}
+
+#[test]
+fn busy_thread_max_connections_resp() {
+    busy(
+        thread_bin(),
+        &["--max-connections", "2"],
+        Protocol::Resp,
+        false,
+    );
+}
+
+#[test]
+fn busy_thread_max_connections_json() {
+    busy(
+        thread_bin(),
+        &["--max-connections", "2"],
+        Protocol::Json,
+        false,
+    );
+}
+
+#[test]
+fn busy_fork_max_children() {
+    busy(
+        fork_bin(),
+        &["--max-children", "2"],
+        Protocol::Binary,
+        false,
+    );
+}
+
+#[test]
+fn busy_thread_pool_queue_full() {
+    busy(
+        thread_bin(),
+        &["--pool", "1", "--queue", "1"],
+        Protocol::Binary,
+        true,
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Graceful shutdown
+
+/// Sends `count` requests `SLEEP micros` (ids 42, 43, ...) in one write on `c` and waits until
+/// the server has read them.
+fn start_sleep(server: &Server, c: &mut Client, micros: u32, count: u64) {
+    let codec = server.protocol.codec(server.max_frame);
+    let mut wire = Vec::new();
+    for id in 42..42 + count {
+        let request = Request {
+            id: Some(id),
+            command: Command::Sleep { micros },
+            payload: b"slow",
+        };
+        codec.encode_request(&request, &mut wire).expect("encode");
+    }
+    c.send_raw(&wire);
+    wait_until(
+        Duration::from_secs(5),
+        "the server to read the SLEEP request",
+        || request_taken(server.addr.port(), c),
+    );
+}
+
+/// SIGTERM while a SLEEP 300000 us request is in flight and another client sits idle: the
+/// SLEEP is still answered, then both clients see EOF, and the server exits 0 within
+/// `--grace` with no process left in its group.
+fn sigterm_in_flight(v: &Variant) {
+    let Some(server) = v.start("sigterm_in_flight", &["--grace", "5s"]) else {
+        return;
+    };
+    let mut idle = v.client(&server);
+    idle.label = format!("{}: idle client at shutdown", v.name);
+    idle.echo(b"idle");
+    let mut slow = v.client(&server);
+    slow.label = format!("{}: client with a SLEEP in flight at shutdown", v.name);
+    slow.echo(b"slow");
+    start_sleep(&server, &mut slow, 300_000, 1);
+
+    let signalled = Instant::now();
+    server.signal(Signal::SIGTERM);
+    let r = slow.read_response();
+    slow.assert_echo(&r, 42, b"slow");
+    slow.expect_eof();
+    idle.expect_eof();
+
+    let grace = server.grace;
+    let stopped = server.finish(signalled);
+    stopped.assert_clean(v.name, grace);
+}
+
+#[test]
+fn sigterm_in_flight_thread() {
+    sigterm_in_flight(&THREAD);
+}
+
+#[test]
+fn sigterm_in_flight_thread_pool() {
+    sigterm_in_flight(&THREAD_POOL);
+}
+
+#[test]
+fn sigterm_in_flight_fork() {
+    sigterm_in_flight(&FORK);
+}
+
+#[test]
+fn sigterm_in_flight_prefork_shared() {
+    sigterm_in_flight(&PREFORK_SHARED);
+}
+
+#[test]
+fn sigterm_in_flight_prefork_locked() {
+    sigterm_in_flight(&PREFORK_LOCKED);
+}
+
+#[test]
+fn sigterm_in_flight_prefork_reuseport() {
+    sigterm_in_flight(&PREFORK_REUSEPORT);
+}
+
+/// `--grace 100ms` with five seconds of work in flight (five pipelined SLEEPs of one second,
+/// which the handler runs back to back): the server does not wait for them; it exits 0
+/// within the grace period (plus the harness's margin, far below five seconds) and leaves no
+/// process behind.
+fn grace_period_is_a_limit(v: &Variant) {
+    let Some(server) = v.start("grace_period_is_a_limit", &["--grace", "100ms"]) else {
+        return;
+    };
+    let mut slow = v.client(&server);
+    slow.echo(b"slow");
+    start_sleep(&server, &mut slow, 1_000_000, 5);
+    let signalled = Instant::now();
+    server.signal(Signal::SIGTERM);
+    let stopped = server.finish(signalled);
+    stopped.assert_clean(v.name, Duration::from_millis(100));
+}
+
+#[test]
+fn grace_period_is_a_limit_thread() {
+    grace_period_is_a_limit(&THREAD);
+}
+
+#[test]
+fn grace_period_is_a_limit_fork() {
+    grace_period_is_a_limit(&FORK);
+}
+
+#[test]
+fn grace_period_is_a_limit_prefork() {
+    grace_period_is_a_limit(&PREFORK_SHARED);
+}
+
+/// SIGINT (Ctrl-C) is a graceful shutdown too: an idle client sees EOF, exit code 0.
+fn sigint(v: &Variant) {
+    let Some(server) = v.start("sigint", &[]) else {
+        return;
+    };
+    let mut c = v.client(&server);
+    c.echo(b"before Ctrl-C");
+    let grace = server.grace;
+    let signalled = Instant::now();
+    server.signal(Signal::SIGINT);
+    c.expect_eof();
+    server.finish(signalled).assert_clean(v.name, grace);
+}
+
+#[test]
+fn sigint_thread() {
+    sigint(&THREAD);
+}
+
+#[test]
+fn sigint_fork() {
+    sigint(&FORK);
+}
+
+#[test]
+fn sigint_prefork() {
+    sigint(&PREFORK_LOCKED);
+}
+
+// ---------------------------------------------------------------------------------------------
+// fork: reaping
+
+/// 2000 short connections (connect, one echo, close) from four client threads, default flags:
+/// once they are done every child is reaped (no zombie among the server's children), and the
+/// stats agree: as many children reaped as forked, no zombie at shutdown.
+#[test]
+fn fork_reaps_every_child() {
+    const CONNECTIONS: usize = 2000;
+    const THREADS: usize = 4;
+    let server = Server::start(fork_bin(), &[]);
+    thread::scope(|s| {
+        for t in 0..THREADS {
+            let server = &server;
+            s.spawn(move || {
+                for i in 0..CONNECTIONS / THREADS {
+                    let mut c = server.client();
+                    c.label = format!("short connection {i} of thread {t}");
+                    c.echo(b"short");
+                }
+            });
+        }
+    });
+    let pid = server.pid();
+    if !eventually(Duration::from_secs(10), || children(pid).is_empty()) {
+        let left = children(pid);
+        let zombies = left.iter().filter(|p| p.state == 'Z').count();
+        panic!(
+            "10 s after the last connection closed, server-fork still has {} children, {zombies} \
+             of them zombies (first few: {:?})",
+            left.len(),
+            &left[..left.len().min(5)]
+        );
+    }
+
+    let grace = server.grace;
+    let stopped = server.stop();
+    stopped.assert_clean("fork after 2000 connections", grace);
+    let extra = &stopped.stats()["extra"];
+    let n = CONNECTIONS as u64;
+    assert_eq!(extra["children_forked"], n, "children_forked\n{extra:#}");
+    assert_eq!(
+        extra["children_reaped"], extra["children_forked"],
+        "every child forked was reaped\n{extra:#}"
+    );
+    assert_eq!(
+        extra["zombies_at_shutdown"], 0,
+        "zombies_at_shutdown\n{extra:#}"
+    );
+    assert_eq!(stopped.total("accepted"), n, "totals.accepted");
+    assert_eq!(stopped.total("requests"), n, "totals.requests");
+    assert_eq!(stopped.total("closed"), n, "totals.closed");
+}
+
+// ---------------------------------------------------------------------------------------------
+// prefork: a worker killed with SIGKILL
+
+/// SIGKILL one worker while a client is mid-session on another: that client notices nothing,
+/// new connections are served meanwhile, the parent starts a replacement that serves too, and
+/// the stats file counts the restart.
+fn prefork_worker_killed(v: &Variant) {
+    let Some(server) = v.start("prefork_worker_killed", &[]) else {
+        return;
+    };
+    let pid = server.pid();
+    let port = server.addr.port();
+    wait_until(Duration::from_secs(5), "4 live workers", || {
+        live_children(pid).len() == 4
+    });
+    let workers = live_children(pid);
+
+    let mut a = v.client(&server);
+    a.label = format!("{}: client mid-session", v.name);
+    a.echo(b"a");
+    let inode = accepted_inode(port, a.local_port()).expect("a's connection in /proc/net/tcp");
+    let serving_a = socket_owner(&workers, inode).expect("one worker holds a's connection");
+    let victim = *workers
+        .iter()
+        .find(|&&w| w != serving_a)
+        .expect("another worker");
+    kill(Pid::from_raw(victim), Signal::SIGKILL).expect("kill a worker");
+    // Until the victim has actually died (its descriptors closed: a zombie, or reaped), it
+    // may still take a connection from the accept queue and then take it down with it: a
+    // worker killed while in accept() loses the connection it raced for. That is the kernel,
+    // not the server, so the new client below connects only once the victim is gone.
+    wait_until(Duration::from_secs(5), "the killed worker to die", || {
+        !live_children(pid).contains(&victim)
+    });
+
+    for i in 0..5 {
+        a.echo(format!("a, after the kill, {i}").as_bytes());
+    }
+    let mut b = v.client(&server);
+    b.label = format!("{}: new client while a worker is restarted", v.name);
+    b.echo(b"b");
+    drop(b);
+
+    wait_until(
+        Duration::from_secs(5),
+        "the killed worker to be replaced",
+        || {
+            let now = live_children(pid);
+            now.len() == 4 && !now.contains(&victim)
+        },
+    );
+    let now = live_children(pid);
+    let replacement: Vec<i32> = now
+        .iter()
+        .copied()
+        .filter(|p| !workers.contains(p))
+        .collect();
+    assert_eq!(
+        replacement.len(),
+        1,
+        "one new worker: {workers:?} -> {now:?}"
+    );
+    let replacement = replacement[0];
+
+    // With `a` still held, three more held connections occupy the other three workers, the
+    // replacement included.
+    let mut held = Vec::new();
+    let mut owners = vec![serving_a];
+    for i in 0..3 {
+        let mut c = v.client(&server);
+        c.label = format!("{}: held client {i} after the restart", v.name);
+        c.echo(b"held");
+        let inode = accepted_inode(port, c.local_port()).expect("connection in /proc/net/tcp");
+        owners.push(socket_owner(&now, inode).expect("a worker holds the connection"));
+        held.push(c);
+    }
+    assert!(
+        owners.contains(&replacement),
+        "{}: the replacement worker {replacement} serves no connection (owners {owners:?})",
+        v.name
+    );
+    a.echo(b"a, at the end");
+    drop(held);
+    drop(a);
+
+    let grace = server.grace;
+    let stopped = server.stop();
+    stopped.assert_clean(v.name, grace);
+    let stats = stopped.stats();
+    let workers = stats["workers"].as_array().expect("workers in the stats");
+    let restarts: u64 = workers.iter().filter_map(|w| w["restarts"].as_u64()).sum();
+    assert_eq!(restarts, 1, "{}: one worker died, once\n{stats:#}", v.name);
+    // The killed worker's slot is the one the replacement took.
+    let slot = workers
+        .iter()
+        .find(|w| w["pid"] == replacement)
+        .unwrap_or_else(|| {
+            panic!(
+                "{}: no worker entry has the replacement's pid {replacement}\n{stats:#}",
+                v.name
+            )
+        });
+    assert_eq!(
+        slot["restarts"], 1,
+        "{}: the restarted worker's entry should count its restart\n{slot:#}",
+        v.name
+    );
+}
+
+#[test]
+fn prefork_worker_killed_shared() {
+    prefork_worker_killed(&PREFORK_SHARED);
+}
+
+#[test]
+fn prefork_worker_killed_locked() {
+    prefork_worker_killed(&PREFORK_LOCKED);
+}
+
+#[test]
+fn prefork_worker_killed_reuseport() {
+    prefork_worker_killed(&PREFORK_REUSEPORT);
+}
