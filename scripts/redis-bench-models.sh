@@ -8,7 +8,8 @@
 #
 #   scripts/redis-bench-models.sh [REPEAT] [REQUESTS]        (defaults: 3 and 20000)
 #
-# Prints a Markdown table: requests/s for PING over long-lived connections (keepalive) and over
+# Prints a Markdown table, and keeps it with the raw per-run figures and a description of the
+# machine in results/DATE-redis-bench-models/ (RESULTS=DIR to choose another place). The table: requests/s for PING over long-lived connections (keepalive) and over
 # one new connection per request (-k 0), where a fork per connection shows its cost.
 #
 # The pool and prefork run with as many workers as there are clients: a worker serves one connection at a
@@ -64,17 +65,24 @@ rps() { # port keepalive -> requests/s of PING_MBULK
     | tr '\r' '\n' | sed -n 's/^PING_MBULK: \([0-9.]*\) requests per second.*/\1/p' | grep . || echo 0
 }
 
+RESULTS=${RESULTS:-results/$(date -u +%F)-redis-bench-models}
+mkdir -p "$RESULTS"
+printf 'model\trepetition\tkeepalive_rps\tshort_rps\n' >"$RESULTS/raw.tsv"
 for rep in $(seq "$REPEAT"); do
   for model in "${ORDER[@]}"; do
     start "$model"
-    echo "$(rps "$PORT" 1)" >>"$tmp/$model.keep"
-    echo "$(rps "$PORT" 0)" >>"$tmp/$model.short"
+    keep=$(rps "$PORT" 1)
+    short=$(rps "$PORT" 0)
+    echo "$keep" >>"$tmp/$model.keep"
+    echo "$short" >>"$tmp/$model.short"
+    printf '%s\t%s\t%s\t%s\n' "$model" "$rep" "$keep" "$short" >>"$RESULTS/raw.tsv"
     stop "$model"
   done
   echo "repetition $rep of $REPEAT done" >&2
 done
 
 median() { sort -g "$1" | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+{
 echo
 echo "| model | PING, keepalive (req/s) | PING, new connection each (req/s) |"
 echo "|---|---:|---:|"
@@ -84,3 +92,6 @@ done
 echo
 echo "redis-benchmark -t ping -n $REQUESTS -c $CLIENTS, median of $REPEAT interleaved runs, $(nproc) CPUs, $(date -u +%F)."
 echo "thread-pool and prefork: $CLIENTS workers. 0 means the run did not finish within ${RUN_TIMEOUT}s."
+} | tee "$RESULTS/table.md"
+scripts/machine-info.sh >"$RESULTS/machine.txt"
+echo "(kept in $RESULTS/)" >&2
