@@ -30,11 +30,11 @@ pub struct ServerArgs {
     pub max_connections: u32,
 
     /// Close a connection that completes no request for this long (e.g. 60s, 500ms).
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = parse_timeout)]
     pub idle_timeout: Duration,
 
     /// Give up on a client that does not take its replies for this long.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = parse_timeout)]
     pub write_timeout: Duration,
 
     /// Length of the kernel's queue of completed connections not yet accepted (listen(2)).
@@ -52,6 +52,16 @@ pub struct ServerArgs {
     /// Debug logs on stderr (one line per connection event).
     #[arg(short, long)]
     pub verbose: bool,
+}
+
+impl ServerArgs {
+    /// The per-connection limits the blocking handler enforces.
+    pub fn limits(&self) -> crate::conn::Limits {
+        crate::conn::Limits {
+            idle_timeout: self.idle_timeout,
+            write_timeout: self.write_timeout,
+        }
+    }
 }
 
 fn parse_protocol(s: &str) -> Result<Protocol, String> {
@@ -72,8 +82,30 @@ fn parse_max_frame(s: &str) -> Result<usize, String> {
     Ok(n)
 }
 
-/// Parses `1.5s`, `200ms`, `50us`, `2m`, or a bare number of seconds.
+/// The longest duration any flag takes: one day. Longer is surely a typo, and would overflow
+/// clock arithmetic (`Instant + Duration`) for absurd values.
+pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+
+/// Parses `1.5s`, `200ms`, `50us`, `2m`, or a bare number of seconds, up to [`MAX_DURATION`].
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = parse_any_duration(s)?;
+    if d > MAX_DURATION {
+        return Err(format!("'{s}' is longer than the limit of 24h"));
+    }
+    Ok(d)
+}
+
+/// A duration that must be at least 1 ms: a zero idle or write timeout would close every
+/// connection, and a zero interval would make a loop spin.
+pub fn parse_timeout(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < Duration::from_millis(1) {
+        return Err(format!("'{s}' is too short (at least 1ms)"));
+    }
+    Ok(d)
+}
+
+fn parse_any_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -125,6 +157,11 @@ mod tests {
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("9300000000000000000").is_err());
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert!(parse_timeout("0").is_err());
+        assert!(parse_timeout("0.5ms").is_err());
+        assert_eq!(parse_timeout("1ms"), Ok(Duration::from_millis(1)));
     }
 
     #[test]

@@ -24,7 +24,7 @@ use std::net::{Shutdown as HowShutdown, TcpStream};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
-use echolab_protocol::{Codec, Decoded, ReadBuffer};
+use echolab_protocol::{Codec, Command, Decoded, ReadBuffer};
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{recv, MsgFlags};
@@ -55,7 +55,8 @@ pub enum Ended {
     PeerClosedMidRequest,
     /// No complete request within the idle timeout.
     IdleTimeout,
-    /// The server is shutting down and the connection had nothing in flight.
+    /// The server is shutting down; every complete request already read was answered (a
+    /// partial one, or bytes still in flight, are dropped).
     Shutdown,
     /// A protocol error that makes the stream untrustworthy; the error reply was sent.
     ProtocolError(String),
@@ -118,12 +119,17 @@ fn serve_loop(
     loop {
         // Wait for input, the idle deadline, or the shutdown broadcast.
         let Some(left) = limits.idle_timeout.checked_sub(last_request.elapsed()) else {
+            linger_close(&stream);
             return Ended::IdleTimeout;
         };
         match wait_readable(stream.as_fd(), shutdown, left) {
             Wait::Readable => {}
             Wait::TimedOut => continue,
-            Wait::Shutdown => return Ended::Shutdown,
+            Wait::Shutdown => {
+                linger_close(&stream);
+                return Ended::Shutdown;
+            }
+            Wait::Failed(e) => return Ended::Failed(e.into()),
         }
 
         match stream.read(input.spare(READ_CHUNK)) {
@@ -141,6 +147,13 @@ fn serve_loop(
             let len = match codec.decode_request(input.data()) {
                 Ok(Decoded::Incomplete) => break,
                 Ok(Decoded::Complete { message, len }) => {
+                    // Replies already computed go out before a slow request starts, so a
+                    // pipelined SLEEP does not hold back the answers that precede it.
+                    if is_slow(&message.command) && !output.is_empty() {
+                        if let Err(e) = flush(&mut stream, &mut output) {
+                            return e;
+                        }
+                    }
                     let reply = execute(&message);
                     codec.encode_reply(&message, reply, &mut output);
                     tally.requests += 1;
@@ -162,22 +175,37 @@ fn serve_loop(
         }
 
         // One write for the whole batch.
-        if !output.is_empty() {
-            if let Err(e) = stream.write_all(&output) {
-                return match e.kind() {
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Ended::WriteTimeout,
-                    _ => Ended::Failed(e),
-                };
-            }
-            output.clear();
-            // A one-off large reply should not pin its memory for the connection's lifetime.
-            output.shrink_to(READ_CHUNK);
+        if let Err(e) = flush(&mut stream, &mut output) {
+            return e;
         }
         if let Some(reason) = fatal {
             linger_close(&stream);
             return Ended::ProtocolError(reason);
         }
     }
+}
+
+/// Writes out (and empties) the pending replies. write(2) via `write_all`, which retries
+/// EINTR; EAGAIN after SO_SNDTIMEO means the client stopped reading.
+fn flush(stream: &mut TcpStream, output: &mut Vec<u8>) -> Result<(), Ended> {
+    if output.is_empty() {
+        return Ok(());
+    }
+    if let Err(e) = stream.write_all(output) {
+        return Err(match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Ended::WriteTimeout,
+            _ => Ended::Failed(e),
+        });
+    }
+    output.clear();
+    // A one-off large reply should not pin its memory for the connection's lifetime.
+    output.shrink_to(READ_CHUNK);
+    Ok(())
+}
+
+/// Whether a command may take long enough that earlier replies should not wait for it.
+fn is_slow(command: &Command) -> bool {
+    !matches!(command, Command::Echo | Command::Ping)
 }
 
 /// Adds a finished connection to each of `counters` (the totals, and a worker's own slot
@@ -206,6 +234,7 @@ enum Wait {
     Readable,
     TimedOut,
     Shutdown,
+    Failed(Errno),
 }
 
 /// poll(2) on the socket and the shutdown pipe. Input already waiting wins over shutdown, so
@@ -222,9 +251,9 @@ fn wait_readable(sock: BorrowedFd<'_>, shutdown: BorrowedFd<'_>, timeout: Durati
         Ok(0) => Wait::TimedOut,
         // poll(2): EINTR is never restarted (SA_RESTART does not apply); the caller loops.
         Err(Errno::EINTR) => Wait::TimedOut,
-        // poll on two valid descriptors has no other failure but ENOMEM; treat as readable
-        // and let read(2) report whatever is wrong.
-        Err(_) => Wait::Readable,
+        // On two valid descriptors only ENOMEM is left: give up on this connection rather
+        // than block in a read that neither the idle timer nor shutdown could interrupt.
+        Err(e) => Wait::Failed(e),
         Ok(_) => {
             let ready = |fd: &PollFd<'_>| fd.revents().is_some_and(|r| !r.is_empty());
             if ready(&fds[0]) {
@@ -236,9 +265,23 @@ fn wait_readable(sock: BorrowedFd<'_>, shutdown: BorrowedFd<'_>, timeout: Durati
     }
 }
 
-/// Sends `message` as an ERROR reply to a connection the server will not serve ("server busy"),
-/// then closes it with [`linger_close`]'s care. Never blocks for long: the caller is an accept loop.
-pub fn refuse(mut stream: TcpStream, codec: &dyn Codec, message: &str) {
+/// Refuses a connection the server will not serve: counts it, logs `why` at debug level, and
+/// sends the protocol's ERROR reply "server busy" (RESP: `-ERR server busy`).
+pub fn refuse(
+    stream: TcpStream,
+    codec: &dyn Codec,
+    counters: &Counters,
+    peer: impl std::fmt::Display,
+    why: &str,
+) {
+    Counters::bump(&counters.refused);
+    crate::debug!("{peer}: refused ({why})");
+    send_error_and_close(stream, codec, "server busy");
+}
+
+/// Sends `message` as an ERROR reply, then closes with [`linger_close`]'s care, without
+/// waiting for more input: the caller is an accept loop and must not block.
+fn send_error_and_close(mut stream: TcpStream, codec: &dyn Codec, message: &str) {
     let mut reply = Vec::new();
     codec.encode_error(None, message, &mut reply);
     let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));

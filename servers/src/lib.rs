@@ -10,12 +10,14 @@
 //! - [`conn`]: the blocking connection handler (thread, fork and prefork all call it);
 //! - [`exec`]: what a request does (ECHO, SLEEP, SPIN, pi);
 //! - [`signals`]: signal handlers that only set flags, the self-pipe, the shutdown broadcast;
-//! - [`stats`]: counters in fork-shared memory and the report written on shutdown.
+//! - [`stats`]: counters in fork-shared memory and the report written on shutdown;
+//! - [`children`]: reaping, for the models that fork.
 //!
 //! EINTR policy, in one place (also in docs/ARCHITECTURE.md): std's `accept` and `write_all`
 //! retry EINTR themselves; a plain `read` and raw nix calls return it, and each call site says
 //! what it does; `poll` is never restarted, which is what lets a signal wake a loop.
 
+pub mod children;
 pub mod cli;
 pub mod conn;
 pub mod exec;
@@ -23,3 +25,22 @@ pub mod log;
 pub mod net;
 pub mod signals;
 pub mod stats;
+
+use std::process::ExitCode;
+
+/// The `main` of every server: parse nothing (the binary has), set up logging, run, and turn
+/// an error into a message and exit status 1.
+pub fn main_with(
+    program: &'static str,
+    verbose: bool,
+    run: impl FnOnce() -> std::io::Result<()>,
+) -> ExitCode {
+    log::init(program, verbose);
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            info!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -24,7 +24,9 @@ use std::sync::Arc;
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+use nix::sys::signal::{
+    sigaction, sigprocmask, SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal,
+};
 
 static TERMINATE: AtomicBool = AtomicBool::new(false);
 static CHILD_EXITED: AtomicBool = AtomicBool::new(false);
@@ -72,7 +74,8 @@ pub struct Pending {
 #[derive(Debug)]
 pub struct SignalPipe {
     read: OwnedFd,
-    write: OwnedFd,
+    /// Never used directly: the handler writes to its raw number, and this keeps it open.
+    _write: OwnedFd,
 }
 
 fn install(signal: Signal, handler: SigHandler, flags: SaFlags) -> io::Result<()> {
@@ -102,7 +105,10 @@ impl SignalPipe {
                 flags | SaFlags::SA_NOCLDSTOP,
             )?;
         }
-        Ok(SignalPipe { read, write })
+        Ok(SignalPipe {
+            read,
+            _write: write,
+        })
     }
 
     /// The descriptor to poll for `POLLIN`.
@@ -134,35 +140,65 @@ impl SignalPipe {
         install(Signal::SIGTERM, SigHandler::SigDfl, SaFlags::empty())?;
         install(Signal::SIGINT, SigHandler::SigIgn, SaFlags::empty())?;
         drop(self);
-        Ok(())
+        unblock_after_fork()
     }
 
-    /// In a prefork worker: on SIGINT/SIGTERM, `_exit` at once while [`set_idle`] says the
-    /// worker is waiting for a connection, else let the current connection finish. Keeps the
-    /// handler (so the flag is still recorded) but forgets the parent's pipe.
+    /// In a prefork worker: on SIGTERM, `_exit` at once while [`set_idle`] says the worker is
+    /// waiting for a connection, else only record it and let the current connection finish.
+    /// Forgets the parent's pipe. SIGINT is ignored, as in a fork child: a Ctrl-C reaches the
+    /// whole process group, and it is the parent's to act on (it sends the workers SIGTERM);
+    /// a worker that left on its own would look to the parent like one that died.
     pub fn into_worker(self) -> io::Result<()> {
         WAKE_FD.store(-1, Ordering::SeqCst);
         EXIT_WHEN_IDLE.store(true, Ordering::SeqCst);
         install(Signal::SIGCHLD, SigHandler::SigDfl, SaFlags::empty())?;
-        // No SA_RESTART: a worker blocked in the accept lock must see EINTR and recheck.
         install(
             Signal::SIGTERM,
             SigHandler::Handler(on_signal),
             SaFlags::empty(),
         )?;
-        install(
-            Signal::SIGINT,
-            SigHandler::Handler(on_signal),
-            SaFlags::empty(),
-        )?;
+        install(Signal::SIGINT, SigHandler::SigIgn, SaFlags::empty())?;
         drop(self);
-        Ok(())
+        unblock_after_fork()
     }
+}
 
-    /// Whether the write end is still this pipe's (for tests of descriptor hygiene).
-    pub fn write_fd(&self) -> BorrowedFd<'_> {
-        self.write.as_fd()
+/// The signals whose handlers touch the self-pipe.
+fn handled() -> SigSet {
+    let mut set = SigSet::empty();
+    for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGCHLD] {
+        set.add(signal);
     }
+    set
+}
+
+/// Blocks SIGINT, SIGTERM and SIGCHLD until dropped (in the parent) or until the child has
+/// installed its own dispositions ([`SignalPipe::forget_in_child`], [`SignalPipe::into_worker`]).
+///
+/// Without it, a signal delivered to a new child in the instant between `fork` and that setup
+/// would run the *parent's* handler in the child and write into the parent's self-pipe. While
+/// blocked, a signal stays pending and is delivered, with the right disposition, on unblocking.
+#[derive(Debug)]
+pub struct BlockedForFork {
+    previous: SigSet,
+}
+
+/// Blocks the handled signals for the duration of a `fork` (see [`BlockedForFork`]).
+pub fn block_for_fork() -> io::Result<BlockedForFork> {
+    let mut previous = SigSet::empty();
+    sigprocmask(SigmaskHow::SIG_BLOCK, Some(&handled()), Some(&mut previous))?;
+    Ok(BlockedForFork { previous })
+}
+
+impl Drop for BlockedForFork {
+    fn drop(&mut self) {
+        let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&self.previous), None);
+    }
+}
+
+fn unblock_after_fork() -> io::Result<()> {
+    sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&handled()), None)?;
+    Ok(())
 }
 
 /// Marks a prefork worker as idle (waiting in `accept`) or busy (serving a client).

@@ -96,8 +96,10 @@ impl SharedCounters {
     /// Maps `slots` zeroed counter sets (slot 0 for the totals).
     pub fn new(slots: usize) -> io::Result<SharedCounters> {
         let slots = slots.max(1);
-        let bytes = NonZeroUsize::new(slots * std::mem::size_of::<Counters>())
-            .ok_or_else(|| io::Error::other("empty counter mapping"))?;
+        let bytes = slots
+            .checked_mul(std::mem::size_of::<Counters>())
+            .and_then(NonZeroUsize::new)
+            .ok_or_else(|| io::Error::other(format!("cannot map {slots} counter slots")))?;
         // SAFETY: a fresh anonymous mapping aliases no Rust object. The kernel zero-fills it,
         // and all-zero bytes are a valid `AtomicU64` (0), so the memory is a valid
         // `[Counters; slots]` from the start; `mmap` returns page-aligned memory, which

@@ -709,12 +709,12 @@ fn error_cases(protocol: Protocol, max: usize) -> Vec<ErrorCase> {
         Protocol::Resp => {
             let b = |s: &str| s.as_bytes().to_vec();
             let mut huge_command = b(&format!("*3\r\n$4\r\nECHO\r\n${max}\r\n"));
-            huge_command.extend(std::iter::repeat(b'a').take(max));
+            huge_command.extend(std::iter::repeat_n(b'a', max));
             huge_command.extend_from_slice(format!("\r\n${max}\r\n").as_bytes());
-            huge_command.extend(std::iter::repeat(b'b').take(80 * 1024));
+            huge_command.extend(std::iter::repeat_n(b'b', 80 * 1024));
             let long_line = |prefix: &str| {
                 let mut v = b(prefix);
-                v.extend(std::iter::repeat(b'1').take(64 * 1024 + 1));
+                v.extend(std::iter::repeat_n(b'1', 64 * 1024 + 1));
                 v
             };
             vec![

@@ -44,20 +44,20 @@
 
 use std::collections::HashSet;
 use std::io;
-use std::os::fd::AsFd;
+use std::net::{SocketAddr, TcpStream};
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use clap::{Parser, ValueEnum};
+use echolab_protocol::Codec;
+use echolab_servers::children::{self, Family, Reaping};
 use echolab_servers::cli::ServerArgs;
 use echolab_servers::conn::{self, Limits};
-use echolab_servers::signals::{Shutdown, SignalPipe};
+use echolab_servers::net::{self, Acceptor};
+use echolab_servers::signals::{self, Shutdown, SignalPipe};
 use echolab_servers::stats::{Counters, Report, SharedCounters};
-use echolab_servers::{debug, info, log, net};
-use nix::errno::Errno;
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::signal::{kill, Signal};
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use echolab_servers::{debug, info};
+use nix::sys::wait::WaitStatus;
 use nix::unistd::{fork, ForkResult, Pid};
 
 /// How the parent collects dead children. Only `loop` is correct; the others are teaching aids.
@@ -93,14 +93,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    log::init("server-fork", args.server.verbose);
-    match run(args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            info!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    echolab_servers::main_with("server-fork", args.server.verbose, || run(args))
 }
 
 fn run(args: Args) -> io::Result<()> {
@@ -108,211 +101,173 @@ fn run(args: Args) -> io::Result<()> {
     let cfg = &args.server;
     let max_children = args.max_children.unwrap_or(cfg.max_connections) as usize;
     let codec = cfg.protocol.codec(cfg.max_frame);
-    let limits = Limits {
-        idle_timeout: cfg.idle_timeout,
-        write_timeout: cfg.write_timeout,
-    };
-    // Created before the first fork, so every child inherits the same mappings and pipes.
+    // Created before the first fork, so every child inherits the same mapping and pipes.
     let counters = SharedCounters::new(1)?;
-    let mut signals = Some(SignalPipe::install(true)?);
+    let signals = SignalPipe::install(true)?;
     let mut shutdown = Shutdown::new()?;
-    let listener = net::bind(cfg.addr, cfg.backlog, false)?;
-    listener.set_nonblocking(true)?;
-    net::announce(listener.local_addr()?)?;
-
-    let mut children: HashSet<Pid> = HashSet::new();
-    let mut tally = Tally::default();
-    let mut accept_paused_until: Option<Instant> = None;
+    let mut acceptor = Acceptor::new(net::bind(cfg.addr, cfg.backlog, false)?)?;
+    net::announce(acceptor.local_addr()?)?;
+    let mut children = Children::default();
 
     loop {
-        let sig = signals
-            .as_ref()
-            .ok_or_else(|| io::Error::other("signal pipe gone"))?;
-        let paused = accept_paused_until.is_some_and(|t| Instant::now() < t);
-        let mut fds = [
-            PollFd::new(sig.fd(), PollFlags::POLLIN),
-            PollFd::new(listener.as_fd(), PollFlags::POLLIN),
-        ];
-        let (watched, timeout) = if paused {
-            (1, PollTimeout::from(100u16))
-        } else {
-            (2, PollTimeout::NONE)
-        };
-        // poll(2): interrupted by every SIGCHLD (EINTR, never restarted); either way the loop
-        // goes round and looks at what the handlers recorded.
-        let _ = poll(&mut fds[..watched], timeout);
-
-        let pending = sig.take();
+        // Sleep until a client connects or a signal arrives (SIGCHLD wakes us often).
+        let pending = acceptor.wait(&signals);
         if pending.child_exited {
             match args.reap {
-                Reap::Loop => reap(&mut children, &mut tally, false),
-                Reap::Once => reap(&mut children, &mut tally, true),
+                Reap::Loop => children::reap(&mut children, Reaping::All),
+                Reap::Once => children::reap(&mut children, Reaping::One),
                 Reap::None => {}
             }
         }
         if pending.terminate {
             break;
         }
-        if paused {
-            continue;
-        }
 
-        loop {
-            // accept4(2) via std, which retries EINTR itself (a SIGCHLD arrives here often).
-            let (stream, peer) = match listener.accept() {
-                Ok(conn) => conn,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => {
-                    // EMFILE/ENFILE: see server-thread; pause rather than spin.
-                    info!("accept: {e}; pausing accepts for 100ms");
-                    accept_paused_until = Some(Instant::now() + Duration::from_millis(100));
-                    break;
-                }
-            };
+        while let Some((stream, peer)) = acceptor.accept() {
             Counters::bump(&counters.total().accepted);
-            let _ = stream.set_nonblocking(false);
             // Zombies count here: an unreaped child still holds its process slot.
-            if children.len() >= max_children {
-                Counters::bump(&counters.total().refused);
-                debug!("{peer}: refused ({} live children)", children.len());
-                conn::refuse(stream, &*codec, "server busy");
+            if children.live.len() >= max_children {
+                conn::refuse(
+                    stream,
+                    &*codec,
+                    counters.total(),
+                    peer,
+                    "max-children reached",
+                );
                 continue;
             }
 
+            // Signals stay pending, not delivered, until each process has set itself up.
+            let blocked = signals::block_for_fork()?;
             // SAFETY: this process is single-threaded (no thread is ever started in
             // server-fork), so the child is a consistent copy: no lock is held by a thread
             // that does not exist in the child, and it may allocate and use std freely.
             match unsafe { fork() } {
-                Ok(ForkResult::Child) => {
-                    // The child: close what belongs to the parent, serve, and never return.
-                    drop(listener);
-                    if let Some(sig) = signals.take() {
-                        let _ = sig.forget_in_child();
-                    }
-                    shutdown.child_side();
-                    let outcome = conn::serve(stream, &*codec, limits, shutdown.fd());
-                    conn::record_end(&outcome, &[counters.total()], peer);
-                    // _exit, not exit: no atexit handlers, no flushing of stdio buffers copied
-                    // from the parent (they would be written twice), no destructors for state
-                    // that is the parent's business.
-                    // SAFETY: _exit(2) ends this process immediately; nothing after it runs.
-                    unsafe { libc::_exit(0) };
-                }
+                Ok(ForkResult::Child) => child(
+                    stream,
+                    peer,
+                    acceptor,
+                    signals,
+                    shutdown,
+                    &*codec,
+                    cfg.limits(),
+                    &counters,
+                ),
                 Ok(ForkResult::Parent { child }) => {
                     // The parent's copy of the connection must go, or the client never sees EOF
                     // (the socket stays open while any process holds a descriptor for it).
                     drop(stream);
-                    children.insert(child);
-                    tally.forked += 1;
-                    tally.max_live = tally.max_live.max(children.len());
+                    children.born(child);
                     debug!("{peer}: forked child {child}");
                 }
                 Err(e) => {
                     // EAGAIN: RLIMIT_NPROC or the pids cgroup says no more processes;
                     // ENOMEM: no memory for the copy. The client gets a reply, not silence.
-                    info!("fork failed: {e}; refusing {peer}");
-                    Counters::bump(&counters.total().refused);
-                    conn::refuse(stream, &*codec, "server busy");
+                    info!("fork failed: {e}");
+                    conn::refuse(stream, &*codec, counters.total(), peer, "fork failed");
                 }
             }
+            drop(blocked);
         }
     }
 
-    // Graceful shutdown.
-    drop(listener);
-    let zombies_at_shutdown = count_zombies(&children);
+    // Graceful shutdown: stop accepting, close the shutdown pipe (every child polls it), and
+    // reap every child, killing any that outstays the grace period.
+    drop(acceptor);
+    let zombies_at_shutdown = count_zombies(&children.live);
     info!(
         "shutting down: {} children ({zombies_at_shutdown} of them zombies); waiting up to {:?}",
-        children.len(),
+        children.live.len(),
         cfg.grace
     );
     shutdown.trigger();
-    let deadline = Instant::now() + cfg.grace;
-    reap(&mut children, &mut tally, false);
-    while !children.is_empty() && Instant::now() < deadline {
-        let sig = signals
-            .as_ref()
-            .ok_or_else(|| io::Error::other("signal pipe gone"))?;
-        let mut fds = [PollFd::new(sig.fd(), PollFlags::POLLIN)];
-        let _ = poll(&mut fds, PollTimeout::from(50u16));
-        sig.take();
-        reap(&mut children, &mut tally, false);
-    }
-    if !children.is_empty() {
-        info!(
-            "{} children still running after the grace period; killing them",
-            children.len()
-        );
-        for &child in &children {
-            let _ = kill(child, Signal::SIGKILL);
-        }
-        while !children.is_empty() {
-            // waitpid(2) blocking: every remaining child was just sent SIGKILL.
-            match waitpid(None, None) {
-                Ok(status) => {
-                    if let Some(pid) = status.pid() {
-                        children.remove(&pid);
-                        tally.reaped += 1;
-                    }
-                }
-                Err(Errno::EINTR) => {}
-                Err(_) => break,
-            }
-        }
-    }
+    let killed = children::reap_all(&mut children, &signals, cfg.grace);
 
+    let model = format!("fork/reap-{:?}", args.reap).to_lowercase();
     let mut report = Report::new(
         "server-fork",
-        format!("fork/reap-{:?}", args.reap).to_lowercase(),
+        model,
         cfg.protocol.name(),
         started,
         &counters,
     );
     report
         .extra
-        .insert("children_forked".into(), tally.forked.into());
+        .insert("children_forked".into(), children.forked.into());
     report
         .extra
-        .insert("children_reaped".into(), tally.reaped.into());
+        .insert("children_reaped".into(), children.reaped.into());
     report
         .extra
-        .insert("max_live_children".into(), tally.max_live.into());
+        .insert("max_live_children".into(), children.max_live.into());
     report
         .extra
         .insert("zombies_at_shutdown".into(), zombies_at_shutdown.into());
+    report
+        .extra
+        .insert("killed_after_grace".into(), killed.into());
     report.emit(cfg.stats_file.as_deref());
     Ok(())
 }
 
+/// The child's whole life: close what belongs to the parent, serve one client, `_exit`.
+/// It takes the listener and pipes by value so that they are *this* process's to close.
+#[allow(clippy::too_many_arguments)]
+fn child(
+    stream: TcpStream,
+    peer: SocketAddr,
+    acceptor: Acceptor,
+    signals: SignalPipe,
+    mut shutdown: Shutdown,
+    codec: &dyn Codec,
+    limits: Limits,
+    counters: &SharedCounters,
+) -> ! {
+    // The listener: a child that kept it would keep the port bound after the parent exited.
+    drop(acceptor);
+    // The parent's signal pipe and handlers (this also unblocks signals, now that the
+    // dispositions are the child's own).
+    let _ = signals.forget_in_child();
+    // The shutdown pipe's write end: only the parent may hold one, or closing it wakes nobody.
+    shutdown.child_side();
+
+    let outcome = conn::serve(stream, codec, limits, shutdown.fd());
+    conn::record_end(&outcome, &[counters.total()], peer);
+    // _exit, not exit: no atexit handlers, no flushing of stdio buffers copied from the
+    // parent (they would be written twice), no destructors for state that is the parent's.
+    // SAFETY: _exit(2) ends this process immediately; nothing after it runs.
+    unsafe { libc::_exit(0) }
+}
+
+/// The parent's record of its children.
 #[derive(Debug, Default)]
-struct Tally {
+struct Children {
+    /// Forked and not yet reaped: running, or zombies.
+    live: HashSet<Pid>,
     forked: u64,
     reaped: u64,
     max_live: usize,
 }
 
-/// waitpid(-1, WNOHANG) until no exited child is left (or, with `once`, a single call).
-fn reap(children: &mut HashSet<Pid>, tally: &mut Tally, once: bool) {
-    loop {
-        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-            // Children exist but none has exited yet.
-            Ok(WaitStatus::StillAlive) => return,
-            Ok(status) => {
-                if let Some(pid) = status.pid() {
-                    children.remove(&pid);
-                    tally.reaped += 1;
-                    if let WaitStatus::Signaled(pid, signal, _) = status {
-                        info!("child {pid} killed by {signal}");
-                    }
-                }
-            }
-            // waitpid(2): EINTR if a signal lands mid-call; try again.
-            Err(Errno::EINTR) => continue,
-            // ECHILD: no children at all.
-            Err(_) => return,
+impl Children {
+    fn born(&mut self, pid: Pid) {
+        self.live.insert(pid);
+        self.forked += 1;
+        self.max_live = self.max_live.max(self.live.len());
+    }
+}
+
+impl Family for Children {
+    fn live(&self) -> Vec<Pid> {
+        self.live.iter().copied().collect()
+    }
+
+    fn exited(&mut self, pid: Pid, status: WaitStatus) {
+        if self.live.remove(&pid) {
+            self.reaped += 1;
         }
-        if once {
-            return;
+        if let WaitStatus::Signaled(pid, signal, _) = status {
+            info!("child {pid} killed by {signal}");
         }
     }
 }

@@ -54,17 +54,18 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
 use echolab_protocol::Codec;
+use echolab_servers::children::{self, Family, Reaping};
 use echolab_servers::cli::{parse_duration, ServerArgs};
 use echolab_servers::conn::{self, Limits};
 use echolab_servers::signals::{self, Shutdown, SignalPipe};
 use echolab_servers::stats::{Counters, Report, SharedCounters};
-use echolab_servers::{debug, info, log, net};
-use nix::errno::Errno;
+use echolab_servers::{debug, info, net};
 use nix::fcntl::{fcntl, FcntlArg};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::prctl;
 use nix::sys::signal::{kill, Signal};
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::{fork, ForkResult, Pid};
+use nix::sys::wait::WaitStatus;
+use nix::unistd::{fork, getpid, getppid, ForkResult, Pid};
 
 /// How workers compete for connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -96,33 +97,33 @@ struct Args {
     accept: AcceptMode,
 
     /// With --stats-file: rewrite it this often while running, so per-worker counts can be watched.
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, default_value = "1s", value_parser = parse_interval)]
     stats_interval: Duration,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    log::init("server-prefork", args.server.verbose);
-    match run(args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            info!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    echolab_servers::main_with("server-prefork", args.server.verbose, || run(args))
 }
 
-/// Everything a worker inherits from the parent at `fork`.
+/// What a worker inherits from the parent at `fork` and keeps using.
 struct Inherited {
     codec: Box<dyn Codec>,
     limits: Limits,
-    counters: SharedCounters,
     /// One listener (shared, locked) or one per worker (reuseport).
     listeners: Vec<TcpListener>,
     lock: Option<AcceptLock>,
-    /// `Option` so a child can take it out and convert it.
-    signals: Option<SignalPipe>,
     shutdown: Shutdown,
+    /// The parent's pid, for a worker to notice that it has been orphaned.
+    parent: Pid,
+}
+
+/// The parent's view of its workers: one slot each, and whether a dead one is replaced.
+struct Workers<'a> {
+    slots: Vec<Slot>,
+    counters: &'a SharedCounters,
+    /// False once shutdown has begun: from then on a worker's exit is expected.
+    restarting: bool,
 }
 
 /// The parent's view of one worker slot.
@@ -143,7 +144,7 @@ const HEALTHY_UPTIME: Duration = Duration::from_secs(1);
 fn run(args: Args) -> io::Result<()> {
     let started = Instant::now();
     let cfg = &args.server;
-    let workers = match args.workers {
+    let n = match args.workers {
         Some(n) => n as usize,
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
@@ -158,150 +159,154 @@ fn run(args: Args) -> io::Result<()> {
             let first = net::bind(cfg.addr, cfg.backlog, true)?;
             let port = first.local_addr()?;
             let mut all = vec![first];
-            for _ in 1..workers {
+            for _ in 1..n {
                 all.push(net::bind(port, cfg.backlog, true)?);
             }
             all
         }
     };
     let addr = listeners[0].local_addr()?;
+    // Created before the first fork, so every worker inherits them. The pipe is an `Option`
+    // only so that a worker can take it out of its copy and close it.
+    let counters = SharedCounters::new(1 + n)?;
+    let mut signals = Some(SignalPipe::install(true)?);
     let mut inherited = Inherited {
         codec: cfg.protocol.codec(cfg.max_frame),
-        limits: Limits {
-            idle_timeout: cfg.idle_timeout,
-            write_timeout: cfg.write_timeout,
-        },
-        counters: SharedCounters::new(1 + workers)?,
+        limits: cfg.limits(),
         listeners,
         lock: if args.accept == AcceptMode::Locked {
             Some(AcceptLock::new()?)
         } else {
             None
         },
-        signals: Some(SignalPipe::install(true)?),
         shutdown: Shutdown::new()?,
+        parent: getpid(),
     };
-
     let now = Instant::now();
-    let mut slots: Vec<Slot> = (0..workers)
-        .map(|_| Slot {
-            pid: None,
-            started: now,
-            backoff: MIN_BACKOFF,
-            restart_at: Some(now),
-        })
-        .collect();
-    for (i, slot) in slots.iter_mut().enumerate() {
-        start_worker(i, slot, &mut inherited);
+    let mut workers = Workers {
+        slots: (0..n)
+            .map(|_| Slot {
+                pid: None,
+                started: now,
+                backoff: MIN_BACKOFF,
+                restart_at: None,
+            })
+            .collect(),
+        counters: &counters,
+        restarting: true,
+    };
+    for (i, slot) in workers.slots.iter_mut().enumerate() {
+        start_worker(i, slot, &mut inherited, &mut signals, &counters)?;
     }
     net::announce(addr)?;
     info!(
-        "{workers} workers, accept mode {}",
+        "{n} workers, accept mode {}",
         format!("{:?}", args.accept).to_lowercase()
     );
 
-    let report = |inherited: &Inherited, running: bool| {
+    let report = |running: bool| {
+        let model = format!("prefork/{:?}", args.accept).to_lowercase();
         let mut r = Report::new(
             "server-prefork",
-            format!("prefork/{:?}", args.accept).to_lowercase(),
+            model,
             cfg.protocol.name(),
             started,
-            &inherited.counters,
+            &counters,
         )
-        .with_workers(&inherited.counters, true);
+        .with_workers(&counters, true);
         r.extra.insert("running".into(), running.into());
+        r.extra.insert("workers".into(), n.into());
         r
     };
 
     // Supervise: sleep until a signal, a scheduled restart, or the next stats snapshot.
     let mut next_snapshot = Instant::now() + args.stats_interval;
     loop {
-        let now = Instant::now();
-        let mut wake = next_snapshot;
-        for slot in &slots {
-            if let Some(t) = slot.restart_at {
-                wake = wake.min(t);
-            }
-        }
-        let millis = wake.saturating_duration_since(now).as_millis().min(60_000) as u16;
-        let sig = inherited
-            .signals
-            .as_ref()
-            .ok_or_else(|| io::Error::other("signal pipe gone"))?;
-        let mut fds = [PollFd::new(sig.fd(), PollFlags::POLLIN)];
+        let wake = workers
+            .slots
+            .iter()
+            .filter_map(|s| s.restart_at)
+            .fold(next_snapshot, Instant::min);
+        // Round up: waking a hair early would spin through the loop until the deadline.
+        let millis = wake
+            .saturating_duration_since(Instant::now())
+            .as_micros()
+            .div_ceil(1000)
+            .min(60_000) as u16;
+        let mut fds = [PollFd::new(pipe(&signals).fd(), PollFlags::POLLIN)];
         // poll(2): interrupted by SIGCHLD/SIGTERM (EINTR); either way, look at the flags.
         let _ = poll(&mut fds, PollTimeout::from(millis));
-        let pending = sig.take();
+        let pending = pipe(&signals).take();
 
-        if pending.child_exited {
-            reap(&mut slots, &inherited.counters, true);
-        }
+        // Terminate first: workers that exit because we are stopping must not be restarted.
         if pending.terminate {
             break;
         }
+        if pending.child_exited {
+            children::reap(&mut workers, Reaping::All);
+        }
         let now = Instant::now();
-        for (i, slot) in slots.iter_mut().enumerate() {
+        for (i, slot) in workers.slots.iter_mut().enumerate() {
             if slot.restart_at.is_some_and(|t| t <= now) {
-                start_worker(i, slot, &mut inherited);
+                start_worker(i, slot, &mut inherited, &mut signals, &counters)?;
             }
         }
         if now >= next_snapshot {
             next_snapshot = now + args.stats_interval;
             if let Some(path) = &cfg.stats_file {
-                if let Err(e) = report(&inherited, true).write_atomically(path) {
+                if let Err(e) = report(true).write_atomically(path) {
                     debug!("stats snapshot: {e}");
                 }
             }
         }
     }
 
-    // Graceful shutdown. Closing the pipe ends busy workers' connections once their in-flight
-    // requests are answered; SIGTERM gets idle workers out of accept() or the lock.
+    // Graceful shutdown. Close the listeners first, so the kernel stops completing handshakes
+    // nobody will accept; close the shutdown pipe, so busy workers answer what they have and
+    // close; and send SIGTERM, which gets idle workers out of accept() or the lock.
     info!(
         "shutting down: waiting up to {:?} for the workers",
         cfg.grace
     );
+    workers.restarting = false;
+    inherited.listeners.clear();
     inherited.shutdown.trigger();
-    for pid in slots.iter().filter_map(|s| s.pid) {
+    for pid in workers.live() {
         let _ = kill(pid, Signal::SIGTERM);
     }
-    let deadline = Instant::now() + cfg.grace;
-    while slots.iter().any(|s| s.pid.is_some()) && Instant::now() < deadline {
-        if let Some(sig) = &inherited.signals {
-            let mut fds = [PollFd::new(sig.fd(), PollFlags::POLLIN)];
-            let _ = poll(&mut fds, PollTimeout::from(50u16));
-            sig.take();
-        }
-        reap(&mut slots, &inherited.counters, false);
-    }
-    for slot in slots.iter_mut() {
-        if let Some(pid) = slot.pid.take() {
-            info!("worker {pid} still busy after the grace period; killing it");
-            let _ = kill(pid, Signal::SIGKILL);
-            // waitpid(2) for this one child, blocking: it was just sent SIGKILL.
-            while waitpid(pid, None) == Err(Errno::EINTR) {}
-        }
-    }
+    let killed = children::reap_all(&mut workers, pipe(&signals), cfg.grace);
 
-    let mut r = report(&inherited, false);
-    r.extra.insert("workers".into(), workers.into());
+    let mut r = report(false);
+    r.extra.insert("killed_after_grace".into(), killed.into());
     r.emit(cfg.stats_file.as_deref());
     Ok(())
 }
 
+/// The parent's signal pipe (only a worker ever takes it out, in its own copy).
+fn pipe(signals: &Option<SignalPipe>) -> &SignalPipe {
+    signals.as_ref().expect("the parent keeps its signal pipe")
+}
+
 /// Forks the worker for slot `i`. In the child this never returns.
-fn start_worker(i: usize, slot: &mut Slot, inherited: &mut Inherited) {
+fn start_worker(
+    i: usize,
+    slot: &mut Slot,
+    inherited: &mut Inherited,
+    signals: &mut Option<SignalPipe>,
+    counters: &SharedCounters,
+) -> io::Result<()> {
     slot.restart_at = None;
+    // Signals stay pending, not delivered, until each process has set itself up.
+    let blocked = signals::block_for_fork()?;
     // SAFETY: the parent is single-threaded (it never starts a thread), so the child is a
     // consistent copy and may allocate and use std freely.
     match unsafe { fork() } {
-        Ok(ForkResult::Child) => worker(i, inherited),
+        Ok(ForkResult::Child) => worker(i, inherited, signals.take(), counters),
         Ok(ForkResult::Parent { child }) => {
             debug!("worker {i} started as pid {child}");
             slot.pid = Some(child);
             slot.started = Instant::now();
-            inherited
-                .counters
+            counters
                 .slot(1 + i)
                 .pid
                 .store(child.as_raw() as u64, Relaxed);
@@ -316,27 +321,25 @@ fn start_worker(i: usize, slot: &mut Slot, inherited: &mut Inherited) {
             slot.backoff = (slot.backoff * 2).min(MAX_BACKOFF);
         }
     }
+    drop(blocked);
+    Ok(())
 }
 
-/// Collects every exited worker and schedules its restart (unless shutting down).
-fn reap(slots: &mut [Slot], counters: &SharedCounters, restart: bool) {
-    loop {
-        let status = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::StillAlive) => return,
-            Ok(status) => status,
-            // waitpid(2): EINTR if a signal lands mid-call; try again.
-            Err(Errno::EINTR) => continue,
-            // ECHILD: no children left.
-            Err(_) => return,
+impl Family for Workers<'_> {
+    fn live(&self) -> Vec<Pid> {
+        self.slots.iter().filter_map(|s| s.pid).collect()
+    }
+
+    /// A worker died: log how, and schedule its replacement — at once after a healthy run,
+    /// after a doubling backoff if it keeps dying young.
+    fn exited(&mut self, pid: Pid, status: WaitStatus) {
+        let Some(i) = self.slots.iter().position(|s| s.pid == Some(pid)) else {
+            return;
         };
-        let Some(pid) = status.pid() else { continue };
-        let Some(i) = slots.iter().position(|s| s.pid == Some(pid)) else {
-            continue;
-        };
-        let slot = &mut slots[i];
+        let slot = &mut self.slots[i];
         slot.pid = None;
-        if !restart {
-            continue;
+        if !self.restarting {
+            return;
         }
         let uptime = slot.started.elapsed();
         let delay = if uptime >= HEALTHY_UPTIME {
@@ -353,18 +356,30 @@ fn reap(slots: &mut [Slot], counters: &SharedCounters, restart: bool) {
             other => format!("{other:?}"),
         };
         info!("worker {i} (pid {pid}) {how} after {uptime:.1?}; restarting in {delay:?}");
-        Counters::bump(&counters.slot(1 + i).restarts);
+        Counters::bump(&self.counters.slot(1 + i).restarts);
         slot.restart_at = Some(Instant::now() + delay);
     }
 }
 
 /// The worker's whole life: tidy up what was inherited, then accept and serve until told to stop.
-fn worker(i: usize, inherited: &mut Inherited) -> ! {
+fn worker(
+    i: usize,
+    inherited: &mut Inherited,
+    signals: Option<SignalPipe>,
+    counters: &SharedCounters,
+) -> ! {
+    // If the parent dies, even by SIGKILL, the kernel sends us SIGTERM: a worker idle in
+    // accept() could otherwise outlive it forever, holding the port and swallowing clients.
+    // The parent may have died before this call, so check that it is still our parent.
+    let _ = prctl::set_pdeathsig(Signal::SIGTERM);
+    if getppid() != inherited.parent {
+        exit_worker();
+    }
     // Close the parent's business: its signal pipe (a signal to us must not wake the parent),
     // and the shutdown pipe's write end (only the parent may hold one, or closing it would
     // wake nobody). SIGTERM now means: exit at once if idle, finish the connection if busy.
-    if let Some(sig) = inherited.signals.take() {
-        let _ = sig.into_worker();
+    if let Some(signals) = signals {
+        let _ = signals.into_worker();
     }
     inherited.shutdown.child_side();
     // With reuseport, keep only our own listener and close our copies of the others: a worker
@@ -376,7 +391,7 @@ fn worker(i: usize, inherited: &mut Inherited) -> ! {
     } else {
         inherited.listeners.swap_remove(0)
     };
-    let (total, mine) = (inherited.counters.total(), inherited.counters.slot(1 + i));
+    let (total, mine) = (counters.total(), counters.slot(1 + i));
 
     loop {
         signals::set_idle(true);
@@ -386,8 +401,8 @@ fn worker(i: usize, inherited: &mut Inherited) -> ! {
             exit_worker();
         }
         if let Some(lock) = &inherited.lock {
+            // fcntl(F_SETLKW) can fail with EINTR (a signal) or EDEADLK; start over.
             if lock.acquire().is_err() {
-                // EINTR: a signal; the top of the loop decides what it meant.
                 continue;
             }
         }
@@ -397,6 +412,9 @@ fn worker(i: usize, inherited: &mut Inherited) -> ! {
         if let Some(lock) = &inherited.lock {
             lock.release();
         }
+        // (A SIGTERM landing between accept returning and this line still finds the worker
+        // "idle" and exits, dropping the connection just accepted: a window of a few
+        // instructions, only ever open at shutdown.)
         signals::set_idle(false);
 
         match accepted {
@@ -425,6 +443,15 @@ fn exit_worker() -> ! {
     // SAFETY: _exit(2) ends the worker without running the parent's atexit handlers or
     // flushing stdio buffers copied from it.
     unsafe { libc::_exit(0) }
+}
+
+/// `--stats-interval`: at least 10 ms, so the supervisor cannot be made to spin.
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < Duration::from_millis(10) {
+        return Err(format!("'{s}' is too short (at least 10ms)"));
+    }
+    Ok(d)
 }
 
 /// The `locked` mode's lock: an `fcntl` write lock on a temporary file.

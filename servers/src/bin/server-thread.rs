@@ -14,8 +14,8 @@
 //!   (crossbeam-channel); the main thread only accepts and enqueues.
 //! - Either way, past `--max-connections` live connections (or with the pool's queue full) a
 //!   new connection gets the ERROR reply `server busy` and is closed: the bound is explicit.
-//! - SIGINT/SIGTERM: the main thread stops accepting, broadcasts shutdown, and joins the
-//!   threads for up to `--grace`.
+//! - SIGINT/SIGTERM: the main thread stops accepting, broadcasts shutdown, and waits for the
+//!   threads to finish for up to `--grace`.
 //!
 //! # Run it
 //! ```text
@@ -49,10 +49,10 @@ use crossbeam_channel::{Receiver, TrySendError};
 use echolab_protocol::Codec;
 use echolab_servers::cli::{parse_size, ServerArgs};
 use echolab_servers::conn::{self, Limits};
+use echolab_servers::net::{self, Acceptor};
 use echolab_servers::signals::{Shutdown, SignalPipe};
-use echolab_servers::stats::{Report, SharedCounters};
-use echolab_servers::{debug, info, log, net};
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use echolab_servers::stats::{Counters, Report, SharedCounters};
+use echolab_servers::{debug, info};
 
 /// One OS thread per connection, or a pool of prethreaded workers.
 #[derive(Debug, Parser)]
@@ -65,8 +65,8 @@ struct Args {
     server: ServerArgs,
 
     /// Prethreaded workers fed by a bounded queue; 0 starts a new thread per connection.
-    #[arg(long, default_value_t = 0)]
-    pool: usize,
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=4096))]
+    pool: u16,
 
     /// With --pool: connections that may wait for a free worker before new ones are refused.
     #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..))]
@@ -76,6 +76,9 @@ struct Args {
     #[arg(long, default_value = "2M", value_parser = parse_size)]
     stack_size: usize,
 }
+
+/// A connection waiting in the pool's queue, with its place in the live count.
+type Queued = (TcpStream, SocketAddr, Live);
 
 /// What every connection thread shares: read-only settings and the counters.
 struct Shared {
@@ -90,43 +93,30 @@ struct Shared {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    log::init("server-thread", args.server.verbose);
-    match run(args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            info!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    echolab_servers::main_with("server-thread", args.server.verbose, || run(args))
 }
 
 fn run(args: Args) -> io::Result<()> {
     let started = Instant::now();
     let cfg = &args.server;
+    let pool = usize::from(args.pool);
     let signals = SignalPipe::install(false)?;
     let mut shutdown = Shutdown::new()?;
     let shared = Arc::new(Shared {
         codec: cfg.protocol.codec(cfg.max_frame),
-        limits: Limits {
-            idle_timeout: cfg.idle_timeout,
-            write_timeout: cfg.write_timeout,
-        },
-        counters: SharedCounters::new(1 + args.pool)?,
+        limits: cfg.limits(),
+        counters: SharedCounters::new(1 + pool)?,
         shutdown: shutdown.watcher(),
         live: AtomicUsize::new(0),
     });
-
-    let listener = net::bind(cfg.addr, cfg.backlog, false)?;
-    // Nonblocking, so the loop can accept until EAGAIN after one poll() and go back to
-    // waiting on both the listener and the signal pipe.
-    listener.set_nonblocking(true)?;
-    net::announce(listener.local_addr()?)?;
+    let mut acceptor = Acceptor::new(net::bind(cfg.addr, cfg.backlog, false)?)?;
+    net::announce(acceptor.local_addr()?)?;
 
     // --pool: start the workers before the first client arrives.
     let mut threads: Vec<JoinHandle<()>> = Vec::new();
-    let queue = if args.pool > 0 {
-        let (tx, rx) = crossbeam_channel::bounded::<(TcpStream, SocketAddr)>(args.queue as usize);
-        for worker in 0..args.pool {
+    let queue = if pool > 0 {
+        let (tx, rx) = crossbeam_channel::bounded::<Queued>(args.queue as usize);
+        for worker in 0..pool {
             let (rx, shared) = (rx.clone(), Arc::clone(&shared));
             let handle = thread::Builder::new()
                 .name(format!("worker-{worker}"))
@@ -139,77 +129,51 @@ fn run(args: Args) -> io::Result<()> {
         None
     };
 
-    // The accept loop.
-    let mut accept_paused_until: Option<Instant> = None;
+    // The accept loop: sleep in poll until a client or a signal comes, accept every waiting
+    // client, hand each to a thread.
     loop {
-        let paused = accept_paused_until.is_some_and(|t| Instant::now() < t);
-        if !paused {
-            accept_paused_until = None;
-        }
-        let mut fds = [
-            PollFd::new(signals.fd(), PollFlags::POLLIN),
-            PollFd::new(listener.as_fd(), PollFlags::POLLIN),
-        ];
-        // While paused after EMFILE, watch only the signals, for at most the pause.
-        let (watched, timeout) = if paused {
-            (1, PollTimeout::from(100u16))
-        } else {
-            (2, PollTimeout::NONE)
-        };
-        // poll(2): EINTR when a signal lands; the loop goes round and reads the pipe.
-        let _ = poll(&mut fds[..watched], timeout);
-
-        if signals.take().terminate {
+        if acceptor.wait(&signals).terminate {
             break;
         }
-        if paused {
-            continue;
-        }
-        // Reap finished connection threads now and then, so the list stays short.
+        // Forget connection threads that have finished, so the list stays short.
         threads.retain(|t| !t.is_finished());
-
-        loop {
-            // accept4(2) via std: EINTR is retried inside std; EAGAIN means the queue is empty.
-            let (stream, peer) = match listener.accept() {
-                Ok(conn) => conn,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => {
-                    // EMFILE/ENFILE: out of descriptors. The pending connection stays in the
-                    // backlog and the listener stays readable, so accepting again at once would
-                    // spin at 100% CPU: pause instead, and keep serving the connections we have.
-                    info!("accept: {e}; pausing accepts for 100ms");
-                    accept_paused_until = Some(Instant::now() + Duration::from_millis(100));
-                    break;
-                }
-            };
-            let counters = shared.counters.total();
-            echolab_servers::stats::Counters::bump(&counters.accepted);
+        while let Some((stream, peer)) = acceptor.accept() {
+            let totals = shared.counters.total();
+            Counters::bump(&totals.accepted);
             debug!("{peer}: accepted");
-            // Accepted sockets do not inherit O_NONBLOCK on Linux, but say what we rely on.
-            let _ = stream.set_nonblocking(false);
-
             if shared.live.load(Ordering::Relaxed) >= cfg.max_connections as usize {
-                busy(&shared, stream, peer, "max-connections reached");
+                conn::refuse(
+                    stream,
+                    &*shared.codec,
+                    totals,
+                    peer,
+                    "max-connections reached",
+                );
                 continue;
             }
-            shared.live.fetch_add(1, Ordering::Relaxed);
+            let live = Live::count(&shared);
             match &queue {
-                Some(tx) => match tx.try_send((stream, peer)) {
-                    Ok(()) => {}
-                    Err(
-                        TrySendError::Full((stream, peer))
-                        | TrySendError::Disconnected((stream, peer)),
-                    ) => {
-                        shared.live.fetch_sub(1, Ordering::Relaxed);
-                        busy(&shared, stream, peer, "pool queue full");
+                Some(tx) => {
+                    if let Err(
+                        TrySendError::Full((stream, peer, _))
+                        | TrySendError::Disconnected((stream, peer, _)),
+                    ) = tx.try_send((stream, peer, live))
+                    {
+                        conn::refuse(stream, &*shared.codec, totals, peer, "pool queue full");
                     }
-                },
-                None => match spawn_connection_thread(&shared, stream, peer, args.stack_size) {
+                }
+                None => match spawn_connection_thread(&shared, stream, peer, live, args.stack_size)
+                {
                     Ok(handle) => threads.push(handle),
                     Err((stream, e)) => {
-                        shared.live.fetch_sub(1, Ordering::Relaxed);
                         info!("cannot start a thread for {peer}: {e}");
-                        busy(&shared, stream, peer, "thread creation failed");
+                        conn::refuse(
+                            stream,
+                            &*shared.codec,
+                            totals,
+                            peer,
+                            "thread creation failed",
+                        );
                     }
                 },
             }
@@ -223,10 +187,11 @@ fn run(args: Args) -> io::Result<()> {
         cfg.grace,
         shared.live.load(Ordering::Relaxed)
     );
-    drop(listener);
+    drop(acceptor);
     drop(queue); // pool workers leave once the queue is empty
     shutdown.trigger();
     let deadline = Instant::now() + cfg.grace;
+    // JoinHandle has no timed join; finished threads are cheap to poll for.
     while threads.iter().any(|t| !t.is_finished()) && Instant::now() < deadline {
         thread::sleep(Duration::from_millis(5));
     }
@@ -236,8 +201,8 @@ fn run(args: Args) -> io::Result<()> {
         info!("{unfinished} threads still busy after the grace period; exiting anyway");
     }
 
-    let model = if args.pool > 0 {
-        format!("thread-pool/{}", args.pool)
+    let model = if pool > 0 {
+        format!("thread-pool/{pool}")
     } else {
         "thread-per-connection".into()
     };
@@ -248,7 +213,7 @@ fn run(args: Args) -> io::Result<()> {
         started,
         &shared.counters,
     );
-    if args.pool > 0 {
+    if pool > 0 {
         report = report.with_workers(&shared.counters, false);
     }
     report
@@ -258,17 +223,37 @@ fn run(args: Args) -> io::Result<()> {
     Ok(())
 }
 
+/// One live connection, counted in `Shared::live` from accept until it is dropped — when its
+/// thread finishes, or if that thread panics, or if the connection is refused after all —
+/// so that no path can leak a slot and slowly make the server refuse everyone.
+struct Live(Arc<Shared>);
+
+impl Live {
+    fn count(shared: &Arc<Shared>) -> Live {
+        shared.live.fetch_add(1, Ordering::Relaxed);
+        Live(Arc::clone(shared))
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.0.live.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Thread per connection: start a thread that owns `stream` for the rest of its life.
 ///
 /// `thread::spawn` would panic if the thread cannot be created (EAGAIN: out of memory for
 /// stacks, or `RLIMIT_NPROC`); `Builder::spawn` returns the error, and the client gets a busy
 /// reply instead of the server dying. To get the socket back in that case, the closure carries
 /// the raw descriptor rather than the `TcpStream`: if the thread never starts, the closure is
-/// dropped without running, the descriptor is still ours, and we rebuild the stream.
+/// dropped without running, the descriptor is still ours, and we rebuild the stream. (The
+/// dropped closure also drops `live`, giving the connection's slot back.)
 fn spawn_connection_thread(
     shared: &Arc<Shared>,
     stream: TcpStream,
     peer: SocketAddr,
+    live: Live,
     stack_size: usize,
 ) -> Result<JoinHandle<()>, (TcpStream, io::Error)> {
     let fd = stream.into_raw_fd();
@@ -280,6 +265,7 @@ fn spawn_connection_thread(
             // place: this thread if it runs, the error path below if it does not.
             let stream = unsafe { TcpStream::from_raw_fd(fd) };
             serve_one(&thread_shared, stream, peer, None);
+            drop(live);
         });
     spawned.map_err(|e| {
         // SAFETY: the thread was not created, so the closure never ran and never took `fd`.
@@ -288,10 +274,11 @@ fn spawn_connection_thread(
 }
 
 /// A pool worker: serve connections from the queue, one at a time, until it is closed.
-fn pool_worker(worker: usize, queue: &Receiver<(TcpStream, SocketAddr)>, shared: &Shared) {
-    for (stream, peer) in queue.iter() {
-        echolab_servers::stats::Counters::bump(&shared.counters.slot(1 + worker).accepted);
+fn pool_worker(worker: usize, queue: &Receiver<Queued>, shared: &Shared) {
+    for (stream, peer, live) in queue.iter() {
+        Counters::bump(&shared.counters.slot(1 + worker).accepted);
         serve_one(shared, stream, peer, Some(worker));
+        drop(live);
     }
 }
 
@@ -311,12 +298,4 @@ fn serve_one(shared: &Shared, stream: TcpStream, peer: SocketAddr, worker: Optio
         ),
         None => conn::record_end(&outcome, &[shared.counters.total()], peer),
     }
-    shared.live.fetch_sub(1, Ordering::Relaxed);
-}
-
-/// Refuses a connection with the protocol's ERROR reply.
-fn busy(shared: &Shared, stream: TcpStream, peer: SocketAddr, why: &str) {
-    echolab_servers::stats::Counters::bump(&shared.counters.total().refused);
-    debug!("{peer}: refused ({why})");
-    conn::refuse(stream, &*shared.codec, "server busy");
 }
