@@ -66,15 +66,70 @@ pub enum Ended {
     Failed(io::Error),
 }
 
+/// What a connection did.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Tally {
+    /// Requests answered with a success reply.
+    pub requests: u64,
+    /// Requests answered with an ERROR reply.
+    pub errors: u64,
+}
+
 /// How a connection went: why it ended and what it did.
 #[derive(Debug)]
 pub struct Outcome {
     /// Why it ended.
     pub ended: Ended,
-    /// Requests answered with a success reply.
-    pub requests: u64,
-    /// Requests answered with an ERROR reply.
-    pub errors: u64,
+    /// What it did.
+    pub tally: Tally,
+}
+
+/// What [`answer_all`] left behind.
+#[derive(Debug)]
+pub enum Answered {
+    /// Every complete request in the buffer was answered: this many (0 = none was complete).
+    Requests(u64),
+    /// The stream broke the protocol: the ERROR reply is in the output; send it and close.
+    Fatal(String),
+}
+
+/// The one request-handling step of every model: answers every complete request at the front
+/// of `input`, appends the replies to `output`, and counts them in `tally`. Before a slow
+/// request (SLEEP, SPIN, pi) starts, `before_slow` is handed the replies so far, so the caller
+/// can send them rather than make them wait for it.
+pub fn answer_all(
+    codec: &dyn Codec,
+    input: &mut ReadBuffer,
+    output: &mut Vec<u8>,
+    tally: &mut Tally,
+    mut before_slow: impl FnMut(&mut Vec<u8>) -> Result<(), Ended>,
+) -> Result<Answered, Ended> {
+    let mut answered = 0;
+    loop {
+        let len = match codec.decode_request(input.data()) {
+            Ok(Decoded::Incomplete) => return Ok(Answered::Requests(answered)),
+            Ok(Decoded::Complete { message, len }) => {
+                if is_slow(&message.command) && !output.is_empty() {
+                    before_slow(output)?;
+                }
+                let reply = execute(&message);
+                codec.encode_reply(&message, reply, output);
+                tally.requests += 1;
+                len
+            }
+            Ok(Decoded::Invalid { id, error, len }) => {
+                codec.encode_error(id, &error.to_string(), output);
+                tally.errors += 1;
+                len
+            }
+            Err(error) => {
+                codec.encode_error(None, &error.to_string(), output);
+                return Ok(Answered::Fatal(error.to_string()));
+            }
+        };
+        input.consume(len);
+        answered += 1;
+    }
 }
 
 /// Serves one connection until it ends.
@@ -88,13 +143,9 @@ pub fn serve(
     limits: Limits,
     shutdown: BorrowedFd<'_>,
 ) -> Outcome {
-    let mut outcome = Outcome {
-        ended: Ended::PeerClosed,
-        requests: 0,
-        errors: 0,
-    };
-    outcome.ended = serve_loop(stream, codec, limits, shutdown, &mut outcome);
-    outcome
+    let mut tally = Tally::default();
+    let ended = serve_loop(stream, codec, limits, shutdown, &mut tally);
+    Outcome { ended, tally }
 }
 
 fn serve_loop(
@@ -102,7 +153,7 @@ fn serve_loop(
     codec: &dyn Codec,
     limits: Limits,
     shutdown: BorrowedFd<'_>,
-    tally: &mut Outcome,
+    tally: &mut Tally,
 ) -> Ended {
     // SO_SNDTIMEO: a blocking write that makes no progress for this long fails with EAGAIN,
     // so a client that never reads cannot hold this thread or process forever.
@@ -141,38 +192,23 @@ fn serve_loop(
             Err(e) => return Ended::Failed(e),
         }
 
-        // Answer every complete request now in the buffer.
-        let mut fatal = None;
-        loop {
-            let len = match codec.decode_request(input.data()) {
-                Ok(Decoded::Incomplete) => break,
-                Ok(Decoded::Complete { message, len }) => {
-                    // Replies already computed go out before a slow request starts, so a
-                    // pipelined SLEEP does not hold back the answers that precede it.
-                    if is_slow(&message.command) && !output.is_empty() {
-                        if let Err(e) = flush(&mut stream, &mut output) {
-                            return e;
-                        }
-                    }
-                    let reply = execute(&message);
-                    codec.encode_reply(&message, reply, &mut output);
-                    tally.requests += 1;
-                    len
-                }
-                Ok(Decoded::Invalid { id, error, len }) => {
-                    codec.encode_error(id, &error.to_string(), &mut output);
-                    tally.errors += 1;
-                    len
-                }
-                Err(error) => {
-                    codec.encode_error(None, &error.to_string(), &mut output);
-                    fatal = Some(error.to_string());
-                    break;
-                }
-            };
-            input.consume(len);
-            last_request = Instant::now();
-        }
+        // Answer every complete request now in the buffer. Replies already computed go out
+        // before a slow request starts, so a pipelined SLEEP does not hold back the answers
+        // that precede it.
+        let answered = match answer_all(codec, &mut input, &mut output, tally, |out| {
+            flush(&mut stream, out)
+        }) {
+            Ok(answered) => answered,
+            Err(ended) => return ended,
+        };
+        let fatal = match answered {
+            Answered::Requests(0) => None,
+            Answered::Requests(_) => {
+                last_request = Instant::now();
+                None
+            }
+            Answered::Fatal(reason) => Some(reason),
+        };
 
         // One write for the whole batch.
         if let Err(e) = flush(&mut stream, &mut output) {
@@ -214,8 +250,8 @@ pub fn record_end(outcome: &Outcome, counters: &[&Counters], peer: impl std::fmt
     use std::sync::atomic::Ordering::Relaxed;
     for c in counters {
         Counters::bump(&c.closed);
-        c.requests.fetch_add(outcome.requests, Relaxed);
-        c.errors.fetch_add(outcome.errors, Relaxed);
+        c.requests.fetch_add(outcome.tally.requests, Relaxed);
+        c.errors.fetch_add(outcome.tally.errors, Relaxed);
         match outcome.ended {
             Ended::IdleTimeout => Counters::bump(&c.idle_timeouts),
             Ended::WriteTimeout => Counters::bump(&c.write_timeouts),
@@ -225,7 +261,7 @@ pub fn record_end(outcome: &Outcome, counters: &[&Counters], peer: impl std::fmt
     }
     crate::debug!(
         "{peer}: closed after {} requests ({:?})",
-        outcome.requests,
+        outcome.tally.requests,
         outcome.ended
     );
 }
@@ -286,10 +322,15 @@ fn send_error_and_close(mut stream: TcpStream, codec: &dyn Codec, message: &str)
     codec.encode_error(None, message, &mut reply);
     let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
     let _ = stream.write_all(&reply);
+    close_gently(&stream);
+}
+
+/// Shuts down our sending side and discards whatever input already arrived, without waiting
+/// for more: closing with unread input would send a reset that can overtake our last reply.
+/// Never blocks, so an event loop or an accept loop can use it.
+pub fn close_gently(stream: &TcpStream) {
     let _ = stream.shutdown(HowShutdown::Write);
-    // Discard whatever request already arrived (without waiting for more): closing with
-    // unread input would send a reset that can overtake the reply.
-    drain(&stream, Duration::ZERO);
+    drain(stream, Duration::ZERO);
 }
 
 /// Shuts down our sending side (the client sees EOF after the last reply), then reads and

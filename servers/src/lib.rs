@@ -23,6 +23,7 @@ pub mod conn;
 pub mod exec;
 pub mod log;
 pub mod net;
+pub mod poller;
 pub mod signals;
 pub mod stats;
 

@@ -1,0 +1,513 @@
+//! server-eventloop: one process, one thread, every client — nonblocking sockets and a
+//! readiness API (`--backend select|poll|epoll`).
+//!
+//! No thread or process per client: the single thread asks the kernel which sockets are ready,
+//! and for each one does whatever can be done *without blocking* — read what has arrived,
+//! answer the complete requests, write what the socket will take — then moves on. The state a
+//! blocking server keeps on a thread's stack (where in the frame am I, what is left to write)
+//! lives in a per-connection struct instead: a read buffer that keeps half a frame until the
+//! rest arrives, and a write buffer that keeps what the kernel did not take. This is Redis,
+//! nginx (one loop per worker), Node.js.
+//!
+//! Lifecycle:
+//! - The loop owns everything: the listener, the self-pipe for signals, every connection. All
+//!   are registered with the poller under a token; the loop sleeps in `wait` until something
+//!   is ready (or the 100 ms housekeeping tick).
+//! - Listener ready: accept until `EAGAIN`, make each socket nonblocking, register it for reading.
+//! - Connection ready: read until `EAGAIN`, answer every complete request (the same `answer_all`
+//!   the blocking servers use), write until `EAGAIN`. Writability is watched only while output
+//!   is pending; reading stops while more than `--max-pending-output` bytes wait (backpressure:
+//!   a client that does not read its replies cannot grow the server's memory).
+//! - A connection ends on EOF, a fatal protocol error (after its reply is sent), the idle or
+//!   write timeout (checked on the tick), or shutdown: deregister, then close.
+//! - SIGINT/SIGTERM: stop accepting, stop reading, send what is pending, close; exit after the
+//!   last connection or `--grace`.
+//!
+//! # Run it
+//! ```text
+//! cargo run --release --bin server-eventloop -- --addr 127.0.0.1:7000 --backend epoll
+//! cargo run --release --bin server-eventloop -- --addr 127.0.0.1:7000 --backend select
+//! ```
+//!
+//! # Trade-offs
+//! One thread serves thousands of connections with a few kilobytes each and no context switch
+//! per request — but it is *one* thread: a SLEEP request blocks the loop and every client waits
+//! for it, and a SPIN request burns the only CPU the server uses. That is the lesson, not a bug;
+//! real event-loop servers push blocking work to a thread pool (Node's libuv, Redis's bio
+//! threads) and run one loop per core (nginx workers, Redis 6 I/O threads). Which readiness API
+//! the loop uses matters with many idle connections: select and poll scan all of them on every
+//! wait, epoll only the ready ones (see `poller.rs`).
+//!
+//! # See also
+//! `docs/models/eventloop.md`.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use echolab_protocol::{Codec, ReadBuffer};
+use echolab_servers::cli::{parse_size, ServerArgs};
+use echolab_servers::conn::{self, Answered, Ended, Limits, Outcome, Tally};
+use echolab_servers::poller::{Backend, Event, Interest, Poller};
+use echolab_servers::signals::SignalPipe;
+use echolab_servers::stats::{Counters, Report, SharedCounters};
+use echolab_servers::{debug, info, net};
+
+/// One thread, nonblocking sockets, a readiness API.
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    about = "echolab server: one thread, nonblocking sockets, select/poll/epoll"
+)]
+struct Args {
+    #[command(flatten)]
+    server: ServerArgs,
+
+    /// Readiness API: select (descriptors < 1024 only), poll, or epoll (via mio).
+    #[arg(long, value_enum, default_value_t = Backend::Epoll)]
+    backend: Backend,
+
+    /// Stop reading from a connection while this many reply bytes wait to be sent (e.g. 4M).
+    #[arg(long, default_value = "4M", value_parser = parse_size)]
+    max_pending_output: usize,
+}
+
+/// Tokens 0 and 1 are the listener and the signal pipe; connections count up from 2 and are
+/// never reused, so an event for a connection closed earlier in the same batch finds nothing.
+const LISTENER: usize = 0;
+const SIGNALS: usize = 1;
+const FIRST_CONNECTION: usize = 2;
+
+/// How often the loop wakes with nothing ready, to enforce the idle and write timeouts.
+const TICK: Duration = Duration::from_millis(100);
+/// Bytes asked of each read(2).
+const READ_CHUNK: usize = 16 * 1024;
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    echolab_servers::main_with("server-eventloop", args.server.verbose, || run(args))
+}
+
+/// One client: its socket and the state a blocking server would keep on a thread's stack.
+struct Connection {
+    stream: TcpStream,
+    peer: SocketAddr,
+    /// Bytes received and not yet answered: at most one partial request after each turn.
+    input: ReadBuffer,
+    /// Replies not yet taken by the kernel; `output[sent..]` is what is left.
+    output: Vec<u8>,
+    sent: usize,
+    tally: Tally,
+    last_request: Instant,
+    /// When output last made progress (for the write timeout).
+    last_write: Instant,
+    /// What the poller watches for now.
+    interest: Interest,
+    /// Set once nothing more will be read (EOF, protocol error, shutdown): the connection
+    /// closes, for this reason, as soon as its output is sent.
+    finishing: Option<Ended>,
+}
+
+impl Connection {
+    fn pending(&self) -> usize {
+        self.output.len() - self.sent
+    }
+}
+
+/// The loop's state. Everything the single thread touches is here, and nothing is shared.
+struct EventLoop {
+    poller: Box<dyn Poller>,
+    connections: HashMap<usize, Connection>,
+    next_token: usize,
+    codec: Box<dyn Codec>,
+    limits: Limits,
+    max_pending_output: usize,
+    max_connections: usize,
+    counters: SharedCounters,
+    /// A descriptor held in reserve for EMFILE (see `accept_all`).
+    spare: Option<File>,
+    last_emfile_log: Option<Instant>,
+}
+
+fn run(args: Args) -> io::Result<()> {
+    let started = Instant::now();
+    let cfg = &args.server;
+    let signals = SignalPipe::install(false)?;
+    let listener = net::bind(cfg.addr, cfg.backlog, false)?;
+    listener.set_nonblocking(true)?;
+    let mut ev = EventLoop {
+        poller: args.backend.create()?,
+        connections: HashMap::new(),
+        next_token: FIRST_CONNECTION,
+        codec: cfg.protocol.codec(cfg.max_frame),
+        limits: cfg.limits(),
+        max_pending_output: args.max_pending_output,
+        max_connections: cfg.max_connections as usize,
+        counters: SharedCounters::new(1)?,
+        spare: File::open("/dev/null").ok(),
+        last_emfile_log: None,
+    };
+    ev.poller
+        .register(listener.as_raw_fd(), LISTENER, Interest::READ)?;
+    ev.poller
+        .register(signals.fd().as_raw_fd(), SIGNALS, Interest::READ)?;
+    net::announce(listener.local_addr()?)?;
+    info!("backend {}", ev.poller.name());
+
+    let mut listener = Some(listener);
+    let mut shutdown_deadline: Option<Instant> = None;
+    let mut events: Vec<Event> = Vec::with_capacity(1024);
+    let mut next_tick = Instant::now() + TICK;
+    loop {
+        // Sleep until something is ready or the next housekeeping tick.
+        let timeout = next_tick.saturating_duration_since(Instant::now());
+        ev.poller.wait(&mut events, Some(timeout))?;
+
+        for event in &events {
+            match event.token {
+                LISTENER => {
+                    if let Some(listener) = &listener {
+                        ev.accept_all(listener);
+                    }
+                }
+                SIGNALS => {
+                    if signals.take().terminate && shutdown_deadline.is_none() {
+                        // Stop accepting (deregister before close), then stop reading.
+                        if let Some(l) = listener.take() {
+                            let _ = ev.poller.deregister(l.as_raw_fd(), LISTENER);
+                        }
+                        info!(
+                            "shutting down: {} connections; waiting up to {:?}",
+                            ev.connections.len(),
+                            cfg.grace
+                        );
+                        ev.stop_reading_all();
+                        shutdown_deadline = Some(Instant::now() + cfg.grace);
+                    }
+                }
+                token => ev.on_ready(token, event.readable, event.writable),
+            }
+        }
+
+        if Instant::now() >= next_tick {
+            next_tick = Instant::now() + TICK;
+            ev.enforce_timeouts();
+        }
+        if let Some(deadline) = shutdown_deadline {
+            if ev.connections.is_empty() {
+                break;
+            }
+            if Instant::now() >= deadline {
+                info!(
+                    "{} connections still sending after the grace period; closing them",
+                    ev.connections.len()
+                );
+                let tokens: Vec<usize> = ev.connections.keys().copied().collect();
+                for token in tokens {
+                    ev.close(token, None);
+                }
+                break;
+            }
+        }
+    }
+
+    let model = format!("eventloop/{}", ev.poller.name());
+    let mut report = Report::new(
+        "server-eventloop",
+        model,
+        cfg.protocol.name(),
+        started,
+        &ev.counters,
+    );
+    report
+        .extra
+        .insert("backend".into(), ev.poller.name().into());
+    report.emit(cfg.stats_file.as_deref());
+    Ok(())
+}
+
+impl EventLoop {
+    /// Accepts until `EAGAIN`: with edge-triggered epoll, a connection left in the queue would
+    /// not be reported again until another one arrived.
+    fn accept_all(&mut self, listener: &TcpListener) {
+        loop {
+            // accept4(2) via std, which retries EINTR.
+            let (stream, peer) = match listener.accept() {
+                Ok(conn) => conn,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+                    if !self.shed_one(listener, &e) {
+                        return;
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    info!("accept: {e}");
+                    return;
+                }
+            };
+            Counters::bump(&self.counters.total().accepted);
+            if self.connections.len() >= self.max_connections {
+                conn::refuse(
+                    stream,
+                    &*self.codec,
+                    self.counters.total(),
+                    peer,
+                    "max-connections reached",
+                );
+                continue;
+            }
+            self.add(stream, peer);
+        }
+    }
+
+    /// Out of descriptors (EMFILE): the pending connection stays in the backlog and the
+    /// listener stays ready, so a loop that just went round again would spin at 100% CPU.
+    /// The reserve-descriptor trick (libuv, libev): free the spare descriptor, accept the
+    /// client with it, tell it "server busy", close it, take the spare back. Clients over the
+    /// limit are turned away at once, existing ones keep being served, the loop stays idle.
+    fn shed_one(&mut self, listener: &TcpListener, cause: &io::Error) -> bool {
+        if self
+            .last_emfile_log
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
+        {
+            self.last_emfile_log = Some(Instant::now());
+            info!("accept: {cause}; refusing new connections until descriptors free up");
+        }
+        let Some(spare) = self.spare.take() else {
+            return false;
+        };
+        drop(spare);
+        let shed = match listener.accept() {
+            Ok((stream, peer)) => {
+                Counters::bump(&self.counters.total().accepted);
+                let _ = stream.set_nonblocking(false);
+                conn::refuse(
+                    stream,
+                    &*self.codec,
+                    self.counters.total(),
+                    peer,
+                    "out of file descriptors",
+                );
+                true
+            }
+            Err(_) => false,
+        };
+        self.spare = File::open("/dev/null").ok();
+        shed
+    }
+
+    fn add(&mut self, stream: TcpStream, peer: SocketAddr) {
+        let token = self.next_token;
+        self.next_token += 1;
+        let setup = stream
+            .set_nonblocking(true)
+            .and_then(|()| stream.set_nodelay(true));
+        let registered = setup.and_then(|()| {
+            self.poller
+                .register(stream.as_raw_fd(), token, Interest::READ)
+        });
+        if let Err(e) = registered {
+            // select: a descriptor >= FD_SETSIZE cannot be watched. Say so, and refuse.
+            info!("{peer}: {e}; refusing the connection");
+            let _ = stream.set_nonblocking(false);
+            conn::refuse(
+                stream,
+                &*self.codec,
+                self.counters.total(),
+                peer,
+                "cannot watch the descriptor",
+            );
+            return;
+        }
+        debug!("{peer}: accepted as token {token}");
+        let now = Instant::now();
+        self.connections.insert(
+            token,
+            Connection {
+                stream,
+                peer,
+                input: ReadBuffer::new(READ_CHUNK),
+                output: Vec::new(),
+                sent: 0,
+                tally: Tally::default(),
+                last_request: now,
+                last_write: now,
+                interest: Interest::READ,
+                finishing: None,
+            },
+        );
+    }
+
+    /// A connection is ready: do all the work that will not block, then watch for what is next.
+    fn on_ready(&mut self, token: usize, readable: bool, writable: bool) {
+        let Some(c) = self.connections.get_mut(&token) else {
+            return; // closed earlier in this batch of events
+        };
+        let result = drive(
+            c,
+            &*self.codec,
+            self.max_pending_output,
+            readable || writable,
+        );
+        match result {
+            Err(ended) => self.close(token, Some(ended)),
+            Ok(()) => self.rewatch(token),
+        }
+    }
+
+    /// Updates what the poller watches a connection for, or closes it once it is finished.
+    fn rewatch(&mut self, token: usize) {
+        let Some(c) = self.connections.get_mut(&token) else {
+            return;
+        };
+        if c.finishing.is_some() && c.pending() == 0 {
+            let ended = c.finishing.take();
+            self.close(token, ended);
+            return;
+        }
+        let want = Interest {
+            readable: c.finishing.is_none() && c.pending() < self.max_pending_output,
+            writable: c.pending() > 0,
+        };
+        if want != c.interest {
+            match self.poller.reregister(c.stream.as_raw_fd(), token, want) {
+                Ok(()) => c.interest = want,
+                Err(e) => self.close(token, Some(Ended::Failed(e))),
+            }
+        }
+    }
+
+    /// Shutdown: stop reading from every connection; each closes once its output is sent.
+    /// (Requests already read were answered when they were read: in this model nothing else
+    /// is in flight.)
+    fn stop_reading_all(&mut self) {
+        let tokens: Vec<usize> = self.connections.keys().copied().collect();
+        for token in tokens {
+            if let Some(c) = self.connections.get_mut(&token) {
+                c.finishing.get_or_insert(Ended::Shutdown);
+            }
+            self.rewatch(token);
+        }
+    }
+
+    /// On each tick: close connections idle past `--idle-timeout`, or whose client has not
+    /// taken any output for `--write-timeout`. O(connections), ten times a second.
+    fn enforce_timeouts(&mut self) {
+        let expired: Vec<(usize, Ended)> = self
+            .connections
+            .iter()
+            .filter_map(|(&token, c)| {
+                if c.pending() > 0 && c.last_write.elapsed() >= self.limits.write_timeout {
+                    Some((token, Ended::WriteTimeout))
+                } else if c.finishing.is_none()
+                    && c.last_request.elapsed() >= self.limits.idle_timeout
+                {
+                    Some((token, Ended::IdleTimeout))
+                } else {
+                    None
+                }
+            })
+            .collect();
+        for (token, why) in expired {
+            self.close(token, Some(why));
+        }
+    }
+
+    /// Deregisters (before the descriptor is closed, as the poller contract requires), closes
+    /// without resetting what was sent, and accounts for the connection.
+    fn close(&mut self, token: usize, why: Option<Ended>) {
+        let Some(c) = self.connections.remove(&token) else {
+            return;
+        };
+        let _ = self.poller.deregister(c.stream.as_raw_fd(), token);
+        conn::close_gently(&c.stream);
+        let outcome = Outcome {
+            ended: why.unwrap_or(Ended::Shutdown),
+            tally: c.tally,
+        };
+        conn::record_end(&outcome, &[self.counters.total()], c.peer);
+    }
+}
+
+/// Reads, answers and writes as far as possible without blocking. `Err` means: close now.
+fn drive(
+    c: &mut Connection,
+    codec: &dyn Codec,
+    max_pending: usize,
+    ready: bool,
+) -> Result<(), Ended> {
+    if !ready {
+        return Ok(());
+    }
+    loop {
+        // Read until EAGAIN (mio is edge-triggered: stopping early would strand the rest),
+        // unless finished, or backpressure says the client must first take its replies.
+        while c.finishing.is_none() && c.pending() < max_pending {
+            match c.stream.read(c.input.spare(READ_CHUNK)) {
+                Ok(0) => {
+                    let partial = !c.input.is_empty();
+                    c.finishing = Some(if partial {
+                        Ended::PeerClosedMidRequest
+                    } else {
+                        Ended::PeerClosed
+                    });
+                }
+                Ok(n) => {
+                    c.input.filled(n);
+                    // The same step as the blocking servers. A SLEEP here blocks the whole
+                    // loop, and every other client waits: the lesson of this model.
+                    match conn::answer_all(
+                        codec,
+                        &mut c.input,
+                        &mut c.output,
+                        &mut c.tally,
+                        |_| Ok(()),
+                    )? {
+                        Answered::Requests(0) => {}
+                        Answered::Requests(_) => c.last_request = Instant::now(),
+                        Answered::Fatal(reason) => c.finishing = Some(Ended::ProtocolError(reason)),
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                // read(2): EINTR if a signal arrived first; nothing was read.
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Ended::Failed(e)),
+            }
+        }
+        let was_throttled = c.finishing.is_none() && c.pending() >= max_pending;
+
+        // Write until EAGAIN or done.
+        while c.pending() > 0 {
+            match c.stream.write(&c.output[c.sent..]) {
+                Ok(0) => return Err(Ended::Failed(io::ErrorKind::WriteZero.into())),
+                Ok(n) => {
+                    c.sent += n;
+                    c.last_write = Instant::now();
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Ended::Failed(e)),
+            }
+        }
+        if c.pending() == 0 {
+            c.output.clear();
+            c.sent = 0;
+            // A burst of large replies should not pin its memory for the connection's life.
+            c.output.shrink_to(READ_CHUNK);
+        }
+
+        // Reading stopped for backpressure and the client has now taken enough: read again
+        // now, because an edge-triggered poller will not report data that was already there.
+        if was_throttled && c.pending() < max_pending {
+            continue;
+        }
+        return Ok(());
+    }
+}
