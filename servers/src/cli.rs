@@ -29,7 +29,7 @@ pub struct ServerArgs {
     #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
 
-    /// Close a connection that completes no request for this long (e.g. 60s, 500ms).
+    /// Close a connection with no activity (no complete request, no reply delivered) for this long (e.g. 60s, 500ms).
     #[arg(long, default_value = "60s", value_parser = parse_timeout)]
     pub idle_timeout: Duration,
 

@@ -40,7 +40,7 @@ const READ_CHUNK: usize = 16 * 1024;
 /// What a connection needs to know, the same for every connection of a server.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// Close after this long without a complete request.
+    /// Close after this long without activity: no complete request, no reply delivered.
     pub idle_timeout: Duration,
     /// Close when the client does not take a reply for this long.
     pub write_timeout: Duration,
@@ -210,9 +210,13 @@ fn serve_loop(
             Answered::Fatal(reason) => Some(reason),
         };
 
-        // One write for the whole batch.
-        if let Err(e) = flush(&mut stream, &mut output) {
-            return e;
+        // One write for the whole batch. Delivering output counts as activity for the idle
+        // timeout, so a client that just finished taking a long reply is not cut off at once.
+        if !output.is_empty() {
+            if let Err(e) = flush(&mut stream, &mut output) {
+                return e;
+            }
+            last_request = Instant::now();
         }
         if let Some(reason) = fatal {
             linger_close(&stream);

@@ -1,15 +1,18 @@
 //! Protocol conformance of every server model, in every wire format: one table of models
-//! (thread per connection, thread pool, fork, and prefork with each accept strategy) times the
-//! three protocols (binary, RESP, JSON). The point of echolab is that models differ only in
-//! *how* they serve clients, never in *what* a client sees, so every model must hold the
-//! conversation of `docs/protocol.md` to the letter: echoes of every size up to a frame that
-//! exactly fills `max_frame`, pipelined requests answered in order, frames that arrive one byte
-//! at a time, SLEEP/SPIN (binary), PING/ECHO and real `redis-cli` (RESP), `pi` (JSON), and every
-//! error rule — a fatal error gets one ERROR reply and then EOF, a message error gets an ERROR
-//! reply and leaves the connection usable — while another client, connected before, goes on
-//! being served. Each (model, protocol) starts one server shared by all its checks, so the
-//! suite stays fast; at the end the server is stopped with SIGTERM and its stats file must
-//! count exactly the errors the checks provoked.
+//! (thread per connection, thread pool, fork, prefork with each accept strategy, and the event
+//! loop with each readiness backend) times the three protocols (binary, RESP, JSON). The point
+//! of echolab is that models differ only in *how* they serve clients, never in *what* a client
+//! sees, so every model must hold the conversation of `docs/protocol.md` to the letter: echoes
+//! of every size up to a frame that exactly fills `max_frame`, pipelined requests answered in
+//! order, frames that arrive one byte at a time, SLEEP/SPIN (binary), PING/ECHO and real
+//! `redis-cli` (RESP), `pi` (JSON), and every error rule — a fatal error gets one ERROR reply
+//! and then EOF, a message error gets an ERROR reply and leaves the connection usable — while
+//! another client, connected before, goes on being served. Each (model, protocol) starts one
+//! server shared by all its checks, so the suite stays fast; at the end the server is stopped
+//! with SIGTERM and its stats file must count exactly the errors the checks provoked.
+//!
+//! The event loop (`server-eventloop`) has a row per readiness backend (select, poll, epoll):
+//! the backend changes how the loop learns that a socket is ready, never what a client sees.
 //!
 //! Prefork rows skip (saying so) until `server-prefork` is part of the package.
 
@@ -39,6 +42,9 @@ struct Model {
     may_queue_behind_busy_worker: bool,
     /// Worker processes the stats file must list (prefork), if any.
     workers: Option<usize>,
+    /// The event loop's readiness backend, which the stats must name (`model`
+    /// `eventloop/<backend>`, `extra.backend`), with no `workers` list: one thread has none.
+    backend: Option<&'static str>,
 }
 
 impl Model {
@@ -69,6 +75,7 @@ const THREAD: Model = Model {
     parallel: 64,
     may_queue_behind_busy_worker: false,
     workers: None,
+    backend: None,
 };
 const THREAD_POOL: Model = Model {
     name: "thread --pool 4",
@@ -77,6 +84,7 @@ const THREAD_POOL: Model = Model {
     parallel: 4,
     may_queue_behind_busy_worker: false,
     workers: None,
+    backend: None,
 };
 const FORK: Model = Model {
     name: "fork",
@@ -85,6 +93,7 @@ const FORK: Model = Model {
     parallel: 64,
     may_queue_behind_busy_worker: false,
     workers: None,
+    backend: None,
 };
 const PREFORK_SHARED: Model = Model {
     name: "prefork --accept shared",
@@ -93,6 +102,7 @@ const PREFORK_SHARED: Model = Model {
     parallel: 4,
     may_queue_behind_busy_worker: false,
     workers: Some(4),
+    backend: None,
 };
 const PREFORK_LOCKED: Model = Model {
     name: "prefork --accept locked",
@@ -101,6 +111,7 @@ const PREFORK_LOCKED: Model = Model {
     parallel: 4,
     may_queue_behind_busy_worker: false,
     workers: Some(4),
+    backend: None,
 };
 const PREFORK_REUSEPORT: Model = Model {
     name: "prefork --accept reuseport",
@@ -109,6 +120,41 @@ const PREFORK_REUSEPORT: Model = Model {
     parallel: 4,
     may_queue_behind_busy_worker: true,
     workers: Some(4),
+    backend: None,
+};
+
+fn eventloop() -> Option<&'static str> {
+    Some(eventloop_bin())
+}
+
+/// The event loop serves every connection at once from one thread, like thread per
+/// connection serves them from many: 64 held connections are all answered.
+const EVENTLOOP_SELECT: Model = Model {
+    name: "eventloop --backend select",
+    bin: eventloop,
+    args: &["--backend", "select"],
+    parallel: 64,
+    may_queue_behind_busy_worker: false,
+    workers: None,
+    backend: Some("select"),
+};
+const EVENTLOOP_POLL: Model = Model {
+    name: "eventloop --backend poll",
+    bin: eventloop,
+    args: &["--backend", "poll"],
+    parallel: 64,
+    may_queue_behind_busy_worker: false,
+    workers: None,
+    backend: Some("poll"),
+};
+const EVENTLOOP_EPOLL: Model = Model {
+    name: "eventloop --backend epoll",
+    bin: eventloop,
+    args: &["--backend", "epoll"],
+    parallel: 64,
+    may_queue_behind_busy_worker: false,
+    workers: None,
+    backend: Some("epoll"),
 };
 
 /// One test per (model, protocol), so they run in parallel and fail separately.
@@ -144,6 +190,9 @@ model_table! {
     prefork_shared => PREFORK_SHARED,
     prefork_locked => PREFORK_LOCKED,
     prefork_reuseport => PREFORK_REUSEPORT,
+    eventloop_select => EVENTLOOP_SELECT,
+    eventloop_poll => EVENTLOOP_POLL,
+    eventloop_epoll => EVENTLOOP_EPOLL,
 }
 
 /// What the stats file must say after the checks.
@@ -212,6 +261,21 @@ fn conform(model: &Model, protocol: Protocol) {
         stopped.total("requests") >= 64 * 20,
         "{test}: totals.requests too low\n{stats:#}"
     );
+    if let Some(backend) = model.backend {
+        assert_eq!(
+            stats["model"],
+            format!("eventloop/{backend}"),
+            "{test}: stats model\n{stats:#}"
+        );
+        assert_eq!(
+            stats["extra"]["backend"], backend,
+            "{test}: stats extra.backend\n{stats:#}"
+        );
+        assert!(
+            stats.get("workers").is_none(),
+            "{test}: one thread has no workers list\n{stats:#}"
+        );
+    }
     if let Some(n) = model.workers {
         let workers = stats["workers"]
             .as_array()

@@ -5,8 +5,10 @@
 //! gets one "server busy" reply and EOF, and is served again once a slot frees; SIGTERM and
 //! SIGINT shut a server down with exit code 0 within `--grace`, answering a request that is
 //! in flight first, cutting off one that outlasts the grace period, and leaving no process
-//! behind; a fork server that served 2000 connections leaves no zombie; and a prefork worker
-//! killed with SIGKILL is replaced without disturbing the clients of the other workers.
+//! behind; a fork server that served 2000 connections leaves no zombie; a prefork worker
+//! killed with SIGKILL is replaced without disturbing the clients of the other workers; and a
+//! client that reads a large reply slowly is not cut off as idle. The event loop has the idle,
+//! busy, SIGTERM, SIGINT and slow-reader rows for each of its readiness backends.
 //!
 //! These are the promises a lab user relies on when comparing models under load: a model that
 //! leaked zombies, hung on shutdown or dropped clients when a worker died would distort every
@@ -79,6 +81,29 @@ const PREFORK_REUSEPORT: Variant = Variant {
     bin: prefork_bin,
     args: &["--workers", "4", "--accept", "reuseport"],
     may_queue: true,
+};
+
+fn eventloop_model() -> Option<&'static str> {
+    Some(eventloop_bin())
+}
+
+const EVENTLOOP_SELECT: Variant = Variant {
+    name: "eventloop --backend select",
+    bin: eventloop_model,
+    args: &["--backend", "select"],
+    may_queue: false,
+};
+const EVENTLOOP_POLL: Variant = Variant {
+    name: "eventloop --backend poll",
+    bin: eventloop_model,
+    args: &["--backend", "poll"],
+    may_queue: false,
+};
+const EVENTLOOP_EPOLL: Variant = Variant {
+    name: "eventloop --backend epoll",
+    bin: eventloop_model,
+    args: &["--backend", "epoll"],
+    may_queue: false,
 };
 
 impl Variant {
@@ -211,6 +236,23 @@ fn idle_timeout_prefork() {
     idle_timeout(&PREFORK_LOCKED);
 }
 
+// The event loop checks its timeouts on a 100 ms housekeeping tick rather than in a per-connection
+// poll(2): the same promise, kept a different way, so each backend gets the row.
+#[test]
+fn idle_timeout_eventloop_select() {
+    idle_timeout(&EVENTLOOP_SELECT);
+}
+
+#[test]
+fn idle_timeout_eventloop_poll() {
+    idle_timeout(&EVENTLOOP_POLL);
+}
+
+#[test]
+fn idle_timeout_eventloop_epoll() {
+    idle_timeout(&EVENTLOOP_EPOLL);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Busy refusal
 
@@ -325,6 +367,56 @@ fn busy_fork_max_children() {
 }
 
 #[test]
+fn busy_eventloop_epoll_max_connections_binary() {
+    busy(
+        eventloop_bin(),
+        &["--backend", "epoll", "--max-connections", "2"],
+        Protocol::Binary,
+        false,
+    );
+}
+
+#[test]
+fn busy_eventloop_epoll_max_connections_resp() {
+    busy(
+        eventloop_bin(),
+        &["--backend", "epoll", "--max-connections", "2"],
+        Protocol::Resp,
+        false,
+    );
+}
+
+#[test]
+fn busy_eventloop_epoll_max_connections_json() {
+    busy(
+        eventloop_bin(),
+        &["--backend", "epoll", "--max-connections", "2"],
+        Protocol::Json,
+        false,
+    );
+}
+
+#[test]
+fn busy_eventloop_poll_max_connections() {
+    busy(
+        eventloop_bin(),
+        &["--backend", "poll", "--max-connections", "2"],
+        Protocol::Binary,
+        false,
+    );
+}
+
+#[test]
+fn busy_eventloop_select_max_connections() {
+    busy(
+        eventloop_bin(),
+        &["--backend", "select", "--max-connections", "2"],
+        Protocol::Binary,
+        false,
+    );
+}
+
+#[test]
 fn busy_thread_pool_queue_full() {
     busy(
         thread_bin(),
@@ -415,6 +507,24 @@ fn sigterm_in_flight_prefork_reuseport() {
     sigterm_in_flight(&PREFORK_REUSEPORT);
 }
 
+// In the event loop the SLEEP runs on the loop's only thread, so the SIGTERM (a byte on the
+// self-pipe) is only seen once the SLEEP has returned and its reply has been queued: the reply
+// must still arrive, then EOF, on both clients, and the exit comes well within the grace period.
+#[test]
+fn sigterm_in_flight_eventloop_select() {
+    sigterm_in_flight(&EVENTLOOP_SELECT);
+}
+
+#[test]
+fn sigterm_in_flight_eventloop_poll() {
+    sigterm_in_flight(&EVENTLOOP_POLL);
+}
+
+#[test]
+fn sigterm_in_flight_eventloop_epoll() {
+    sigterm_in_flight(&EVENTLOOP_EPOLL);
+}
+
 /// `--grace 100ms` with five seconds of work in flight (five pipelined SLEEPs of one second,
 /// which the handler runs back to back): the server does not wait for them; it exits 0
 /// within the grace period (plus the harness's margin, far below five seconds) and leaves no
@@ -447,6 +557,12 @@ fn grace_period_is_a_limit_prefork() {
     grace_period_is_a_limit(&PREFORK_SHARED);
 }
 
+// No event-loop row: its SLEEPs run on the loop's only thread, one pipelined batch back to
+// back, and the loop cannot even see the signal until the batch returns. That is the model's
+// documented trade-off (docs/models/eventloop.md, "A blocking handler stalls everyone"), not a
+// broken promise. What `--grace` does bound in the event loop is the time spent sending
+// pending output to a client that does not read it: `eventloop.rs` tests that.
+
 /// SIGINT (Ctrl-C) is a graceful shutdown too: an idle client sees EOF, exit code 0.
 fn sigint(v: &Variant) {
     let Some(server) = v.start("sigint", &[]) else {
@@ -474,6 +590,21 @@ fn sigint_fork() {
 #[test]
 fn sigint_prefork() {
     sigint(&PREFORK_LOCKED);
+}
+
+#[test]
+fn sigint_eventloop_select() {
+    sigint(&EVENTLOOP_SELECT);
+}
+
+#[test]
+fn sigint_eventloop_poll() {
+    sigint(&EVENTLOOP_POLL);
+}
+
+#[test]
+fn sigint_eventloop_epoll() {
+    sigint(&EVENTLOOP_EPOLL);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -652,4 +783,106 @@ fn prefork_worker_killed_locked() {
 #[test]
 fn prefork_worker_killed_reuseport() {
     prefork_worker_killed(&PREFORK_REUSEPORT);
+}
+
+// ---------------------------------------------------------------------------------------------
+// A slow reader is not idle
+
+/// With `--idle-timeout 1s`, a client echoes 16 MiB and reads the reply slowly (at most
+/// 256 KiB every 50 ms: about 3.5 s, three timeouts' worth). It is not idle: the server is busy
+/// sending to it, and a blocking model, which only counts idle time while it waits for input,
+/// sends the whole reply. So must every model. The timeout is 1 s, not less, because the 16 MiB
+/// request must arrive within it (a request that takes longer to arrive is a trickle, and is
+/// closed as idle), which on a loaded two-core machine can take several hundred milliseconds.
+/// (What happens *after* the reply is another matter: the blocking models count idle time from
+/// the request, so they close the connection as soon as the long write ends; the test does
+/// not look.)
+fn slow_reader_of_a_large_reply(v: &Variant) {
+    const PAYLOAD: usize = 16 << 20;
+    let Some(server) = v.start(
+        "slow_reader_of_a_large_reply",
+        &["--idle-timeout", "1s", "--max-frame", "33554432"],
+    ) else {
+        return;
+    };
+    let mut c = v.client(&server);
+    c.label = format!("{}: slow reader of a 16 MiB reply", v.name);
+    c.echo(b"small first");
+    let payload = content(Protocol::Binary, PAYLOAD, 9);
+    // The client's own codec refuses frames over 4 MiB: encode with a larger limit.
+    let codec = Protocol::Binary.codec(2 * PAYLOAD);
+    let mut wire = Vec::new();
+    codec
+        .encode_request(
+            &Request {
+                id: Some(77),
+                command: Command::Echo,
+                payload: &payload,
+            },
+            &mut wire,
+        )
+        .expect("encode 16 MiB");
+    c.send_raw(&wire);
+    let mut stream = c.stream();
+    let mut got = Vec::with_capacity(PAYLOAD + 64);
+    let mut slice = vec![0u8; 256 * 1024];
+    let started = Instant::now();
+    let reply = loop {
+        if let Ok(echolab_protocol::Decoded::Complete { message, .. }) = codec.decode_response(&got)
+        {
+            break (message.id, message.status, message.payload == payload);
+        }
+        let n = stream.read(&mut slice).unwrap_or_else(|e| {
+            panic!(
+                "{}: reading the reply: {e} after {} of {PAYLOAD} bytes",
+                c.label,
+                got.len()
+            )
+        });
+        assert!(
+            n > 0,
+            "{}: EOF after {} bytes of a reply of more than {PAYLOAD}, {:?} after the request",
+            c.label,
+            got.len(),
+            started.elapsed()
+        );
+        got.extend_from_slice(&slice[..n]);
+        // Pacing: this client is slow on purpose.
+        thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(
+        reply,
+        (Some(77), echolab_protocol::Status::Ok, true),
+        "{}: the reply",
+        c.label
+    );
+    eprintln!("{}: 16 MiB reply read in {:?}", v.name, started.elapsed());
+    drop(c);
+    let grace = server.grace;
+    server.stop().assert_clean(v.name, grace);
+}
+
+#[test]
+fn slow_reader_of_a_large_reply_thread() {
+    slow_reader_of_a_large_reply(&THREAD);
+}
+
+#[test]
+fn slow_reader_of_a_large_reply_fork() {
+    slow_reader_of_a_large_reply(&FORK);
+}
+
+#[test]
+fn slow_reader_of_a_large_reply_eventloop_epoll() {
+    slow_reader_of_a_large_reply(&EVENTLOOP_EPOLL);
+}
+
+#[test]
+fn slow_reader_of_a_large_reply_eventloop_poll() {
+    slow_reader_of_a_large_reply(&EVENTLOOP_POLL);
+}
+
+#[test]
+fn slow_reader_of_a_large_reply_eventloop_select() {
+    slow_reader_of_a_large_reply(&EVENTLOOP_SELECT);
 }

@@ -384,21 +384,27 @@ impl EventLoop {
         }
     }
 
-    /// Shutdown: stop reading from every connection; each closes once its output is sent.
-    /// (Requests already read were answered when they were read: in this model nothing else
-    /// is in flight.)
+    /// Shutdown: answer what every connection has already sent (its requests may be waiting
+    /// in the socket, reported in this same batch of events after the signal), then stop
+    /// reading; each connection closes once its output is sent.
     fn stop_reading_all(&mut self) {
         let tokens: Vec<usize> = self.connections.keys().copied().collect();
         for token in tokens {
-            if let Some(c) = self.connections.get_mut(&token) {
-                c.finishing.get_or_insert(Ended::Shutdown);
+            let Some(c) = self.connections.get_mut(&token) else {
+                continue;
+            };
+            if let Err(ended) = drive(c, &*self.codec, self.max_pending_output, true) {
+                self.close(token, Some(ended));
+                continue;
             }
+            c.finishing.get_or_insert(Ended::Shutdown);
             self.rewatch(token);
         }
     }
 
-    /// On each tick: close connections idle past `--idle-timeout`, or whose client has not
-    /// taken any output for `--write-timeout`. O(connections), ten times a second.
+    /// On each tick: close connections idle past `--idle-timeout` (with nothing left to send:
+    /// a client slowly taking a large reply is not idle), or whose client has not taken any
+    /// output for `--write-timeout`. O(connections), ten times a second.
     fn enforce_timeouts(&mut self) {
         let expired: Vec<(usize, Ended)> = self
             .connections
@@ -407,7 +413,8 @@ impl EventLoop {
                 if c.pending() > 0 && c.last_write.elapsed() >= self.limits.write_timeout {
                     Some((token, Ended::WriteTimeout))
                 } else if c.finishing.is_none()
-                    && c.last_request.elapsed() >= self.limits.idle_timeout
+                    && c.pending() == 0
+                    && c.last_request.max(c.last_write).elapsed() >= self.limits.idle_timeout
                 {
                     Some((token, Ended::IdleTimeout))
                 } else {
@@ -462,13 +469,17 @@ fn drive(
                 Ok(n) => {
                     c.input.filled(n);
                     // The same step as the blocking servers. A SLEEP here blocks the whole
-                    // loop, and every other client waits: the lesson of this model.
+                    // loop, and every other client waits: the lesson of this model. Replies
+                    // computed before it are handed to the kernel first, as far as it takes them.
+                    let (stream, sent, last_write) =
+                        (&mut c.stream, &mut c.sent, &mut c.last_write);
+                    let before_slow = |out: &mut Vec<u8>| write_some(stream, out, sent, last_write);
                     match conn::answer_all(
                         codec,
                         &mut c.input,
                         &mut c.output,
                         &mut c.tally,
-                        |_| Ok(()),
+                        before_slow,
                     )? {
                         Answered::Requests(0) => {}
                         Answered::Requests(_) => c.last_request = Instant::now(),
@@ -483,25 +494,7 @@ fn drive(
         }
         let was_throttled = c.finishing.is_none() && c.pending() >= max_pending;
 
-        // Write until EAGAIN or done.
-        while c.pending() > 0 {
-            match c.stream.write(&c.output[c.sent..]) {
-                Ok(0) => return Err(Ended::Failed(io::ErrorKind::WriteZero.into())),
-                Ok(n) => {
-                    c.sent += n;
-                    c.last_write = Instant::now();
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(Ended::Failed(e)),
-            }
-        }
-        if c.pending() == 0 {
-            c.output.clear();
-            c.sent = 0;
-            // A burst of large replies should not pin its memory for the connection's life.
-            c.output.shrink_to(READ_CHUNK);
-        }
+        write_some(&mut c.stream, &mut c.output, &mut c.sent, &mut c.last_write)?;
 
         // Reading stopped for backpressure and the client has now taken enough: read again
         // now, because an edge-triggered poller will not report data that was already there.
@@ -510,4 +503,34 @@ fn drive(
         }
         return Ok(());
     }
+}
+
+/// Writes `output[sent..]` until the kernel takes no more (`EAGAIN`) or it is all sent; empties
+/// the buffer once everything went.
+fn write_some(
+    stream: &mut TcpStream,
+    output: &mut Vec<u8>,
+    sent: &mut usize,
+    last_write: &mut Instant,
+) -> Result<(), Ended> {
+    while *sent < output.len() {
+        match stream.write(&output[*sent..]) {
+            Ok(0) => return Err(Ended::Failed(io::ErrorKind::WriteZero.into())),
+            Ok(n) => {
+                *sent += n;
+                *last_write = Instant::now();
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            // write(2): EINTR if a signal arrived before anything was written.
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Ended::Failed(e)),
+        }
+    }
+    if *sent == output.len() {
+        output.clear();
+        *sent = 0;
+        // A burst of large replies should not pin its memory for the connection's life.
+        output.shrink_to(READ_CHUNK);
+    }
+    Ok(())
 }

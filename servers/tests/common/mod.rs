@@ -34,6 +34,7 @@ use echolab_protocol::{
     Codec, Command as Op, Decoded, Protocol, ReadBuffer, Request, Response, Status,
     DEFAULT_MAX_FRAME,
 };
+use nix::sys::resource::{getrlimit, setrlimit, Resource};
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
@@ -62,6 +63,11 @@ pub fn fork_bin() -> &'static str {
 /// the package, so the tests that need it can say they skip instead of failing to compile.
 pub fn prefork_bin() -> Option<&'static str> {
     option_env!("CARGO_BIN_EXE_server-prefork")
+}
+
+/// The single-threaded event-loop server (`--backend select|poll|epoll`).
+pub fn eventloop_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_server-eventloop")
 }
 
 /// Says (on the test's captured stderr) that a test is skipped, and why.
@@ -155,6 +161,17 @@ impl Server {
     /// Starts `bin` with `args` plus `--addr 127.0.0.1:0 --stats-file <tmp>`, and waits (up
     /// to [`READY_TIMEOUT`]) for its `listening on ADDR` line.
     pub fn start(bin: &str, args: &[&str]) -> Server {
+        Server::spawn(bin, args, None)
+    }
+
+    /// Like [`Server::start`], with the server's soft `RLIMIT_NOFILE` set to `limit` (the test
+    /// process keeps its own): a server that runs out of descriptors after a few dozen
+    /// connections, to test what it does about `EMFILE`.
+    pub fn start_with_nofile(bin: &str, args: &[&str], limit: u64) -> Server {
+        Server::spawn(bin, args, Some(limit))
+    }
+
+    fn spawn(bin: &str, args: &[&str], nofile: Option<u64>) -> Server {
         let short = Path::new(bin)
             .file_name()
             .map_or_else(|| bin.to_owned(), |n| n.to_string_lossy().into_owned());
@@ -182,7 +199,8 @@ impl Server {
             echolab_servers::cli::parse_duration(g).expect("--grace in a test's args")
         });
 
-        let mut child = Command::new(bin)
+        let mut command = Command::new(bin);
+        command
             .args(["--addr", "127.0.0.1:0", "--stats-file"])
             .arg(&stats)
             .args(args)
@@ -190,7 +208,28 @@ impl Server {
             .stdout(Stdio::piped())
             .stderr(log_file)
             // Its own process group (pgid = its pid): Drop can kill everything it forked.
-            .process_group(0)
+            .process_group(0);
+        if let Some(limit) = nofile {
+            // Read in the parent: the closure below runs in the forked child, where only
+            // async-signal-safe calls are allowed.
+            let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit(RLIMIT_NOFILE)");
+            let soft = limit.min(hard);
+            // SAFETY: the closure runs in the child between fork and exec, where the test
+            // process's other threads do not exist (a lock one of them held stays held), so
+            // it may only do async-signal-safe work. setrlimit(2) is: nix's wrapper fills a
+            // struct on the stack and makes the system call, which glibc passes straight to
+            // the kernel with no lock and no allocation (POSIX does not list it in
+            // signal-safety(7), but it is a bare system call, like the setuid and setgroups
+            // std itself calls here). The error, if any, is built from the errno without
+            // allocating.
+            unsafe {
+                command.pre_exec(move || {
+                    setrlimit(Resource::RLIMIT_NOFILE, soft, hard)
+                        .map_err(|e| io::Error::from_raw_os_error(e as i32))
+                });
+            }
+        }
+        let mut child = command
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
 
@@ -424,6 +463,57 @@ pub fn live_children(pid: Pid) -> Vec<i32> {
         .filter(|p| p.state != 'Z')
         .map(|p| p.pid)
         .collect()
+}
+
+/// The resident memory of process `pid` in KiB (`VmRSS` in `/proc/PID/status`).
+pub fn vm_rss_kib(pid: Pid) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// The CPU time process `pid` has used, user plus system, in clock ticks (`utime` and
+/// `stime`, fields 14 and 15 of `/proc/PID/stat`; see [`clock_ticks_per_second`]).
+pub fn cpu_ticks(pid: Pid) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Split after the last ')' (comm may hold anything): the next field is field 3, state.
+    let (_, rest) = stat.rsplit_once(')')?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(14 - 3)?.parse().ok()?;
+    let stime: u64 = fields.get(15 - 3)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// Clock ticks per second, the unit of [`cpu_ticks`] (`USER_HZ`: 100 on Linux).
+pub fn clock_ticks_per_second() -> u64 {
+    // SAFETY: sysconf(3) takes a constant and touches no memory of ours.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    u64::try_from(hz).ok().filter(|&hz| hz > 0).unwrap_or(100)
+}
+
+/// The descriptor numbers process `pid` has open, sorted.
+pub fn open_fds(pid: Pid) -> Vec<i32> {
+    let mut fds: Vec<i32> = fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|dir| {
+            dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    fds.sort_unstable();
+    fds
+}
+
+/// Raises this test process's soft `RLIMIT_NOFILE` to its hard limit, and returns the new
+/// soft limit. A server started afterwards inherits it, so both the test's clients and the
+/// server can hold thousands of sockets. Process-wide, and harmless to repeat.
+pub fn raise_nofile_limit() -> u64 {
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit(RLIMIT_NOFILE)");
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard).expect("setrlimit(RLIMIT_NOFILE)");
+    }
+    hard
 }
 
 /// Polls `cond` every few milliseconds until it holds or `timeout` passes; says whether it held.
