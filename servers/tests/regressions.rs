@@ -6,7 +6,9 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{group, live_children, prefork_bin, skip, thread_bin, wait_until, Server};
+use common::{
+    eventloop_bin, group, live_children, prefork_bin, skip, thread_bin, wait_until, Server,
+};
 use echolab_protocol::{Command as Op, Protocol, Request, Status, DEFAULT_MAX_FRAME};
 use nix::sys::signal::{kill, killpg, Signal};
 
@@ -67,10 +69,11 @@ fn regression_prefork_ctrl_c_is_not_a_worker_death() {
 }
 
 /// Replies to a pipelined batch were all held until the whole batch had executed, so an ECHO
-/// sent before a SLEEP waited for the SLEEP. The ECHO's reply must come while the SLEEP runs.
-#[test]
-fn regression_reply_before_a_pipelined_sleep_is_not_held_back() {
-    let server = Server::start(thread_bin(), &[]);
+/// sent before a SLEEP waited for the SLEEP: in the blocking handler, and again in the event
+/// loop (where the loop is blocked either way, but the ECHO's reply was ready before the first
+/// SLEEP started). The ECHO's reply must come while the SLEEPs run.
+fn reply_before_a_pipelined_sleep_is_not_held_back(bin: &str, args: &[&str]) {
+    let server = Server::start(bin, args);
     let mut client = server.client();
     // One write, so the server reads all three at once: an ECHO, then two seconds of SLEEP.
     let codec = Protocol::Binary.codec(DEFAULT_MAX_FRAME);
@@ -97,12 +100,23 @@ fn regression_reply_before_a_pipelined_sleep_is_not_held_back() {
     let first = client.read_response();
     assert_eq!(
         (first.id, first.status, first.payload.as_slice()),
-        (Some(1), Status::Ok, &b"first"[..])
+        (Some(1), Status::Ok, &b"first"[..]),
+        "{bin}"
     );
     client.set_read_timeout(Duration::from_secs(10));
     assert_eq!(client.read_response().id, Some(2));
     assert_eq!(client.read_response().id, Some(3));
-    server.stop().assert_clean("thread", Duration::from_secs(5));
+    server.stop().assert_clean(bin, Duration::from_secs(5));
+}
+
+#[test]
+fn regression_reply_before_a_pipelined_sleep_is_not_held_back() {
+    reply_before_a_pipelined_sleep_is_not_held_back(thread_bin(), &[]);
+}
+
+#[test]
+fn regression_eventloop_reply_before_a_pipelined_sleep_is_not_held_back() {
+    reply_before_a_pipelined_sleep_is_not_held_back(eventloop_bin(), &["--backend", "epoll"]);
 }
 
 /// Values that overflowed clock or size arithmetic used to panic (exit 101), some only at
