@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Drives every blocking server model (RESP mode) and redis-server with redis-benchmark, the
+# Drives every server model (RESP mode) and redis-server with redis-benchmark, the
 # reference client from Redis, so the models can be compared before echolab's own load
 # generator exists, and so echolab's figures can be checked against a tool nobody here wrote.
 #
@@ -32,8 +32,11 @@ declare -A MODELS=(
   [prefork-shared]="$BIN/server-prefork --workers $CLIENTS --accept shared"
   [prefork-locked]="$BIN/server-prefork --workers $CLIENTS --accept locked"
   [prefork-reuseport]="$BIN/server-prefork --workers $CLIENTS --accept reuseport"
+  [eventloop-select]="$BIN/server-eventloop --backend select"
+  [eventloop-poll]="$BIN/server-eventloop --backend poll"
+  [eventloop-epoll]="$BIN/server-eventloop --backend epoll"
 )
-ORDER=(thread thread-pool fork prefork-shared prefork-locked prefork-reuseport)
+ORDER=(thread thread-pool fork prefork-shared prefork-locked prefork-reuseport eventloop-select eventloop-poll eventloop-epoll)
 if command -v redis-server >/dev/null; then ORDER+=(redis-server); fi
 
 tmp=$(mktemp -d)

@@ -18,10 +18,11 @@
 //!   the blocking servers use), write until `EAGAIN`. Writability is watched only while output
 //!   is pending; reading stops while more than `--max-pending-output` bytes wait (backpressure:
 //!   a client that does not read its replies cannot grow the server's memory).
-//! - A connection ends on EOF, a fatal protocol error (after its reply is sent), the idle or
-//!   write timeout (checked on the tick), or shutdown: deregister, then close.
-//! - SIGINT/SIGTERM: stop accepting, stop reading, send what is pending, close; exit after the
-//!   last connection or `--grace`.
+//! - A connection ends on EOF, a fatal protocol error (after its reply is sent), the idle
+//!   timeout (no request and nothing left to send) or the write timeout (checked on the tick),
+//!   or shutdown: deregister, then close.
+//! - SIGINT/SIGTERM: stop accepting, answer what each client has already sent, stop reading,
+//!   send what is pending, close; exit after the last connection or `--grace`.
 //!
 //! # Run it
 //! ```text
