@@ -4,7 +4,8 @@
 //! All three answer the same question — "which of these descriptors can I read or write without
 //! blocking?" — at very different costs:
 //!
-//! - **select** copies three bitmaps of `FD_SETSIZE` (1024) bits into the kernel on every call,
+//! - **select** copies bitmaps of `FD_SETSIZE` (1024) bits (here two: read and write) into the
+//!   kernel on every call,
 //!   and the kernel scans every bit up to the highest descriptor. The bitmaps are rebuilt each
 //!   time, and a descriptor >= 1024 cannot be expressed at all (setting its bit would write past
 //!   the end of the `fd_set`: undefined behaviour in C, a panic in nix).

@@ -131,6 +131,7 @@ fn regression_absurd_flags_are_refused_not_panicked_on() {
         (thread_bin(), vec!["--max-frame", "10"]),
         (thread_bin(), vec!["--protocol", "xml"]),
     ];
+    cases.push((eventloop_bin(), vec!["--max-pending-output", "0"]));
     if let Some(bin) = prefork_bin() {
         cases.push((bin, vec!["--stats-interval", "0"]));
         cases.push((bin, vec!["--workers", "0"]));
@@ -147,5 +148,65 @@ fn regression_absurd_flags_are_refused_not_panicked_on() {
             stderr.contains("error: invalid value"),
             "{bin} {args:?}: {stderr}"
         );
+    }
+}
+
+/// The event loop read each connection until `EAGAIN` with no limit, so a client that kept
+/// sending pipelined PINGs (and kept reading the replies) held the loop for as long as it
+/// flooded: another client's single PING waited 7.7 s in review. Each connection now reads
+/// at most 64 KiB per turn. The flood here lasts 4 s; every PING beside it must come back in
+/// well under that (2 s is a liveness bound, not a benchmark).
+#[test]
+fn regression_eventloop_flooding_client_does_not_starve_others() {
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Instant;
+
+    for backend in ["epoll", "poll"] {
+        let server = Server::start(
+            eventloop_bin(),
+            &["--protocol", "resp", "--backend", backend],
+        );
+        let addr = server.addr;
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                let mut flood = std::net::TcpStream::connect(addr).expect("connect flooder");
+                flood.set_nonblocking(true).expect("nonblocking");
+                let burst = b"PING\r\n".repeat(5000);
+                let mut sink = vec![0u8; 1 << 20];
+                let (mut written, until) = (0usize, Instant::now() + Duration::from_secs(4));
+                while Instant::now() < until && !stop.load(Ordering::Relaxed) {
+                    // Keep the pipeline full, whole bursts at a time, and read every reply.
+                    match flood.write(&burst[written % burst.len()..]) {
+                        Ok(n) => written += n,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(e) => panic!("{backend}: flooder write: {e}"),
+                    }
+                    while let Ok(n) = flood.read(&mut sink) {
+                        if n == 0 {
+                            break;
+                        }
+                    }
+                }
+            });
+            let mut client = server.client();
+            client.set_read_timeout(Duration::from_secs(2));
+            std::thread::sleep(Duration::from_millis(300)); // pacing: let the flood build up
+            for _ in 0..5 {
+                let started = Instant::now();
+                client.send_raw(b"PING\r\n");
+                let reply = client.read_response();
+                assert_eq!(reply.payload, b"PONG", "{backend}");
+                assert!(
+                    started.elapsed() < Duration::from_secs(2),
+                    "{backend}: PING took {:?}",
+                    started.elapsed()
+                );
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            stop.store(true, Ordering::Relaxed);
+        });
+        server.stop().assert_clean(backend, Duration::from_secs(5));
     }
 }

@@ -73,8 +73,9 @@ struct Args {
     #[arg(long, value_enum, default_value_t = Backend::Epoll)]
     backend: Backend,
 
-    /// Stop reading from a connection while this many reply bytes wait to be sent (e.g. 4M).
-    #[arg(long, default_value = "4M", value_parser = parse_size)]
+    /// Stop reading from a connection while this many reply bytes wait to be sent (e.g. 4M;
+    /// at least 64K). Replies to one read's worth of requests may go past it.
+    #[arg(long, default_value = "4M", value_parser = parse_pending_cap)]
     max_pending_output: usize,
 }
 
@@ -84,10 +85,24 @@ const LISTENER: usize = 0;
 const SIGNALS: usize = 1;
 const FIRST_CONNECTION: usize = 2;
 
+/// The most one connection may read in one turn of the loop. Reading until `EAGAIN` with no
+/// limit would let one client that keeps sending (and keeps reading its replies) hold the loop
+/// for as long as it likes; past the budget, the connection goes on the "still ready" list and
+/// is served again after everyone else's events (Redis caps each client's turn the same way).
+const READ_BUDGET: usize = 64 * 1024;
+
 /// How often the loop wakes with nothing ready, to enforce the idle and write timeouts.
 const TICK: Duration = Duration::from_millis(100);
 /// Bytes asked of each read(2).
 const READ_CHUNK: usize = 16 * 1024;
+
+fn parse_pending_cap(s: &str) -> Result<usize, String> {
+    let n = parse_size(s)?;
+    if n < READ_CHUNK * 4 {
+        return Err(format!("'{s}' is too small (at least 64K)"));
+    }
+    Ok(n)
+}
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -130,9 +145,14 @@ struct EventLoop {
     max_pending_output: usize,
     max_connections: usize,
     counters: SharedCounters,
-    /// A descriptor held in reserve for EMFILE (see `accept_all`).
+    /// A descriptor held in reserve for EMFILE (see `shed_one`).
     spare: Option<File>,
     last_emfile_log: Option<Instant>,
+    /// Connections that used up their read budget with data still waiting: an edge-triggered
+    /// poller will not report them again, so the loop serves them again itself.
+    still_ready: Vec<usize>,
+    /// Accepting is paused until then, after an accept error that retrying cannot fix at once.
+    accept_paused_until: Option<Instant>,
 }
 
 fn run(args: Args) -> io::Result<()> {
@@ -150,8 +170,11 @@ fn run(args: Args) -> io::Result<()> {
         max_pending_output: args.max_pending_output,
         max_connections: cfg.max_connections as usize,
         counters: SharedCounters::new(1)?,
-        spare: File::open("/dev/null").ok(),
+        // Without the spare, running out of descriptors would leave the listener ready forever.
+        spare: Some(File::open("/dev/null")?),
         last_emfile_log: None,
+        still_ready: Vec::new(),
+        accept_paused_until: None,
     };
     ev.poller
         .register(listener.as_raw_fd(), LISTENER, Interest::READ)?;
@@ -165,8 +188,13 @@ fn run(args: Args) -> io::Result<()> {
     let mut events: Vec<Event> = Vec::with_capacity(1024);
     let mut next_tick = Instant::now() + TICK;
     loop {
-        // Sleep until something is ready or the next housekeeping tick.
-        let timeout = next_tick.saturating_duration_since(Instant::now());
+        // Sleep until something is ready or the next housekeeping tick; do not sleep at all
+        // while some connection still has data it was not given the turn to read.
+        let timeout = if ev.still_ready.is_empty() {
+            next_tick.saturating_duration_since(Instant::now())
+        } else {
+            Duration::ZERO
+        };
         ev.poller.wait(&mut events, Some(timeout))?;
 
         for event in &events {
@@ -187,17 +215,31 @@ fn run(args: Args) -> io::Result<()> {
                             ev.connections.len(),
                             cfg.grace
                         );
-                        ev.stop_reading_all();
                         shutdown_deadline = Some(Instant::now() + cfg.grace);
+                        ev.stop_reading_all();
                     }
                 }
-                token => ev.on_ready(token, event.readable, event.writable),
+                token => ev.on_ready(token),
             }
+        }
+        // Then the connections that ran out of budget last turn, after everyone else.
+        for token in std::mem::take(&mut ev.still_ready) {
+            ev.on_ready(token);
         }
 
         if Instant::now() >= next_tick {
             next_tick = Instant::now() + TICK;
             ev.enforce_timeouts();
+            // An accept pause is over: watch the listener again, and accept what queued up
+            // meanwhile (edge-triggered epoll would not report it).
+            if ev.accept_paused_until.is_some_and(|t| Instant::now() >= t) {
+                ev.accept_paused_until = None;
+                if let Some(l) = &listener {
+                    ev.poller
+                        .register(l.as_raw_fd(), LISTENER, Interest::READ)?;
+                    ev.accept_all(l);
+                }
+            }
         }
         if let Some(deadline) = shutdown_deadline {
             if ev.connections.is_empty() {
@@ -244,12 +286,15 @@ impl EventLoop {
                 Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
                     if !self.shed_one(listener, &e) {
+                        self.pause_accepting(listener, &e);
                         return;
                     }
                     continue;
                 }
                 Err(e) => {
-                    info!("accept: {e}");
+                    // ENOBUFS, ENOMEM...: retrying at once would fail again, and a ready
+                    // listener would spin a level-triggered loop. Pause instead.
+                    self.pause_accepting(listener, &e);
                     return;
                 }
             };
@@ -266,6 +311,13 @@ impl EventLoop {
             }
             self.add(stream, peer);
         }
+    }
+
+    /// Stops watching the listener for a moment (the tick resumes it).
+    fn pause_accepting(&mut self, listener: &TcpListener, cause: &io::Error) {
+        info!("accept: {cause}; pausing accepts for {TICK:?}");
+        let _ = self.poller.deregister(listener.as_raw_fd(), LISTENER);
+        self.accept_paused_until = Some(Instant::now() + TICK);
     }
 
     /// Out of descriptors (EMFILE): the pending connection stays in the backlog and the
@@ -301,6 +353,9 @@ impl EventLoop {
             Err(_) => false,
         };
         self.spare = File::open("/dev/null").ok();
+        if self.spare.is_none() {
+            info!("cannot reopen the spare descriptor; accepts will pause instead");
+        }
         shed
     }
 
@@ -347,19 +402,21 @@ impl EventLoop {
     }
 
     /// A connection is ready: do all the work that will not block, then watch for what is next.
-    fn on_ready(&mut self, token: usize, readable: bool, writable: bool) {
+    ///
+    /// Which of readable or writable the event said does not matter: both are tried until
+    /// `EAGAIN` (or the read budget), which is what edge triggering requires anyway.
+    fn on_ready(&mut self, token: usize) {
         let Some(c) = self.connections.get_mut(&token) else {
             return; // closed earlier in this batch of events
         };
-        let result = drive(
-            c,
-            &*self.codec,
-            self.max_pending_output,
-            readable || writable,
-        );
-        match result {
+        match drive(c, &*self.codec, self.max_pending_output) {
             Err(ended) => self.close(token, Some(ended)),
-            Ok(()) => self.rewatch(token),
+            Ok(turn) => {
+                if turn == Turn::BudgetSpent {
+                    self.still_ready.push(token);
+                }
+                self.rewatch(token);
+            }
         }
     }
 
@@ -394,7 +451,7 @@ impl EventLoop {
             let Some(c) = self.connections.get_mut(&token) else {
                 continue;
             };
-            if let Err(ended) = drive(c, &*self.codec, self.max_pending_output, true) {
+            if let Err(ended) = drive(c, &*self.codec, self.max_pending_output) {
                 self.close(token, Some(ended));
                 continue;
             }
@@ -444,20 +501,28 @@ impl EventLoop {
     }
 }
 
-/// Reads, answers and writes as far as possible without blocking. `Err` means: close now.
-fn drive(
-    c: &mut Connection,
-    codec: &dyn Codec,
-    max_pending: usize,
-    ready: bool,
-) -> Result<(), Ended> {
-    if !ready {
-        return Ok(());
-    }
+/// How a turn of [`drive`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Turn {
+    /// Everything that could be done without blocking is done (`EAGAIN`, finished, throttled).
+    Done,
+    /// The read budget ran out with data perhaps still waiting: serve again after the others.
+    BudgetSpent,
+}
+
+/// Reads, answers and writes as far as possible without blocking, reading at most
+/// [`READ_BUDGET`] bytes. `Err` means: close now.
+fn drive(c: &mut Connection, codec: &dyn Codec, max_pending: usize) -> Result<Turn, Ended> {
+    let mut budget = READ_BUDGET;
     loop {
-        // Read until EAGAIN (mio is edge-triggered: stopping early would strand the rest),
-        // unless finished, or backpressure says the client must first take its replies.
+        // Read until EAGAIN (mio is edge-triggered: stopping early would strand the rest, so a
+        // connection stopped by the budget is put on the still-ready list), unless finished,
+        // or backpressure says the client must first take its replies.
         while c.finishing.is_none() && c.pending() < max_pending {
+            if budget == 0 {
+                write_some(&mut c.stream, &mut c.output, &mut c.sent, &mut c.last_write)?;
+                return Ok(Turn::BudgetSpent);
+            }
             match c.stream.read(c.input.spare(READ_CHUNK)) {
                 Ok(0) => {
                     let partial = !c.input.is_empty();
@@ -468,7 +533,9 @@ fn drive(
                     });
                 }
                 Ok(n) => {
+                    budget = budget.saturating_sub(n);
                     c.input.filled(n);
+                    let nothing_was_waiting = c.pending() == 0;
                     // The same step as the blocking servers. A SLEEP here blocks the whole
                     // loop, and every other client waits: the lesson of this model. Replies
                     // computed before it are handed to the kernel first, as far as it takes them.
@@ -486,6 +553,12 @@ fn drive(
                         Answered::Requests(_) => c.last_request = Instant::now(),
                         Answered::Fatal(reason) => c.finishing = Some(Ended::ProtocolError(reason)),
                     }
+                    // The write timeout counts from when output starts waiting, not from the
+                    // last write of some earlier burst. (Only new replies start it, so bytes
+                    // that complete no request do not keep an idle connection alive.)
+                    if nothing_was_waiting && c.pending() > 0 {
+                        c.last_write = Instant::now();
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 // read(2): EINTR if a signal arrived first; nothing was read.
@@ -497,12 +570,16 @@ fn drive(
 
         write_some(&mut c.stream, &mut c.output, &mut c.sent, &mut c.last_write)?;
 
-        // Reading stopped for backpressure and the client has now taken enough: read again
-        // now, because an edge-triggered poller will not report data that was already there.
+        // Reading stopped for backpressure and the client has now taken enough: read again,
+        // because an edge-triggered poller will not report data that was already there —
+        // now if the budget allows, else on the next turn.
         if was_throttled && c.pending() < max_pending {
-            continue;
+            if budget > 0 {
+                continue;
+            }
+            return Ok(Turn::BudgetSpent);
         }
-        return Ok(());
+        return Ok(Turn::Done);
     }
 }
 
@@ -532,6 +609,12 @@ fn write_some(
         *sent = 0;
         // A burst of large replies should not pin its memory for the connection's life.
         output.shrink_to(READ_CHUNK);
+    } else if *sent >= READ_CHUNK && *sent * 2 >= output.len() {
+        // A client that keeps reading, but never quite catches up, would otherwise keep the
+        // sent prefix forever while new replies are appended: drop it once it is half the
+        // buffer (moving the unsent rest is then cheap, amortised).
+        output.drain(..*sent);
+        *sent = 0;
     }
     Ok(())
 }
