@@ -15,13 +15,12 @@ import datetime
 import os
 import socket
 import statistics
-import struct
-import subprocess
 import sys
 import threading
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from lablib import OP_ECHO, OP_SLEEP, build_release, frame, read_reply, results_dir, start_server, write_table
+
 SERVERS = {
     "eventloop (epoll)": ["server-eventloop", "--backend", "epoll"],
     "eventloop (poll)": ["server-eventloop", "--backend", "poll"],
@@ -29,35 +28,8 @@ SERVERS = {
 }
 
 
-def frame(op, i, arg, payload=b""):
-    def varint(v):
-        out = bytearray()
-        while v >= 0x80:
-            out.append((v & 0x7F) | 0x80)
-            v >>= 7
-        out.append(v)
-        return bytes(out)
-    body = bytes([op]) + varint(i) + varint(arg) + payload
-    return struct.pack(">I", len(body)) + body
-
-
-def reply(s):
-    def exactly(n):
-        buf = b""
-        while len(buf) < n:
-            chunk = s.recv(n - len(buf))
-            if not chunk:
-                raise ConnectionError("closed")
-            buf += chunk
-        return buf
-    (n,) = struct.unpack(">I", exactly(4))
-    return exactly(n)
-
-
 def measure(cmd, rounds, sleep_us):
-    proc = subprocess.Popen([os.path.join(ROOT, "target", "release", cmd[0]), "--addr", "127.0.0.1:0", *cmd[1:]],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    port = int(proc.stdout.readline().strip().rsplit(":", 1)[1])
+    proc, port = start_server(*cmd)
     stop = threading.Event()
 
     def sleeper():
@@ -65,8 +37,8 @@ def measure(cmd, rounds, sleep_us):
         i = 0
         while not stop.is_set():
             i += 1
-            s.sendall(frame(2, i, sleep_us))
-            reply(s)
+            s.sendall(frame(OP_SLEEP, i, sleep_us))
+            read_reply(s)
         s.close()
 
     t = threading.Thread(target=sleeper)
@@ -78,8 +50,8 @@ def measure(cmd, rounds, sleep_us):
         samples = []
         for i in range(rounds):
             start = time.perf_counter_ns()
-            s.sendall(frame(1, i + 1, 0, b"x" * 16))
-            reply(s)
+            s.sendall(frame(OP_ECHO, i + 1, 0, b"x" * 16))
+            read_reply(s)
             samples.append((time.perf_counter_ns() - start) / 1000.0)
             time.sleep(0.0002)  # pacing, so the echo client does not hog the GIL
         s.close()
@@ -99,9 +71,8 @@ def main():
     ap.add_argument("--sleep-us", type=int, default=1000)
     ap.add_argument("--results", default=None)
     args = ap.parse_args()
-    subprocess.run(["cargo", "build", "--release", "-q", "-p", "echolab-servers"], cwd=ROOT, check=True)
-    results = args.results or os.path.join(ROOT, "results", f"{datetime.date.today()}-blocking-handler")
-    os.makedirs(results, exist_ok=True)
+    build_release()
+    results = results_dir("blocking-handler", args.results)
     raw = {}
     with open(os.path.join(results, "raw.tsv"), "w") as f:
         f.write("repetition\tserver\tmedian_us\tp99_us\n")
@@ -119,13 +90,7 @@ def main():
     lines.append(f"Echo round trips (Python client, {args.rounds} per run) while another client sends SLEEP "
                  f"{args.sleep_us} us back to back; median of {args.repeat} interleaved runs; "
                  f"{os.cpu_count()} CPUs; {datetime.date.today()}.")
-    table = "\n".join(lines)
-    print(table)
-    with open(os.path.join(results, "table.md"), "w") as f:
-        f.write(table + "\n")
-    with open(os.path.join(results, "machine.txt"), "w") as f:
-        subprocess.run([os.path.join(ROOT, "scripts", "machine-info.sh")], stdout=f, cwd=ROOT, check=False)
-    print(f"(kept in {os.path.relpath(results, ROOT)}/)", file=sys.stderr)
+    write_table(results, "\n".join(lines))
 
 
 if __name__ == "__main__":

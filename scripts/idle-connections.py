@@ -23,51 +23,14 @@ import os
 import resource
 import socket
 import statistics
-import struct
-import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.join(ROOT, "target", "release", "server-eventloop")
-
-
-def start(backend):
-    proc = subprocess.Popen(
-        [BIN, "--addr", "127.0.0.1:0", "--backend", backend, "--max-connections", "100000"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    line = proc.stdout.readline().strip()
-    if not line.startswith("listening on "):
-        proc.kill()
-        raise SystemExit(f"server did not start: {line!r}")
-    port = int(line.rsplit(":", 1)[1])
-    return proc, port
-
-
-def echo_frame(i, payload):
-    # op ECHO, id as a 1-3 byte varint, arg 0
-    idv = bytearray()
-    v = i
-    while v >= 0x80:
-        idv.append((v & 0x7F) | 0x80)
-        v >>= 7
-    idv.append(v)
-    body = bytes([1]) + bytes(idv) + b"\x00" + payload
-    return struct.pack(">I", len(body)) + body
-
-
-def recv_exactly(s, n):
-    buf = b""
-    while len(buf) < n:
-        chunk = s.recv(n - len(buf))
-        if not chunk:
-            raise ConnectionError("closed")
-        buf += chunk
-    return buf
+from lablib import OP_ECHO, build_release, frame, read_reply, results_dir, start_server, write_table
 
 
 def measure(backend, idle, rounds):
-    proc, port = start(backend)
+    proc, port = start_server("server-eventloop", "--backend", backend, "--max-connections", "100000")
     idle_socks = []
     try:
         for _ in range(idle):
@@ -77,13 +40,12 @@ def measure(backend, idle, rounds):
         payload = b"x" * 16
         # Make sure the server has accepted and registered every idle connection: a round
         # trip on a connection opened after them is answered only after they were accepted.
-        frames = [echo_frame(i % 2_000_000 + 1, payload) for i in range(rounds + 200)]
+        requests = [frame(OP_ECHO, i + 1, 0, payload) for i in range(rounds + 200)]
         samples = []
-        for i, frame in enumerate(frames):
+        for i, request in enumerate(requests):
             t = time.perf_counter_ns()
-            s.sendall(frame)
-            (n,) = struct.unpack(">I", recv_exactly(s, 4))
-            body = recv_exactly(s, n)
+            s.sendall(request)
+            body = read_reply(s)
             dt = time.perf_counter_ns() - t
             if body[0] != 0 or body[-16:] != payload:
                 raise SystemExit(f"{backend}: bad reply {body[:20]!r}")
@@ -113,11 +75,8 @@ def main():
     if hard < need:
         raise SystemExit(f"RLIMIT_NOFILE hard limit {hard} is below the {need} needed")
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, need), hard))  # the server inherits it
-    subprocess.run(["cargo", "build", "--release", "-q", "-p", "echolab-servers", "--bin", "server-eventloop"],
-                   cwd=ROOT, check=True)
-
-    results = args.results or os.path.join(ROOT, "results", f"{datetime.date.today()}-idle-connections")
-    os.makedirs(results, exist_ok=True)
+    build_release()
+    results = results_dir("idle-connections", args.results)
     raw = {}
     with open(os.path.join(results, "raw.tsv"), "w") as f:
         f.write("repetition\tidle\tbackend\tmedian_us\tp99_us\n")
@@ -145,13 +104,7 @@ def main():
     lines.append(f"One connection doing {args.rounds} sequential 16-byte echo round trips (Python client) while "
                  f"N connections sit idle; median over {args.repeat} interleaved repetitions; "
                  f"{os.cpu_count()} CPUs; {datetime.date.today()}.")
-    table = "\n".join(lines)
-    print(table)
-    with open(os.path.join(results, "table.md"), "w") as f:
-        f.write(table + "\n")
-    with open(os.path.join(results, "machine.txt"), "w") as f:
-        subprocess.run([os.path.join(ROOT, "scripts", "machine-info.sh")], stdout=f, cwd=ROOT, check=False)
-    print(f"(kept in {os.path.relpath(results, ROOT)}/)", file=sys.stderr)
+    write_table(results, "\n".join(lines))
 
 
 if __name__ == "__main__":

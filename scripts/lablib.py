@@ -1,0 +1,81 @@
+"""What the Python measurement scripts share: echolab's binary framing, starting a server and
+learning its port from the `listening on` line, and writing a run into results/DATE-NAME/.
+
+Imported by idle-connections.py and blocking-handler.py (run them from anywhere: they put
+scripts/ on the import path by living in it). book_client.py stays standalone on purpose: it
+is the book's client, and shows the book's JSON framing on its own.
+"""
+import datetime
+import os
+import struct
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+OP_ECHO, OP_SLEEP = 0x01, 0x02
+
+
+def uvarint(v):
+    """Unsigned LEB128, as docs/protocol.md defines it."""
+    out = bytearray()
+    while v >= 0x80:
+        out.append((v & 0x7F) | 0x80)
+        v >>= 7
+    out.append(v)
+    return bytes(out)
+
+
+def frame(op, request_id, arg=0, payload=b""):
+    """One binary v1 request: 4-byte big-endian length, then op | id | arg | payload."""
+    body = bytes([op]) + uvarint(request_id) + uvarint(arg) + payload
+    return struct.pack(">I", len(body)) + body
+
+
+def recv_exactly(sock, n):
+    """n bytes from sock; a single recv may return fewer."""
+    buf = b""
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            raise ConnectionError("server closed the connection")
+        buf += chunk
+    return buf
+
+
+def read_reply(sock):
+    """One binary v1 response body: status | id | payload."""
+    (n,) = struct.unpack(">I", recv_exactly(sock, 4))
+    return recv_exactly(sock, n)
+
+
+def build_release():
+    subprocess.run(["cargo", "build", "--release", "-q", "-p", "echolab-servers"], cwd=ROOT, check=True)
+
+
+def start_server(binary, *args):
+    """Starts target/release/BINARY on a free port; returns (process, port)."""
+    proc = subprocess.Popen([os.path.join(ROOT, "target", "release", binary), "--addr", "127.0.0.1:0", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    line = proc.stdout.readline().strip()
+    if not line.startswith("listening on "):
+        proc.kill()
+        raise SystemExit(f"{binary} did not start: {line!r}")
+    return proc, int(line.rsplit(":", 1)[1])
+
+
+def results_dir(name, override=None):
+    """results/DATE-NAME/ (or `override`), created."""
+    path = override or os.path.join(ROOT, "results", f"{datetime.date.today()}-{name}")
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+def write_table(path, table):
+    """Prints the table and keeps it in PATH/table.md, with PATH/machine.txt beside it."""
+    print(table)
+    with open(os.path.join(path, "table.md"), "w") as f:
+        f.write(table + "\n")
+    with open(os.path.join(path, "machine.txt"), "w") as f:
+        subprocess.run([os.path.join(ROOT, "scripts", "machine-info.sh")], stdout=f, cwd=ROOT, check=False)
+    print(f"(kept in {os.path.relpath(path, ROOT)}/)", file=sys.stderr)
