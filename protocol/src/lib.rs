@@ -48,6 +48,7 @@ pub mod buffer;
 mod error;
 pub mod json;
 pub mod resp;
+pub mod units;
 pub mod varint;
 
 use std::fmt;
