@@ -49,8 +49,10 @@ def read_reply(sock):
     return recv_exactly(sock, n)
 
 
-def build_release():
-    subprocess.run(["cargo", "build", "--release", "-q", "-p", "echolab-servers"], cwd=ROOT, check=True)
+def build_release(*packages):
+    """Builds the release binaries of PACKAGES (default: the servers)."""
+    flags = [arg for p in (packages or ("echolab-servers",)) for arg in ("-p", p)]
+    subprocess.run(["cargo", "build", "--release", "-q", *flags], cwd=ROOT, check=True)
 
 
 def start_server(binary, *args):

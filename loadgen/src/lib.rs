@@ -1,5 +1,26 @@
-//! echolab's load generator (not written yet).
+//! echolab's load generator.
 //!
-//! It will drive any echolab server (or Redis) over the client half of `echolab-protocol`'s
-//! codec and record latency in HdrHistograms. Until it exists, `scripts/` measures the servers
-//! with redis-benchmark and small Python clients; see docs/ARCHITECTURE.md.
+//! `loadgen run` drives one server over many nonblocking connections (a few threads, each a
+//! mio event loop), verifies every reply byte for byte, and records latency in HdrHistograms:
+//! closed loop by default, open loop with `--rate` (latency from the scheduled send time, so
+//! a stalled server shows in the tail). With `--server-pid` it also reports what the server
+//! spent per request: CPU time, context switches, memory.
+//!
+//! Module map, in the order a run uses them:
+//! - [`cli`]: flags, checked into a [`cli::RunConfig`];
+//! - [`workload`]: request encoding (ids stamped into payloads) and reply verification;
+//! - [`engine`]: the per-thread event loop, connections, pacing, timeouts;
+//! - [`collector`]: per-second intervals, the live line, the interval log, server sampling;
+//! - [`proc`]: /proc sampling of the server's process tree, machine description, own CPU;
+//! - [`stats`]: error kinds, counts, histograms; [`report`]: summary, JSON, `.hgrm`;
+//! - [`run`]: the whole of `loadgen run`.
+
+pub mod cli;
+pub mod clock;
+pub mod collector;
+pub mod engine;
+pub mod proc;
+pub mod report;
+pub mod run;
+pub mod stats;
+pub mod workload;

@@ -1,0 +1,1009 @@
+//! One worker thread: an event loop over its share of the connections.
+//!
+//! Each thread owns a mio `Poll`, its connections, and a [`Tally`] it records into without
+//! locks. A connection is a small state machine (down → connecting → open → down again on an
+//! error or, for short connections, after its K requests), with a FIFO of requests in flight.
+//!
+//! Pacing comes in two kinds. In the closed loop a connection sends its next request as soon as
+//! a reply frees a slot in its pipeline, and latency runs from the actual send. In the open loop
+//! every request has a place on a fixed timetable — connection `g` of `N` sends at
+//! `t0 + (g + k·N) / rate` — and latency runs from that scheduled time whatever delayed the send:
+//! this is how wrk2 corrects coordinated omission, so a stalled server shows in the tail instead
+//! of silently pausing the client. To keep the schedule honest the thread sleeps on a `timerfd`
+//! armed with an absolute deadline (microsecond precision; epoll's own timeout is whole
+//! milliseconds), and records how late each send left for reasons of its own (the lag
+//! histogram), separately from waits the server caused (a full pipeline, a reconnect).
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsFd, AsRawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender};
+use echolab_protocol::ReadBuffer;
+use hdrhistogram::Histogram;
+use mio::net::TcpStream;
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use nix::errno::Errno;
+use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrStorage};
+use nix::sys::time::TimeSpec;
+use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
+
+use crate::cli::{Pacing, RunConfig};
+use crate::clock::{ns, Clock, NANOS};
+use crate::stats::{self, ErrorKind, Tally};
+use crate::workload::{Check, Workload};
+
+/// How often a thread checks timeouts and retries failed connections.
+const HOUSEKEEPING_NS: u64 = 10_000_000;
+/// Below this distance to the next scheduled send, the thread polls without sleeping rather
+/// than arm the timer: a wake-up costs about this much anyway.
+const SPIN_NS: u64 = 20_000;
+/// Retry delays after a connection fails: doubling from the first to the last.
+const BACKOFF_FIRST_NS: u64 = 10_000_000;
+const BACKOFF_MAX_NS: u64 = 200_000_000;
+/// Bytes read per `read(2)` call at least.
+const READ_CHUNK: usize = 16 * 1024;
+/// The timer's token; connections use their index.
+const TIMER: Token = Token(usize::MAX);
+/// At most this many example error messages are kept per thread.
+const MAX_EXAMPLES: usize = 5;
+
+/// Everything the threads share, read-only.
+#[derive(Debug)]
+pub struct Plan {
+    /// The checked configuration.
+    pub cfg: RunConfig,
+    /// Encoder and verifier.
+    pub workload: Workload,
+    /// The run's clock (t = 0 when the run began).
+    pub clock: Clock,
+    /// Run time at which recording starts (the end of the warmup).
+    pub measure_from: u64,
+    /// Run time at which no new request is started, if the run is limited by time.
+    pub stop_at: Option<u64>,
+    /// Set on Ctrl-C (or by the caller) to end the run early, with a report.
+    pub interrupted: Arc<AtomicBool>,
+}
+
+/// What a worker tells the collector.
+#[derive(Debug)]
+pub enum ToCollector {
+    /// One second's figures.
+    Interval(Interval),
+    /// The worker has stopped measuring and waits, connections still open, until the collector
+    /// has taken its closing samples (so a thread-per-connection server's threads are still
+    /// there to be counted).
+    Done,
+}
+
+/// A per-second report from a thread to the collector.
+#[derive(Debug)]
+pub struct Interval {
+    /// Which thread.
+    pub thread: usize,
+    /// Seconds since the measured window began (interval `i` covers `[i, i+1)`).
+    pub index: u64,
+    /// Latencies recorded in the interval (by reply time).
+    pub latency: Histogram<u64>,
+    /// Replies verified in the interval.
+    pub ok: u64,
+    /// Errors of any kind in the interval.
+    pub errors: u64,
+}
+
+/// What a thread hands back when it finishes.
+#[derive(Debug)]
+pub struct ThreadResult {
+    /// Its tally.
+    pub tally: Tally,
+    /// A few error messages, for the summary.
+    pub examples: Vec<String>,
+    /// When it stopped (run time).
+    pub finished_at: u64,
+}
+
+/// One in-flight request.
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    id: u64,
+    /// Open loop: the scheduled send time; closed loop: the send time.
+    start: u64,
+    /// The actual send time.
+    sent: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// No socket; try again at this time.
+    Down { retry_at: u64 },
+    /// connect(2) in progress since this time.
+    Connecting { since: u64 },
+    /// Connected.
+    Open,
+}
+
+#[derive(Debug)]
+struct Conn {
+    /// Index among all connections of the run (for the timetable, ids and source address).
+    global: u64,
+    sock: Option<TcpStream>,
+    state: State,
+    in_flight: VecDeque<Pending>,
+    rbuf: ReadBuffer,
+    wbuf: Vec<u8>,
+    wpos: usize,
+    write_blocked_since: Option<u64>,
+    /// Requests started on the current socket (short connections close after K).
+    on_this_socket: u64,
+    /// Requests started on this connection slot, ever: the id sequence and, in the open
+    /// loop, the index `k` of the next request on the timetable.
+    next_k: u64,
+    /// When the connection last became able to send (connected, or its full pipeline got a
+    /// free slot): a send waiting for that was delayed by the server, not by the client.
+    ready_since: u64,
+    /// The deadline this connection has in the timer heap, if any (older entries are stale).
+    timer_due: Option<u64>,
+    backoff: u64,
+}
+
+/// The per-thread event loop.
+struct Worker<'a> {
+    plan: &'a Plan,
+    thread: usize,
+    poll: Poll,
+    conns: Vec<Conn>,
+    tally: Tally,
+    examples: Vec<String>,
+    /// Requests this thread may still start in the measured window (`None`: no limit).
+    budget: Option<u64>,
+    /// Open loop: (due, connection) min-heap.
+    heap: BinaryHeap<Reverse<(u64, usize)>>,
+    timer: Option<TimerFd>,
+    timer_armed: Option<u64>,
+    interval_index: u64,
+    interval: Histogram<u64>,
+    interval_ok: u64,
+    interval_errors: u64,
+    tx: Sender<ToCollector>,
+    scratch: Vec<u8>,
+    draining: bool,
+}
+
+/// Runs one thread's share: connections `globals` (indices into the run's connections), with
+/// `budget` measured requests (if the run is limited by count). Reports go to `tx`; once done,
+/// the thread waits for `release` to disconnect (the collector has sampled) before closing its
+/// connections.
+pub fn run_thread(
+    plan: &Plan,
+    thread: usize,
+    globals: Vec<u64>,
+    budget: Option<u64>,
+    tx: Sender<ToCollector>,
+    release: Receiver<()>,
+) -> io::Result<ThreadResult> {
+    let poll = Poll::new()?;
+    let timer = match plan.cfg.pacing {
+        Pacing::Closed => None,
+        Pacing::Open { .. } => {
+            // prctl(PR_SET_TIMERSLACK): the kernel may otherwise defer this thread's timer
+            // wake-ups by up to 50 µs to batch them, which would show up as client lag.
+            let _ = nix::sys::prctl::set_timerslack(1);
+            let t = TimerFd::new(
+                ClockId::CLOCK_MONOTONIC,
+                TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
+            )?;
+            poll.registry().register(
+                &mut SourceFd(&t.as_fd().as_raw_fd()),
+                TIMER,
+                Interest::READABLE,
+            )?;
+            Some(t)
+        }
+    };
+    let conns = globals
+        .into_iter()
+        .map(|global| Conn {
+            global,
+            sock: None,
+            state: State::Down { retry_at: 0 },
+            in_flight: VecDeque::with_capacity(plan.cfg.pipeline as usize),
+            rbuf: ReadBuffer::new(READ_CHUNK),
+            wbuf: Vec::new(),
+            wpos: 0,
+            write_blocked_since: None,
+            on_this_socket: 0,
+            next_k: 0,
+            ready_since: 0,
+            timer_due: None,
+            backoff: BACKOFF_FIRST_NS,
+        })
+        .collect();
+    let mut w = Worker {
+        plan,
+        thread,
+        poll,
+        conns,
+        tally: Tally::default(),
+        examples: Vec::new(),
+        budget,
+        heap: BinaryHeap::new(),
+        timer,
+        timer_armed: None,
+        interval_index: 0,
+        interval: stats::new_histogram(),
+        interval_ok: 0,
+        interval_errors: 0,
+        tx,
+        scratch: Vec::new(),
+        draining: false,
+    };
+    w.run()?;
+    let finished_at = plan.clock.now();
+    let _ = w.tx.send(ToCollector::Done);
+    // Bounded, in case the collector is gone: the report matters more than the sample.
+    let _ = release.recv_timeout(Duration::from_secs(5));
+    w.close_all();
+    Ok(ThreadResult {
+        tally: w.tally,
+        examples: w.examples,
+        finished_at,
+    })
+}
+
+impl Worker<'_> {
+    fn run(&mut self) -> io::Result<()> {
+        let plan = self.plan;
+        let mut events = Events::with_capacity(1024);
+        let now = plan.clock.now();
+        for i in 0..self.conns.len() {
+            self.connect(i, now);
+        }
+        let mut next_housekeeping = now + HOUSEKEEPING_NS;
+        let mut drain_deadline = u64::MAX;
+        loop {
+            let now = plan.clock.now();
+            if !self.draining
+                && (plan.interrupted.load(Ordering::Relaxed)
+                    || plan.stop_at.is_some_and(|s| now >= s)
+                    || self.budget == Some(0))
+            {
+                self.draining = true;
+                drain_deadline = now + ns(plan.cfg.timeout);
+                self.count_unsent(now);
+            }
+            if self.draining {
+                let idle = self.conns.iter().all(|c| c.in_flight.is_empty());
+                if idle || now >= drain_deadline {
+                    break;
+                }
+            }
+            self.flush_intervals(now);
+            if now >= next_housekeeping {
+                self.housekeeping(now);
+                next_housekeeping = now + HOUSEKEEPING_NS;
+            }
+            if !self.draining {
+                self.run_due(now);
+            }
+
+            // Sleep until the next thing to do: a coarse deadline through epoll's timeout,
+            // a precise one (the next scheduled send) through the timerfd.
+            let mut coarse = next_housekeeping.min(self.next_interval_at());
+            if self.draining {
+                coarse = coarse.min(drain_deadline);
+            } else if let Some(stop) = plan.stop_at {
+                coarse = coarse.min(stop);
+            }
+            let precise = if self.draining {
+                None
+            } else {
+                self.heap.peek().map(|Reverse((due, _))| *due)
+            };
+            let now = plan.clock.now();
+            let timeout = match precise {
+                Some(due) if due <= now + SPIN_NS => Some(Duration::ZERO),
+                Some(due) if due < coarse => {
+                    self.arm_timer(due);
+                    Some(Duration::from_nanos(coarse.saturating_sub(now)))
+                }
+                _ => Some(Duration::from_nanos(coarse.saturating_sub(now))),
+            };
+            match self.poll.poll(&mut events, timeout) {
+                Ok(()) => {}
+                // epoll_wait(2): EINTR when a signal (Ctrl-C) lands on this thread; the loop
+                // re-checks the interrupted flag.
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            for event in events.iter() {
+                let token = event.token();
+                if token == TIMER {
+                    self.timer_fired();
+                    continue;
+                }
+                if token.0 < self.conns.len() {
+                    self.on_event(token.0, event.is_readable(), event.is_writable());
+                }
+            }
+        }
+        // Whatever is still unanswered after the drain is lost.
+        let now = plan.clock.now();
+        for i in 0..self.conns.len() {
+            let lost = self.conns[i]
+                .in_flight
+                .iter()
+                .filter(|p| p.start >= plan.measure_from)
+                .count() as u64;
+            if lost > 0 {
+                self.tally.counts.lost += lost;
+                self.error(
+                    ErrorKind::ReadTimeoutEmpty,
+                    format!(
+                        "{lost} requests still unanswered {:?} after the run ended",
+                        plan.cfg.timeout
+                    ),
+                );
+            }
+        }
+        self.flush_intervals(now);
+        self.send_interval(now);
+        Ok(())
+    }
+
+    fn close_all(&mut self) {
+        for i in 0..self.conns.len() {
+            self.close(i);
+        }
+    }
+
+    // ----- connections -------------------------------------------------------------------
+
+    /// Starts a nonblocking connect for connection `i`.
+    fn connect(&mut self, i: usize, now: u64) {
+        let cfg = &self.plan.cfg;
+        let source = (!cfg.source_ips.is_empty())
+            .then(|| cfg.source_ips[self.conns[i].global as usize % cfg.source_ips.len()]);
+        match start_connect(cfg.addr, source) {
+            Ok(mut sock) => {
+                let registered = self.poll.registry().register(
+                    &mut sock,
+                    Token(i),
+                    Interest::READABLE | Interest::WRITABLE,
+                );
+                if let Err(e) = registered {
+                    self.conn_failed(i, ErrorKind::LocalResource, format!("epoll_ctl: {e}"), now);
+                    return;
+                }
+                let c = &mut self.conns[i];
+                c.sock = Some(sock);
+                c.state = State::Connecting { since: now };
+                c.on_this_socket = 0;
+            }
+            Err(e) => {
+                let kind = connect_error_kind(&e);
+                self.conn_failed(i, kind, format!("connect to {}: {e}", cfg.addr), now);
+            }
+        }
+    }
+
+    /// Closes connection `i`'s socket, if any, keeping its bookkeeping.
+    fn close(&mut self, i: usize) {
+        let c = &mut self.conns[i];
+        if let Some(mut sock) = c.sock.take() {
+            // Deregister before drop (mio's rule); a failure only means it is already gone.
+            let _ = self.poll.registry().deregister(&mut sock);
+        }
+        c.rbuf.consume(c.rbuf.len());
+        c.wbuf.clear();
+        c.wpos = 0;
+        c.write_blocked_since = None;
+        c.timer_due = None;
+    }
+
+    /// Connection `i` failed with `kind`: count it, write off what was in flight, and schedule
+    /// a reconnect after a backoff.
+    fn conn_failed(&mut self, i: usize, kind: ErrorKind, why: String, now: u64) {
+        let measure_from = self.plan.measure_from;
+        let lost = self.conns[i]
+            .in_flight
+            .drain(..)
+            .filter(|p| p.start >= measure_from)
+            .count() as u64;
+        self.tally.counts.lost += lost;
+        // A failed connect still counts against a request budget, or a run limited only by
+        // --requests would retry a dead server forever.
+        if matches!(
+            self.conns[i].state,
+            State::Connecting { .. } | State::Down { .. }
+        ) && now >= measure_from
+        {
+            if let Some(b) = self.budget.as_mut() {
+                *b = b.saturating_sub(1);
+                self.tally.counts.unsent += 1;
+            }
+        }
+        self.error(kind, why);
+        self.close(i);
+        let c = &mut self.conns[i];
+        c.state = State::Down {
+            retry_at: now + c.backoff,
+        };
+        c.backoff = (c.backoff * 2).min(BACKOFF_MAX_NS);
+    }
+
+    fn error(&mut self, kind: ErrorKind, why: String) {
+        self.tally.errors.add(kind);
+        self.interval_errors += 1;
+        if self.examples.len() < MAX_EXAMPLES {
+            self.examples.push(format!("{kind}: {why}"));
+        }
+    }
+
+    fn on_event(&mut self, i: usize, readable: bool, writable: bool) {
+        let now = self.plan.clock.now();
+        if let State::Connecting { since } = self.conns[i].state {
+            if !self.finish_connect(i, since, now) {
+                return;
+            }
+        }
+        if self.conns[i].state != State::Open {
+            return;
+        }
+        if writable && self.conns[i].wpos < self.conns[i].wbuf.len() && !self.flush(i, now) {
+            return;
+        }
+        if readable && !self.read(i) {
+            return;
+        }
+        self.pump(i, self.plan.clock.now());
+    }
+
+    /// Completes a connect; returns whether the connection is now open.
+    fn finish_connect(&mut self, i: usize, since: u64, now: u64) -> bool {
+        let Some(sock) = self.conns[i].sock.as_ref() else {
+            return false;
+        };
+        // connect(2) in progress: SO_ERROR holds the outcome once the socket is writable;
+        // peer_addr succeeding is how mio's docs say to tell "connected" from "not yet".
+        match sock.take_error() {
+            Ok(Some(e)) | Err(e) => {
+                let kind = connect_error_kind(&e);
+                self.conn_failed(
+                    i,
+                    kind,
+                    format!("connect to {}: {e}", self.plan.cfg.addr),
+                    now,
+                );
+                return false;
+            }
+            Ok(None) => {}
+        }
+        match sock.peer_addr() {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => return false,
+            Err(e) => {
+                let kind = connect_error_kind(&e);
+                self.conn_failed(
+                    i,
+                    kind,
+                    format!("connect to {}: {e}", self.plan.cfg.addr),
+                    now,
+                );
+                return false;
+            }
+        }
+        if since >= self.plan.measure_from {
+            stats::record(&mut self.tally.connect, (now - since) / 1000);
+        }
+        let c = &mut self.conns[i];
+        c.state = State::Open;
+        c.ready_since = now;
+        true
+    }
+
+    // ----- requests ----------------------------------------------------------------------
+
+    /// Whether connection `i` may start another request now (pipeline room, K, budget).
+    fn may_start(&self, i: usize) -> bool {
+        let c = &self.conns[i];
+        c.state == State::Open
+            && !self.draining
+            && c.in_flight.len() < self.plan.cfg.pipeline as usize
+            && self
+                .plan
+                .cfg
+                .requests_per_conn
+                .is_none_or(|k| c.on_this_socket < k)
+            && self.budget != Some(0)
+    }
+
+    /// Starts every request connection `i` may start now, writes them, and (open loop) arms
+    /// its next deadline.
+    fn pump(&mut self, i: usize, now: u64) {
+        let plan = self.plan;
+        match plan.cfg.pacing {
+            Pacing::Closed => {
+                while self.may_start(i) {
+                    self.start_request(i, now, now);
+                }
+            }
+            Pacing::Open { rate } => {
+                while self.may_start(i) {
+                    let due = self.due(i, rate);
+                    if due > now {
+                        break;
+                    }
+                    // The client's own lateness: from when the request could first have
+                    // left (its time, or later if the server held the connection up).
+                    let c = &self.conns[i];
+                    let could_leave = due.max(c.ready_since);
+                    if due >= plan.measure_from {
+                        stats::record(&mut self.tally.lag, now.saturating_sub(could_leave) / 1000);
+                    }
+                    self.start_request(i, due, now);
+                }
+                if self.may_start(i) {
+                    let due = self.due(i, rate);
+                    let c = &mut self.conns[i];
+                    if c.timer_due != Some(due) {
+                        c.timer_due = Some(due);
+                        self.heap.push(Reverse((due, i)));
+                    }
+                }
+            }
+        }
+        if self.conns[i].wpos < self.conns[i].wbuf.len() {
+            self.flush(i, now);
+        }
+        self.maybe_recycle(i, now);
+    }
+
+    /// Open loop: the scheduled time of connection `i`'s next request.
+    fn due(&self, i: usize, rate: f64) -> u64 {
+        let c = &self.conns[i];
+        let n = self.plan.cfg.connections as f64;
+        let slot = c.global as f64 + c.next_k as f64 * n;
+        (slot * NANOS as f64 / rate) as u64
+    }
+
+    /// Queues one request on connection `i`: `start` is its scheduled (open) or send (closed)
+    /// time, `now` the send time.
+    fn start_request(&mut self, i: usize, start: u64, now: u64) {
+        let measured = start >= self.plan.measure_from;
+        let c = &mut self.conns[i];
+        // Ids are unique across the run: the slot in the high bits, a sequence in the low.
+        let id = (c.global << 40) | (c.next_k & ((1 << 40) - 1));
+        if let Err(e) = self
+            .plan
+            .workload
+            .encode(id, &mut self.scratch, &mut c.wbuf)
+        {
+            // The configuration was checked, so this cannot happen; were it to, report it
+            // rather than send nothing forever.
+            let why = format!("cannot encode the request: {e}");
+            self.conn_failed(i, ErrorKind::Protocol, why, now);
+            return;
+        }
+        c.in_flight.push_back(Pending {
+            id,
+            start,
+            sent: now,
+        });
+        c.next_k += 1;
+        c.on_this_socket += 1;
+        if measured {
+            self.tally.counts.sent += 1;
+            if let Some(b) = self.budget.as_mut() {
+                *b -= 1;
+            }
+        }
+    }
+
+    /// Writes connection `i`'s queued bytes until done or `EAGAIN`. Returns false if the
+    /// connection failed.
+    fn flush(&mut self, i: usize, now: u64) -> bool {
+        let c = &mut self.conns[i];
+        let Some(sock) = c.sock.as_mut() else {
+            return false;
+        };
+        while c.wpos < c.wbuf.len() {
+            match sock.write(&c.wbuf[c.wpos..]) {
+                Ok(n) => {
+                    c.wpos += n;
+                    c.write_blocked_since = None;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    c.write_blocked_since.get_or_insert(now);
+                    return true;
+                }
+                // write(2): EINTR retried.
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let kind = io_error_kind(&e);
+                    self.conn_failed(i, kind, format!("write: {e}"), now);
+                    return false;
+                }
+            }
+        }
+        c.wbuf.clear();
+        c.wpos = 0;
+        true
+    }
+
+    /// Reads everything available on connection `i` and checks the replies. Returns false if
+    /// the connection was closed.
+    fn read(&mut self, i: usize) -> bool {
+        let mut eof = false;
+        loop {
+            let c = &mut self.conns[i];
+            let Some(sock) = c.sock.as_mut() else {
+                return false;
+            };
+            let spare = c.rbuf.spare(READ_CHUNK);
+            let room = spare.len();
+            match sock.read(spare) {
+                Ok(0) => {
+                    eof = true;
+                    break;
+                }
+                Ok(n) => {
+                    c.rbuf.filled(n);
+                    // A short read emptied the socket's receive queue: with edge-triggered
+                    // epoll, bytes arriving after it raise a new edge, so the read that would
+                    // only say EAGAIN can be skipped — one syscall less per reply at depth 1.
+                    if n < room {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                // read(2): EINTR retried.
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // Replies that arrived before the reset still count.
+                    let now = self.plan.clock.now();
+                    if !self.take_replies(i, now) {
+                        return false;
+                    }
+                    let kind = io_error_kind(&e);
+                    self.conn_failed(i, kind, format!("read: {e}"), now);
+                    return false;
+                }
+            }
+        }
+        let now = self.plan.clock.now();
+        if !self.take_replies(i, now) {
+            return false;
+        }
+        if eof {
+            let c = &self.conns[i];
+            if c.in_flight.is_empty() && c.rbuf.is_empty() && self.draining {
+                self.close(i);
+                self.conns[i].state = State::Down { retry_at: u64::MAX };
+                return false;
+            }
+            let why = if c.rbuf.is_empty() {
+                format!(
+                    "server closed the connection with {} requests unanswered",
+                    c.in_flight.len()
+                )
+            } else {
+                format!(
+                    "server closed the connection in the middle of a reply ({} bytes of it)",
+                    c.rbuf.len()
+                )
+            };
+            self.conn_failed(i, ErrorKind::Eof, why, now);
+            return false;
+        }
+        true
+    }
+
+    /// Checks every complete reply in connection `i`'s buffer against its request. Returns
+    /// false if the connection was closed.
+    fn take_replies(&mut self, i: usize, now: u64) -> bool {
+        let plan = self.plan;
+        let pipeline = plan.cfg.pipeline as usize;
+        loop {
+            let c = &mut self.conns[i];
+            if c.rbuf.is_empty() {
+                return true;
+            }
+            let Some(&front) = c.in_flight.front() else {
+                let why = format!("{} bytes arrived with no request in flight", c.rbuf.len());
+                self.conn_failed(i, ErrorKind::Mismatch, why, now);
+                return false;
+            };
+            let measured = front.start >= plan.measure_from;
+            match plan.workload.check(front.id, c.rbuf.data()) {
+                Check::Incomplete => return true,
+                Check::Ok { len } => {
+                    c.rbuf.consume(len);
+                    c.in_flight.pop_front();
+                    if c.in_flight.len() + 1 == pipeline {
+                        c.ready_since = now;
+                    }
+                    c.backoff = BACKOFF_FIRST_NS;
+                    if measured {
+                        let us = now.saturating_sub(front.start) / 1000;
+                        stats::record(&mut self.tally.latency, us);
+                        stats::record(&mut self.interval, us);
+                        if let Pacing::Open { .. } = plan.cfg.pacing {
+                            let raw = now.saturating_sub(front.sent) / 1000;
+                            stats::record(&mut self.tally.uncorrected, raw);
+                        }
+                        self.tally.counts.ok += 1;
+                        self.interval_ok += 1;
+                    }
+                }
+                Check::Failed { len, kind, why } => {
+                    c.rbuf.consume(len);
+                    c.in_flight.pop_front();
+                    if c.in_flight.len() + 1 == pipeline {
+                        c.ready_since = now;
+                    }
+                    if measured {
+                        self.tally.counts.failed += 1;
+                    }
+                    self.error(kind, why);
+                }
+                Check::Fatal { why } => {
+                    if measured {
+                        // The request at the front got garbage for an answer: it failed; the
+                        // rest are lost with the connection.
+                        self.tally.counts.failed += 1;
+                    }
+                    self.conns[i].in_flight.pop_front();
+                    self.conn_failed(i, ErrorKind::Protocol, why, now);
+                    return false;
+                }
+            }
+        }
+    }
+
+    /// Short connections: once K requests are answered, close and reconnect at once.
+    fn maybe_recycle(&mut self, i: usize, now: u64) {
+        let Some(k) = self.plan.cfg.requests_per_conn else {
+            return;
+        };
+        let c = &self.conns[i];
+        if c.state == State::Open && c.on_this_socket >= k && c.in_flight.is_empty() {
+            self.close(i);
+            self.conns[i].state = State::Down { retry_at: now };
+            if self.draining || self.budget == Some(0) {
+                self.conns[i].state = State::Down { retry_at: u64::MAX };
+            } else {
+                self.connect(i, now);
+            }
+        }
+    }
+
+    // ----- time --------------------------------------------------------------------------
+
+    /// Open loop: starts the sends that have come due.
+    fn run_due(&mut self, now: u64) {
+        while let Some(&Reverse((due, i))) = self.heap.peek() {
+            if due > now {
+                break;
+            }
+            self.heap.pop();
+            if self.conns[i].timer_due != Some(due) {
+                continue; // stale: the connection was re-armed or closed since
+            }
+            self.conns[i].timer_due = None;
+            self.pump(i, now);
+        }
+    }
+
+    fn arm_timer(&mut self, due: u64) {
+        if self.timer_armed == Some(due) {
+            return;
+        }
+        if let Some(t) = &self.timer {
+            let at: TimeSpec = self.plan.clock.monotonic(due);
+            // timerfd_settime(2) with TFD_TIMER_ABSTIME: a deadline in the past fires at once.
+            if t.set(
+                Expiration::OneShot(at),
+                TimerSetTimeFlags::TFD_TIMER_ABSTIME,
+            )
+            .is_ok()
+            {
+                self.timer_armed = Some(due);
+            }
+        }
+    }
+
+    fn timer_fired(&mut self) {
+        self.timer_armed = None;
+        if let Some(t) = &self.timer {
+            // Drain the expiration count so the fd stops being readable (EAGAIN if a re-arm
+            // already reset it).
+            let mut buf = [0u8; 8];
+            let _ = nix::unistd::read(t.as_fd().as_raw_fd(), &mut buf);
+        }
+    }
+
+    fn housekeeping(&mut self, now: u64) {
+        let timeout = ns(self.plan.cfg.timeout);
+        for i in 0..self.conns.len() {
+            let c = &self.conns[i];
+            match c.state {
+                State::Down { retry_at }
+                    if retry_at <= now && !self.draining && self.budget != Some(0) =>
+                {
+                    self.connect(i, now);
+                    self.pump_if_open(i, now);
+                }
+                State::Connecting { since } if now - since > timeout => {
+                    let why = format!(
+                        "no connection to {} within {:?}",
+                        self.plan.cfg.addr, self.plan.cfg.timeout
+                    );
+                    self.conn_failed(i, ErrorKind::ConnectTimeout, why, now);
+                }
+                State::Open => {
+                    if let Some(since) = c.write_blocked_since {
+                        if now - since > timeout {
+                            let why =
+                                format!("the server took no bytes for {:?}", self.plan.cfg.timeout);
+                            self.conn_failed(i, ErrorKind::WriteTimeout, why, now);
+                            continue;
+                        }
+                    }
+                    if let Some(front) = c.in_flight.front() {
+                        if now.saturating_sub(front.sent) > timeout {
+                            let (kind, why) = if c.rbuf.is_empty() {
+                                (
+                                    ErrorKind::ReadTimeoutEmpty,
+                                    format!("no reply within {:?}", self.plan.cfg.timeout),
+                                )
+                            } else {
+                                (
+                                    ErrorKind::ReadTimeoutPartial,
+                                    format!(
+                                        "only {} bytes of a reply within {:?}",
+                                        c.rbuf.len(),
+                                        self.plan.cfg.timeout
+                                    ),
+                                )
+                            };
+                            self.conn_failed(i, kind, why, now);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn pump_if_open(&mut self, i: usize, now: u64) {
+        if self.conns[i].state == State::Open {
+            self.pump(i, now);
+        }
+    }
+
+    /// Open loop, at the end: scheduled sends in the measured window that never left.
+    fn count_unsent(&mut self, now: u64) {
+        let Pacing::Open { rate } = self.plan.cfg.pacing else {
+            return;
+        };
+        if self.budget == Some(0) {
+            return;
+        }
+        let n = self.plan.cfg.connections as f64;
+        let due_before = |global: u64, t: u64| -> u64 {
+            // Requests k with (global + k·n) / rate < t.
+            let x = t as f64 * rate / NANOS as f64 - global as f64;
+            if x <= 0.0 {
+                0
+            } else {
+                (x / n).ceil() as u64
+            }
+        };
+        let end = self.plan.stop_at.map_or(now, |s| s.min(now));
+        for c in &self.conns {
+            let first_measured = due_before(c.global, self.plan.measure_from);
+            let due = due_before(c.global, end);
+            self.tally.counts.unsent += due.saturating_sub(c.next_k.max(first_measured));
+        }
+    }
+
+    // ----- intervals ---------------------------------------------------------------------
+
+    fn next_interval_at(&self) -> u64 {
+        self.plan.measure_from + (self.interval_index + 1) * NANOS
+    }
+
+    fn flush_intervals(&mut self, now: u64) {
+        while now >= self.next_interval_at() {
+            self.send_interval(now);
+            self.interval_index += 1;
+        }
+    }
+
+    fn send_interval(&mut self, now: u64) {
+        if now < self.plan.measure_from {
+            // Warmup: nothing was recorded, but errors are reported from the first interval.
+            return;
+        }
+        let latency = std::mem::replace(&mut self.interval, stats::new_histogram());
+        // The collector may have gone (the run is ending); intervals are then moot.
+        let _ = self.tx.send(ToCollector::Interval(Interval {
+            thread: self.thread,
+            index: self.interval_index,
+            latency,
+            ok: std::mem::take(&mut self.interval_ok),
+            errors: std::mem::take(&mut self.interval_errors),
+        }));
+    }
+}
+
+/// Opens a nonblocking TCP socket, binds it to `source` if given, and starts connecting.
+fn start_connect(addr: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpStream> {
+    let family = if addr.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
+    // socket(2): EMFILE here is the client's own limit (LocalResource).
+    let fd = socket::socket(
+        family,
+        SockType::Stream,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    // Requests are small and latency is the point: no Nagle delay.
+    socket::setsockopt(&fd, sockopt::TcpNoDelay, &true)?;
+    if let Some(ip) = source {
+        if ip.is_ipv4() {
+            // IP_BIND_ADDRESS_NO_PORT: pick the port at connect time, per destination, so
+            // each source address gets its full ephemeral range. Best effort (Linux ≥ 4.2).
+            let _ = socket::setsockopt(&fd, sockopt::IpBindAddressNoPort, &true);
+        }
+        socket::bind(
+            fd.as_raw_fd(),
+            &SockaddrStorage::from(SocketAddr::new(ip, 0)),
+        )?;
+    }
+    // connect(2) on a nonblocking socket: EINPROGRESS is the normal answer; the outcome
+    // arrives as writability. Loopback may also connect (or refuse) at once.
+    match socket::connect(fd.as_raw_fd(), &SockaddrStorage::from(addr)) {
+        Ok(()) | Err(Errno::EINPROGRESS) => {}
+        Err(e) => return Err(e.into()),
+    }
+    Ok(TcpStream::from_std(std::net::TcpStream::from(fd)))
+}
+
+fn connect_error_kind(e: &io::Error) -> ErrorKind {
+    match e.raw_os_error().map(Errno::from_raw) {
+        Some(Errno::ECONNREFUSED) => ErrorKind::ConnectRefused,
+        Some(Errno::ETIMEDOUT) => ErrorKind::ConnectTimeout,
+        Some(
+            Errno::EADDRNOTAVAIL
+            | Errno::EADDRINUSE
+            | Errno::EMFILE
+            | Errno::ENFILE
+            | Errno::ENOBUFS
+            | Errno::ENOMEM,
+        ) => ErrorKind::LocalResource,
+        _ => ErrorKind::ConnectOther,
+    }
+}
+
+fn io_error_kind(e: &io::Error) -> ErrorKind {
+    match e.raw_os_error().map(Errno::from_raw) {
+        Some(Errno::ENOBUFS | Errno::ENOMEM) => ErrorKind::LocalResource,
+        Some(Errno::ETIMEDOUT) => ErrorKind::ReadTimeoutEmpty,
+        _ => ErrorKind::Reset,
+    }
+}
+
+/// Splits `total` over `parts` as evenly as possible (the first ones get the remainder).
+pub fn share(total: u64, parts: u64, index: u64) -> u64 {
+    total / parts + u64::from(index < total % parts)
+}

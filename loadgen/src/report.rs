@@ -1,0 +1,461 @@
+//! The run's result: one [`Report`] rendered three ways — a summary for people, JSON for
+//! scripts (the suite, the CI gate), and HdrHistogram's percentile text for its plotters.
+
+use std::fmt::Write as _;
+use std::io;
+use std::path::Path;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::cli::{Pacing, RunConfig};
+use crate::collector::IntervalSummary;
+use crate::proc::{MachineInfo, ServerCost};
+use crate::stats::{Counts, ErrorCounts, Summary};
+
+/// An open-loop run whose client lag p99 is above this is invalid: the client, not the
+/// server, was setting the pace.
+pub const MAX_LAG_P99_US: u64 = 1_000;
+/// An open-loop run that achieved less than this fraction of `--rate` is invalid.
+pub const MIN_RATE_FRACTION: f64 = 0.99;
+
+/// The run's parameters, as reported.
+#[derive(Debug, Clone, Serialize)]
+pub struct Params {
+    /// Server address.
+    pub addr: String,
+    /// Source addresses (empty: the kernel's choice).
+    pub source_ips: Vec<String>,
+    /// Protocol name.
+    pub protocol: String,
+    /// Connection slots.
+    pub connections: u32,
+    /// Threads.
+    pub threads: u32,
+    /// Measured duration limit, seconds.
+    pub duration_s: Option<f64>,
+    /// Measured request limit.
+    pub requests: Option<u64>,
+    /// Warmup, seconds.
+    pub warmup_s: f64,
+    /// Payload bytes.
+    pub payload: usize,
+    /// The operation (`echo`, `sleep:1000`, ...).
+    pub op: String,
+    /// Requests in flight per connection.
+    pub pipeline: u32,
+    /// Requests per connection (short connections), if any.
+    pub requests_per_conn: Option<u64>,
+    /// Per-request timeout, seconds.
+    pub timeout_s: f64,
+    /// `closed` or `open`.
+    pub mode: &'static str,
+    /// Open loop: target requests per second.
+    pub rate: Option<f64>,
+}
+
+impl Params {
+    /// The parameters of `cfg`.
+    pub fn of(cfg: &RunConfig) -> Params {
+        Params {
+            addr: cfg.addr.to_string(),
+            source_ips: cfg.source_ips.iter().map(|ip| ip.to_string()).collect(),
+            protocol: cfg.protocol.name().to_string(),
+            connections: cfg.connections,
+            threads: cfg.threads,
+            duration_s: cfg.duration.map(|d| d.as_secs_f64()),
+            requests: cfg.requests,
+            warmup_s: cfg.warmup.as_secs_f64(),
+            payload: cfg.payload,
+            op: cfg.op.to_string(),
+            pipeline: cfg.pipeline,
+            requests_per_conn: cfg.requests_per_conn,
+            timeout_s: cfg.timeout.as_secs_f64(),
+            mode: match cfg.pacing {
+                Pacing::Closed => "closed",
+                Pacing::Open { .. } => "open",
+            },
+            rate: match cfg.pacing {
+                Pacing::Closed => None,
+                Pacing::Open { rate } => Some(rate),
+            },
+        }
+    }
+}
+
+/// The open loop's honesty record.
+#[derive(Debug, Clone, Serialize)]
+pub struct OpenLoop {
+    /// Target requests per second.
+    pub rate: f64,
+    /// Requests per second actually sent in the measured window.
+    pub achieved_rps: f64,
+    /// How late requests left for the client's own reasons, µs.
+    pub lag_us: Summary,
+    /// Scheduled sends that never left.
+    pub unsent: u64,
+}
+
+/// loadgen's own cost.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClientCpu {
+    /// User CPU seconds over the measured window.
+    pub user_s: f64,
+    /// System CPU seconds.
+    pub system_s: f64,
+    /// (user + system) µs per verified reply.
+    pub us_per_request: f64,
+}
+
+/// Everything a run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// `loadgen <version>`.
+    pub tool: String,
+    /// What was asked for.
+    pub params: Params,
+    /// Where it ran.
+    pub machine: MachineInfo,
+    /// The measured window, seconds.
+    pub elapsed_s: f64,
+    /// Verified replies per second.
+    pub throughput_rps: f64,
+    /// Request tallies (measured window).
+    pub counts: Counts,
+    /// Errors by kind (warmup included: an error is an error).
+    pub errors: ErrorCounts,
+    /// The first few error messages.
+    pub error_examples: Vec<String>,
+    /// Latency, µs: from the scheduled send in open loop, the actual send in closed loop.
+    pub latency_us: Summary,
+    /// Open loop: latency from the actual send (what an uncorrected client would report).
+    pub latency_uncorrected_us: Option<Summary>,
+    /// Connect latency, µs, when connections were opened in the measured window.
+    pub connect_us: Option<Summary>,
+    /// Open loop only.
+    pub open_loop: Option<OpenLoop>,
+    /// False when the figures cannot be trusted as a measurement of the server.
+    pub valid: bool,
+    /// Why not, in words.
+    pub invalid_reasons: Vec<String>,
+    /// loadgen's own CPU time.
+    pub client_cpu: ClientCpu,
+    /// The server's cost, with `--server-pid`.
+    pub server: Option<ServerCost>,
+    /// Per-second figures.
+    pub intervals: Vec<IntervalSummary>,
+    /// Anything else worth knowing (sampling problems, files not written).
+    pub notes: Vec<String>,
+    /// No error, no lost or failed request, at least one verified reply.
+    pub ok: bool,
+}
+
+impl Report {
+    /// The process exit code for this report: 0 clean, 1 errors, 3 invalid measurement.
+    pub fn exit_code(&self) -> i32 {
+        if !self.ok {
+            1
+        } else if !self.valid {
+            3
+        } else {
+            0
+        }
+    }
+
+    /// Writes the report as pretty JSON.
+    pub fn write_json(&self, path: &Path) -> io::Result<()> {
+        let text = serde_json::to_string_pretty(self).map_err(io::Error::other)?;
+        std::fs::write(path, text + "\n")
+    }
+
+    /// The summary a person reads.
+    pub fn summary(&self) -> String {
+        let p = &self.params;
+        let mut s = String::new();
+        let limit = match (p.duration_s, p.requests) {
+            (Some(d), Some(n)) => format!("{d} s or {n} requests"),
+            (Some(d), None) => format!("{d} s"),
+            (None, Some(n)) => format!("{n} requests"),
+            (None, None) => String::new(),
+        };
+        let shape = match p.requests_per_conn {
+            Some(k) => format!("short connections of {k} request(s)"),
+            None => "persistent connections".into(),
+        };
+        let mode = match p.rate {
+            Some(r) => format!("open loop at {r} req/s"),
+            None => "closed loop".into(),
+        };
+        let _ = writeln!(
+            s,
+            "loadgen: {} {} {} {} B, {} connections ({shape}) on {} thread(s), {mode}, pipeline {}, {limit} after {} s warmup",
+            p.addr, p.protocol, p.op, p.payload, p.connections, p.threads, p.pipeline, p.warmup_s
+        );
+        let _ = writeln!(
+            s,
+            "  throughput  {:.0} req/s ({} verified replies in {:.2} s)",
+            self.throughput_rps, self.counts.ok, self.elapsed_s
+        );
+        let l = &self.latency_us;
+        let label = if p.rate.is_some() {
+            "latency (from the schedule)"
+        } else {
+            "latency"
+        };
+        let _ = writeln!(s, "  {label}");
+        let _ = writeln!(s, "    {}", percentiles(l));
+        if let Some(u) = &self.latency_uncorrected_us {
+            let _ = writeln!(
+                s,
+                "  latency from the actual send (uncorrected; for comparison only)"
+            );
+            let _ = writeln!(s, "    {}", percentiles(u));
+        }
+        if let Some(c) = &self.connect_us {
+            let _ = writeln!(s, "  connect ({} connections)", c.count);
+            let _ = writeln!(s, "    {}", percentiles(c));
+        }
+        let c = &self.counts;
+        let _ = writeln!(
+            s,
+            "  requests    sent {}  ok {}  failed {}  lost {}  unsent {}",
+            c.sent, c.ok, c.failed, c.lost, c.unsent
+        );
+        if self.errors.total() == 0 {
+            let _ = writeln!(s, "  errors      none");
+        } else {
+            let by_kind: Vec<String> = self
+                .errors
+                .nonzero()
+                .map(|(k, n)| format!("{k} {n}"))
+                .collect();
+            let _ = writeln!(s, "  errors      {}", by_kind.join("  "));
+            for e in &self.error_examples {
+                let _ = writeln!(s, "    e.g. {e}");
+            }
+        }
+        if let Some(o) = &self.open_loop {
+            let _ = writeln!(
+                s,
+                "  schedule    target {:.0} req/s, sent {:.0} req/s; client lag p50 {} p99 {} max {}",
+                o.rate,
+                o.achieved_rps,
+                fmt_us(o.lag_us.p50),
+                fmt_us(o.lag_us.p99),
+                fmt_us(o.lag_us.max)
+            );
+        }
+        let cpu = &self.client_cpu;
+        let _ = writeln!(
+            s,
+            "  client      cpu {:.2} s user + {:.2} s sys = {:.2} µs per request",
+            cpu.user_s, cpu.system_s, cpu.us_per_request
+        );
+        if let Some(sv) = &self.server {
+            let _ = writeln!(
+                s,
+                "  server      pid {}: cpu {:.2} s user + {:.2} s sys = {:.2} µs per request; context switches {} voluntary + {} involuntary = {:.3} per request{}",
+                sv.pid,
+                sv.cpu_user_s,
+                sv.cpu_system_s,
+                sv.cpu_us_per_request,
+                sv.ctx_voluntary,
+                sv.ctx_involuntary,
+                sv.ctx_per_request,
+                if sv.ctx_lower_bound { " (at least: short-lived tasks are missed)" } else { "" }
+            );
+            let pss = sv.pss_kib.map_or("n/a".to_string(), |k| {
+                format!("{:.1} MiB", k as f64 / 1024.0)
+            });
+            let _ = writeln!(
+                s,
+                "              memory PSS {pss}, RSS {:.1} MiB (peak {:.1}); {} process(es) (peak {}), {} thread(s) (peak {})",
+                sv.rss_kib as f64 / 1024.0,
+                sv.rss_kib_peak as f64 / 1024.0,
+                sv.processes,
+                sv.processes_peak,
+                sv.threads,
+                sv.threads_peak
+            );
+        }
+        for n in &self.notes {
+            let _ = writeln!(s, "  note        {n}");
+        }
+        if !self.valid {
+            let _ = writeln!(s, "  INVALID     {}", self.invalid_reasons.join("; "));
+        }
+        let verdict = if !self.ok {
+            "FAILED: errors above (exit 1)"
+        } else if !self.valid {
+            "INVALID measurement (exit 3)"
+        } else {
+            "ok: every reply verified"
+        };
+        let _ = writeln!(s, "  result      {verdict}");
+        s
+    }
+}
+
+/// `p50 .. max, mean ± stdev` on one line.
+fn percentiles(l: &Summary) -> String {
+    format!(
+        "p50 {}  p90 {}  p99 {}  p99.9 {}  p99.99 {}  max {}  mean {} ± {}",
+        fmt_us(l.p50),
+        fmt_us(l.p90),
+        fmt_us(l.p99),
+        fmt_us(l.p999),
+        fmt_us(l.p9999),
+        fmt_us(l.max),
+        fmt_us_f(l.mean),
+        fmt_us_f(l.stdev)
+    )
+}
+
+/// Formats microseconds with a unit that keeps three significant figures.
+pub fn fmt_us(us: u64) -> String {
+    fmt_us_f(us as f64)
+}
+
+fn fmt_us_f(us: f64) -> String {
+    if us < 1_000.0 {
+        format!("{us:.0}µs")
+    } else if us < 1_000_000.0 {
+        format!("{:.2}ms", us / 1e3)
+    } else {
+        format!("{:.2}s", us / 1e6)
+    }
+}
+
+/// HdrHistogram's sub-bucket count for `sigfig` digits: the smallest power of two holding
+/// 2·10^sigfig (2048 for 3 digits), as the Java implementation prints it.
+fn sub_buckets(sigfig: u8) -> u64 {
+    let needed = 2 * 10u64.pow(u32::from(sigfig));
+    needed.next_power_of_two()
+}
+
+/// The verdict on an open-loop run: the reasons it is invalid, if any.
+pub fn open_loop_validity(o: &OpenLoop) -> Vec<String> {
+    let mut reasons = Vec::new();
+    if o.lag_us.p99 > MAX_LAG_P99_US {
+        reasons.push(format!(
+            "the client fell behind its own schedule: lag p99 {} is above {} (add --threads, or lower --rate)",
+            fmt_us(o.lag_us.p99),
+            fmt_us(MAX_LAG_P99_US)
+        ));
+    }
+    if o.achieved_rps < MIN_RATE_FRACTION * o.rate {
+        reasons.push(format!(
+            "only {:.0} req/s of the {:.0} asked for were sent ({:.1}%): the server (or --pipeline/--connections) could not take that rate, so the latencies describe an overloaded queue",
+            o.achieved_rps,
+            o.rate,
+            100.0 * o.achieved_rps / o.rate
+        ));
+    }
+    reasons
+}
+
+/// Writes `h` (µs) in HdrHistogram's percentile-distribution text, in milliseconds: the
+/// format `HistogramLogProcessor` prints and the HdrHistogram plotter reads.
+pub fn write_hgrm(h: &Histogram<u64>, path: &Path) -> io::Result<()> {
+    std::fs::write(path, hgrm_text(h))
+}
+
+/// The percentile distribution as text (values scaled from µs to ms).
+pub fn hgrm_text(h: &Histogram<u64>) -> String {
+    const SCALE: f64 = 1000.0;
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        "{:>12} {:>14} {:>10} {:>14}\n\n",
+        "Value", "Percentile", "TotalCount", "1/(1-Percentile)"
+    );
+    let mut total = 0u64;
+    if !h.is_empty() {
+        for v in h.iter_quantiles(5) {
+            total += v.count_since_last_iteration();
+            let value = v.value_iterated_to() as f64 / SCALE;
+            let q = v.quantile_iterated_to();
+            if q < 1.0 {
+                let _ = writeln!(
+                    s,
+                    "{value:12.3} {q:2.12} {total:10} {:14.2}",
+                    1.0 / (1.0 - q)
+                );
+            } else {
+                let _ = writeln!(s, "{value:12.3} {q:2.12} {total:10}");
+            }
+        }
+    }
+    let _ = writeln!(
+        s,
+        "#[Mean    = {:12.3}, StdDeviation   = {:12.3}]",
+        h.mean() / SCALE,
+        h.stdev() / SCALE
+    );
+    let _ = writeln!(
+        s,
+        "#[Max     = {:12.3}, Total count    = {:12}]",
+        h.max() as f64 / SCALE,
+        h.len()
+    );
+    let _ = writeln!(
+        s,
+        "#[Buckets = {:12}, SubBuckets     = {:12}]",
+        h.buckets(),
+        sub_buckets(h.sigfig())
+    );
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats;
+
+    #[test]
+    fn hgrm_has_the_standard_shape() {
+        let mut h = stats::new_histogram();
+        for v in 1..=10_000u64 {
+            stats::record(&mut h, v);
+        }
+        let text = hgrm_text(&h);
+        let mut lines = text.lines();
+        let header = lines.next().expect("header");
+        assert!(header.contains("Value") && header.contains("1/(1-Percentile)"));
+        assert_eq!(lines.next(), Some(""));
+        let rows: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.is_empty() && !l.starts_with('#') && !l.contains("Value"))
+            .collect();
+        assert!(rows.len() > 50, "{} rows", rows.len());
+        // The last row is the 100th percentile with every value counted, in milliseconds.
+        let last: Vec<&str> = rows[rows.len() - 1].split_whitespace().collect();
+        assert_eq!(last[1].parse::<f64>().expect("q"), 1.0);
+        assert_eq!(last[2], "10000");
+        assert!((last[0].parse::<f64>().expect("value") - 10.0).abs() < 0.02);
+        assert!(text.contains("#[Max     ="));
+        assert!(text.contains("Total count    =        10000]"));
+        assert!(text.contains("SubBuckets     =         2048]"), "{text}");
+    }
+
+    #[test]
+    fn open_loop_validity_reasons() {
+        let mut o = OpenLoop {
+            rate: 1000.0,
+            achieved_rps: 995.0,
+            lag_us: Summary::default(),
+            unsent: 0,
+        };
+        assert!(open_loop_validity(&o).is_empty());
+        o.achieved_rps = 900.0;
+        o.lag_us.p99 = 5_000;
+        assert_eq!(open_loop_validity(&o).len(), 2);
+    }
+
+    #[test]
+    fn units() {
+        assert_eq!(fmt_us(45), "45µs");
+        assert_eq!(fmt_us(1_500), "1.50ms");
+        assert_eq!(fmt_us(2_000_000), "2.00s");
+    }
+}

@@ -1,0 +1,253 @@
+//! `loadgen run` from start to finish: check the flags, start the workers and the collector,
+//! wait, and assemble the [`Report`].
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+
+use crate::cli::{Pacing, RunArgs};
+use crate::clock::{ns, Clock};
+use crate::collector::{self, Setup};
+use crate::engine::{self, Plan};
+use crate::proc::{self, TreeSampler};
+use crate::report::{self, ClientCpu, OpenLoop, Params, Report};
+use crate::stats::{Summary, Tally};
+use crate::workload::Workload;
+
+/// Set by the SIGINT handler: the run stops starting requests and reports what it has.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_sigint(_: nix::libc::c_int) {
+    // Only an atomic store: the one thing a signal handler may safely do here.
+    INTERRUPTED.store(true, Ordering::Relaxed);
+}
+
+/// Makes Ctrl-C end the run early with a full report instead of killing it. A second Ctrl-C
+/// still kills it (SA_RESETHAND restores the default action after the first).
+pub fn install_sigint() {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    let action = SigAction::new(
+        SigHandler::Handler(on_sigint),
+        SaFlags::SA_RESETHAND,
+        SigSet::empty(),
+    );
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    let _ = unsafe { sigaction(Signal::SIGINT, &action) };
+}
+
+/// Errors that stop a run before it starts.
+#[derive(Debug)]
+pub enum RunError {
+    /// A flag, or a combination of flags, that cannot work.
+    Usage(String),
+    /// The system refused something loadgen needs (threads, epoll, the server's /proc).
+    Setup(String),
+}
+
+impl std::fmt::Display for RunError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RunError::Usage(m) | RunError::Setup(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for RunError {}
+
+/// Runs the load described by `args` and returns its report (also writing the files it asks
+/// for). Progress goes to stderr when asked for.
+pub fn run(args: &RunArgs) -> Result<Report, RunError> {
+    let cfg = args.config().map_err(RunError::Usage)?;
+    let sampler = match args.server_pid {
+        Some(pid) => Some(
+            TreeSampler::new(pid)
+                .map_err(|e| RunError::Setup(format!("--server-pid {pid}: {e}")))?,
+        ),
+        None => None,
+    };
+    let clock = Clock::start();
+    let measure_from = ns(cfg.warmup);
+    let plan = Arc::new(Plan {
+        workload: Workload::new(cfg.protocol, cfg.op, cfg.payload),
+        clock,
+        measure_from,
+        stop_at: cfg.duration.map(|d| measure_from + ns(d)),
+        interrupted: Arc::new(AtomicBool::new(false)),
+        cfg: cfg.clone(),
+    });
+
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let (release_tx, release_rx) = crossbeam_channel::bounded::<()>(0);
+    let setup = Setup {
+        threads: cfg.threads as usize,
+        clock,
+        measure_from,
+        progress: collector::want_progress(args.progress),
+        hlog: args.hlog.clone(),
+        sampler,
+    };
+    let collector = thread::Builder::new()
+        .name("collector".into())
+        .spawn(move || collector::collect(setup, rx, release_tx))
+        .map_err(|e| RunError::Setup(format!("cannot start the collector thread: {e}")))?;
+
+    // Connection g goes to thread g % T, so each thread's share is spread over the timetable.
+    let threads = u64::from(cfg.threads);
+    let connections = u64::from(cfg.connections);
+    let mut workers = Vec::new();
+    for t in 0..threads {
+        let globals: Vec<u64> = (t..connections).step_by(threads as usize).collect();
+        let budget = cfg.requests.map(|n| {
+            n * globals.len() as u64 / connections
+                + u64::from(t < n * globals.len() as u64 % connections)
+        });
+        let worker_plan = Arc::clone(&plan);
+        let tx = tx.clone();
+        let release = release_rx.clone();
+        let spawned = thread::Builder::new()
+            .name(format!("worker-{t}"))
+            .spawn(move || {
+                engine::run_thread(&worker_plan, t as usize, globals, budget, tx, release)
+            });
+        match spawned {
+            Ok(h) => workers.push(h),
+            Err(e) => {
+                plan.interrupted.store(true, Ordering::Relaxed);
+                return Err(RunError::Setup(format!(
+                    "cannot start worker thread {t}: {e}"
+                )));
+            }
+        }
+    }
+    drop(tx);
+    drop(release_rx);
+
+    // Relay Ctrl-C to the workers while they run.
+    let watcher_plan = Arc::clone(&plan);
+    let mut results = Vec::new();
+    let mut notes = Vec::new();
+    let mut finished = 0;
+    while finished < workers.len() {
+        if INTERRUPTED.load(Ordering::Relaxed) {
+            watcher_plan.interrupted.store(true, Ordering::Relaxed);
+        }
+        if workers[finished].is_finished() {
+            finished += 1;
+        } else {
+            thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+    for (t, w) in workers.into_iter().enumerate() {
+        match w.join() {
+            Ok(Ok(r)) => results.push(r),
+            Ok(Err(e)) => notes.push(format!("worker {t} stopped: {e}")),
+            Err(_) => notes.push(format!("worker {t} panicked")),
+        }
+    }
+    let collected = collector
+        .join()
+        .map_err(|_| RunError::Setup("the collector thread panicked".into()))?;
+    notes.extend(collected.notes);
+    if INTERRUPTED.load(Ordering::Relaxed) {
+        notes.push("interrupted (Ctrl-C): the figures cover the run so far".into());
+    }
+
+    let mut tally = Tally::default();
+    let mut examples = Vec::new();
+    let mut finished_at = 0;
+    for r in &results {
+        tally.merge(&r.tally);
+        examples.extend(r.examples.iter().cloned());
+        finished_at = finished_at.max(r.finished_at);
+    }
+    examples.truncate(8);
+    let end = match plan.stop_at {
+        Some(stop) if !INTERRUPTED.load(Ordering::Relaxed) => stop.min(finished_at),
+        _ => finished_at,
+    };
+    let elapsed_s = end.saturating_sub(measure_from) as f64 / 1e9;
+    let per_s = |n: u64| {
+        if elapsed_s > 0.0 {
+            n as f64 / elapsed_s
+        } else {
+            0.0
+        }
+    };
+
+    let open_loop = match cfg.pacing {
+        Pacing::Closed => None,
+        Pacing::Open { rate } => Some(OpenLoop {
+            rate,
+            achieved_rps: per_s(tally.counts.sent),
+            lag_us: Summary::of(&tally.lag),
+            unsent: tally.counts.unsent,
+        }),
+    };
+    let mut invalid_reasons = open_loop
+        .as_ref()
+        .map(report::open_loop_validity)
+        .unwrap_or_default();
+    if elapsed_s <= 0.0 {
+        invalid_reasons.push("nothing was measured (the run ended during the warmup)".into());
+    }
+    let ok = tally.errors.total() == 0
+        && tally.counts.lost == 0
+        && tally.counts.failed == 0
+        && tally.counts.ok > 0
+        && results.len() == cfg.threads as usize;
+    if tally.counts.ok == 0 {
+        notes.push("no reply was verified".into());
+    }
+    let requests = tally.counts.ok;
+    let cpu = collected.own_cpu;
+    let server = collected
+        .server
+        .as_ref()
+        .zip(args.server_pid)
+        .map(|((a, b, peaks), pid)| proc::server_cost(pid, a, b, peaks, requests));
+    let report = Report {
+        tool: format!("loadgen {}", env!("CARGO_PKG_VERSION")),
+        params: Params::of(&cfg),
+        machine: proc::machine_info(),
+        elapsed_s,
+        throughput_rps: per_s(tally.counts.ok),
+        counts: tally.counts,
+        errors: tally.errors,
+        error_examples: examples,
+        latency_us: Summary::of(&tally.latency),
+        latency_uncorrected_us: open_loop.as_ref().map(|_| Summary::of(&tally.uncorrected)),
+        connect_us: (!tally.connect.is_empty()).then(|| Summary::of(&tally.connect)),
+        valid: invalid_reasons.is_empty(),
+        invalid_reasons,
+        open_loop,
+        client_cpu: ClientCpu {
+            user_s: cpu.user_us as f64 / 1e6,
+            system_s: cpu.system_us as f64 / 1e6,
+            us_per_request: if requests > 0 {
+                (cpu.user_us + cpu.system_us) as f64 / requests as f64
+            } else {
+                0.0
+            },
+        },
+        server,
+        intervals: collected.intervals,
+        notes,
+        ok,
+    };
+    let mut write_notes = Vec::new();
+    if let Some(path) = &args.hgrm {
+        if let Err(e) = report::write_hgrm(&tally.latency, path) {
+            write_notes.push(format!("cannot write {}: {e}", path.display()));
+        }
+    }
+    let mut report = report;
+    report.notes.extend(write_notes);
+    if let Some(path) = &args.json {
+        if let Err(e) = report.write_json(path) {
+            report
+                .notes
+                .push(format!("cannot write {}: {e}", path.display()));
+        }
+    }
+    Ok(report)
+}

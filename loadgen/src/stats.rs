@@ -1,0 +1,321 @@
+//! What a run counts: errors by kind, request tallies, and latency histograms.
+//!
+//! Each worker thread owns one [`Tally`] and records into it without locks; the collector
+//! merges them. Histograms are created with fixed bounds (1 µs .. 60 s, 3 significant digits)
+//! so recording never allocates, and values outside the range are clamped rather than lost: a
+//! 90 s stall still counts, as 60 s.
+
+use std::fmt;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+/// The lowest latency the histograms resolve, in µs.
+pub const LOWEST_US: u64 = 1;
+/// The highest latency the histograms hold, in µs (60 s); longer values are clamped.
+pub const HIGHEST_US: u64 = 60_000_000;
+/// Significant decimal digits kept (0.1% resolution).
+pub const SIGFIG: u8 = 3;
+
+/// A histogram of microseconds with the run's bounds.
+pub fn new_histogram() -> Histogram<u64> {
+    // The bounds are constants that hdrhistogram accepts; failure here is a programming error.
+    #[allow(clippy::expect_used)]
+    Histogram::new_with_bounds(LOWEST_US, HIGHEST_US, SIGFIG).expect("constant histogram bounds")
+}
+
+/// Records `micros`, clamped into the histogram's range.
+#[inline]
+pub fn record(h: &mut Histogram<u64>, micros: u64) {
+    h.saturating_record(micros.clamp(LOWEST_US, HIGHEST_US));
+}
+
+/// Why a request or a connection failed. The book separates connection, write-timeout and
+/// read-timeout errors because they mean different things to a caller deciding whether to
+/// retry: a request that was never completely written was certainly not executed; one whose
+/// reply timed out may have been.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// connect(2) was refused: nothing listens there (or the backlog overflowed with
+    /// `tcp_abort_on_overflow`).
+    ConnectRefused,
+    /// The connection was not established within `--timeout` (a full accept backlog, a
+    /// stopped server, a dropped SYN).
+    ConnectTimeout,
+    /// Any other connect failure (unreachable, ...).
+    ConnectOther,
+    /// The client ran out of something of its own: ephemeral ports (`EADDRNOTAVAIL`), file
+    /// descriptors, buffers. Not the server's fault; see `--source-ips`.
+    LocalResource,
+    /// A request could not be written within `--timeout` (the server stopped reading): it was
+    /// at most partly sent, so it was certainly not executed.
+    WriteTimeout,
+    /// A request was sent and nothing at all came back within `--timeout`.
+    ReadTimeoutEmpty,
+    /// Part of a reply arrived, then nothing more within `--timeout`.
+    ReadTimeoutPartial,
+    /// The connection was reset (`ECONNRESET`, `EPIPE`).
+    Reset,
+    /// The server closed the connection with requests unanswered (or mid-reply).
+    Eof,
+    /// The bytes were not a valid reply in the protocol.
+    Protocol,
+    /// A well-formed ERROR reply (e.g. "server busy").
+    ErrorReply,
+    /// A reply that does not answer the request it should: wrong id, wrong payload, or a reply
+    /// to nothing.
+    Mismatch,
+}
+
+impl ErrorKind {
+    /// Every kind, in report order.
+    pub const ALL: [ErrorKind; 12] = [
+        ErrorKind::ConnectRefused,
+        ErrorKind::ConnectTimeout,
+        ErrorKind::ConnectOther,
+        ErrorKind::LocalResource,
+        ErrorKind::WriteTimeout,
+        ErrorKind::ReadTimeoutEmpty,
+        ErrorKind::ReadTimeoutPartial,
+        ErrorKind::Reset,
+        ErrorKind::Eof,
+        ErrorKind::Protocol,
+        ErrorKind::ErrorReply,
+        ErrorKind::Mismatch,
+    ];
+
+    /// The name used in reports and JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorKind::ConnectRefused => "connect_refused",
+            ErrorKind::ConnectTimeout => "connect_timeout",
+            ErrorKind::ConnectOther => "connect_other",
+            ErrorKind::LocalResource => "local_resource",
+            ErrorKind::WriteTimeout => "write_timeout",
+            ErrorKind::ReadTimeoutEmpty => "read_timeout_empty",
+            ErrorKind::ReadTimeoutPartial => "read_timeout_partial",
+            ErrorKind::Reset => "reset",
+            ErrorKind::Eof => "eof",
+            ErrorKind::Protocol => "protocol",
+            ErrorKind::ErrorReply => "error_reply",
+            ErrorKind::Mismatch => "mismatch",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Error counts, one per [`ErrorKind`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ErrorCounts([u64; ErrorKind::ALL.len()]);
+
+impl ErrorCounts {
+    /// Counts one error.
+    pub fn add(&mut self, kind: ErrorKind) {
+        self.0[kind.index()] += 1;
+    }
+
+    /// The count for `kind`.
+    pub fn get(&self, kind: ErrorKind) -> u64 {
+        self.0[kind.index()]
+    }
+
+    /// All errors.
+    pub fn total(&self) -> u64 {
+        self.0.iter().sum()
+    }
+
+    /// Adds another set of counts.
+    pub fn merge(&mut self, other: &ErrorCounts) {
+        for (a, b) in self.0.iter_mut().zip(other.0.iter()) {
+            *a += b;
+        }
+    }
+
+    /// The nonzero counts, by kind.
+    pub fn nonzero(&self) -> impl Iterator<Item = (ErrorKind, u64)> + '_ {
+        ErrorKind::ALL
+            .iter()
+            .map(|&k| (k, self.get(k)))
+            .filter(|&(_, n)| n > 0)
+    }
+}
+
+impl Serialize for ErrorCounts {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(ErrorKind::ALL.len()))?;
+        for k in ErrorKind::ALL {
+            map.serialize_entry(k.name(), &self.get(k))?;
+        }
+        map.end()
+    }
+}
+
+/// Request tallies. Invariant at the end of a run:
+/// `sent = ok + failed + lost + in_flight_at_end`, where `in_flight_at_end` is 0 unless the
+/// final drain timed out (then those are counted as lost).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    /// Requests completely written to a socket.
+    pub sent: u64,
+    /// Replies received and verified.
+    pub ok: u64,
+    /// Replies received that failed verification or were ERROR replies.
+    pub failed: u64,
+    /// Requests in flight on a connection that died (or were unanswered at the end).
+    pub lost: u64,
+    /// Open loop: scheduled sends that never left (the connection was down, or its pipeline
+    /// full, until the run ended).
+    pub unsent: u64,
+}
+
+impl Counts {
+    /// Adds another set of counts.
+    pub fn merge(&mut self, o: &Counts) {
+        self.sent += o.sent;
+        self.ok += o.ok;
+        self.failed += o.failed;
+        self.lost += o.lost;
+        self.unsent += o.unsent;
+    }
+}
+
+/// Everything one worker thread records over the measured window.
+#[derive(Debug, Clone)]
+pub struct Tally {
+    /// Latency: from the scheduled send time in open loop, from the actual send in closed loop.
+    pub latency: Histogram<u64>,
+    /// Open loop only: latency from the actual send (what a naive client would report).
+    pub uncorrected: Histogram<u64>,
+    /// Connect latency (connect(2) to writable), short connections included.
+    pub connect: Histogram<u64>,
+    /// Open loop only: how late each request left relative to its schedule, for reasons of
+    /// the client's own (not a full pipeline or a reconnect, which are the server's).
+    pub lag: Histogram<u64>,
+    /// Requests.
+    pub counts: Counts,
+    /// Errors by kind.
+    pub errors: ErrorCounts,
+}
+
+impl Default for Tally {
+    fn default() -> Self {
+        Tally {
+            latency: new_histogram(),
+            uncorrected: new_histogram(),
+            connect: new_histogram(),
+            lag: new_histogram(),
+            counts: Counts::default(),
+            errors: ErrorCounts::default(),
+        }
+    }
+}
+
+impl Tally {
+    /// Adds another thread's tally.
+    pub fn merge(&mut self, o: &Tally) {
+        // `add` only fails when the source holds values the destination cannot, and every
+        // histogram here has the same bounds.
+        let _ = self.latency.add(&o.latency);
+        let _ = self.uncorrected.add(&o.uncorrected);
+        let _ = self.connect.add(&o.connect);
+        let _ = self.lag.add(&o.lag);
+        self.counts.merge(&o.counts);
+        self.errors.merge(&o.errors);
+    }
+}
+
+/// A summary of a histogram in µs, with the fixed percentile labels HdrHistogram uses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Summary {
+    /// Values recorded.
+    pub count: u64,
+    /// Smallest.
+    pub min: u64,
+    /// Median.
+    pub p50: u64,
+    /// 90th percentile.
+    pub p90: u64,
+    /// 99th.
+    pub p99: u64,
+    /// 99.9th.
+    pub p999: u64,
+    /// 99.99th.
+    pub p9999: u64,
+    /// Largest.
+    pub max: u64,
+    /// Arithmetic mean.
+    pub mean: f64,
+    /// Standard deviation.
+    pub stdev: f64,
+}
+
+impl Summary {
+    /// Summarises `h` (all zeros when it is empty).
+    pub fn of(h: &Histogram<u64>) -> Summary {
+        if h.is_empty() {
+            return Summary::default();
+        }
+        Summary {
+            count: h.len(),
+            min: h.min(),
+            p50: h.value_at_quantile(0.50),
+            p90: h.value_at_quantile(0.90),
+            p99: h.value_at_quantile(0.99),
+            p999: h.value_at_quantile(0.999),
+            p9999: h.value_at_quantile(0.9999),
+            max: h.max(),
+            mean: h.mean(),
+            stdev: h.stdev(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clamps_out_of_range_values() {
+        let mut h = new_histogram();
+        record(&mut h, 0);
+        record(&mut h, 90_000_000);
+        assert_eq!(h.len(), 2);
+        assert_eq!(h.min(), LOWEST_US);
+        assert!(h.max() >= HIGHEST_US);
+    }
+
+    #[test]
+    fn error_counts_serialise_every_kind() {
+        let mut e = ErrorCounts::default();
+        e.add(ErrorKind::Eof);
+        e.add(ErrorKind::Eof);
+        let v = serde_json::to_value(e).expect("json");
+        assert_eq!(v["eof"], 2);
+        assert_eq!(v["reset"], 0);
+        assert_eq!(v.as_object().map(|o| o.len()), Some(ErrorKind::ALL.len()));
+        assert_eq!(e.total(), 2);
+    }
+
+    #[test]
+    fn summary_percentiles() {
+        let mut h = new_histogram();
+        for v in 1..=1000 {
+            record(&mut h, v);
+        }
+        let s = Summary::of(&h);
+        assert_eq!(s.count, 1000);
+        assert_eq!(s.p50, 500);
+        assert_eq!(s.p99, 990);
+        assert_eq!(s.max, 1000);
+    }
+}

@@ -1,0 +1,299 @@
+//! What goes on the wire and how a reply is checked.
+//!
+//! Every request carries a unique id, and its payload is stamped with that id in hex, so a
+//! reply is verified byte for byte against the request it answers even in RESP, which has no
+//! ids: a reply delivered to the wrong request, or out of order, carries the wrong stamp. The
+//! rest of the payload is a fixed pattern built once, so verification is a `memcmp`.
+
+use echolab_protocol::{Codec, Command, Decoded, Protocol, ProtocolError, Request, Status};
+
+use crate::cli::Op;
+use crate::stats::ErrorKind;
+
+/// Hex digits in the id stamp at the start of each payload.
+const STAMP_LEN: usize = 16;
+
+/// Encodes requests and verifies replies for one run. Shared read-only by the threads.
+#[derive(Debug)]
+pub struct Workload {
+    codec: Box<dyn Codec>,
+    op: Op,
+    /// The payload as sent, before stamping (for JSON: a quoted string).
+    pattern: Vec<u8>,
+    /// Where the stamp goes and how long it is (shorter payloads get a shorter stamp).
+    stamp_at: usize,
+    stamp_len: usize,
+}
+
+/// The outcome of checking one reply.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Check {
+    /// The buffer does not hold a whole reply yet.
+    Incomplete,
+    /// A correct reply of `len` bytes.
+    Ok {
+        /// Bytes to consume.
+        len: usize,
+    },
+    /// A whole reply of `len` bytes that is wrong; the connection survives (its framing is
+    /// intact) but the request failed.
+    Failed {
+        /// Bytes to consume.
+        len: usize,
+        /// Why.
+        kind: ErrorKind,
+        /// What was wrong, for the first error's message.
+        why: String,
+    },
+    /// The stream cannot be trusted any more: close the connection.
+    Fatal {
+        /// What was wrong.
+        why: String,
+    },
+}
+
+impl Workload {
+    /// Builds the workload for a checked configuration.
+    pub fn new(protocol: Protocol, op: Op, payload: usize) -> Workload {
+        // The client accepts replies up to the servers' largest frame, whatever it sends.
+        let codec = protocol.codec(echolab_protocol::DEFAULT_MAX_FRAME);
+        let (pattern, stamp_at) = match (protocol, op) {
+            (_, Op::Ping) => (Vec::new(), 0),
+            (Protocol::Json, _) => {
+                // A JSON string of exactly `payload` bytes: quotes around letters.
+                let mut p = vec![b'"'];
+                p.extend((0..payload.saturating_sub(2)).map(|i| b'a' + (i % 26) as u8));
+                p.push(b'"');
+                (p, 1)
+            }
+            _ => ((0..payload).map(|i| b'a' + (i % 26) as u8).collect(), 0),
+        };
+        let room = match (protocol, op) {
+            (_, Op::Ping) => 0,
+            (Protocol::Json, _) => payload.saturating_sub(2),
+            _ => payload,
+        };
+        Workload {
+            codec,
+            op,
+            pattern,
+            stamp_at,
+            stamp_len: room.min(STAMP_LEN),
+        }
+    }
+
+    /// The protocol spoken.
+    pub fn protocol(&self) -> Protocol {
+        self.codec.protocol()
+    }
+
+    fn command(&self) -> Command {
+        match self.op {
+            Op::Echo => Command::Echo,
+            Op::Ping => Command::Ping,
+            Op::Sleep(micros) => Command::Sleep { micros },
+            Op::Spin(micros) => Command::Spin { micros },
+        }
+    }
+
+    /// Writes the id's stamp into `payload`: the low `stamp_len` hex digits of `id`.
+    fn stamp(&self, id: u64, payload: &mut [u8]) {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let field = &mut payload[self.stamp_at..self.stamp_at + self.stamp_len];
+        let mut v = id;
+        for b in field.iter_mut().rev() {
+            *b = HEX[(v & 0xf) as usize];
+            v >>= 4;
+        }
+    }
+
+    /// Appends request `id` to `out`. `scratch` is reused between calls to avoid allocating.
+    pub fn encode(
+        &self,
+        id: u64,
+        scratch: &mut Vec<u8>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), ProtocolError> {
+        scratch.clear();
+        scratch.extend_from_slice(&self.pattern);
+        self.stamp(id, scratch);
+        let request = Request {
+            id: Some(id),
+            command: self.command(),
+            payload: scratch,
+        };
+        self.codec.encode_request(&request, out)
+    }
+
+    /// Checks the reply at the start of `buf` against request `id`.
+    pub fn check(&self, id: u64, buf: &[u8]) -> Check {
+        let (response, len) = match self.codec.decode_response(buf) {
+            Ok(Decoded::Incomplete) => return Check::Incomplete,
+            Ok(Decoded::Complete { message, len }) => (message, len),
+            Ok(Decoded::Invalid { error, len, .. }) => {
+                return Check::Failed {
+                    len,
+                    kind: ErrorKind::Protocol,
+                    why: error.to_string(),
+                }
+            }
+            Err(e) => return Check::Fatal { why: e.to_string() },
+        };
+        // An ERROR reply is reported as such when it answers this request or no request in
+        // particular (id 0 or none: the server could not read the request's id, or refused
+        // the connection); one carrying another request's id is a mismatch first.
+        let for_us = response.id.is_none_or(|got| got == id || got == 0);
+        if response.status == Status::Error && for_us {
+            return Check::Failed {
+                len,
+                kind: ErrorKind::ErrorReply,
+                why: format!(
+                    "ERROR reply: {}",
+                    String::from_utf8_lossy(&response.payload[..response.payload.len().min(200)])
+                ),
+            };
+        }
+        if let Some(got) = response.id.filter(|&got| got != id) {
+            return Check::Failed {
+                len,
+                kind: ErrorKind::Mismatch,
+                why: format!("reply id {got} where {id} was expected (out of order or misrouted)"),
+            };
+        }
+        if !self.payload_matches(id, response.payload) {
+            return Check::Failed {
+                len,
+                kind: ErrorKind::Mismatch,
+                why: format!(
+                    "payload of request {id} came back different ({} bytes, expected {})",
+                    response.payload.len(),
+                    if self.op == Op::Ping {
+                        4
+                    } else {
+                        self.pattern.len()
+                    }
+                ),
+            };
+        }
+        Check::Ok { len }
+    }
+
+    fn payload_matches(&self, id: u64, got: &[u8]) -> bool {
+        if self.op == Op::Ping {
+            return got == b"PONG";
+        }
+        if got.len() != self.pattern.len() {
+            return false;
+        }
+        let (s, e) = (self.stamp_at, self.stamp_at + self.stamp_len);
+        let mut expected = [0u8; STAMP_LEN];
+        let stamp = &mut expected[..self.stamp_len];
+        let mut v = id;
+        for b in stamp.iter_mut().rev() {
+            *b = b"0123456789abcdef"[(v & 0xf) as usize];
+            v >>= 4;
+        }
+        got[..s] == self.pattern[..s] && got[s..e] == *stamp && got[e..] == self.pattern[e..]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use echolab_protocol::{Reply, Request};
+
+    /// Encodes a request with the workload, answers it with the server half of the codec,
+    /// and checks the reply.
+    fn round_trip(protocol: Protocol, op: Op, payload: usize, id: u64, answer_id: u64) -> Check {
+        let w = Workload::new(protocol, op, payload);
+        let (mut scratch, mut wire) = (Vec::new(), Vec::new());
+        w.encode(answer_id, &mut scratch, &mut wire)
+            .expect("encode");
+        let server = protocol.codec(echolab_protocol::DEFAULT_MAX_FRAME);
+        let Ok(Decoded::Complete { message, .. }) = server.decode_request(&wire) else {
+            panic!("server could not decode");
+        };
+        let mut reply = Vec::new();
+        server.encode_reply(&message, Reply::Echo, &mut reply);
+        w.check(id, &reply)
+    }
+
+    #[test]
+    fn correct_replies_pass_in_every_protocol() {
+        for p in Protocol::ALL {
+            for size in [2, 5, 16, 64, 1000] {
+                let c = round_trip(p, Op::Echo, size, 77, 77);
+                assert!(matches!(c, Check::Ok { .. }), "{p} {size}: {c:?}");
+            }
+        }
+        assert!(matches!(
+            round_trip(Protocol::Resp, Op::Ping, 0, 1, 1),
+            Check::Ok { .. }
+        ));
+        assert!(matches!(
+            round_trip(Protocol::Binary, Op::Sleep(10), 8, 1, 1),
+            Check::Ok { .. }
+        ));
+    }
+
+    #[test]
+    fn a_reply_to_another_request_is_a_mismatch() {
+        // Binary and JSON carry the id; RESP is caught by the payload's stamp.
+        for p in Protocol::ALL {
+            let c = round_trip(p, Op::Echo, 64, 5, 6);
+            assert!(
+                matches!(
+                    c,
+                    Check::Failed {
+                        kind: ErrorKind::Mismatch,
+                        ..
+                    }
+                ),
+                "{p}: {c:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_changed_payload_byte_is_a_mismatch() {
+        let w = Workload::new(Protocol::Resp, Op::Echo, 64);
+        let (mut scratch, mut wire) = (Vec::new(), Vec::new());
+        w.encode(9, &mut scratch, &mut wire).expect("encode");
+        let server = Protocol::Resp.codec(1 << 20);
+        let Ok(Decoded::Complete { message, .. }) = server.decode_request(&wire) else {
+            panic!("decode");
+        };
+        let mut payload = message.payload.to_vec();
+        payload[40] ^= 1;
+        let req = Request {
+            payload: &payload,
+            ..message
+        };
+        let mut reply = Vec::new();
+        server.encode_reply(&req, Reply::Echo, &mut reply);
+        assert!(matches!(
+            w.check(9, &reply),
+            Check::Failed {
+                kind: ErrorKind::Mismatch,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn error_replies_and_garbage() {
+        let w = Workload::new(Protocol::Binary, Op::Echo, 16);
+        let server = Protocol::Binary.codec(1 << 20);
+        let mut reply = Vec::new();
+        server.encode_error(Some(3), "server busy", &mut reply);
+        assert!(matches!(
+            w.check(3, &reply),
+            Check::Failed {
+                kind: ErrorKind::ErrorReply,
+                ..
+            }
+        ));
+        assert!(matches!(w.check(3, &[0xff; 8]), Check::Fatal { .. }));
+        assert_eq!(w.check(3, &[0, 0]), Check::Incomplete);
+    }
+}
