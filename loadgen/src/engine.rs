@@ -328,7 +328,8 @@ impl Worker<'_> {
                     continue;
                 }
                 if token.0 < self.conns.len() {
-                    self.on_event(token.0, event.is_readable(), event.is_writable());
+                    let closed = event.is_read_closed() || event.is_error();
+                    self.on_event(token.0, event.is_readable(), event.is_writable(), closed);
                 }
             }
         }
@@ -445,7 +446,7 @@ impl Worker<'_> {
         }
     }
 
-    fn on_event(&mut self, i: usize, readable: bool, writable: bool) {
+    fn on_event(&mut self, i: usize, readable: bool, writable: bool, read_closed: bool) {
         let now = self.plan.clock.now();
         if let State::Connecting { since } = self.conns[i].state {
             if !self.finish_connect(i, since, now) {
@@ -458,7 +459,7 @@ impl Worker<'_> {
         if writable && self.conns[i].wpos < self.conns[i].wbuf.len() && !self.flush(i, now) {
             return;
         }
-        if readable && !self.read(i) {
+        if readable && !self.read(i, read_closed) {
             return;
         }
         self.pump(i, self.plan.clock.now());
@@ -636,9 +637,10 @@ impl Worker<'_> {
         true
     }
 
-    /// Reads everything available on connection `i` and checks the replies. Returns false if
-    /// the connection was closed.
-    fn read(&mut self, i: usize) -> bool {
+    /// Reads everything available on connection `i` and checks the replies. `read_closed`:
+    /// the event also reported the peer's FIN (or an error), which must be read to the end.
+    /// Returns false if the connection was closed.
+    fn read(&mut self, i: usize, read_closed: bool) -> bool {
         let mut eof = false;
         loop {
             let c = &mut self.conns[i];
@@ -655,9 +657,11 @@ impl Worker<'_> {
                 Ok(n) => {
                     c.rbuf.filled(n);
                     // A short read emptied the socket's receive queue: with edge-triggered
-                    // epoll, bytes arriving after it raise a new edge, so the read that would
-                    // only say EAGAIN can be skipped — one syscall less per reply at depth 1.
-                    if n < room {
+                    // epoll, bytes (or a FIN) arriving after it raise a new edge, so the read
+                    // that would only say EAGAIN can be skipped — one syscall less per reply
+                    // at depth 1. Not when this event already carried the FIN: no new edge
+                    // would come for it, and the EOF would go unseen.
+                    if n < room && !read_closed {
                         break;
                     }
                 }

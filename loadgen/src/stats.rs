@@ -165,7 +165,8 @@ impl Serialize for ErrorCounts {
 /// final drain timed out (then those are counted as lost).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Counts {
-    /// Requests completely written to a socket.
+    /// Requests started: encoded and handed to the connection's socket. (After a write
+    /// timeout some of them were never fully taken by the kernel: those are in `lost`.)
     pub sent: u64,
     /// Replies received and verified.
     pub ok: u64,

@@ -1,0 +1,469 @@
+//! loadgen against real, correct servers: every protocol, pipelining, several threads, short
+//! connections, the output files, `--server-pid`, `--source-ips` and the open-loop verdict.
+//!
+//! These are the runs a person makes, so their figures must add up exactly: `-n 2000` means
+//! 2000 requests sent, 2000 replies verified and 2000 latencies recorded, no error of any
+//! kind, and exit code 0. The files must be the formats HdrHistogram's own tools read, so the
+//! interval log is parsed back with the hdrhistogram crate and its counts reconciled with the
+//! JSON report. A load generator whose arithmetic is off by one request, or whose files its
+//! plotters cannot read, misleads every experiment built on it.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::process::Command;
+use std::time::Duration;
+
+use common::{loadgen, FakeServer, Server, TempPath, SLACK};
+use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
+use hdrhistogram::serialization::Deserializer;
+use hdrhistogram::Histogram;
+use serde_json::Value;
+
+/// Runs `-n 2000 -c 4` (and the pipelined and two-thread variants) against `server` in every
+/// protocol, and checks each run is clean and reports the parameters it was given.
+fn every_protocol_against(server: &str) {
+    for protocol in ["binary", "resp", "json"] {
+        let s = Server::start(server, &["--protocol", protocol]);
+        // (flags, connections, threads, pipeline)
+        let variants = [
+            ("-c 4", 4, 1, 1),
+            ("-c 4 -p 16", 4, 1, 16),
+            ("-t 2 -c 8", 8, 2, 1),
+        ];
+        for (flags, c, t, p) in variants {
+            let run = loadgen(&format!(
+                "--addr {} --protocol {protocol} -n 2000 --warmup 0 --timeout 5s {flags}",
+                s.addr()
+            ));
+            eprintln!("{server} {protocol} {flags}: {:?}", run.elapsed);
+            run.assert_clean(2000);
+            assert_eq!(run.get("params.protocol"), protocol, "{}", run.output());
+            assert_eq!(run.get("params.mode"), "closed", "{}", run.output());
+            assert_eq!(run.get("params.requests"), 2000, "{}", run.output());
+            assert_eq!(run.u("params.connections"), c, "{}", run.output());
+            assert_eq!(run.u("params.threads"), t, "{}", run.output());
+            assert_eq!(run.u("params.pipeline"), p, "{}", run.output());
+            // Persistent connections: each opened once, in the measured window (no warmup).
+            assert_eq!(run.u("connect_us.count"), c, "{}", run.output());
+            assert!(
+                run.get("latency_uncorrected_us").is_null(),
+                "{}",
+                run.output()
+            );
+            assert!(run.get("open_loop").is_null(), "{}", run.output());
+            assert_eq!(run.get("valid"), &Value::Bool(true), "{}", run.output());
+            let intervals = run.get("intervals").as_array().expect("intervals");
+            let ok: u64 = intervals.iter().filter_map(|i| i["ok"].as_u64()).sum();
+            assert_eq!(
+                ok,
+                2000,
+                "the intervals' ok add up to the total\n{}",
+                run.output()
+            );
+        }
+    }
+}
+
+#[test]
+fn every_protocol_against_server_thread() {
+    every_protocol_against("server-thread");
+}
+
+#[test]
+fn every_protocol_against_server_eventloop() {
+    every_protocol_against("server-eventloop");
+}
+
+#[test]
+fn resp_bare_ping() {
+    let s = Server::start("server-eventloop", &["--protocol", "resp"]);
+    let run = loadgen(&format!(
+        "--addr {} --protocol resp --op ping --payload 0 -n 2000 -c 4 --warmup 0 --timeout 5s",
+        s.addr()
+    ));
+    run.assert_clean(2000);
+    assert_eq!(run.get("params.op"), "ping", "{}", run.output());
+}
+
+/// SLEEP 2 ms on a thread-per-connection server: every reply takes at least 2 ms, so a
+/// median below that means latency is not measured from send to reply.
+#[test]
+fn binary_sleep_shows_in_latency() {
+    let s = Server::start("server-thread", &[]);
+    let run = loadgen(&format!(
+        "--addr {} --op sleep:2000 -n 50 -c 1 --warmup 0 --timeout 5s",
+        s.addr()
+    ));
+    run.assert_clean(50);
+    assert!(run.u("latency_us.p50") >= 2000, "{}", run.output());
+    assert!(run.u("latency_us.min") >= 2000, "{}", run.output());
+}
+
+/// One request per connection against the fork-per-connection server: every request costs a
+/// connect (and a fork), and each connect is timed.
+#[test]
+fn short_connections_are_all_timed() {
+    let s = Server::start("server-fork", &[]);
+    let run = loadgen(&format!(
+        "--addr {} --requests-per-conn 1 -n 300 -c 4 --warmup 0 --timeout 5s",
+        s.addr()
+    ));
+    run.assert_clean(300);
+    // Each request went out on a connection of its own. A slot may also have reconnected just
+    // before the budget ran out on another slot, and then had nothing to send.
+    let connects = run.u("connect_us.count");
+    assert!(
+        (300..=304).contains(&connects),
+        "connect_us.count {connects}, expected 300 (to 304)\n{}",
+        run.output()
+    );
+    assert_eq!(run.get("params.requests_per_conn"), 1, "{}", run.output());
+    assert!(
+        run.stdout.contains("short connections of 1 request(s)"),
+        "{}",
+        run.output()
+    );
+}
+
+/// `--hgrm` and `--hlog` in HdrHistogram's formats, reconciled with the JSON report.
+#[test]
+fn hgrm_and_hlog_files() {
+    let s = Server::start("server-thread", &[]);
+    let (hgrm, hlog) = (TempPath::new(".hgrm"), TempPath::new(".hlog"));
+    // SLEEP keeps the run cheap (about 1000 replies a second) while it spans two intervals.
+    let run = loadgen(&format!(
+        "--addr {} --op sleep:1000 -c 2 -d 1.5s --warmup 0 --timeout 5s --hgrm {} --hlog {}",
+        s.addr(),
+        hgrm.arg(),
+        hlog.arg()
+    ));
+    run.assert_code(0);
+    run.assert_no_errors();
+    let replies = run.u("counts.ok");
+    assert!(replies > 100, "{}", run.output());
+    assert_eq!(run.u("latency_us.count"), replies, "{}", run.output());
+
+    // --- the percentile distribution ---
+    let text = hgrm.read();
+    let header = text.lines().next().expect("a header line");
+    for column in ["Value", "Percentile", "TotalCount", "1/(1-Percentile)"] {
+        assert!(
+            header.contains(column),
+            "hgrm header lacks {column}: {header:?}"
+        );
+    }
+    let rows: Vec<Vec<f64>> = text
+        .lines()
+        .skip(1)
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            l.split_whitespace()
+                .map(|f| {
+                    f.parse::<f64>()
+                        .unwrap_or_else(|_| panic!("hgrm row {l:?}"))
+                })
+                .collect()
+        })
+        .collect();
+    assert!(rows.len() > 10, "hgrm has {} data rows\n{text}", rows.len());
+    for pair in rows.windows(2) {
+        assert!(pair[0][0] <= pair[1][0], "hgrm values decrease: {pair:?}");
+        assert!(
+            pair[0][1] <= pair[1][1],
+            "hgrm percentiles decrease: {pair:?}"
+        );
+        assert!(pair[0][2] <= pair[1][2], "hgrm counts decrease: {pair:?}");
+    }
+    let last = rows.last().expect("a last row");
+    assert_eq!(last[1], 1.0, "the last row is the 100th percentile\n{text}");
+    assert_eq!(
+        last[2], replies as f64,
+        "the last row counts every reply\n{text}"
+    );
+    let max_ms = run.u("latency_us.max") as f64 / 1000.0;
+    assert!(
+        (last[0] - max_ms).abs() <= max_ms * 0.002 + 0.002,
+        "hgrm max {} ms, report max {max_ms} ms",
+        last[0]
+    );
+    for footer in ["#[Mean", "#[Max", "#[Buckets"] {
+        assert!(
+            text.lines().any(|l| l.starts_with(footer)),
+            "hgrm lacks {footer}\n{text}"
+        );
+    }
+    let total = format!("Total count    = {replies:12}]");
+    assert!(text.contains(&total), "hgrm footer lacks {total:?}\n{text}");
+
+    // --- the interval log ---
+    let log = hlog.read();
+    assert!(log.lines().any(|l| l.starts_with("#[StartTime: ")), "{log}");
+    assert!(log.lines().any(|l| l.starts_with("#[BaseTime: ")), "{log}");
+    let interval_lines: Vec<&str> = log
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .collect();
+    let intervals = run.get("intervals").as_array().expect("intervals");
+    assert_eq!(
+        interval_lines.len(),
+        intervals.len(),
+        "one log line per interval of the report\n{log}"
+    );
+    assert!(
+        intervals.len() >= 2,
+        "a 1.5 s run spans two intervals\n{}",
+        run.output()
+    );
+    for line in &interval_lines {
+        let fields: Vec<&str> = line.split(',').collect();
+        assert_eq!(fields.len(), 4, "interval line {line:?}");
+        for f in &fields[..3] {
+            f.parse::<f64>()
+                .unwrap_or_else(|_| panic!("interval line {line:?}"));
+        }
+    }
+    let (mut sum, mut seen) = (0, 0);
+    let (mut start_time, mut base_time) = (false, false);
+    for entry in IntervalLogIterator::new(log.as_bytes()) {
+        match entry.unwrap_or_else(|e| panic!("the interval log does not parse: {e:?}\n{log}")) {
+            LogEntry::StartTime(_) => start_time = true,
+            LogEntry::BaseTime(_) => base_time = true,
+            LogEntry::Interval(iv) => {
+                let bytes = common::base64_decode(iv.encoded_histogram());
+                let h: Histogram<u64> = Deserializer::new()
+                    .deserialize(&mut bytes.as_slice())
+                    .unwrap_or_else(|e| panic!("interval {seen}: bad histogram: {e:?}"));
+                assert_eq!(iv.start_timestamp(), Duration::from_secs(seen), "{log}");
+                assert_eq!(iv.duration(), Duration::from_secs(1), "{log}");
+                let reported = &intervals[seen as usize];
+                assert_eq!(
+                    Some(h.len()),
+                    reported["ok"].as_u64(),
+                    "interval {seen}: {reported}"
+                );
+                if !h.is_empty() {
+                    assert_eq!(
+                        Some(h.max()),
+                        reported["max_us"].as_u64(),
+                        "interval {seen}"
+                    );
+                    let max_ms = h.max() as f64 / 1000.0;
+                    assert!(
+                        (iv.max() - max_ms).abs() < 0.002,
+                        "interval {seen}: {}",
+                        iv.max()
+                    );
+                }
+                sum += h.len();
+                seen += 1;
+            }
+        }
+    }
+    assert!(
+        start_time && base_time,
+        "the iterator saw no StartTime/BaseTime\n{log}"
+    );
+    assert_eq!(seen as usize, interval_lines.len(), "{log}");
+    assert_eq!(
+        sum, replies,
+        "the intervals' histograms hold every reply\n{log}"
+    );
+}
+
+/// `--server-pid` on a thread-per-connection server: one process, a thread per connection
+/// plus the acceptor at the peak, measurable CPU per request, and memory.
+#[test]
+fn server_pid_reports_a_threaded_servers_cost() {
+    let s = Server::start("server-thread", &[]);
+    let pid = s.pid();
+    let run = loadgen(&format!(
+        "--addr {} -c 2 -d 1s --warmup 0 --timeout 5s --server-pid {pid}",
+        s.addr()
+    ));
+    run.assert_code(0);
+    assert!(
+        run.get("server").is_object(),
+        "no server object\n{}",
+        run.output()
+    );
+    assert_eq!(run.u("server.pid"), pid as u64, "{}", run.output());
+    assert!(run.f("server.cpu_us_per_request") > 0.0, "{}", run.output());
+    // The closing sample is taken at the end of the measured window, before loadgen closes
+    // its connections, so the connection threads are still there: the acceptor plus one per
+    // connection. (Sampling after the close would see only the acceptor.)
+    assert!(
+        run.u("server.threads_peak") >= 3,
+        "acceptor + 2 connections\n{}",
+        run.output()
+    );
+    assert!(
+        run.u("server.threads") >= 3,
+        "acceptor + 2 connections at the end of the window\n{}",
+        run.output()
+    );
+    assert!(run.u("server.ctx_voluntary") > 0, "{}", run.output());
+    assert!(
+        run.u("server.threads_peak") >= run.u("server.threads"),
+        "{}",
+        run.output()
+    );
+    assert_eq!(run.u("server.processes"), 1, "{}", run.output());
+    assert!(run.u("server.rss_kib") > 0, "{}", run.output());
+    assert!(
+        run.u("server.rss_kib_peak") >= run.u("server.rss_kib"),
+        "{}",
+        run.output()
+    );
+    assert!(
+        run.stdout.contains(&format!("server      pid {pid}")),
+        "{}",
+        run.output()
+    );
+}
+
+/// `--server-pid` on the pre-forked server counts the parent and its three workers.
+#[test]
+fn server_pid_counts_prefork_workers() {
+    let s = Server::start("server-prefork", &["--workers", "3"]);
+    let run = loadgen(&format!(
+        "--addr {} -c 3 -d 1s --warmup 0 --timeout 5s --server-pid {}",
+        s.addr(),
+        s.pid()
+    ));
+    run.assert_code(0);
+    assert!(
+        run.get("server").is_object(),
+        "no server object\n{}",
+        run.output()
+    );
+    assert!(
+        run.u("server.processes") >= 4,
+        "parent + 3 workers\n{}",
+        run.output()
+    );
+    assert!(run.u("server.processes_peak") >= 4, "{}", run.output());
+    assert!(run.f("server.cpu_us_per_request") > 0.0, "{}", run.output());
+}
+
+/// A pid that no longer exists (a child of this test, already reaped) is refused before any
+/// load is sent: no summary, no report, no connection to the server.
+#[test]
+fn a_bad_server_pid_runs_nothing() {
+    let mut child = Command::new("true").spawn().expect("run true");
+    let pid = child.id();
+    child.wait().expect("reap true");
+    let fake = FakeServer::silent();
+    let run = loadgen(&format!(
+        "--addr {} -n 10 --warmup 0 --timeout 1s --server-pid {pid}",
+        fake.addr()
+    ));
+    assert!(
+        matches!(run.code, Some(1 | 2)),
+        "exit code {:?}, expected 1 or 2\n{}",
+        run.code,
+        run.output()
+    );
+    assert!(
+        run.stderr.contains("--server-pid"),
+        "stderr should name --server-pid\n{}",
+        run.output()
+    );
+    assert!(
+        run.stdout.is_empty(),
+        "no summary expected\n{}",
+        run.output()
+    );
+    assert!(run.json.is_none(), "no report expected\n{}", run.output());
+    assert!(
+        fake.peers().is_empty(),
+        "loadgen connected: {:?}",
+        fake.peers()
+    );
+}
+
+/// `--source-ips` spreads connections over the given loopback addresses, as the server sees
+/// them (a fake echo server records each connection's peer address).
+#[test]
+fn source_ips_are_used_round_robin() {
+    let fake = FakeServer::echo();
+    let run = loadgen(&format!(
+        "--addr {} --source-ips 127.0.0.2-127.0.0.4 --requests-per-conn 1 -n 30 -c 3 \
+         --warmup 0 --timeout 5s",
+        fake.addr()
+    ));
+    run.assert_clean(30);
+    let peers = fake.peers();
+    assert!(
+        peers.len() >= 30,
+        "{} connections for 30 one-request connections",
+        peers.len()
+    );
+    let ips: BTreeSet<IpAddr> = peers.iter().map(|p| p.ip()).collect();
+    let expected: BTreeSet<IpAddr> = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
+        .iter()
+        .map(|s| s.parse().expect("an ip"))
+        .collect();
+    assert_eq!(
+        ips, expected,
+        "peer addresses seen by the server: {peers:?}"
+    );
+    assert_eq!(
+        run.get("params.source_ips"),
+        &serde_json::json!(["127.0.0.2", "127.0.0.3", "127.0.0.4"]),
+        "{}",
+        run.output()
+    );
+}
+
+/// An open loop the server cannot keep up with (one connection, 1 ms per request, 200 000
+/// requests a second asked for) is not a measurement: `valid` is false with a reason, and the
+/// exit code is 3 when there were no errors (1 when there were: errors win).
+#[test]
+fn an_unreachable_rate_is_an_invalid_measurement() {
+    let s = Server::start("server-thread", &[]);
+    let run = loadgen(&format!(
+        "--addr {} --op sleep:1000 -c 1 --rate 200000 -d 1s --warmup 0 --timeout 5s",
+        s.addr()
+    ));
+    run.assert_within(Duration::from_secs(1) + SLACK);
+    assert_eq!(run.get("valid"), &Value::Bool(false), "{}", run.output());
+    let reasons = run
+        .get("invalid_reasons")
+        .as_array()
+        .expect("invalid_reasons");
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.as_str().is_some_and(|r| r.contains("req/s"))),
+        "a reason should say the rate was not reached\n{}",
+        run.output()
+    );
+    assert_eq!(run.get("params.mode"), "open", "{}", run.output());
+    assert!(
+        run.f("open_loop.achieved_rps") < 0.99 * 200_000.0,
+        "{}",
+        run.output()
+    );
+    assert!(run.u("open_loop.unsent") > 0, "{}", run.output());
+    assert!(run.u("counts.ok") > 0, "{}", run.output());
+    assert!(run.stdout.contains("INVALID"), "{}", run.output());
+    // The documented rule: errors (of any kind, or lost or failed requests) make it exit 1;
+    // otherwise an invalid measurement is exit 3. This server makes no errors, so: 3.
+    let errors: u64 = run
+        .get("errors")
+        .as_object()
+        .expect("errors")
+        .values()
+        .filter_map(Value::as_u64)
+        .sum();
+    let clean = errors == 0 && run.u("counts.lost") == 0 && run.u("counts.failed") == 0;
+    assert_eq!(run.get("ok"), &Value::Bool(clean), "{}", run.output());
+    run.assert_code(if clean { 3 } else { 1 });
+    assert!(
+        clean,
+        "a slow but correct server should cause no errors\n{}",
+        run.output()
+    );
+}

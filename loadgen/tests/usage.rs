@@ -1,0 +1,84 @@
+//! Flags that cannot work are refused before any load is sent: exit code 2, a message on
+//! stderr that names the flag, no summary, no report, and no connection to the server.
+//!
+//! A run with a silently ignored flag (an op the protocol cannot express, a payload the server
+//! rejects) would measure something other than what was asked, so refusing it is the only
+//! honest answer. Each case points loadgen at a listener that records connections, with `-n 1`
+//! so that even a wrongly accepted command line ends at once.
+
+mod common;
+
+use common::{loadgen, FakeServer};
+
+/// Runs loadgen with `flags` and checks it refused them: exit 2, stderr containing `needle`.
+fn refused(flags: &str, needle: &str) {
+    let fake = FakeServer::silent();
+    let run = loadgen(&format!(
+        "--addr {} -n 1 --warmup 0 --timeout 1s {flags}",
+        fake.addr()
+    ));
+    run.assert_code(2);
+    assert!(
+        run.stderr.contains(needle),
+        "stderr should contain {needle:?}\n{}",
+        run.output()
+    );
+    assert!(
+        run.stdout.is_empty(),
+        "no summary expected\n{}",
+        run.output()
+    );
+    assert!(run.json.is_none(), "no report expected\n{}", run.output());
+    assert!(fake.peers().is_empty(), "loadgen connected with {flags:?}");
+}
+
+#[test]
+fn sleep_needs_the_binary_protocol() {
+    refused("--op sleep:10 --protocol resp", "--op sleep:10");
+}
+
+#[test]
+fn ping_needs_resp() {
+    refused("--op ping --protocol binary", "--op ping");
+}
+
+#[test]
+fn ping_carries_no_payload() {
+    refused("--op ping --protocol resp", "--payload 0");
+}
+
+#[test]
+fn a_json_payload_needs_its_quotes() {
+    refused("--protocol json --payload 1", "--payload");
+}
+
+#[test]
+fn a_zero_rate() {
+    refused("--rate 0", "--rate");
+}
+
+#[test]
+fn a_backwards_source_range() {
+    refused("--source-ips 127.0.0.9-127.0.0.2", "--source-ips");
+}
+
+#[test]
+fn a_source_address_of_the_wrong_family() {
+    refused("--source-ips ::1", "--source-ips");
+}
+
+#[test]
+fn an_unknown_flag() {
+    refused("--frobnicate", "--frobnicate");
+}
+
+#[test]
+fn an_unknown_op_and_protocol() {
+    refused("--op nap:5", "--op");
+    refused("--protocol http", "--protocol");
+}
+
+#[test]
+fn a_zero_duration() {
+    refused("-d 0", "--duration");
+}
