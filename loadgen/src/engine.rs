@@ -10,9 +10,10 @@
 //! `t0 + (g + k·N) / rate` — and latency runs from that scheduled time whatever delayed the send:
 //! this is how wrk2 corrects coordinated omission, so a stalled server shows in the tail instead
 //! of silently pausing the client. To keep the schedule honest the thread sleeps on a `timerfd`
-//! armed with an absolute deadline (microsecond precision; epoll's own timeout is whole
-//! milliseconds), and records how late each send left for reasons of its own (the lag
-//! histogram), separately from waits the server caused (a full pipeline, a reconnect).
+//! armed with an absolute deadline (epoll's own timeout is whole milliseconds), set early by
+//! the wake-up latency it has measured on this machine, and spins the last few microseconds;
+//! it records how late each send left for reasons of its own (the lag histogram), separately
+//! from waits the server caused (a full pipeline, a reconnect).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
@@ -43,7 +44,15 @@ use crate::workload::{Check, Workload};
 const HOUSEKEEPING_NS: u64 = 10_000_000;
 /// Below this distance to the next scheduled send, the thread polls without sleeping rather
 /// than arm the timer: a wake-up costs about this much anyway.
-const SPIN_NS: u64 = 20_000;
+const SPIN_NS: u64 = 5_000;
+/// The timer is armed this much before a send is due, to absorb the wake-up latency (the
+/// timer interrupt, leaving an idle CPU, the context switch), and the thread spins the rest.
+/// It starts here and then follows the wake-ups it measures.
+const WAKE_MARGIN_START_NS: u64 = 30_000;
+/// The margin never exceeds this: a machine that wakes a thread slower than that is too
+/// loaded to pace at microseconds anyway, and spinning longer would only burn the CPU the
+/// server needs. Late sends then show in the lag histogram.
+const WAKE_MARGIN_MAX_NS: u64 = 200_000;
 /// Retry delays after a connection fails: doubling from the first to the last.
 const BACKOFF_FIRST_NS: u64 = 10_000_000;
 const BACKOFF_MAX_NS: u64 = 200_000_000;
@@ -166,6 +175,8 @@ struct Worker<'a> {
     heap: BinaryHeap<Reverse<(u64, usize)>>,
     timer: Option<TimerFd>,
     timer_armed: Option<u64>,
+    /// How early the timer is armed before a due send (see [`WAKE_MARGIN_START_NS`]).
+    wake_margin: u64,
     interval_index: u64,
     interval: Histogram<u64>,
     interval_ok: u64,
@@ -235,6 +246,7 @@ pub fn run_thread(
         heap: BinaryHeap::new(),
         timer,
         timer_armed: None,
+        wake_margin: WAKE_MARGIN_START_NS,
         interval_index: 0,
         interval: stats::new_histogram(),
         interval_ok: 0,
@@ -307,9 +319,13 @@ impl Worker<'_> {
             };
             let now = plan.clock.now();
             let timeout = match precise {
-                Some(due) if due <= now + SPIN_NS => Some(Duration::ZERO),
-                Some(due) if due < coarse => {
-                    self.arm_timer(due);
+                // Close to a due send: poll without sleeping until it is due.
+                Some(due) if due <= now + SPIN_NS.max(self.wake_margin) => Some(Duration::ZERO),
+                // Armed even when a coarse deadline comes first: epoll rounds its timeout up
+                // to whole milliseconds, and a send due just after that deadline would
+                // otherwise wait out the rounding (a millisecond of lag, 1% of sends at 10k/s).
+                Some(due) => {
+                    self.arm_timer(due - self.wake_margin);
                     Some(Duration::from_nanos(coarse.saturating_sub(now)))
                 }
                 _ => Some(Duration::from_nanos(coarse.saturating_sub(now))),
@@ -823,6 +839,13 @@ impl Worker<'_> {
     }
 
     fn timer_fired(&mut self) {
+        // Learn how late wake-ups are on this machine: arm the next timer early by about the
+        // 90th percentile of the lateness seen (an average plus a third, moving slowly).
+        if let Some(armed) = self.timer_armed {
+            let late = self.plan.clock.now().saturating_sub(armed);
+            let target = (late + late / 3).min(WAKE_MARGIN_MAX_NS);
+            self.wake_margin = (self.wake_margin * 15 + target) / 16;
+        }
         self.timer_armed = None;
         if let Some(t) = &self.timer {
             // Drain the expiration count so the fd stops being readable (EAGAIN if a re-arm
