@@ -151,9 +151,9 @@ fn parse_rate(s: &str) -> Result<f64, String> {
         .trim()
         .parse()
         .map_err(|_| format!("'{s}' is not a rate in requests per second"))?;
-    if !(r.is_finite() && r > 0.0 && r <= 100e6) {
+    if !(r.is_finite() && (0.01..=100e6).contains(&r)) {
         return Err(format!(
-            "'{s}': the rate must be above 0 and at most 100000000/s"
+            "'{s}': the rate must be between 0.01 and 100000000 requests/s"
         ));
     }
     Ok(r)
@@ -359,6 +359,7 @@ mod tests {
     fn rates() {
         assert_eq!(parse_rate("1000"), Ok(1000.0));
         assert!(parse_rate("0").is_err());
+        assert!(parse_rate("1e-12").is_err());
         assert!(parse_rate("NaN").is_err());
         assert!(parse_rate("inf").is_err());
     }

@@ -46,7 +46,7 @@ impl Clock {
 
     /// A run time as an absolute `CLOCK_MONOTONIC` time, for `TFD_TIMER_ABSTIME`.
     pub fn monotonic(&self, at: u64) -> TimeSpec {
-        TimeSpec::from_duration(Duration::from_nanos(self.base_mono_ns + at))
+        TimeSpec::from_duration(Duration::from_nanos(self.base_mono_ns.saturating_add(at)))
     }
 }
 

@@ -44,6 +44,8 @@ pub struct Setup {
 pub struct IntervalSummary {
     /// Seconds since the measured window began.
     pub t_s: u64,
+    /// The interval's length: 1 s, except the last (which ends when the run did).
+    pub length_s: f64,
     /// Replies verified in this second.
     pub ok: u64,
     /// Errors in this second.
@@ -74,7 +76,7 @@ pub struct Collected {
 /// workers close their connections.
 pub fn collect(mut setup: Setup, rx: Receiver<ToCollector>, release: Sender<()>) -> Collected {
     let mut out = Collected::default();
-    let mut pending: BTreeMap<u64, (usize, Histogram<u64>, u64, u64)> = BTreeMap::new();
+    let mut pending = Pending::new();
 
     // The interval log's BaseTime is the wall-clock start of the measured window, so each
     // interval's timestamp is its offset into the window.
@@ -94,7 +96,10 @@ pub fn collect(mut setup: Setup, rx: Receiver<ToCollector>, release: Sender<()>)
     let mut serializer = V2DeflateSerializer::new();
     let mut hlog = file.as_mut().and_then(|f| {
         IntervalLogWriterBuilder::new()
-            .add_comment("echolab loadgen: one histogram per second; values in microseconds")
+            .add_comment(
+                "echolab loadgen: one histogram per second; values in microseconds \
+                 (the max column in milliseconds: MaxValueDivisor 1000)",
+            )
             .with_start_time(wall_start)
             .with_base_time(wall_start)
             .with_max_value_divisor(1000.0)
@@ -109,10 +114,13 @@ pub fn collect(mut setup: Setup, rx: Receiver<ToCollector>, release: Sender<()>)
     let mut server_last: Option<TreeSample> = None;
     let mut peaks = Peaks::default();
     let mut next_sample = setup.measure_from;
+    let mut samples_taken = 0u64;
     let mut done = 0;
     let mut release = Some(release);
     let mut closing: Option<(CpuTimes, Option<TreeSample>)> = None;
 
+    let mut upto: Vec<Option<u64>> = vec![None; setup.threads];
+    let mut finished = vec![false; setup.threads];
     loop {
         if closing.is_none() && done >= setup.threads {
             closing = Some(closing_samples(&mut setup, &mut peaks, &mut out.notes));
@@ -125,7 +133,11 @@ pub fn collect(mut setup: Setup, rx: Receiver<ToCollector>, release: Sender<()>)
                 cpu_start = proc::own_cpu();
             }
             if let Some(sampler) = setup.sampler.as_mut() {
-                match sampler.sample(true) {
+                // smaps_rollup takes the server's mmap lock and walks its page tables: memory
+                // is read at the start, every 5 s, and at the end, not every second.
+                let with_memory = samples_taken % 5 == 0;
+                samples_taken += 1;
+                match sampler.sample(with_memory) {
                     Ok(s) => {
                         peaks.update(&s);
                         if server_start.is_none() {
@@ -143,36 +155,59 @@ pub fn collect(mut setup: Setup, rx: Receiver<ToCollector>, release: Sender<()>)
         }
         let wait = Duration::from_nanos(next_sample.saturating_sub(setup.clock.now()));
         match rx.recv_timeout(wait) {
-            Ok(ToCollector::Done) => done += 1,
-            Ok(ToCollector::Interval(iv)) => {
-                let entry = pending
-                    .entry(iv.index)
-                    .or_insert_with(|| (0, stats::new_histogram(), 0, 0));
-                entry.0 += 1;
-                let _ = entry.1.add(&iv.latency);
-                entry.2 += iv.ok;
-                entry.3 += iv.errors;
-                // An interval is complete once every thread sent it, or a thread moved past it.
-                while let Some((&index, entry)) = pending.iter().next() {
-                    let newest = pending.keys().next_back().copied().unwrap_or(index);
-                    if entry.0 < setup.threads && newest == index {
-                        break;
-                    }
-                    let Some((_, (_, h, ok, errors))) = pending.pop_first() else {
-                        break;
-                    };
-                    finish_interval(&mut out, index, &h, ok, errors, setup.progress);
-                    append_hlog(&mut hlog, &h, index, &mut out.notes);
+            Ok(ToCollector::Done { thread }) => {
+                done += 1;
+                if let Some(f) = finished.get_mut(thread) {
+                    *f = true;
                 }
+                flush_complete(
+                    &mut pending,
+                    setup.measure_from,
+                    &upto,
+                    &finished,
+                    &mut out,
+                    &mut hlog,
+                    setup.progress,
+                );
+            }
+            Ok(ToCollector::Interval(iv)) => {
+                let entry = pending.entry(iv.index).or_insert_with(|| Partial {
+                    end: 0,
+                    latency: stats::new_histogram(),
+                    ok: 0,
+                    errors: 0,
+                });
+                entry.end = entry.end.max(iv.end);
+                let _ = entry.latency.add(&iv.latency);
+                entry.ok += iv.ok;
+                entry.errors += iv.errors;
+                if let Some(u) = upto.get_mut(iv.thread) {
+                    *u = (*u).max(Some(iv.index));
+                }
+                flush_complete(
+                    &mut pending,
+                    setup.measure_from,
+                    &upto,
+                    &finished,
+                    &mut out,
+                    &mut hlog,
+                    setup.progress,
+                );
             }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break,
         }
     }
     // Every worker has finished: the rest are final.
-    while let Some((index, (_, h, ok, errors))) = pending.pop_first() {
-        finish_interval(&mut out, index, &h, ok, errors, setup.progress);
-        append_hlog(&mut hlog, &h, index, &mut out.notes);
+    while let Some((index, partial)) = pending.pop_first() {
+        finish_interval(
+            &mut out,
+            &mut hlog,
+            setup.measure_from,
+            index,
+            partial,
+            setup.progress,
+        );
     }
     drop(release);
     let (cpu_end, server_end) = match closing {
@@ -237,46 +272,59 @@ fn append_hlog(
     log: &mut Option<HlogWriter<'_, '_>>,
     h: &Histogram<u64>,
     index: u64,
+    length: Duration,
     notes: &mut Vec<String>,
 ) {
     let Some(w) = log.as_mut() else {
         return;
     };
     let at = Duration::from_secs(index);
-    if let Err(e) = w.write_histogram(h, at, Duration::from_secs(1), None) {
+    if let Err(e) = w.write_histogram(h, at, length, None) {
         notes.push(format!("cannot write the interval log: {e}"));
         *log = None;
     }
 }
 
+/// Closes interval `index`: its summary, the live line, the interval log.
 fn finish_interval(
     out: &mut Collected,
+    hlog: &mut Option<HlogWriter<'_, '_>>,
+    measure_from: u64,
     index: u64,
-    h: &Histogram<u64>,
-    ok: u64,
-    errors: u64,
+    p: Partial,
     progress: bool,
 ) {
-    let s = stats::Summary::of(h);
+    // A whole second, except the last interval, which ends when the last thread stopped.
+    let start = measure_from + index * NANOS;
+    let length = p.end.saturating_sub(start).clamp(1, NANOS);
+    let s = stats::Summary::of(&p.latency);
     let iv = IntervalSummary {
         t_s: index,
-        ok,
-        errors,
+        length_s: length as f64 / 1e9,
+        ok: p.ok,
+        errors: p.errors,
         p50_us: s.p50,
         p99_us: s.p99,
         max_us: s.max,
     };
     if progress {
         eprintln!(
-            "[{:>4}s] {:>9} req/s  p50 {:>9}  p99 {:>9}  max {:>9}  errors {}",
+            "[{:>4}s] {:>9.0} req/s  p50 {:>9}  p99 {:>9}  max {:>9}  errors {}",
             index + 1,
-            ok,
+            p.ok as f64 * 1e9 / length as f64,
             crate::report::fmt_us(s.p50),
             crate::report::fmt_us(s.p99),
             crate::report::fmt_us(s.max),
-            errors
+            p.errors
         );
     }
+    append_hlog(
+        hlog,
+        &p.latency,
+        index,
+        Duration::from_nanos(length),
+        &mut out.notes,
+    );
     out.intervals.push(iv);
 }
 
@@ -286,5 +334,43 @@ pub fn want_progress(p: crate::cli::Progress) -> bool {
         crate::cli::Progress::Always => true,
         crate::cli::Progress::Never => false,
         crate::cli::Progress::Auto => std::io::stderr().is_terminal(),
+    }
+}
+
+/// An interval being merged from the threads' reports.
+#[derive(Debug)]
+struct Partial {
+    /// The latest end any thread reported (run time).
+    end: u64,
+    latency: Histogram<u64>,
+    ok: u64,
+    errors: u64,
+}
+
+type Pending = BTreeMap<u64, Partial>;
+
+/// Finishes every leading interval that each thread has either sent or will never send.
+#[allow(clippy::too_many_arguments)] // one call site each; a struct would only rename them
+fn flush_complete(
+    pending: &mut Pending,
+    measure_from: u64,
+    upto: &[Option<u64>],
+    finished: &[bool],
+    out: &mut Collected,
+    hlog: &mut Option<HlogWriter<'_, '_>>,
+    progress: bool,
+) {
+    while let Some((&index, _)) = pending.iter().next() {
+        let complete = upto
+            .iter()
+            .zip(finished)
+            .all(|(u, &f)| f || u.is_some_and(|u| u >= index));
+        if !complete {
+            break;
+        }
+        let Some((_, partial)) = pending.pop_first() else {
+            break;
+        };
+        finish_interval(out, hlog, measure_from, index, partial, progress);
     }
 }

@@ -56,10 +56,15 @@ const WAKE_MARGIN_MAX_NS: u64 = 200_000;
 /// Retry delays after a connection fails: doubling from the first to the last.
 const BACKOFF_FIRST_NS: u64 = 10_000_000;
 const BACKOFF_MAX_NS: u64 = 200_000_000;
-/// Bytes read per `read(2)` call at least.
-const READ_CHUNK: usize = 16 * 1024;
+/// Bytes of spare room offered to each `read(2)` at least. The buffer starts this small (10 000
+/// connections should not cost 160 MB of zeroed buffers) and grows when reads fill it.
+const READ_CHUNK: usize = 4 * 1024;
 /// The timer's token; connections use their index.
 const TIMER: Token = Token(usize::MAX);
+/// A run limited only by `--requests` stops when every connection of a thread has failed this
+/// many times in a row with no verified reply (a dead or stopped server), instead of spending
+/// its budget one timeout at a time.
+const GIVE_UP_AFTER: u64 = 5;
 /// At most this many example error messages are kept per thread.
 const MAX_EXAMPLES: usize = 5;
 
@@ -88,7 +93,10 @@ pub enum ToCollector {
     /// The worker has stopped measuring and waits, connections still open, until the collector
     /// has taken its closing samples (so a thread-per-connection server's threads are still
     /// there to be counted).
-    Done,
+    Done {
+        /// Which thread.
+        thread: usize,
+    },
 }
 
 /// A per-second report from a thread to the collector.
@@ -104,6 +112,9 @@ pub struct Interval {
     pub ok: u64,
     /// Errors of any kind in the interval.
     pub errors: u64,
+    /// When the thread closed the interval (run time): the second's boundary, or for the
+    /// last interval the moment the thread stopped.
+    pub end: u64,
 }
 
 /// What a thread hands back when it finishes.
@@ -115,6 +126,8 @@ pub struct ThreadResult {
     pub examples: Vec<String>,
     /// When it stopped (run time).
     pub finished_at: u64,
+    /// It stopped early: every connection kept failing.
+    pub gave_up: bool,
 }
 
 /// One in-flight request.
@@ -150,6 +163,13 @@ struct Conn {
     write_blocked_since: Option<u64>,
     /// Requests started on the current socket (short connections close after K).
     on_this_socket: u64,
+    /// Whether the current socket has delivered a verified reply (a server that refuses or
+    /// drops connections before answering gets a backoff, not an instant reconnect loop).
+    answered: bool,
+    /// Whether the current socket has delivered an ERROR reply: a server that refuses a
+    /// connection answers the request in flight with "server busy" and closes, and the close
+    /// is then explained, not an `eof` of its own.
+    error_replied: bool,
     /// Requests started on this connection slot, ever: the id sequence and, in the open
     /// loop, the index `k` of the next request on the timetable.
     next_k: u64,
@@ -184,6 +204,11 @@ struct Worker<'a> {
     tx: Sender<ToCollector>,
     scratch: Vec<u8>,
     draining: bool,
+    /// Connection failures since the last verified reply: a run limited only by `--requests`
+    /// gives up when every connection has failed [`GIVE_UP_AFTER`] times in a row.
+    failures_in_a_row: u64,
+    /// Set when the thread gave up on an unreachable server.
+    gave_up: bool,
 }
 
 /// Runs one thread's share: connections `globals` (indices into the run's connections), with
@@ -223,12 +248,14 @@ pub fn run_thread(
             global,
             sock: None,
             state: State::Down { retry_at: 0 },
-            in_flight: VecDeque::with_capacity(plan.cfg.pipeline as usize),
+            in_flight: VecDeque::with_capacity((plan.cfg.pipeline as usize).min(16)),
             rbuf: ReadBuffer::new(READ_CHUNK),
             wbuf: Vec::new(),
             wpos: 0,
             write_blocked_since: None,
             on_this_socket: 0,
+            answered: false,
+            error_replied: false,
             next_k: 0,
             ready_since: 0,
             timer_due: None,
@@ -254,10 +281,12 @@ pub fn run_thread(
         tx,
         scratch: Vec::new(),
         draining: false,
+        failures_in_a_row: 0,
+        gave_up: false,
     };
     w.run()?;
     let finished_at = plan.clock.now();
-    let _ = w.tx.send(ToCollector::Done);
+    let _ = w.tx.send(ToCollector::Done { thread });
     // Bounded, in case the collector is gone: the report matters more than the sample.
     let _ = release.recv_timeout(Duration::from_secs(5));
     w.close_all();
@@ -265,6 +294,7 @@ pub fn run_thread(
         tally: w.tally,
         examples: w.examples,
         finished_at,
+        gave_up: w.gave_up,
     })
 }
 
@@ -276,14 +306,31 @@ impl Worker<'_> {
         for i in 0..self.conns.len() {
             self.connect(i, now);
         }
-        let mut next_housekeeping = now + HOUSEKEEPING_NS;
+        // Timeouts are checked at least four times per --timeout, so a 1 ms timeout means
+        // about 1 ms, not the 10 ms housekeeping period.
+        let housekeeping = HOUSEKEEPING_NS.min(ns(plan.cfg.timeout) / 4).max(100_000);
+        let mut next_housekeeping = now + housekeeping;
         let mut drain_deadline = u64::MAX;
         loop {
             let now = plan.clock.now();
+            if plan.stop_at.is_none()
+                && !self.gave_up
+                && self.failures_in_a_row >= GIVE_UP_AFTER * self.conns.len() as u64
+            {
+                self.gave_up = true;
+                let why = format!(
+                    "gave up: {} connection failures in a row and no verified reply",
+                    self.failures_in_a_row
+                );
+                if self.examples.len() < MAX_EXAMPLES {
+                    self.examples.push(why);
+                }
+            }
             if !self.draining
                 && (plan.interrupted.load(Ordering::Relaxed)
                     || plan.stop_at.is_some_and(|s| now >= s)
-                    || self.budget == Some(0))
+                    || self.budget == Some(0)
+                    || self.gave_up)
             {
                 self.draining = true;
                 drain_deadline = now + ns(plan.cfg.timeout);
@@ -298,7 +345,7 @@ impl Worker<'_> {
             self.flush_intervals(now);
             if now >= next_housekeeping {
                 self.housekeeping(now);
-                next_housekeeping = now + HOUSEKEEPING_NS;
+                next_housekeeping = now + housekeeping;
             }
             if !self.draining {
                 self.run_due(now);
@@ -359,8 +406,16 @@ impl Worker<'_> {
                 .count() as u64;
             if lost > 0 {
                 self.tally.counts.lost += lost;
+                let c = &self.conns[i];
+                let kind = if c.wpos < c.wbuf.len() {
+                    ErrorKind::WriteTimeout
+                } else if c.rbuf.is_empty() {
+                    ErrorKind::ReadTimeoutEmpty
+                } else {
+                    ErrorKind::ReadTimeoutPartial
+                };
                 self.error(
-                    ErrorKind::ReadTimeoutEmpty,
+                    kind,
                     format!(
                         "{lost} requests still unanswered {:?} after the run ended",
                         plan.cfg.timeout
@@ -401,6 +456,8 @@ impl Worker<'_> {
                 c.sock = Some(sock);
                 c.state = State::Connecting { since: now };
                 c.on_this_socket = 0;
+                c.answered = false;
+                c.error_replied = false;
             }
             Err(e) => {
                 let kind = connect_error_kind(&e);
@@ -433,18 +490,8 @@ impl Worker<'_> {
             .filter(|p| p.start >= measure_from)
             .count() as u64;
         self.tally.counts.lost += lost;
-        // A failed connect still counts against a request budget, or a run limited only by
-        // --requests would retry a dead server forever.
-        if matches!(
-            self.conns[i].state,
-            State::Connecting { .. } | State::Down { .. }
-        ) && now >= measure_from
-        {
-            if let Some(b) = self.budget.as_mut() {
-                *b = b.saturating_sub(1);
-                self.tally.counts.unsent += 1;
-            }
-        }
+        self.charge_unused_connection(i, now);
+        self.failures_in_a_row += 1;
         self.error(kind, why);
         self.close(i);
         let c = &mut self.conns[i];
@@ -452,6 +499,23 @@ impl Worker<'_> {
             retry_at: now + c.backoff,
         };
         c.backoff = (c.backoff * 2).min(BACKOFF_MAX_NS);
+    }
+
+    /// A connection that ends (or never opens) without carrying a request still uses one of a
+    /// `--requests` budget, or a run limited only by count would retry a dead, refusing or
+    /// stopped server forever.
+    fn charge_unused_connection(&mut self, i: usize, now: u64) {
+        let c = &self.conns[i];
+        let unused = matches!(c.state, State::Connecting { .. } | State::Down { .. })
+            || c.on_this_socket == 0;
+        if unused && now >= self.plan.measure_from {
+            if let Some(b) = self.budget.as_mut() {
+                if *b > 0 {
+                    *b -= 1;
+                    self.tally.counts.abandoned += 1;
+                }
+            }
+        }
     }
 
     fn error(&mut self, kind: ErrorKind, why: String) {
@@ -516,7 +580,7 @@ impl Worker<'_> {
             }
         }
         if since >= self.plan.measure_from {
-            stats::record(&mut self.tally.connect, (now - since) / 1000);
+            stats::record(&mut self.tally.connect, now.saturating_sub(since) / 1000);
         }
         let c = &mut self.conns[i];
         c.state = State::Open;
@@ -642,7 +706,7 @@ impl Worker<'_> {
                 // write(2): EINTR retried.
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    let kind = io_error_kind(&e);
+                    let kind = io_error_kind(&e, true);
                     self.conn_failed(i, kind, format!("write: {e}"), now);
                     return false;
                 }
@@ -690,7 +754,7 @@ impl Worker<'_> {
                     if !self.take_replies(i, now) {
                         return false;
                     }
-                    let kind = io_error_kind(&e);
+                    let kind = io_error_kind(&e, false);
                     self.conn_failed(i, kind, format!("read: {e}"), now);
                     return false;
                 }
@@ -701,10 +765,39 @@ impl Worker<'_> {
             return false;
         }
         if eof {
-            let c = &self.conns[i];
-            if c.in_flight.is_empty() && c.rbuf.is_empty() && self.draining {
+            let c = &mut self.conns[i];
+            if c.rbuf.is_empty() && (c.in_flight.is_empty() || c.error_replied) {
+                // Requests sent after the ERROR reply that explains this close are lost,
+                // without a second error for the same event.
+                let measure_from = self.plan.measure_from;
+                let lost = c
+                    .in_flight
+                    .drain(..)
+                    .filter(|p| p.start >= measure_from)
+                    .count() as u64;
+                self.tally.counts.lost += lost;
+                let c = &self.conns[i];
+                // The server closed a connection that owed nothing (an idle timeout, or the
+                // close after a "server busy" refusal): not an error, but counted, and the
+                // slot reconnects — at once if the connection had been answering, after a
+                // backoff if the server closes connections before answering any.
+                self.tally.counts.closed_idle += 1;
+                let useful = c.answered;
+                self.charge_unused_connection(i, now);
                 self.close(i);
-                self.conns[i].state = State::Down { retry_at: u64::MAX };
+                let c = &mut self.conns[i];
+                c.state = State::Down {
+                    retry_at: if self.draining {
+                        u64::MAX
+                    } else if useful {
+                        now
+                    } else {
+                        now + c.backoff
+                    },
+                };
+                if !useful {
+                    c.backoff = (c.backoff * 2).min(BACKOFF_MAX_NS);
+                }
                 return false;
             }
             let why = if c.rbuf.is_empty() {
@@ -735,9 +828,7 @@ impl Worker<'_> {
                 return true;
             }
             let Some(&front) = c.in_flight.front() else {
-                let why = format!("{} bytes arrived with no request in flight", c.rbuf.len());
-                self.conn_failed(i, ErrorKind::Mismatch, why, now);
-                return false;
+                return self.take_unsolicited(i, now);
             };
             let measured = front.start >= plan.measure_from;
             match plan.workload.check(front.id, c.rbuf.data()) {
@@ -749,6 +840,8 @@ impl Worker<'_> {
                         c.ready_since = now;
                     }
                     c.backoff = BACKOFF_FIRST_NS;
+                    c.answered = true;
+                    self.failures_in_a_row = 0;
                     if measured {
                         let us = now.saturating_sub(front.start) / 1000;
                         stats::record(&mut self.tally.latency, us);
@@ -764,6 +857,7 @@ impl Worker<'_> {
                 Check::Failed { len, kind, why } => {
                     c.rbuf.consume(len);
                     c.in_flight.pop_front();
+                    c.error_replied |= kind == ErrorKind::ErrorReply;
                     if c.in_flight.len() + 1 == pipeline {
                         c.ready_since = now;
                     }
@@ -782,6 +876,42 @@ impl Worker<'_> {
                     self.conn_failed(i, ErrorKind::Protocol, why, now);
                     return false;
                 }
+            }
+        }
+    }
+
+    /// Bytes arrived with no request in flight. An ERROR reply that answers no request in
+    /// particular (a "server busy" refusal sent on accept) is an `error_reply`, and ends the
+    /// connection; anything else is a reply to nothing. Returns false if the connection was
+    /// closed.
+    fn take_unsolicited(&mut self, i: usize, now: u64) -> bool {
+        let c = &mut self.conns[i];
+        // Checked as if it answered request 0: an ERROR reply with id 0 or none is one that
+        // answers no request in particular; any other reply is one too many.
+        match self.plan.workload.check(0, c.rbuf.data()) {
+            Check::Incomplete => true,
+            Check::Failed {
+                kind: ErrorKind::ErrorReply,
+                why,
+                ..
+            } => {
+                // The server refused this connection ("server busy") and is closing it:
+                // close it first, so no request is sent into the closing connection only to
+                // be reported as an EOF, and come back after a backoff.
+                self.error(ErrorKind::ErrorReply, why);
+                self.charge_unused_connection(i, now);
+                self.close(i);
+                let c = &mut self.conns[i];
+                c.state = State::Down {
+                    retry_at: now + c.backoff,
+                };
+                c.backoff = (c.backoff * 2).min(BACKOFF_MAX_NS);
+                false
+            }
+            Check::Ok { .. } | Check::Failed { .. } | Check::Fatal { .. } => {
+                let why = format!("{} bytes arrived with no request in flight", c.rbuf.len());
+                self.conn_failed(i, ErrorKind::Mismatch, why, now);
+                false
             }
         }
     }
@@ -866,7 +996,7 @@ impl Worker<'_> {
                     self.connect(i, now);
                     self.pump_if_open(i, now);
                 }
-                State::Connecting { since } if now - since > timeout => {
+                State::Connecting { since } if now.saturating_sub(since) > timeout => {
                     let why = format!(
                         "no connection to {} within {:?}",
                         self.plan.cfg.addr, self.plan.cfg.timeout
@@ -875,7 +1005,7 @@ impl Worker<'_> {
                 }
                 State::Open => {
                     if let Some(since) = c.write_blocked_since {
-                        if now - since > timeout {
+                        if now.saturating_sub(since) > timeout {
                             let why =
                                 format!("the server took no bytes for {:?}", self.plan.cfg.timeout);
                             self.conn_failed(i, ErrorKind::WriteTimeout, why, now);
@@ -966,6 +1096,7 @@ impl Worker<'_> {
             latency,
             ok: std::mem::take(&mut self.interval_ok),
             errors: std::mem::take(&mut self.interval_errors),
+            end: now.min(self.next_interval_at()),
         }));
     }
 }
@@ -1022,9 +1153,12 @@ fn connect_error_kind(e: &io::Error) -> ErrorKind {
     }
 }
 
-fn io_error_kind(e: &io::Error) -> ErrorKind {
+/// The kind of a read or write failure; `writing` says which (the kernel's own `ETIMEDOUT`,
+/// after its retransmissions give up, means the peer stopped acknowledging what was written).
+fn io_error_kind(e: &io::Error, writing: bool) -> ErrorKind {
     match e.raw_os_error().map(Errno::from_raw) {
         Some(Errno::ENOBUFS | Errno::ENOMEM) => ErrorKind::LocalResource,
+        Some(Errno::ETIMEDOUT) if writing => ErrorKind::WriteTimeout,
         Some(Errno::ETIMEDOUT) => ErrorKind::ReadTimeoutEmpty,
         _ => ErrorKind::Reset,
     }

@@ -146,14 +146,19 @@ pub struct Report {
     pub intervals: Vec<IntervalSummary>,
     /// Anything else worth knowing (sampling problems, files not written).
     pub notes: Vec<String>,
+    /// The run was cut short by SIGINT or SIGTERM.
+    pub interrupted: bool,
     /// No error, no lost or failed request, at least one verified reply.
     pub ok: bool,
 }
 
 impl Report {
-    /// The process exit code for this report: 0 clean, 1 errors, 3 invalid measurement.
+    /// The process exit code for this report: 0 clean, 1 errors, 3 invalid measurement,
+    /// 130 interrupted (as a shell reports Ctrl-C).
     pub fn exit_code(&self) -> i32 {
-        if !self.ok {
+        if self.interrupted {
+            130
+        } else if !self.ok {
             1
         } else if !self.valid {
             3
@@ -221,6 +226,13 @@ impl Report {
             "  requests    sent {}  ok {}  failed {}  lost {}  unsent {}",
             c.sent, c.ok, c.failed, c.lost, c.unsent
         );
+        if c.abandoned > 0 || c.closed_idle > 0 {
+            let _ = writeln!(
+                s,
+                "  connections {} closed by the server owing nothing (idle, or after an ERROR reply); {} of the --requests budget used by connections that carried no request",
+                c.closed_idle, c.abandoned
+            );
+        }
         if self.errors.total() == 0 {
             let _ = writeln!(s, "  errors      none");
         } else {
@@ -284,7 +296,11 @@ impl Report {
         if !self.valid {
             let _ = writeln!(s, "  INVALID     {}", self.invalid_reasons.join("; "));
         }
-        let verdict = if !self.ok {
+        let verdict = if self.interrupted {
+            "INTERRUPTED: the figures cover the run so far (exit 130)"
+        } else if !self.ok && self.errors.total() == 0 && self.counts.ok == 0 {
+            "FAILED: no reply was verified (exit 1)"
+        } else if !self.ok {
             "FAILED: errors above (exit 1)"
         } else if !self.valid {
             "INVALID measurement (exit 3)"
@@ -345,7 +361,7 @@ pub fn open_loop_validity(o: &OpenLoop) -> Vec<String> {
     }
     if o.achieved_rps < MIN_RATE_FRACTION * o.rate {
         reasons.push(format!(
-            "only {:.0} req/s of the {:.0} asked for were sent ({:.1}%): the server (or --pipeline/--connections) could not take that rate, so the latencies describe an overloaded queue",
+            "only {:.0} req/s of the {:.0} asked for were sent ({:.1}% of the timetable): the server (or --pipeline/--connections) could not take that rate, so the latencies describe an overloaded queue",
             o.achieved_rps,
             o.rate,
             100.0 * o.achieved_rps / o.rate

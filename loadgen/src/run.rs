@@ -22,8 +22,9 @@ extern "C" fn on_sigint(_: nix::libc::c_int) {
     INTERRUPTED.store(true, Ordering::Relaxed);
 }
 
-/// Makes Ctrl-C end the run early with a full report instead of killing it. A second Ctrl-C
-/// still kills it (SA_RESETHAND restores the default action after the first).
+/// Makes Ctrl-C (SIGINT) and SIGTERM (what `timeout(1)` sends) end the run early with a full
+/// report instead of killing it. A second signal still kills it (SA_RESETHAND restores the
+/// default action after the first).
 pub fn install_sigint() {
     use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
     let action = SigAction::new(
@@ -31,8 +32,10 @@ pub fn install_sigint() {
         SaFlags::SA_RESETHAND,
         SigSet::empty(),
     );
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-    let _ = unsafe { sigaction(Signal::SIGINT, &action) };
+    for signal in [Signal::SIGINT, Signal::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        let _ = unsafe { sigaction(signal, &action) };
+    }
 }
 
 /// Errors that stop a run before it starts.
@@ -98,8 +101,10 @@ pub fn run(args: &RunArgs) -> Result<Report, RunError> {
     for t in 0..threads {
         let globals: Vec<u64> = (t..connections).step_by(threads as usize).collect();
         let budget = cfg.requests.map(|n| {
-            n * globals.len() as u64 / connections
-                + u64::from(t < n * globals.len() as u64 % connections)
+            globals
+                .iter()
+                .map(|&g| engine::share(n, connections, g))
+                .sum()
         });
         let worker_plan = Arc::clone(&plan);
         let tx = tx.clone();
@@ -148,13 +153,17 @@ pub fn run(args: &RunArgs) -> Result<Report, RunError> {
         .join()
         .map_err(|_| RunError::Setup("the collector thread panicked".into()))?;
     notes.extend(collected.notes);
-    if INTERRUPTED.load(Ordering::Relaxed) {
-        notes.push("interrupted (Ctrl-C): the figures cover the run so far".into());
+    let interrupted = INTERRUPTED.load(Ordering::Relaxed);
+    if interrupted {
+        notes.push("interrupted (SIGINT or SIGTERM): the figures cover the run so far".into());
     }
 
     let mut tally = Tally::default();
     let mut examples = Vec::new();
     let mut finished_at = 0;
+    if results.iter().any(|r| r.gave_up) {
+        notes.push("stopped early: every connection kept failing and no reply was verified".into());
+    }
     for r in &results {
         tally.merge(&r.tally);
         examples.extend(r.examples.iter().cloned());
@@ -176,9 +185,15 @@ pub fn run(args: &RunArgs) -> Result<Report, RunError> {
 
     let open_loop = match cfg.pacing {
         Pacing::Closed => None,
+        // The share of the timetable honoured: sends over sends plus the slots that never
+        // left. (Dividing by the elapsed time would count the last replies' latency and the
+        // drain as time the client failed to send in.)
         Pacing::Open { rate } => Some(OpenLoop {
             rate,
-            achieved_rps: per_s(tally.counts.sent),
+            achieved_rps: match tally.counts.sent + tally.counts.unsent {
+                0 => 0.0,
+                slots => rate * tally.counts.sent as f64 / slots as f64,
+            },
             lag_us: Summary::of(&tally.lag),
             unsent: tally.counts.unsent,
         }),
@@ -232,6 +247,7 @@ pub fn run(args: &RunArgs) -> Result<Report, RunError> {
         server,
         intervals: collected.intervals,
         notes,
+        interrupted,
         ok,
     };
     let mut write_notes = Vec::new();

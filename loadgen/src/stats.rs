@@ -177,6 +177,13 @@ pub struct Counts {
     /// Open loop: scheduled sends that never left (the connection was down, or its pipeline
     /// full, until the run ended).
     pub unsent: u64,
+    /// Runs limited by `--requests`: budget used up by connections that failed or closed
+    /// before carrying a request (so a dead server cannot make the run retry forever).
+    pub abandoned: u64,
+    /// Connections the server closed owing nothing: nothing in flight (an idle timeout), or
+    /// right after an ERROR reply that explains the close ("server busy"). Reopened; not an
+    /// error in itself.
+    pub closed_idle: u64,
 }
 
 impl Counts {
@@ -187,6 +194,8 @@ impl Counts {
         self.failed += o.failed;
         self.lost += o.lost;
         self.unsent += o.unsent;
+        self.abandoned += o.abandoned;
+        self.closed_idle += o.closed_idle;
     }
 }
 

@@ -236,8 +236,17 @@ fn hgrm_and_hlog_files() {
                     .deserialize(&mut bytes.as_slice())
                     .unwrap_or_else(|e| panic!("interval {seen}: bad histogram: {e:?}"));
                 assert_eq!(iv.start_timestamp(), Duration::from_secs(seen), "{log}");
-                assert_eq!(iv.duration(), Duration::from_secs(1), "{log}");
                 let reported = &intervals[seen as usize];
+                // Every interval is a second long except the last, which ends with the run.
+                let length = reported["length_s"].as_f64().expect("length_s");
+                assert!(
+                    (iv.duration().as_secs_f64() - length).abs() < 0.001,
+                    "interval {seen}: log says {:?}, JSON {length}\n{log}",
+                    iv.duration()
+                );
+                if (seen as usize) < intervals.len() - 1 {
+                    assert_eq!(iv.duration(), Duration::from_secs(1), "{log}");
+                }
                 assert_eq!(
                     Some(h.len()),
                     reported["ok"].as_u64(),

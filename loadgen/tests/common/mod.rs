@@ -296,6 +296,14 @@ impl Loadgen {
         }
     }
 
+    /// The loadgen process's pid (to signal it).
+    pub fn pid(&self) -> i32 {
+        self.child
+            .as_ref()
+            .map(|c| c.id() as i32)
+            .expect("loadgen is running")
+    }
+
     /// Waits for the run to end; past [`WALL_LIMIT`] kills it and fails the test.
     pub fn wait(mut self) -> Run {
         let mut child = self.child.take().expect("waited once");
