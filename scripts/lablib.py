@@ -1,7 +1,8 @@
 """What the Python measurement scripts share: echolab's binary framing, starting a server and
 learning its port from the `listening on` line, and writing a run into results/DATE-NAME/.
 
-Imported by idle-connections.py and blocking-handler.py (run them from anywhere: they put
+Imported by idle-connections.py, blocking-handler.py, loadgen-vs-redis-benchmark.py and
+loadgen-pacing.py (run them from anywhere: they put
 scripts/ on the import path by living in it). book_client.py stays standalone on purpose: it
 is the book's client, and shows the book's JSON framing on its own.
 """
@@ -64,6 +65,20 @@ def start_server(binary, *args):
         proc.kill()
         raise SystemExit(f"{binary} did not start: {line!r}")
     return proc, int(line.rsplit(":", 1)[1])
+
+
+def pin_all_threads(pid, cpus):
+    """Moves every thread of PID (the server's helper threads too) onto CPUS."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            os.sched_setaffinity(int(tid), cpus)
+        except OSError:
+            pass
+
+
+def client_affinity(cpus):
+    """A preexec_fn that pins the client (and the threads it will start) to CPUS."""
+    return (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
 
 
 def results_dir(name, override=None):

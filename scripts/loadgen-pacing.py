@@ -1,0 +1,105 @@
+#!/usr/bin/env python3
+"""How precisely does loadgen keep its open-loop timetable?
+
+Against server-eventloop (binary, 16 connections), first the closed-loop maximum is measured,
+then open-loop runs at fixed rates and at half that maximum. For each rate the script reports
+the latency from the schedule (corrected) beside the latency from the actual send
+(uncorrected): when the client keeps its timetable and the server keeps up, the two medians
+must agree, and the client's own lag (how late sends left) must be microseconds. wrk2, which
+paces with a 1 ms timer tick, is off by about a millisecond here.
+
+Server on CPU 0, loadgen on CPU 1 (as in loadgen-vs-redis-benchmark.py); medians of --repeat
+interleaved runs.
+
+    python3 scripts/loadgen-pacing.py --repeat 3 --seconds 3
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from lablib import (ROOT, build_release, client_affinity, pin_all_threads, results_dir, start_server,  # noqa: E402
+                    write_table)
+
+LOADGEN = os.path.join(ROOT, "target", "release", "loadgen")
+
+
+def loadgen(port, seconds, cpus, *extra):
+    with tempfile.NamedTemporaryFile(suffix=".json") as f:
+        cmd = [LOADGEN, "run", "--addr", f"127.0.0.1:{port}", "-c", "16", "-d", f"{seconds}s", "--warmup", "0.5s",
+               "--progress", "never", "--json", f.name, *extra]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30,
+                              preexec_fn=client_affinity(cpus))
+        if done.returncode not in (0, 3):
+            raise SystemExit(f"loadgen failed ({done.returncode}):\n{done.stdout}{done.stderr}")
+        return json.load(f)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--results", help="results directory (default results/DATE-loadgen-pacing)")
+    args = ap.parse_args()
+    build_release("echolab-servers", "echolab-loadgen")
+    pin = os.cpu_count() >= 2
+    server_cpus, client_cpus = ({0}, {1}) if pin else (None, None)
+
+    proc, port = start_server("server-eventloop", "--backend", "epoll")
+    if server_cpus:
+        pin_all_threads(proc.pid, server_cpus)
+    raw = []
+    try:
+        peak = statistics.median(loadgen(port, args.seconds, client_cpus)["throughput_rps"]
+                                 for _ in range(args.repeat))
+        rates = [1000, 10000, int(peak / 2)]
+        samples = {r: [] for r in rates}
+        for rep in range(args.repeat):
+            for rate in rates:
+                r = loadgen(port, args.seconds, client_cpus, "--rate", str(rate))
+                s = {
+                    "achieved": r["open_loop"]["achieved_rps"],
+                    "corr_p50": r["latency_us"]["p50"],
+                    "raw_p50": r["latency_uncorrected_us"]["p50"],
+                    "corr_p99": r["latency_us"]["p99"],
+                    "raw_p99": r["latency_uncorrected_us"]["p99"],
+                    "lag_p50": r["open_loop"]["lag_us"]["p50"],
+                    "lag_p99": r["open_loop"]["lag_us"]["p99"],
+                    "cpu": r["client_cpu"]["us_per_request"],
+                    "valid": r["valid"],
+                }
+                samples[rate].append(s)
+                raw.append(f"{rep}\t{rate}\t" + "\t".join(str(s[k]) for k in s))
+                print(raw[-1], file=sys.stderr)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+    med = lambda rate, k: statistics.median(s[k] for s in samples[rate])  # noqa: E731
+    placement = "server on CPU 0, loadgen on CPU 1" if pin else "placed by the scheduler"
+    lines = [f"server-eventloop (epoll, binary), 16 connections, {args.seconds} s per run, {placement}; "
+             f"closed-loop maximum {peak:.0f} req/s (median of {args.repeat}); medians of {args.repeat} "
+             "interleaved runs per rate.", "",
+             "| target req/s | sent req/s | p50 from schedule µs | p50 from send µs | difference µs | "
+             "p99 from schedule µs | p99 from send µs | client lag p50 µs | client lag p99 µs | "
+             "client CPU µs/req | valid runs |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for rate in rates:
+        valid = sum(s["valid"] for s in samples[rate])
+        lines.append(f"| {rate} | {med(rate, 'achieved'):.0f} | {med(rate, 'corr_p50'):.0f} | {med(rate, 'raw_p50'):.0f} | "
+                     f"{med(rate, 'corr_p50') - med(rate, 'raw_p50'):.0f} | {med(rate, 'corr_p99'):.0f} | "
+                     f"{med(rate, 'raw_p99'):.0f} | {med(rate, 'lag_p50'):.0f} | {med(rate, 'lag_p99'):.0f} | "
+                     f"{med(rate, 'cpu'):.1f} | {valid}/{len(samples[rate])} |")
+    out = results_dir("loadgen-pacing", args.results)
+    with open(os.path.join(out, "raw.tsv"), "w") as f:
+        f.write("rep\trate\tachieved\tcorr_p50\traw_p50\tcorr_p99\traw_p99\tlag_p50\tlag_p99\tcpu_us_per_req\tvalid\n")
+        f.write("\n".join(raw) + "\n")
+    write_table(out, "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
