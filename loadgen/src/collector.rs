@@ -1,7 +1,7 @@
 //! The collector thread: merges the workers' per-second histograms, prints the live line,
 //! writes the interval log, and samples the server's process tree.
 //!
-//! Workers never wait for it: they send an [`Interval`] over a crossbeam channel once a second
+//! Workers never wait for it: they send an [`Interval`](crate::engine::Interval) over a crossbeam channel once a second
 //! and go on. The collector merges interval `i` once every thread has sent it (or a later
 //! one), so a slow thread delays the live line, never the load.
 
