@@ -23,4 +23,6 @@ pub mod proc;
 pub mod report;
 pub mod run;
 pub mod stats;
+pub mod suite;
+pub mod suite_report;
 pub mod workload;

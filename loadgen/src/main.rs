@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use echolab_loadgen::cli::RunArgs;
 use echolab_loadgen::run::{self, RunError};
+use echolab_loadgen::suite::{self, SuiteArgs};
 
 /// echolab's load generator: drive an echo server, verify every reply, and report latency
 /// (HdrHistogram), throughput, errors by kind, and the server's cost per request.
@@ -24,7 +25,14 @@ enum Command {
     /// Drive one server with closed- or open-loop load and report.
     #[command(after_help = EXIT_CODES)]
     Run(RunArgs),
+    /// Run every concurrency model through the lab's workloads, side by side, and write a
+    /// report with tables and plots to results/<run-id>/.
+    #[command(after_help = SUITE_EXIT_CODES)]
+    Suite(SuiteArgs),
 }
+
+const SUITE_EXIT_CODES: &str = "Exit codes: 0 every model ran every workload cleanly; 1 a model \
+failed (crashed, left a process behind, or a run had errors: the report names it); 2 bad flags.";
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -46,5 +54,38 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Suite(args) => {
+            run::install_sigint();
+            match suite::suite(&args) {
+                Ok(report) => {
+                    print!("{}", suite::tables(&report));
+                    let failures: Vec<&String> = report
+                        .failures
+                        .iter()
+                        .filter(|f| !f.starts_with("note:"))
+                        .collect();
+                    for f in &report.failures {
+                        eprintln!("loadgen suite: {f}");
+                    }
+                    eprintln!("loadgen suite: report in {}", report_dir(&args, &report));
+                    if failures.is_empty() {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(1)
+                    }
+                }
+                Err(m) => {
+                    eprintln!("loadgen suite: {m}");
+                    ExitCode::from(2)
+                }
+            }
+        }
     }
+}
+
+fn report_dir(args: &SuiteArgs, report: &echolab_loadgen::suite_report::SuiteReport) -> String {
+    args.results.as_ref().map_or_else(
+        || format!("results/{}", report.run_id),
+        |p| p.display().to_string(),
+    )
 }

@@ -15,7 +15,7 @@ use crate::stats::{Summary, Tally};
 use crate::workload::Workload;
 
 /// Set by the SIGINT handler: the run stops starting requests and reports what it has.
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_sigint(_: nix::libc::c_int) {
     // Only an atomic store: the one thing a signal handler may safely do here.

@@ -1,0 +1,1249 @@
+//! `loadgen suite`: every concurrency model side by side, in one command.
+//!
+//! For each repetition, for each model (interleaved: A B C A B C, so a machine that drifts
+//! does not favour one model), the suite starts the server on a free port, waits until it
+//! listens, runs every workload against it with loadgen's own engine (server cost included),
+//! stops it with SIGTERM, and checks that it exited cleanly and left no process behind. Each
+//! figure is the median of the repetitions. The result goes to `results/<run-id>/`:
+//! `report.json` (every figure), `report.md` (the tables), the `.hgrm` file of each cell's
+//! median run, and SVG plots.
+//!
+//! Workloads (see [`Workload`]): echo over 1, 16 and 256 persistent connections; a new
+//! connection per request; a 1 ms blocking handler at 16 connections; idle connections held
+//! open beside one measuring connection. Bounded models (a thread pool, pre-forked workers)
+//! serve at most their worker count at once: the suite shows what that does at 256
+//! connections and marks the idle workload as beyond them, rather than hiding it.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use echolab_protocol::{Command as Op, Decoded, Protocol, Request};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use crate::cli::{self, Progress, RunArgs};
+use crate::run;
+use crate::suite_report::{
+    AcceptDistribution, Cell, CellStatus, ModelInfo, SuiteParams, SuiteReport, Workload,
+};
+
+/// `loadgen suite`: run every model through the lab's workloads and write a report.
+#[derive(Debug, Clone, Args)]
+pub struct SuiteArgs {
+    /// The long matrix: more connection counts and idle counts, 5 repetitions, 3 s runs.
+    #[arg(long)]
+    pub full: bool,
+
+    /// Only these models (comma-separated short names: thread, thread-pool, fork,
+    /// prefork-shared, prefork-locked, prefork-reuseport, eventloop-select, eventloop-poll,
+    /// eventloop-epoll, redis-server, or a name given with --server).
+    #[arg(long, value_delimiter = ',')]
+    pub only: Option<Vec<String>>,
+
+    /// Only these workloads (comma-separated: echo, short, sleep, idle).
+    #[arg(long, value_delimiter = ',')]
+    pub workloads: Option<Vec<String>>,
+
+    /// Connection counts for the echo workload (default 1,16,256; --full 1,4,16,64,256).
+    #[arg(long, value_delimiter = ',')]
+    pub connections: Option<Vec<u32>>,
+
+    /// Idle connections for the idle workload (default 1000,2000; --full 0,250,1000,2000,4000).
+    #[arg(long, value_delimiter = ',')]
+    pub idle: Option<Vec<u32>>,
+
+    /// Repetitions of every run (default 3; --full 5). Figures are medians.
+    #[arg(long)]
+    pub repeat: Option<u32>,
+
+    /// Measured time per run (default 500ms; --full 3s).
+    #[arg(long, value_parser = echolab_protocol::units::parse_duration)]
+    pub duration: Option<Duration>,
+
+    /// Warmup per run (default 200ms; --full 1s).
+    #[arg(long, value_parser = echolab_protocol::units::parse_duration)]
+    pub warmup: Option<Duration>,
+
+    /// Workers for server-thread --pool and server-prefork --workers.
+    #[arg(long, default_value_t = 32)]
+    pub workers: u32,
+
+    /// Also run your own server: NAME=COMMAND, where COMMAND (run by sh) speaks the binary
+    /// protocol and either contains {addr} (replaced by a free 127.0.0.1 port) or prints
+    /// `listening on ADDR`. Repeatable.
+    #[arg(long = "server", value_name = "NAME=COMMAND")]
+    pub servers: Vec<String>,
+
+    /// Directory of the server binaries (default: beside this loadgen, built with cargo if
+    /// missing).
+    #[arg(long, value_name = "DIR")]
+    pub bin_dir: Option<PathBuf>,
+
+    /// Write the report here (default results/<run-id> under the current directory).
+    #[arg(long, value_name = "DIR")]
+    pub results: Option<PathBuf>,
+}
+
+/// A server to start.
+#[derive(Debug, Clone)]
+struct Model {
+    name: String,
+    /// Program and arguments (run directly), or a shell command for --server.
+    argv: Vec<String>,
+    shell: bool,
+    protocol: Protocol,
+    /// At most this many connections are served at once (workers), if bounded.
+    capacity: Option<u32>,
+    /// Accepts --stats-file (echolab's servers).
+    echolab: bool,
+}
+
+/// What one run of one (model, workload, x) measured.
+#[derive(Debug, Clone)]
+struct Sample {
+    report: crate::report::Report,
+    hgrm: PathBuf,
+}
+
+/// Runs the suite; returns the report (also written to disk) or a message saying why it
+/// could not run at all.
+pub fn suite(args: &SuiteArgs) -> Result<SuiteReport, String> {
+    let started = Instant::now();
+    let full = args.full;
+    let repeat = args.repeat.unwrap_or(if full { 5 } else { 3 }).max(1);
+    let duration = args.duration.unwrap_or(if full {
+        Duration::from_secs(3)
+    } else {
+        Duration::from_millis(500)
+    });
+    let warmup = args.warmup.unwrap_or(if full {
+        Duration::from_secs(1)
+    } else {
+        Duration::from_millis(200)
+    });
+    let connections = args.connections.clone().unwrap_or(if full {
+        vec![1, 4, 16, 64, 256]
+    } else {
+        vec![1, 16, 256]
+    });
+    let mut idle = args.idle.clone().unwrap_or(if full {
+        vec![0, 250, 1000, 2000, 4000]
+    } else {
+        vec![1000, 2000]
+    });
+    let workloads = pick_workloads(args.workloads.as_deref())?;
+
+    let mut failures = Vec::new();
+    let nofile = raise_nofile();
+    let most_idle = idle.iter().copied().max().unwrap_or(0);
+    if u64::from(most_idle) + 200 > nofile {
+        let fit = nofile.saturating_sub(200) as u32;
+        idle.retain(|&n| n <= fit);
+        failures.push(format!(
+            "note: the open-file limit is {nofile}: idle counts above {fit} were dropped"
+        ));
+    }
+
+    let bin_dir = find_bin_dir(args.bin_dir.as_deref())?;
+    let mut models = standard_models(&bin_dir, args.workers);
+    for spec in &args.servers {
+        models.push(custom_model(spec)?);
+    }
+    if let Some(only) = &args.only {
+        if let Some(bad) = only.iter().find(|n| !models.iter().any(|m| &m.name == *n)) {
+            let names: Vec<&str> = models.iter().map(|m| m.name.as_str()).collect();
+            return Err(format!(
+                "--only {bad}: no such model (known: {})",
+                names.join(", ")
+            ));
+        }
+        models.retain(|m| only.contains(&m.name));
+    }
+
+    let run_id = run_id();
+    let dir = args
+        .results
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("results").join(&run_id));
+    fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let scratch = dir.join("runs");
+    fs::create_dir_all(&scratch)
+        .map_err(|e| format!("cannot create {}: {e}", scratch.display()))?;
+
+    // (model, workload, x) -> samples; and the accept counts of prefork workers.
+    let mut samples: BTreeMap<(String, &'static str, u32), Vec<Sample>> = BTreeMap::new();
+    let mut unable: BTreeMap<(String, &'static str, u32), String> = BTreeMap::new();
+    let mut failed: BTreeMap<(String, &'static str, u32), String> = BTreeMap::new();
+    let mut accepts: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+
+    let plan = Plan {
+        duration,
+        warmup,
+        connections: connections.clone(),
+        idle: idle.clone(),
+        workloads: workloads.clone(),
+    };
+    let total = repeat as usize * models.len();
+    let mut done = 0;
+    'reps: for rep in 0..repeat {
+        for model in &models {
+            if run::INTERRUPTED.load(Ordering::Relaxed) {
+                failures.push("interrupted: the report covers the runs so far".into());
+                break 'reps;
+            }
+            done += 1;
+            eprintln!("[{done}/{total}] {} (repetition {})", model.name, rep + 1);
+            let stats_file = scratch.join(format!("{}-r{rep}.stats.json", model.name));
+            let mut server = match Server::start(model, &stats_file) {
+                Ok(s) => s,
+                Err(e) => {
+                    failures.push(format!("{}: did not start: {e}", model.name));
+                    continue;
+                }
+            };
+            for (workload, x) in plan.runs() {
+                let key = (model.name.clone(), workload.name(), x);
+                if let Some(why) = cannot(model, workload, x) {
+                    unable.insert(key, why);
+                    continue;
+                }
+                let hgrm = scratch.join(format!(
+                    "{}-{}-{x}-r{rep}.hgrm",
+                    model.name,
+                    workload.name()
+                ));
+                match run_one(model, &mut server, workload, x, &plan, &hgrm) {
+                    Ok(Outcome::Measured(report)) => {
+                        samples.entry(key).or_default().push(Sample {
+                            report: *report,
+                            hgrm,
+                        });
+                    }
+                    Ok(Outcome::Unable(why)) => {
+                        unable.insert(key, why);
+                    }
+                    Err(e) => {
+                        failures.push(format!(
+                            "{} {} x{x} (repetition {}): {e}",
+                            model.name,
+                            workload.name(),
+                            rep + 1
+                        ));
+                        failed.insert(key, e);
+                    }
+                }
+                if !server.alive() {
+                    break;
+                }
+            }
+            match server.stop() {
+                Ok(()) => {}
+                Err(e) => failures.push(format!("{}: {e}", model.name)),
+            }
+            if model.echolab {
+                if let Some(per_worker) = worker_accepts(&stats_file) {
+                    let sum = accepts.entry(model.name.clone()).or_default();
+                    sum.resize(sum.len().max(per_worker.len()), 0);
+                    for (s, n) in sum.iter_mut().zip(per_worker) {
+                        *s += n;
+                    }
+                }
+            }
+        }
+    }
+
+    let mut cells = Vec::new();
+    for model in &models {
+        for (workload, x) in plan.runs() {
+            let key = (model.name.clone(), workload.name(), x);
+            cells.push(make_cell(
+                &model.name,
+                workload,
+                x,
+                samples.get(&key).map(Vec::as_slice).unwrap_or(&[]),
+                unable.get(&key),
+                failed.get(&key),
+                &dir,
+            ));
+        }
+    }
+    let accept = accepts
+        .into_iter()
+        .filter(|(name, _)| name.starts_with("prefork"))
+        .map(|(model, per_worker)| AcceptDistribution {
+            jain: jain(&per_worker),
+            model,
+            per_worker,
+        })
+        .collect();
+    let machine = proc_machine();
+    let report = SuiteReport {
+        run_id,
+        tool: format!("loadgen {}", env!("CARGO_PKG_VERSION")),
+        machine,
+        params: SuiteParams {
+            repeat,
+            duration_s: duration.as_secs_f64(),
+            warmup_s: warmup.as_secs_f64(),
+            connections,
+            idle,
+            full,
+        },
+        models: models
+            .iter()
+            .map(|m| ModelInfo {
+                name: m.name.clone(),
+                command: m.argv.join(" "),
+            })
+            .collect(),
+        cells,
+        accept,
+        failures,
+        elapsed_s: started.elapsed().as_secs_f64(),
+    };
+    let _ = fs::remove_dir_all(&scratch);
+    write_report(&report, &dir)?;
+    Ok(report)
+}
+
+/// The matrix of one repetition.
+#[derive(Debug, Clone)]
+struct Plan {
+    duration: Duration,
+    warmup: Duration,
+    connections: Vec<u32>,
+    idle: Vec<u32>,
+    workloads: Vec<Workload>,
+}
+
+/// Connection slots of the short and sleep workloads.
+const SLOTS: u32 = 16;
+
+impl Plan {
+    /// Every (workload, x) of one model, in run order.
+    fn runs(&self) -> Vec<(Workload, u32)> {
+        let mut out = Vec::new();
+        for &w in &self.workloads {
+            match w {
+                Workload::Echo => out.extend(self.connections.iter().map(|&c| (w, c))),
+                Workload::Short | Workload::Sleep => out.push((w, SLOTS)),
+                Workload::Idle => out.extend(self.idle.iter().map(|&n| (w, n))),
+            }
+        }
+        out
+    }
+}
+
+fn pick_workloads(names: Option<&[String]>) -> Result<Vec<Workload>, String> {
+    let all = [
+        Workload::Echo,
+        Workload::Short,
+        Workload::Sleep,
+        Workload::Idle,
+    ];
+    let Some(names) = names else {
+        return Ok(all.to_vec());
+    };
+    names
+        .iter()
+        .map(|n| {
+            all.iter().copied().find(|w| w.name() == n).ok_or_else(|| {
+                format!("--workloads {n}: not a workload (echo, short, sleep, idle)")
+            })
+        })
+        .collect()
+}
+
+/// Why `model` cannot run `workload` at `x` by its nature, if it cannot.
+fn cannot(model: &Model, workload: Workload, x: u32) -> Option<String> {
+    match (workload, model.capacity) {
+        (Workload::Sleep, _) if model.protocol == Protocol::Resp => {
+            Some("RESP has no SLEEP".into())
+        }
+        (Workload::Idle, Some(n)) if x > 0 => Some(format!(
+            "{n} workers: each idle connection holds one, so the measuring connection would wait behind them"
+        )),
+        _ => None,
+    }
+}
+
+enum Outcome {
+    Measured(Box<crate::report::Report>),
+    Unable(String),
+}
+
+/// One loadgen run of `workload` at `x` against the running `server`.
+fn run_one(
+    model: &Model,
+    server: &mut Server,
+    workload: Workload,
+    x: u32,
+    plan: &Plan,
+    hgrm: &Path,
+) -> Result<Outcome, String> {
+    let mut held = Vec::new();
+    let mut args = run_args(server.addr, model.protocol, plan, hgrm, server.pid());
+    match workload {
+        Workload::Echo => args.connections = x,
+        Workload::Short => {
+            args.connections = SLOTS;
+            args.requests_per_conn = Some(1);
+            // Each address has its own ephemeral ports; a suite makes tens of thousands of
+            // connections, each leaving a port in TIME_WAIT on this side.
+            args.source_ips = cli::parse_source_ips("127.0.0.2-127.0.0.254").ok();
+        }
+        Workload::Sleep => {
+            args.connections = SLOTS;
+            args.op = cli::Op::Sleep(1000);
+        }
+        Workload::Idle => {
+            args.connections = 1;
+            match hold_idle(server.addr, model.protocol, x) {
+                Ok(conns) => held = conns,
+                Err(IdleError::Refused { held: n, why }) => {
+                    return Ok(Outcome::Unable(format!(
+                        "served {n} of {x} idle connections, then refused: {why}"
+                    )))
+                }
+                Err(IdleError::Other(e)) => return Err(format!("opening idle connections: {e}")),
+            }
+        }
+    }
+    let report = run::run(&args).map_err(|e| e.to_string())?;
+    drop(held);
+    if !server.alive() {
+        return Err(format!(
+            "the server died during the run ({})",
+            server.describe_exit()
+        ));
+    }
+    // A bounded model serves one connection per worker: connections beyond the workers (or,
+    // with SO_REUSEPORT, hashed to a busy worker's own queue) wait and time out. That is the
+    // model, reported in the cell's note, not a failure of the run.
+    let bounded = model.capacity.is_some();
+    if report.ok || (bounded && report.counts.ok > 0) {
+        Ok(Outcome::Measured(Box::new(report)))
+    } else {
+        let kinds: Vec<String> = report
+            .errors
+            .nonzero()
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect();
+        Err(format!(
+            "{} verified replies, errors: {}",
+            report.counts.ok,
+            if kinds.is_empty() {
+                "none".into()
+            } else {
+                kinds.join(", ")
+            }
+        ))
+    }
+}
+
+fn run_args(addr: SocketAddr, protocol: Protocol, plan: &Plan, hgrm: &Path, pid: i32) -> RunArgs {
+    RunArgs {
+        addr,
+        source_ips: None,
+        protocol,
+        connections: 1,
+        threads: 1,
+        duration: Some(plan.duration),
+        requests: None,
+        warmup: plan.warmup,
+        payload: 64,
+        op: cli::Op::Echo,
+        pipeline: 1,
+        requests_per_conn: None,
+        // Short enough that starved connections of a bounded model do not stall the suite.
+        timeout: Duration::from_secs(1),
+        rate: None,
+        server_pid: Some(pid),
+        json: None,
+        hgrm: Some(hgrm.to_path_buf()),
+        hlog: None,
+        progress: Progress::Never,
+    }
+}
+
+/// Why idle connections could not all be held.
+enum IdleError {
+    /// The server refused some (select past FD_SETSIZE, a connection cap).
+    Refused { held: u32, why: String },
+    /// Something else (the client's own limits).
+    Other(String),
+}
+
+/// Opens `n` connections and has each answer one echo (so the server has really taken it
+/// on), then leaves them idle. They close when the returned vector is dropped.
+fn hold_idle(addr: SocketAddr, protocol: Protocol, n: u32) -> Result<Vec<TcpStream>, IdleError> {
+    let codec = protocol.codec(echolab_protocol::DEFAULT_MAX_FRAME);
+    let mut request = Vec::new();
+    codec
+        .encode_request(
+            &Request {
+                id: Some(1),
+                command: Op::Echo,
+                payload: b"\"idle\"",
+            },
+            &mut request,
+        )
+        .map_err(|e| IdleError::Other(e.to_string()))?;
+    let mut conns = Vec::with_capacity(n as usize);
+    for held in 0..n {
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+            .map_err(|e| IdleError::Other(format!("connection {held}: {e}")))?;
+        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+        s.write_all(&request)
+            .map_err(|e| IdleError::Other(format!("connection {held}: {e}")))?;
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 512];
+        loop {
+            match s.read(&mut chunk) {
+                Ok(0) => {
+                    return Err(IdleError::Refused {
+                        held,
+                        why: "closed without a reply".into(),
+                    })
+                }
+                Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                Err(e) => {
+                    return Err(IdleError::Refused {
+                        held,
+                        why: format!("no reply: {e}"),
+                    })
+                }
+            }
+            match codec.decode_response(&buf) {
+                Ok(Decoded::Complete { message, .. }) => {
+                    if message.status == echolab_protocol::Status::Error {
+                        return Err(IdleError::Refused {
+                            held,
+                            why: String::from_utf8_lossy(message.payload).into_owned(),
+                        });
+                    }
+                    break;
+                }
+                Ok(Decoded::Incomplete) => {}
+                Ok(Decoded::Invalid { error, .. }) | Err(error) => {
+                    return Err(IdleError::Other(error.to_string()))
+                }
+            }
+        }
+        conns.push(s);
+    }
+    Ok(conns)
+}
+
+// ----- servers ---------------------------------------------------------------------------
+
+/// The models the lab compares, with the flags the suite gives them.
+fn standard_models(bin: &Path, workers: u32) -> Vec<Model> {
+    let path = |name: &str| bin.join(name).to_string_lossy().into_owned();
+    let ours = |name: &str, bin_name: &str, extra: &[String], capacity: Option<u32>| Model {
+        name: name.into(),
+        argv: std::iter::once(path(bin_name))
+            .chain(extra.iter().cloned())
+            .collect(),
+        shell: false,
+        protocol: Protocol::Binary,
+        capacity,
+        echolab: true,
+    };
+    let w = workers.to_string();
+    let mut models = vec![
+        ours("thread", "server-thread", &[], None),
+        ours(
+            "thread-pool",
+            "server-thread",
+            &["--pool".into(), w.clone()],
+            Some(workers),
+        ),
+        ours("fork", "server-fork", &[], None),
+    ];
+    for mode in ["shared", "locked", "reuseport"] {
+        models.push(ours(
+            &format!("prefork-{mode}"),
+            "server-prefork",
+            &[
+                "--workers".into(),
+                w.clone(),
+                "--accept".into(),
+                mode.into(),
+            ],
+            Some(workers),
+        ));
+    }
+    for backend in ["select", "poll", "epoll"] {
+        models.push(ours(
+            &format!("eventloop-{backend}"),
+            "server-eventloop",
+            &["--backend".into(), backend.into()],
+            None,
+        ));
+    }
+    if let Some(redis) = which("redis-server") {
+        models.push(Model {
+            name: "redis-server".into(),
+            argv: vec![
+                redis,
+                "--bind".into(),
+                "127.0.0.1".into(),
+                "--port".into(),
+                "{port}".into(),
+                "--save".into(),
+                String::new(),
+                "--appendonly".into(),
+                "no".into(),
+                // Protected mode admits 127.0.0.1 only; the short-connection workload comes
+                // from 127.0.0.2-254 (for their ephemeral ports). Still bound to loopback.
+                "--protected-mode".into(),
+                "no".into(),
+                "--maxclients".into(),
+                "10000".into(),
+            ],
+            shell: false,
+            protocol: Protocol::Resp,
+            capacity: None,
+            echolab: false,
+        });
+    }
+    models
+}
+
+fn custom_model(spec: &str) -> Result<Model, String> {
+    let (name, command) = spec
+        .split_once('=')
+        .ok_or_else(|| format!("--server {spec}: expected NAME=COMMAND"))?;
+    if name.is_empty() || command.trim().is_empty() {
+        return Err(format!("--server {spec}: expected NAME=COMMAND"));
+    }
+    Ok(Model {
+        name: name.into(),
+        argv: vec![command.into()],
+        shell: true,
+        protocol: Protocol::Binary,
+        capacity: None,
+        echolab: false,
+    })
+}
+
+fn which(program: &str) -> Option<String> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+        .map(|p| p.to_string_lossy().into_owned())
+}
+
+/// Where the server binaries are: `--bin-dir`, or beside this executable, built with cargo
+/// (release if this is a release build) when missing.
+fn find_bin_dir(given: Option<&Path>) -> Result<PathBuf, String> {
+    const NAMES: [&str; 4] = [
+        "server-thread",
+        "server-fork",
+        "server-prefork",
+        "server-eventloop",
+    ];
+    let dir = match given {
+        Some(d) => d.to_path_buf(),
+        None => std::env::current_exe()
+            .ok()
+            .and_then(|p| p.parent().map(Path::to_path_buf))
+            .ok_or("cannot tell where this loadgen lives; pass --bin-dir")?,
+    };
+    if NAMES.iter().all(|n| dir.join(n).is_file()) {
+        return Ok(dir);
+    }
+    if given.is_some() {
+        return Err(format!(
+            "{} does not hold the server binaries",
+            dir.display()
+        ));
+    }
+    let release = dir.ends_with("release");
+    eprintln!(
+        "building the servers (cargo build{} -p echolab-servers)",
+        if release { " --release" } else { "" }
+    );
+    let mut cmd = Command::new("cargo");
+    cmd.args(["build", "-q", "-p", "echolab-servers", "--bins"]);
+    if release {
+        cmd.arg("--release");
+    }
+    let ok = cmd.status().map(|s| s.success()).unwrap_or(false);
+    if ok && NAMES.iter().all(|n| dir.join(n).is_file()) {
+        Ok(dir)
+    } else {
+        Err(format!(
+            "the server binaries are not in {} and cargo could not build them; run `cargo build --release` in the echolab checkout, or pass --bin-dir",
+            dir.display()
+        ))
+    }
+}
+
+/// A running server, in its own process group so that everything it started can be checked
+/// for (and, on failure, killed) as one.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+    name: String,
+    exit: Option<ExitStatus>,
+}
+
+impl Server {
+    fn start(model: &Model, stats_file: &Path) -> Result<Server, String> {
+        let port_given = model
+            .argv
+            .iter()
+            .any(|a| a.contains("{port}") || a.contains("{addr}"));
+        let port = if port_given { free_port()? } else { 0 };
+        let fill = |a: &str| {
+            a.replace("{port}", &port.to_string())
+                .replace("{addr}", &format!("127.0.0.1:{port}"))
+        };
+        let mut cmd = if model.shell {
+            let mut c = Command::new("sh");
+            c.arg("-c").arg(fill(&model.argv[0]));
+            c
+        } else {
+            let mut c = Command::new(&model.argv[0]);
+            c.args(model.argv[1..].iter().map(|a| fill(a)));
+            c
+        };
+        if model.echolab {
+            cmd.args([
+                "--addr",
+                "127.0.0.1:0",
+                "--grace",
+                "1s",
+                "--max-connections",
+                "10000",
+            ]);
+            cmd.arg("--stats-file").arg(stats_file);
+        }
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .map_err(|e| format!("cannot run {}: {e}", model.argv[0]))?;
+        let addr = if port_given {
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            wait_for_port(&mut child, addr)?;
+            addr
+        } else {
+            wait_for_line(&mut child)?
+        };
+        Ok(Server {
+            child,
+            addr,
+            name: model.name.clone(),
+            exit: None,
+        })
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    fn alive(&mut self) -> bool {
+        if self.exit.is_some() {
+            return false;
+        }
+        match self.child.try_wait() {
+            Ok(Some(status)) => {
+                self.exit = Some(status);
+                false
+            }
+            Ok(None) => true,
+            Err(_) => false,
+        }
+    }
+
+    fn describe_exit(&self) -> String {
+        self.exit
+            .map_or("still running".into(), |s| format!("exit {s}"))
+    }
+
+    /// SIGTERM, wait (at most 10 s), then check the exit status and that nothing of its
+    /// process group survived.
+    fn stop(mut self) -> Result<(), String> {
+        let pgid = Pid::from_raw(self.pid());
+        if self.alive() {
+            let _ = kill(pgid, Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while self.alive() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if self.alive() {
+                let _ = kill(Pid::from_raw(-pgid.as_raw()), Signal::SIGKILL);
+                let _ = self.child.wait();
+                return Err("did not exit within 10 s of SIGTERM (killed)".into());
+            }
+        } else {
+            return Err(format!(
+                "crashed during the suite ({})",
+                self.describe_exit()
+            ));
+        }
+        let status = self.exit;
+        // Anything left in the group (a worker, a child) outlived its server.
+        std::thread::sleep(Duration::from_millis(50));
+        let leftovers = kill(Pid::from_raw(-pgid.as_raw()), None).is_ok();
+        if leftovers {
+            let _ = kill(Pid::from_raw(-pgid.as_raw()), Signal::SIGKILL);
+            return Err(format!(
+                "left processes behind after it exited (process group {pgid}); killed them"
+            ));
+        }
+        match status {
+            Some(s) if s.success() => Ok(()),
+            Some(s) => Err(format!("exited uncleanly after SIGTERM: {s}")),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.exit.is_none() && matches!(self.child.try_wait(), Ok(None)) {
+            let _ = kill(Pid::from_raw(-(self.child.id() as i32)), Signal::SIGKILL);
+            let _ = self.child.wait();
+        }
+        let _ = &self.name;
+    }
+}
+
+fn free_port() -> Result<u16, String> {
+    // Bind port 0, read the port, release it: a tiny race with other programs, acceptable
+    // for servers (redis-server) that cannot be told to pick a port themselves.
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| format!("cannot find a free port: {e}"))
+}
+
+fn wait_for_line(child: &mut Child) -> Result<SocketAddr, String> {
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        for line in lines.by_ref() {
+            let Ok(line) = line else { break };
+            if let Some(addr) = line.strip_prefix("listening on ") {
+                let _ = tx.send(addr.trim().parse::<SocketAddr>().ok());
+                break;
+            }
+        }
+        // Keep draining so the server never blocks on a full pipe.
+        for _ in lines {}
+    });
+    match rx.recv_timeout(Duration::from_secs(10)) {
+        Ok(Some(addr)) => Ok(addr),
+        Ok(None) => Err("printed an unreadable `listening on` line".into()),
+        Err(_) => Err("no `listening on ADDR` line within 10 s".into()),
+    }
+}
+
+fn wait_for_port(child: &mut Child, addr: SocketAddr) -> Result<(), String> {
+    if let Some(stdout) = child.stdout.take() {
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut BufReader::new(stdout), &mut std::io::sink());
+        });
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(Some(s)) = child.try_wait() {
+            return Err(format!("exited before listening: {s}"));
+        }
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err(format!("nothing listening on {addr} within 10 s"))
+}
+
+/// Raises this process's open-file limit to its hard limit (the servers inherit it); returns
+/// the limit now in force.
+fn raise_nofile() -> u64 {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) => {
+            if setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+                hard
+            } else {
+                soft
+            }
+        }
+        Err(_) => 1024,
+    }
+}
+
+fn worker_accepts(stats_file: &Path) -> Option<Vec<u64>> {
+    let text = fs::read_to_string(stats_file).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let workers = v.get("workers")?.as_array()?;
+    Some(
+        workers
+            .iter()
+            .map(|w| w.get("accepted").and_then(|a| a.as_u64()).unwrap_or(0))
+            .collect(),
+    )
+}
+
+/// Jain's fairness index: (Σx)² / (n·Σx²), 1.0 when every worker got the same.
+fn jain(xs: &[u64]) -> f64 {
+    let sum: f64 = xs.iter().map(|&x| x as f64).sum();
+    let squares: f64 = xs.iter().map(|&x| (x as f64) * (x as f64)).sum();
+    if squares == 0.0 {
+        0.0
+    } else {
+        sum * sum / (xs.len() as f64 * squares)
+    }
+}
+
+fn proc_machine() -> serde_json::Value {
+    serde_json::to_value(crate::proc::machine_info()).unwrap_or(serde_json::Value::Null)
+}
+
+fn run_id() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(days as i64);
+    format!(
+        "{y:04}-{m:02}-{d:02}-{:02}{:02}{:02}-suite",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar (Howard
+/// Hinnant's algorithm), so run ids need no date crate.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+// ----- cells -----------------------------------------------------------------------------
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    if xs.is_empty() {
+        return 0.0;
+    }
+    xs.sort_by(|a, b| a.total_cmp(b));
+    let n = xs.len();
+    if n % 2 == 1 {
+        xs[n / 2]
+    } else {
+        (xs[n / 2 - 1] + xs[n / 2]) / 2.0
+    }
+}
+
+fn median_opt(xs: Vec<Option<f64>>) -> Option<f64> {
+    let vals: Vec<f64> = xs.into_iter().flatten().collect();
+    (!vals.is_empty()).then(|| median(vals))
+}
+
+fn make_cell(
+    model: &str,
+    workload: Workload,
+    x: u32,
+    samples: &[Sample],
+    unable: Option<&String>,
+    failed: Option<&String>,
+    dir: &Path,
+) -> Cell {
+    let f = |get: &dyn Fn(&crate::report::Report) -> f64| {
+        median(samples.iter().map(|s| get(&s.report)).collect())
+    };
+    let srv = |get: &dyn Fn(&crate::proc::ServerCost) -> f64| {
+        median_opt(
+            samples
+                .iter()
+                .map(|s| s.report.server.as_ref().map(get))
+                .collect(),
+        )
+    };
+    let status = if !samples.is_empty() {
+        CellStatus::Ok
+    } else if unable.is_some() {
+        CellStatus::Unable
+    } else {
+        CellStatus::Failed
+    };
+    // Notes: why unable or failed, and the errors a bounded model's starved connections saw.
+    let mut note = unable.or(failed).cloned();
+    let starved: u64 = samples.iter().map(|s| s.report.errors.total()).sum();
+    if starved > 0 {
+        let why = if model.ends_with("reuseport") {
+            "SO_REUSEPORT hashes each connection to one worker's own queue, so a connection can wait behind a busy worker while others idle"
+        } else {
+            "connections beyond the workers wait in the accept queue (or are refused when it is full) and time out"
+        };
+        note = Some(format!(
+            "{starved} errors over {} runs: {why}",
+            samples.len()
+        ));
+    }
+    // The run with the median p50 gives the spectrum and the kept .hgrm.
+    let mut spectrum = Vec::new();
+    let mut hgrm = None;
+    if !samples.is_empty() {
+        let mut order: Vec<usize> = (0..samples.len()).collect();
+        order.sort_by_key(|&i| samples[i].report.latency_us.p50);
+        let mid = &samples[order[order.len() / 2]];
+        let name = format!("{model}-{}-{x}.hgrm", workload.name());
+        if fs::copy(&mid.hgrm, dir.join(&name)).is_ok() {
+            spectrum = read_spectrum(&dir.join(&name));
+            hgrm = Some(name);
+        }
+    }
+    Cell {
+        model: model.into(),
+        workload,
+        x,
+        status,
+        note,
+        runs: samples.len() as u32,
+        throughput_rps: f(&|r| r.throughput_rps),
+        p50_us: f(&|r| r.latency_us.p50 as f64),
+        p90_us: f(&|r| r.latency_us.p90 as f64),
+        p99_us: f(&|r| r.latency_us.p99 as f64),
+        p999_us: f(&|r| r.latency_us.p999 as f64),
+        max_us: f(&|r| r.latency_us.max as f64),
+        server_cpu_us_per_req: srv(&|s| s.cpu_us_per_request),
+        server_ctx_per_req: srv(&|s| s.ctx_per_request),
+        server_pss_kib: median_opt(
+            samples
+                .iter()
+                .map(|s| {
+                    s.report
+                        .server
+                        .as_ref()
+                        .and_then(|v| v.pss_kib)
+                        .map(|k| k as f64)
+                })
+                .collect(),
+        ),
+        server_rss_kib: srv(&|s| s.rss_kib as f64),
+        server_processes: srv(&|s| f64::from(s.processes_peak)),
+        server_threads: srv(&|s| f64::from(s.threads_peak)),
+        spectrum,
+        hgrm,
+    }
+}
+
+/// (percentile, µs) pairs from a `.hgrm` file (values in ms).
+fn read_spectrum(path: &Path) -> Vec<(f64, f64)> {
+    let Ok(text) = fs::read_to_string(path) else {
+        return Vec::new();
+    };
+    text.lines()
+        .filter_map(|l| {
+            let mut it = l.split_whitespace();
+            let value: f64 = it.next()?.parse().ok()?;
+            let q: f64 = it.next()?.parse().ok()?;
+            Some((q * 100.0, value * 1000.0))
+        })
+        .collect()
+}
+
+// ----- the report ------------------------------------------------------------------------
+
+fn write_report(report: &SuiteReport, dir: &Path) -> Result<(), String> {
+    let json = serde_json::to_string_pretty(report).map_err(|e| e.to_string())?;
+    fs::write(dir.join("report.json"), json + "\n")
+        .map_err(|e| format!("cannot write report.json: {e}"))?;
+    let plots = plot_all(report, dir).unwrap_or_else(|e| {
+        eprintln!("plots not written: {e}");
+        Vec::new()
+    });
+    let md = markdown(report, &plots);
+    fs::write(dir.join("report.md"), md).map_err(|e| format!("cannot write report.md: {e}"))
+}
+
+// PLOT-STUB: replaced by crate::plot::write_all when plot.rs lands.
+fn plot_all(_: &SuiteReport, _: &Path) -> Result<Vec<String>, String> {
+    Ok(Vec::new())
+}
+
+fn fmt_opt(v: Option<f64>, digits: usize) -> String {
+    v.map_or("–".into(), |v| format!("{v:.digits$}"))
+}
+
+/// The side-by-side tables: one per workload and x, a row per model.
+pub fn tables(report: &SuiteReport) -> String {
+    let mut s = String::new();
+    let mut keys: Vec<(Workload, u32)> = Vec::new();
+    for c in &report.cells {
+        if !keys.contains(&(c.workload, c.x)) {
+            keys.push((c.workload, c.x));
+        }
+    }
+    for (w, x) in keys {
+        let title = match w {
+            Workload::Echo => format!("echo 64 B, closed loop, {x} connections"),
+            Workload::Short => format!("a new connection per request ({x} at a time)"),
+            Workload::Sleep => format!("SLEEP 1 ms (a blocking handler), {x} connections"),
+            Workload::Idle => format!("{x} idle connections beside 1 measuring connection"),
+        };
+        s.push_str(&format!("\n### {title}\n\n"));
+        s.push_str("| model | req/s | p50 µs | p99 µs | max µs | server CPU µs/req | ctx switches/req | server PSS MiB | processes | threads |\n");
+        s.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        for c in report.cells.iter().filter(|c| c.workload == w && c.x == x) {
+            if c.status != CellStatus::Ok {
+                s.push_str(&format!(
+                    "| {} | {} | | | | | | | | |\n",
+                    c.model,
+                    match c.status {
+                        CellStatus::Unable =>
+                            format!("unable: {}", c.note.as_deref().unwrap_or("")),
+                        _ => format!("**FAILED**: {}", c.note.as_deref().unwrap_or("")),
+                    }
+                ));
+                continue;
+            }
+            s.push_str(&format!(
+                "| {}{} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {} | {} | {} | {} |\n",
+                c.model,
+                if c.note.is_some() { " †" } else { "" },
+                c.throughput_rps,
+                c.p50_us,
+                c.p99_us,
+                c.max_us,
+                fmt_opt(c.server_cpu_us_per_req, 1),
+                fmt_opt(c.server_ctx_per_req, 2),
+                fmt_opt(c.server_pss_kib.map(|k| k / 1024.0), 1),
+                fmt_opt(c.server_processes, 0),
+                fmt_opt(c.server_threads, 0),
+            ));
+        }
+        let notes: Vec<String> = report
+            .cells
+            .iter()
+            .filter(|c| c.workload == w && c.x == x && c.status == CellStatus::Ok)
+            .filter_map(|c| c.note.as_ref().map(|n| format!("† {}: {n}", c.model)))
+            .collect();
+        if !notes.is_empty() {
+            s.push('\n');
+            s.push_str(&notes.join("\n"));
+            s.push('\n');
+        }
+    }
+    if !report.accept.is_empty() {
+        s.push_str(
+            "\n### prefork: connections accepted per worker (all workloads, all repetitions)\n\n",
+        );
+        s.push_str(
+            "| accept mode | per worker (min / median / max) | Jain's index |\n|---|---|---:|\n",
+        );
+        for a in &report.accept {
+            let mut v = a.per_worker.clone();
+            v.sort_unstable();
+            let (min, med, max) = (
+                v.first().copied().unwrap_or(0),
+                v.get(v.len() / 2).copied().unwrap_or(0),
+                v.last().copied().unwrap_or(0),
+            );
+            s.push_str(&format!(
+                "| {} | {min} / {med} / {max} over {} workers | {:.3} |\n",
+                a.model,
+                v.len(),
+                a.jain
+            ));
+        }
+    }
+    s
+}
+
+fn markdown(report: &SuiteReport, plots: &[String]) -> String {
+    let p = &report.params;
+    let mut s = format!(
+        "# echolab suite {}\n\n{} repetitions, interleaved across models; {} s measured after {} s warmup per run; \
+         every figure is the median of the repetitions. Machine: {}. {} models, {:.0} s in all.\n\
+         echolab's servers speak the binary protocol; redis-server (a reference, when installed) speaks RESP (ECHO).\n",
+        report.run_id,
+        p.repeat,
+        p.duration_s,
+        p.warmup_s,
+        report.machine.get("cpu_model").and_then(|v| v.as_str()).unwrap_or("unknown"),
+        report.models.len(),
+        report.elapsed_s
+    );
+    if report.failures.is_empty() {
+        s.push_str("\nNo failures: every server started, answered every run, exited cleanly on SIGTERM and left no process behind.\n");
+    } else {
+        s.push_str("\n## Failures\n\n");
+        for f in &report.failures {
+            s.push_str(&format!("- {f}\n"));
+        }
+    }
+    if !plots.is_empty() {
+        s.push_str("\n## Plots\n\n");
+        for p in plots {
+            s.push_str(&format!("![{p}]({p})\n"));
+        }
+    }
+    s.push_str("\n## Tables\n");
+    s.push_str(&tables(report));
+    s.push_str("\n## Models\n\n");
+    for m in &report.models {
+        s.push_str(&format!("- `{}`: `{}`\n", m.name, m.command));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jain_index() {
+        assert!((jain(&[5, 5, 5, 5]) - 1.0).abs() < 1e-12);
+        assert!((jain(&[20, 0, 0, 0]) - 0.25).abs() < 1e-12);
+        assert_eq!(jain(&[]), 0.0);
+    }
+
+    #[test]
+    fn dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(20_417), (2025, 11, 25));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+    }
+
+    #[test]
+    fn medians() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert_eq!(median(vec![]), 0.0);
+    }
+
+    #[test]
+    fn workloads_parse() {
+        assert!(pick_workloads(Some(&["echo".into(), "idle".into()])).is_ok());
+        assert!(pick_workloads(Some(&["nap".into()])).is_err());
+    }
+}

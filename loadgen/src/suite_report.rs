@@ -1,0 +1,153 @@
+//! The suite's result, as data: what `report.json` holds, what `report.md` and the plots are
+//! drawn from. Kept apart from the code that runs the suite so the renderings (Markdown,
+//! SVG) depend only on this shape.
+
+use serde::{Deserialize, Serialize};
+
+/// One whole suite run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SuiteReport {
+    /// `YYYY-MM-DD-HHMMSS-suite`: the directory name under `results/`.
+    pub run_id: String,
+    /// `loadgen <version>`.
+    pub tool: String,
+    /// The machine, as `loadgen run --json` describes it.
+    pub machine: serde_json::Value,
+    /// What was asked for.
+    pub params: SuiteParams,
+    /// Every model and variant that was run, in table order.
+    pub models: Vec<ModelInfo>,
+    /// One cell per (model, workload, x): medians over the repetitions.
+    pub cells: Vec<Cell>,
+    /// Prefork only: connections accepted per worker under each accept mode.
+    pub accept: Vec<AcceptDistribution>,
+    /// Anything that went wrong: a model that crashed, left a process behind, failed a run.
+    /// Empty on a clean suite.
+    pub failures: Vec<String>,
+    /// Seconds the whole suite took.
+    pub elapsed_s: f64,
+}
+
+/// The suite's parameters.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SuiteParams {
+    /// Repetitions of every (model, workload) run, interleaved across models.
+    pub repeat: u32,
+    /// Measured seconds per run.
+    pub duration_s: f64,
+    /// Warmup seconds per run.
+    pub warmup_s: f64,
+    /// Connections for the echo workload.
+    pub connections: Vec<u32>,
+    /// Idle connections held open for the idle workload.
+    pub idle: Vec<u32>,
+    /// The `--full` matrix was asked for.
+    pub full: bool,
+}
+
+/// One model or variant.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModelInfo {
+    /// Short name used in tables and plots: `thread`, `thread-pool`, `fork`,
+    /// `prefork-shared`, `prefork-locked`, `prefork-reuseport`, `eventloop-select`,
+    /// `eventloop-poll`, `eventloop-epoll`, `redis-server`.
+    pub name: String,
+    /// The command line it was started with (without the address).
+    pub command: String,
+}
+
+/// Which workload a cell measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Workload {
+    /// Echo 64 B, closed loop, over `x` persistent connections.
+    Echo,
+    /// One request per connection (connect, request, close), 16 connection slots.
+    Short,
+    /// SLEEP 1 ms at 16 connections: a blocking handler.
+    Sleep,
+    /// `x` idle connections held open while one connection measures echo latency.
+    Idle,
+}
+
+impl Workload {
+    /// The name used in tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            Workload::Echo => "echo",
+            Workload::Short => "short",
+            Workload::Sleep => "sleep",
+            Workload::Idle => "idle",
+        }
+    }
+}
+
+/// Whether a cell has figures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CellStatus {
+    /// Measured.
+    Ok,
+    /// The model cannot do this by its nature (select past FD_SETSIZE, SLEEP in RESP):
+    /// shown as such, not as a failure.
+    Unable,
+    /// A run failed (errors, a crash): see `note` and the suite's failures.
+    Failed,
+}
+
+/// The figures of one (model, workload, x), medians over the repetitions.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Cell {
+    /// The model's short name.
+    pub model: String,
+    /// The workload.
+    pub workload: Workload,
+    /// Connections (echo), idle connections (idle), or the connection slots (short, sleep).
+    pub x: u32,
+    /// Measured, unable, or failed.
+    pub status: CellStatus,
+    /// Why unable or failed.
+    pub note: Option<String>,
+    /// Repetitions that produced figures.
+    pub runs: u32,
+    /// Verified replies per second (median).
+    pub throughput_rps: f64,
+    /// Latency percentiles in µs (medians of each percentile).
+    pub p50_us: f64,
+    /// 90th percentile, µs.
+    pub p90_us: f64,
+    /// 99th percentile, µs.
+    pub p99_us: f64,
+    /// 99.9th percentile, µs.
+    pub p999_us: f64,
+    /// Largest, µs.
+    pub max_us: f64,
+    /// Server CPU µs per request (median).
+    pub server_cpu_us_per_req: Option<f64>,
+    /// Server context switches per request (median).
+    pub server_ctx_per_req: Option<f64>,
+    /// Server PSS at the end of the window, KiB (median).
+    pub server_pss_kib: Option<f64>,
+    /// Server RSS at the end of the window, KiB (median).
+    pub server_rss_kib: Option<f64>,
+    /// Server processes at the peak (median).
+    pub server_processes: Option<f64>,
+    /// Server threads at the peak (median).
+    pub server_threads: Option<f64>,
+    /// The latency distribution of the run with the median p50, as (percentile in 0..100,
+    /// latency µs) pairs from HdrHistogram's quantile iteration: what the spectrum plots draw.
+    pub spectrum: Vec<(f64, f64)>,
+    /// That run's `.hgrm` file, relative to the report's directory.
+    pub hgrm: Option<String>,
+}
+
+/// Prefork: how one accept mode spread connections over the workers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AcceptDistribution {
+    /// The model's short name (`prefork-shared`, ...).
+    pub model: String,
+    /// Connections accepted by each worker, summed over the repetitions.
+    pub per_worker: Vec<u64>,
+    /// Jain's fairness index of `per_worker` (1.0 = perfectly even).
+    pub jain: f64,
+}
