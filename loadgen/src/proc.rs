@@ -13,7 +13,10 @@
 //! # Where the figures come from, and where they are inexact
 //! - **CPU** ([`TreeSample::cpu`]): fields 14-17 of `/proc/P/stat` (proc(5)), in clock ticks
 //!   (`sysconf(_SC_CLK_TCK)`, 100 a second on every common Linux), so the resolution is 10 ms:
-//!   measure over seconds, not milliseconds. `utime`/`stime` cover every thread of a process,
+//!   measure over seconds, not milliseconds. Each process is truncated to whole ticks on its
+//!   own, so a tree of many small processes (256 fork children that ran 3 ms each) would sum
+//!   to nothing: a process whose live tasks' exact runtime (`/proc/P/task/T/schedstat`, ns)
+//!   exceeds its ticks counts that instead. `utime`/`stime` cover every thread of a process,
 //!   exited threads included; `cutime`/`cstime` cover the children it has reaped *and*,
 //!   transitively, whatever those children had reaped. Children of a parent that ignores
 //!   `SIGCHLD` (`SIG_IGN`, `SA_NOCLDWAIT`) are reaped by the kernel and their time is added
@@ -316,6 +319,8 @@ impl TreeSampler {
         self.ledger.begin();
         let mut sample = TreeSample::default();
         let (mut utime, mut stime, mut cutime, mut cstime) = (0u64, 0u64, 0u64, 0u64);
+        // Ticks lost to per-process truncation, recovered from schedstat (see sample_tasks).
+        let mut extra_us = 0u64;
         let mut pss = with_memory.then_some(0u64);
         for (index, process) in tree.iter().enumerate() {
             let is_root = index == 0;
@@ -329,6 +334,11 @@ impl TreeSampler {
             let Some(tasks) = self.sample_tasks(process, is_root)? else {
                 continue;
             };
+            // A process's CPU is the larger of its ticks (which include its exited threads)
+            // and its live tasks' exact runtime (which does not truncate): for a busy
+            // multi-threaded root the first, for many small fork children the second.
+            let ticks_us = self.ticks_to_us(process.utime.saturating_add(process.stime));
+            extra_us = extra_us.saturating_add((tasks.runtime_ns / 1000).saturating_sub(ticks_us));
             sample.processes += 1;
             sample.threads += tasks.threads;
             sample.rss_kib = sample.rss_kib.saturating_add(tasks.rss_kib);
@@ -343,9 +353,20 @@ impl TreeSampler {
         }
         self.ledger.end();
 
+        // schedstat does not split user from system time: what it adds beyond the ticks is
+        // shared out in the ticks' own proportion (all to system when there are none).
+        let (user, system) = (
+            self.ticks_to_us(utime.saturating_add(cutime)),
+            self.ticks_to_us(stime.saturating_add(cstime)),
+        );
+        let extra_user = if user + system == 0 {
+            0
+        } else {
+            (extra_us as u128 * user as u128 / (user + system) as u128) as u64
+        };
         sample.cpu = CpuTimes {
-            user_us: self.ticks_to_us(utime.saturating_add(cutime)),
-            system_us: self.ticks_to_us(stime.saturating_add(cstime)),
+            user_us: user.saturating_add(extra_user),
+            system_us: system.saturating_add(extra_us - extra_user),
         };
         sample.reaped_cpu = CpuTimes {
             user_us: self.ticks_to_us(cutime),
@@ -487,6 +508,22 @@ impl TreeSampler {
             self.ledger
                 .observe(key, status.voluntary, status.involuntary);
             totals.threads += 1;
+            // schedstat(5)'s first field: the task's time on a CPU in ns, exact, where
+            // utime/stime are whole clock ticks; without it 256 fork children that each ran
+            // 3 ms would sum to 0 (each truncated to 0 ticks). Missing (no CONFIG_SCHED_INFO,
+            // or the task just exited): the ticks serve.
+            if let Ok(text) = self
+                .reader
+                .read(format_args!("/proc/{pid}/task/{tid}/schedstat"))
+            {
+                if let Some(ns) = text
+                    .split_whitespace()
+                    .next()
+                    .and_then(|f| f.parse::<u64>().ok())
+                {
+                    totals.runtime_ns = totals.runtime_ns.saturating_add(ns);
+                }
+            }
             // Every thread shows its process's VmRSS (they share one mm); a zombie main
             // thread shows none, so take the first that has it.
             rss = rss.or(status.rss_kib);
@@ -517,6 +554,8 @@ impl TreeSampler {
 struct TaskTotals {
     threads: u32,
     rss_kib: u64,
+    /// CPU time of the live tasks, ns (schedstat).
+    runtime_ns: u64,
 }
 
 /// True for the errors of a `/proc` file whose process or thread has exited: ENOENT once the
@@ -1095,7 +1134,13 @@ mod tests {
         assert_eq!(after.vanished_tasks, 1);
         assert!(after.voluntary_ctxt >= full.voluntary_ctxt);
         assert!(after.involuntary_ctxt >= full.involuntary_ctxt);
-        assert!(after.cpu.total_us() >= full.cpu.total_us());
+        // CPU may dip by less than a clock tick: the exited child's exact runtime (schedstat)
+        // moves into its parent's cutime, which /proc reports in whole ticks.
+        let tick_us = 1_000_000 / sysconf(libc::_SC_CLK_TCK).unwrap_or(100);
+        assert!(
+            after.cpu.total_us() + tick_us >= full.cpu.total_us(),
+            "{after:?} {full:?}"
+        );
         assert!(after.reaped_cpu.total_us() >= full.reaped_cpu.total_us());
         drop(shell);
     }
