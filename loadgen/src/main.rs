@@ -26,7 +26,7 @@ enum Command {
     #[command(after_help = EXIT_CODES)]
     Run(RunArgs),
     /// Run every concurrency model through the lab's workloads, side by side, and write a
-    /// report with tables and plots to results/<run-id>/.
+    /// report with tables and plots to `results/<run-id>/`.
     #[command(after_help = SUITE_EXIT_CODES)]
     Suite(SuiteArgs),
 }

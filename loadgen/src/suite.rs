@@ -87,7 +87,7 @@ pub struct SuiteArgs {
     #[arg(long, value_name = "DIR")]
     pub bin_dir: Option<PathBuf>,
 
-    /// Write the report here (default results/<run-id> under the current directory).
+    /// Write the report here (default `results/<run-id>` under the current directory).
     #[arg(long, value_name = "DIR")]
     pub results: Option<PathBuf>,
 }
@@ -1077,17 +1077,12 @@ fn write_report(report: &SuiteReport, dir: &Path) -> Result<(), String> {
     let json = serde_json::to_string_pretty(report).map_err(|e| e.to_string())?;
     fs::write(dir.join("report.json"), json + "\n")
         .map_err(|e| format!("cannot write report.json: {e}"))?;
-    let plots = plot_all(report, dir).unwrap_or_else(|e| {
+    let plots = crate::plot::write_all(report, dir).unwrap_or_else(|e| {
         eprintln!("plots not written: {e}");
         Vec::new()
     });
     let md = markdown(report, &plots);
     fs::write(dir.join("report.md"), md).map_err(|e| format!("cannot write report.md: {e}"))
-}
-
-// PLOT-STUB: replaced by crate::plot::write_all when plot.rs lands.
-fn plot_all(_: &SuiteReport, _: &Path) -> Result<Vec<String>, String> {
-    Ok(Vec::new())
 }
 
 fn fmt_opt(v: Option<f64>, digits: usize) -> String {
