@@ -87,6 +87,11 @@ pub struct SuiteArgs {
     #[arg(long, value_name = "DIR")]
     pub bin_dir: Option<PathBuf>,
 
+    /// Let the scheduler place servers and loadgen (default: servers on the first half of the
+    /// CPUs, loadgen on the second, for every model alike).
+    #[arg(long)]
+    pub no_pin: bool,
+
     /// Write the report here (default `results/<run-id>` under the current directory).
     #[arg(long, value_name = "DIR")]
     pub results: Option<PathBuf>,
@@ -153,6 +158,7 @@ pub fn suite(args: &SuiteArgs) -> Result<SuiteReport, String> {
     }
 
     let bin_dir = find_bin_dir(args.bin_dir.as_deref())?;
+    let placement = if args.no_pin { None } else { pin_halves() };
     let mut models = standard_models(&bin_dir, args.workers);
     for spec in &args.servers {
         models.push(custom_model(spec)?);
@@ -202,7 +208,7 @@ pub fn suite(args: &SuiteArgs) -> Result<SuiteReport, String> {
             done += 1;
             eprintln!("[{done}/{total}] {} (repetition {})", model.name, rep + 1);
             let stats_file = scratch.join(format!("{}-r{rep}.stats.json", model.name));
-            let mut server = match Server::start(model, &stats_file) {
+            let mut server = match Server::start(model, &stats_file, placement.as_ref()) {
                 Ok(s) => s,
                 Err(e) => {
                     failures.push(format!("{}: did not start: {e}", model.name));
@@ -296,6 +302,7 @@ pub fn suite(args: &SuiteArgs) -> Result<SuiteReport, String> {
             connections,
             idle,
             full,
+            placement: describe_placement(placement.as_ref()),
         },
         models: models
             .iter()
@@ -409,9 +416,14 @@ fn run_one(
             match hold_idle(server.addr, model.protocol, x) {
                 Ok(conns) => held = conns,
                 Err(IdleError::Refused { held: n, why }) => {
+                    let limit = if model.name.contains("select") {
+                        " (select's FD_SETSIZE is 1024)"
+                    } else {
+                        ""
+                    };
                     return Ok(Outcome::Unable(format!(
-                        "served {n} of {x} idle connections, then refused: {why}"
-                    )))
+                        "served {n} of {x} idle connections, then refused{limit}: {why}"
+                    )));
                 }
                 Err(IdleError::Other(e)) => return Err(format!("opening idle connections: {e}")),
             }
@@ -700,7 +712,11 @@ struct Server {
 }
 
 impl Server {
-    fn start(model: &Model, stats_file: &Path) -> Result<Server, String> {
+    fn start(
+        model: &Model,
+        stats_file: &Path,
+        cpus: Option<&nix::sched::CpuSet>,
+    ) -> Result<Server, String> {
         let port_given = model
             .argv
             .iter()
@@ -729,6 +745,17 @@ impl Server {
                 "10000",
             ]);
             cmd.arg("--stats-file").arg(stats_file);
+        }
+        if let Some(&set) = cpus {
+            // SAFETY: the closure runs in the forked child before exec and only makes the
+            // sched_setaffinity(2) system call on a CpuSet copied in before the fork: it
+            // allocates nothing and takes no lock, so it is async-signal-safe.
+            unsafe {
+                cmd.pre_exec(move || {
+                    nix::sched::sched_setaffinity(Pid::from_raw(0), &set)
+                        .map_err(std::io::Error::from)
+                });
+            }
         }
         let mut child = cmd
             .stdin(Stdio::null())
@@ -872,6 +899,52 @@ fn wait_for_port(child: &mut Child, addr: SocketAddr) -> Result<(), String> {
         std::thread::sleep(Duration::from_millis(50));
     }
     Err(format!("nothing listening on {addr} within 10 s"))
+}
+
+/// On a machine with two or more CPUs, pins this process (and so every loadgen thread it will
+/// start) to the second half of the CPUs and returns the first half for the servers.
+///
+/// Left to itself the scheduler sometimes puts a server and its client on one CPU, where they
+/// take turns instead of overlapping; a one-connection round trip then depends on where each
+/// landed (14 µs together, 47 µs apart on the reference machine), which would make models
+/// differ by luck. Pinned, every model gets the same CPUs.
+fn pin_halves() -> Option<nix::sched::CpuSet> {
+    use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
+    let allowed = sched_getaffinity(Pid::from_raw(0)).ok()?;
+    let cpus: Vec<usize> = (0..CpuSet::count())
+        .filter(|&c| allowed.is_set(c).unwrap_or(false))
+        .collect();
+    if cpus.len() < 2 {
+        return None;
+    }
+    let (server_cpus, client_cpus) = cpus.split_at(cpus.len() / 2);
+    let (mut server, mut client) = (CpuSet::new(), CpuSet::new());
+    for &c in server_cpus {
+        server.set(c).ok()?;
+    }
+    for &c in client_cpus {
+        client.set(c).ok()?;
+    }
+    sched_setaffinity(Pid::from_raw(0), &client).ok()?;
+    Some(server)
+}
+
+fn describe_placement(server: Option<&nix::sched::CpuSet>) -> String {
+    let list = |set: &nix::sched::CpuSet| {
+        (0..nix::sched::CpuSet::count())
+            .filter(|&c| set.is_set(c).unwrap_or(false))
+            .map(|c| c.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    match (server, nix::sched::sched_getaffinity(Pid::from_raw(0))) {
+        (Some(s), Ok(client)) => format!(
+            "servers on CPU {}, loadgen on CPU {}",
+            list(s),
+            list(&client)
+        ),
+        _ => "unpinned (placed by the scheduler)".into(),
+    }
 }
 
 /// Raises this process's open-file limit to its hard limit (the servers inherit it); returns
@@ -1178,12 +1251,13 @@ fn markdown(report: &SuiteReport, plots: &[String]) -> String {
     let p = &report.params;
     let mut s = format!(
         "# echolab suite {}\n\n{} repetitions, interleaved across models; {} s measured after {} s warmup per run; \
-         every figure is the median of the repetitions. Machine: {}. {} models, {:.0} s in all.\n\
+         every figure is the median of the repetitions; {}. Machine: {}. {} models, {:.0} s in all.\n\
          echolab's servers speak the binary protocol; redis-server (a reference, when installed) speaks RESP (ECHO).\n",
         report.run_id,
         p.repeat,
         p.duration_s,
         p.warmup_s,
+        p.placement,
         report.machine.get("cpu_model").and_then(|v| v.as_str()).unwrap_or("unknown"),
         report.models.len(),
         report.elapsed_s

@@ -43,6 +43,9 @@ pub struct SuiteParams {
     pub idle: Vec<u32>,
     /// The `--full` matrix was asked for.
     pub full: bool,
+    /// Where the processes ran: "servers on CPUs [..], loadgen on [..]", or "unpinned".
+    #[serde(default)]
+    pub placement: String,
 }
 
 /// One model or variant.
