@@ -212,6 +212,10 @@ pub fn suite(args: &SuiteArgs) -> Result<SuiteReport, String> {
                 Ok(s) => s,
                 Err(e) => {
                     failures.push(format!("{}: did not start: {e}", model.name));
+                    for (workload, x) in plan.runs() {
+                        let key = (model.name.clone(), workload.name(), x);
+                        failed.insert(key, format!("the server did not start: {e}"));
+                    }
                     continue;
                 }
             };
@@ -764,12 +768,22 @@ impl Server {
             .process_group(0)
             .spawn()
             .map_err(|e| format!("cannot run {}: {e}", model.argv[0]))?;
-        let addr = if port_given {
+        let ready = if port_given {
             let addr = SocketAddr::from(([127, 0, 0, 1], port));
-            wait_for_port(&mut child, addr)?;
-            addr
+            wait_for_port(&mut child, addr).map(|()| addr)
         } else {
-            wait_for_line(&mut child)?
+            wait_for_line(&mut child)
+        };
+        let addr = match ready {
+            Ok(addr) => addr,
+            Err(e) => {
+                // Never ready: nothing it started may outlive the attempt.
+                let pgid = Pid::from_raw(child.id() as i32);
+                let _ = kill(Pid::from_raw(-pgid.as_raw()), Signal::SIGKILL);
+                let _ = child.wait();
+                kill_leftovers(pgid);
+                return Err(e);
+            }
         };
         Ok(Server {
             child,
@@ -798,8 +812,7 @@ impl Server {
     }
 
     fn describe_exit(&self) -> String {
-        self.exit
-            .map_or("still running".into(), |s| format!("exit {s}"))
+        self.exit.map_or("still running".into(), |s| s.to_string())
     }
 
     /// SIGTERM, wait (at most 10 s), then check the exit status and that nothing of its
@@ -818,17 +831,16 @@ impl Server {
                 return Err("did not exit within 10 s of SIGTERM (killed)".into());
             }
         } else {
-            return Err(format!(
-                "crashed during the suite ({})",
-                self.describe_exit()
-            ));
+            let crashed = format!("crashed during the suite ({})", self.describe_exit());
+            return Err(match kill_leftovers(pgid) {
+                true => format!("{crashed}, leaving processes behind (killed)"),
+                false => crashed,
+            });
         }
         let status = self.exit;
         // Anything left in the group (a worker, a child) outlived its server.
         std::thread::sleep(Duration::from_millis(50));
-        let leftovers = kill(Pid::from_raw(-pgid.as_raw()), None).is_ok();
-        if leftovers {
-            let _ = kill(Pid::from_raw(-pgid.as_raw()), Signal::SIGKILL);
+        if kill_leftovers(pgid) {
             return Err(format!(
                 "left processes behind after it exited (process group {pgid}); killed them"
             ));
@@ -849,6 +861,16 @@ impl Drop for Server {
         }
         let _ = &self.name;
     }
+}
+
+/// Kills whatever is left of process group `pgid`; returns whether anything was.
+fn kill_leftovers(pgid: Pid) -> bool {
+    let group = Pid::from_raw(-pgid.as_raw());
+    let any = kill(group, None).is_ok();
+    if any {
+        let _ = kill(group, Signal::SIGKILL);
+    }
+    any
 }
 
 fn free_port() -> Result<u16, String> {
@@ -878,7 +900,12 @@ fn wait_for_line(child: &mut Child) -> Result<SocketAddr, String> {
     match rx.recv_timeout(Duration::from_secs(10)) {
         Ok(Some(addr)) => Ok(addr),
         Ok(None) => Err("printed an unreadable `listening on` line".into()),
-        Err(_) => Err("no `listening on ADDR` line within 10 s".into()),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            Err("closed its output without printing `listening on ADDR`".into())
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            Err("no `listening on ADDR` line within 10 s".into())
+        }
     }
 }
 
