@@ -160,15 +160,6 @@ pub fn collect(mut setup: Setup, rx: Receiver<ToCollector>, release: Sender<()>)
                 if let Some(f) = finished.get_mut(thread) {
                     *f = true;
                 }
-                flush_complete(
-                    &mut pending,
-                    setup.measure_from,
-                    &upto,
-                    &finished,
-                    &mut out,
-                    &mut hlog,
-                    setup.progress,
-                );
             }
             Ok(ToCollector::Interval(iv)) => {
                 let entry = pending.entry(iv.index).or_insert_with(|| Partial {
@@ -184,19 +175,19 @@ pub fn collect(mut setup: Setup, rx: Receiver<ToCollector>, release: Sender<()>)
                 if let Some(u) = upto.get_mut(iv.thread) {
                     *u = (*u).max(Some(iv.index));
                 }
-                flush_complete(
-                    &mut pending,
-                    setup.measure_from,
-                    &upto,
-                    &finished,
-                    &mut out,
-                    &mut hlog,
-                    setup.progress,
-                );
             }
-            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Timeout) => continue,
             Err(RecvTimeoutError::Disconnected) => break,
         }
+        flush_complete(
+            &mut pending,
+            setup.measure_from,
+            &upto,
+            &finished,
+            &mut out,
+            &mut hlog,
+            setup.progress,
+        );
     }
     // Every worker has finished: the rest are final.
     while let Some((index, partial)) = pending.pop_first() {

@@ -493,6 +493,12 @@ impl Worker<'_> {
         self.charge_unused_connection(i, now);
         self.failures_in_a_row += 1;
         self.error(kind, why);
+        self.retry_later(i, now);
+    }
+
+    /// Closes connection `i` and schedules its reconnect after the backoff, which doubles
+    /// until a verified reply resets it.
+    fn retry_later(&mut self, i: usize, now: u64) {
         self.close(i);
         let c = &mut self.conns[i];
         c.state = State::Down {
@@ -552,32 +558,18 @@ impl Worker<'_> {
         };
         // connect(2) in progress: SO_ERROR holds the outcome once the socket is writable;
         // peer_addr succeeding is how mio's docs say to tell "connected" from "not yet".
-        match sock.take_error() {
-            Ok(Some(e)) | Err(e) => {
-                let kind = connect_error_kind(&e);
-                self.conn_failed(
-                    i,
-                    kind,
-                    format!("connect to {}: {e}", self.plan.cfg.addr),
-                    now,
-                );
-                return false;
-            }
-            Ok(None) => {}
-        }
-        match sock.peer_addr() {
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotConnected => return false,
-            Err(e) => {
-                let kind = connect_error_kind(&e);
-                self.conn_failed(
-                    i,
-                    kind,
-                    format!("connect to {}: {e}", self.plan.cfg.addr),
-                    now,
-                );
-                return false;
-            }
+        let failure = match sock.take_error() {
+            Ok(Some(e)) | Err(e) => Some(e),
+            Ok(None) => match sock.peer_addr() {
+                Ok(_) => None,
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => return false,
+                Err(e) => Some(e),
+            },
+        };
+        if let Some(e) = failure {
+            let why = format!("connect to {}: {e}", self.plan.cfg.addr);
+            self.conn_failed(i, connect_error_kind(&e), why, now);
+            return false;
         }
         if since >= self.plan.measure_from {
             stats::record(&mut self.tally.connect, now.saturating_sub(since) / 1000);
@@ -784,19 +776,11 @@ impl Worker<'_> {
                 self.tally.counts.closed_idle += 1;
                 let useful = c.answered;
                 self.charge_unused_connection(i, now);
-                self.close(i);
-                let c = &mut self.conns[i];
-                c.state = State::Down {
-                    retry_at: if self.draining {
-                        u64::MAX
-                    } else if useful {
-                        now
-                    } else {
-                        now + c.backoff
-                    },
-                };
-                if !useful {
-                    c.backoff = (c.backoff * 2).min(BACKOFF_MAX_NS);
+                if useful && !self.draining {
+                    self.close(i);
+                    self.conns[i].state = State::Down { retry_at: now };
+                } else {
+                    self.retry_later(i, now);
                 }
                 return false;
             }
@@ -900,12 +884,7 @@ impl Worker<'_> {
                 // be reported as an EOF, and come back after a backoff.
                 self.error(ErrorKind::ErrorReply, why);
                 self.charge_unused_connection(i, now);
-                self.close(i);
-                let c = &mut self.conns[i];
-                c.state = State::Down {
-                    retry_at: now + c.backoff,
-                };
-                c.backoff = (c.backoff * 2).min(BACKOFF_MAX_NS);
+                self.retry_later(i, now);
                 false
             }
             Check::Ok { .. } | Check::Failed { .. } | Check::Fatal { .. } => {

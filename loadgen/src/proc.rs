@@ -412,11 +412,7 @@ impl TreeSampler {
                 error,
             })?;
             // /proc lists thread-group leaders only (and non-numeric names like "self").
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| n.parse::<i32>().ok())
-            else {
+            let Some(pid) = numeric_name(&entry) else {
                 continue;
             };
             if pid == self.root {
@@ -483,11 +479,7 @@ impl TreeSampler {
                 // A task directory can go away while it is being listed.
                 continue;
             };
-            let Some(tid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| n.parse::<i32>().ok())
-            else {
+            let Some(tid) = numeric_name(&entry) else {
                 continue;
             };
             let status = match self
@@ -556,6 +548,11 @@ struct TaskTotals {
     rss_kib: u64,
     /// CPU time of the live tasks, ns (schedstat).
     runtime_ns: u64,
+}
+
+/// The pid or tid a `/proc` directory entry names, if its name is a number.
+fn numeric_name(entry: &std::fs::DirEntry) -> Option<i32> {
+    entry.file_name().to_str().and_then(|n| n.parse().ok())
 }
 
 /// True for the errors of a `/proc` file whose process or thread has exited: ENOENT once the
