@@ -134,8 +134,11 @@ pub fn collect(mut setup: Setup, rx: Receiver<ToCollector>, release: Sender<()>)
             }
             if let Some(sampler) = setup.sampler.as_mut() {
                 // smaps_rollup takes the server's mmap lock and walks its page tables: memory
-                // is read at the start, every 5 s, and at the end, not every second.
-                let with_memory = samples_taken % 5 == 0;
+                // is read every 5 s and at the end, not every second.
+                // Not in the first sample either: it marks the start of the window, and on a
+                // tree of thousands of processes reading every smaps_rollup would take a
+                // good part of a short window.
+                let with_memory = samples_taken % 5 == 4;
                 samples_taken += 1;
                 match sampler.sample(with_memory) {
                     Ok(s) => {

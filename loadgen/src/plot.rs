@@ -628,28 +628,51 @@ fn cost(report: &SuiteReport) -> Plot {
     )
 }
 
-/// Server PSS and RSS per connection at the largest echo x, per model.
+/// Server PSS and RSS per added connection, per model: the slope between the smallest and
+/// largest echo x, so a server's fixed base memory is not spread over its connections. Models
+/// whose largest run has a note (a bounded model whose extra connections only waited in the
+/// accept queue) are left out: they did not hold those connections.
 fn memory(report: &SuiteReport) -> Plot {
     let all = series(report, Workload::Echo, CellStatus::Ok);
     let measured = |c: &Cell| c.x > 0 && (c.server_pss_kib.is_some() || c.server_rss_kib.is_some());
-    let at = all
+    let xs: Vec<u32> = all
         .iter()
         .flat_map(|s| s.cells.iter())
         .filter(|c| measured(c))
         .map(|c| c.x)
-        .max();
-    let Some(at) = at else { return Ok(None) };
-    let per_conn = |kib: Option<f64>| usable(kib).map(|k| k / f64::from(at));
+        .collect();
+    let (Some(&lo), Some(&at)) = (xs.iter().min(), xs.iter().max()) else {
+        return Ok(None);
+    };
+    if lo == at {
+        return Ok(None);
+    }
+    let low: Vec<_> = at_x(&all, lo);
+    let slope = |hi: Option<f64>, base: Option<f64>| {
+        usable(hi)
+            .zip(usable(base))
+            .map(|(h, b)| ((h - b) / f64::from(at - lo)).max(0.0))
+    };
     let rows: Vec<Row> = (at_x(&all, at).into_iter())
-        .map(|(s, c)| Row {
-            name: s.name.into(),
-            colour: s.colour,
-            values: vec![per_conn(c.server_pss_kib), per_conn(c.server_rss_kib)],
+        .filter(|(_, c)| c.note.is_none())
+        .filter_map(|(s, c)| {
+            let (_, base) = low.iter().find(|(l, _)| l.name == s.name)?;
+            Some(Row {
+                name: s.name.into(),
+                colour: s.colour,
+                values: vec![
+                    slope(c.server_pss_kib, base.server_pss_kib),
+                    slope(c.server_rss_kib, base.server_rss_kib),
+                ],
+            })
         })
         .collect();
+    if rows.is_empty() {
+        return Ok(None);
+    }
     let grey = RGBColor(90, 90, 90);
     let entries = [
-        ("PSS per connection".into(), grey),
+        ("PSS per added connection".into(), grey),
         ("RSS (lighter)".into(), lighten(grey, 0.55)),
     ];
     let notes = [
@@ -659,10 +682,7 @@ fn memory(report: &SuiteReport) -> Plot {
         "it among them, so PSS adds up.",
     ];
     page(
-        &format!(
-            "Server memory per connection: {}",
-            describe(Workload::Echo, at)
-        ),
+        &format!("Server memory per added connection: echo, {lo} to {at} connections"),
         |area| {
             let (plot, side) = area.split_horizontally(PLOT_W);
             hbars(&plot, None, "KiB per connection", &rows)?;

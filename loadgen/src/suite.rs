@@ -140,12 +140,17 @@ pub fn suite(args: &SuiteArgs) -> Result<SuiteReport, String> {
     } else {
         vec![1, 16, 256]
     });
-    let mut idle = args.idle.clone().unwrap_or(if full {
+    let idle = args.idle.clone().unwrap_or(if full {
         vec![0, 250, 1000, 2000, 4000]
     } else {
         vec![1000, 2000]
     });
     let workloads = pick_workloads(args.workloads.as_deref())?;
+    let (mut connections, mut idle) = (connections, idle);
+    for list in [&mut connections, &mut idle] {
+        list.sort_unstable();
+        list.dedup();
+    }
 
     let mut failures = Vec::new();
     let nofile = raise_nofile();
@@ -162,7 +167,11 @@ pub fn suite(args: &SuiteArgs) -> Result<SuiteReport, String> {
     let placement = if args.no_pin { None } else { pin_halves() };
     let mut models = standard_models(&bin_dir, args.workers);
     for spec in &args.servers {
-        models.push(custom_model(spec)?);
+        let model = custom_model(spec)?;
+        if models.iter().any(|m| m.name == model.name) {
+            return Err(format!("--server {}: that name is taken", model.name));
+        }
+        models.push(model);
     }
     if let Some(only) = &args.only {
         if let Some(bad) = only.iter().find(|n| !models.iter().any(|m| &m.name == *n)) {
@@ -189,7 +198,7 @@ pub fn suite(args: &SuiteArgs) -> Result<SuiteReport, String> {
     let mut samples: BTreeMap<(String, &'static str, u32), Vec<Sample>> = BTreeMap::new();
     let mut unable: BTreeMap<(String, &'static str, u32), String> = BTreeMap::new();
     let mut failed: BTreeMap<(String, &'static str, u32), String> = BTreeMap::new();
-    let mut accepts: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    let mut accepts: BTreeMap<String, (Vec<u64>, Vec<f64>)> = BTreeMap::new();
 
     let plan = Plan {
         duration,
@@ -200,10 +209,10 @@ pub fn suite(args: &SuiteArgs) -> Result<SuiteReport, String> {
     };
     let total = repeat as usize * models.len();
     let mut done = 0;
+    let interrupted = || run::INTERRUPTED.load(Ordering::Relaxed);
     'reps: for rep in 0..repeat {
         for model in &models {
-            if run::INTERRUPTED.load(Ordering::Relaxed) {
-                failures.push("interrupted: the report covers the runs so far".into());
+            if interrupted() {
                 break 'reps;
             }
             done += 1;
@@ -226,12 +235,24 @@ pub fn suite(args: &SuiteArgs) -> Result<SuiteReport, String> {
                     unable.insert(key, why);
                     continue;
                 }
+                if interrupted() {
+                    break;
+                }
+                if !server.alive() {
+                    failed
+                        .entry(key)
+                        .or_insert_with(|| "not run: the server had died".into());
+                    continue;
+                }
                 let hgrm = scratch.join(format!(
                     "{}-{}-{x}-r{rep}.hgrm",
                     model.name,
                     workload.name()
                 ));
                 match run_one(model, &mut server, workload, x, &plan, &hgrm) {
+                    // A run cut short by Ctrl-C is not a measurement.
+                    Ok(Outcome::Measured(report)) if report.interrupted => {}
+                    Err(_) if interrupted() => {}
                     Ok(Outcome::Measured(report)) => {
                         samples.entry(key).or_default().push(Sample {
                             report: *report,
@@ -251,9 +272,6 @@ pub fn suite(args: &SuiteArgs) -> Result<SuiteReport, String> {
                         failed.insert(key, e);
                     }
                 }
-                if !server.alive() {
-                    break;
-                }
             }
             match server.stop() {
                 Ok(()) => {}
@@ -261,7 +279,10 @@ pub fn suite(args: &SuiteArgs) -> Result<SuiteReport, String> {
             }
             if model.echolab {
                 if let Some(per_worker) = worker_accepts(&stats_file) {
-                    let sum = accepts.entry(model.name.clone()).or_default();
+                    // Jain's index per repetition: worker i of one repetition is not worker
+                    // i of the next, so summing first would even out what was uneven.
+                    let (sum, jains) = accepts.entry(model.name.clone()).or_default();
+                    jains.push(jain(&per_worker));
                     sum.resize(sum.len().max(per_worker.len()), 0);
                     for (s, n) in sum.iter_mut().zip(per_worker) {
                         *s += n;
@@ -286,11 +307,16 @@ pub fn suite(args: &SuiteArgs) -> Result<SuiteReport, String> {
             ));
         }
     }
-    let accept = accepts
-        .into_iter()
-        .filter(|(name, _)| name.starts_with("prefork"))
-        .map(|(model, per_worker)| AcceptDistribution {
-            jain: jain(&per_worker),
+    if interrupted() {
+        failures.push("interrupted: the report covers the runs completed before Ctrl-C".into());
+    }
+    // In model order, not the map's.
+    let accept = models
+        .iter()
+        .filter(|m| m.name.starts_with("prefork"))
+        .filter_map(|m| accepts.remove(&m.name).map(|a| (m.name.clone(), a)))
+        .map(|(model, (per_worker, jains))| AcceptDistribution {
+            jain: median(jains),
             model,
             per_worker,
         })
@@ -313,7 +339,7 @@ pub fn suite(args: &SuiteArgs) -> Result<SuiteReport, String> {
             .iter()
             .map(|m| ModelInfo {
                 name: m.name.clone(),
-                command: m.argv.join(" "),
+                command: display_command(m),
             })
             .collect(),
         cells,
@@ -445,8 +471,18 @@ fn run_one(
     // A bounded model serves one connection per worker: connections beyond the workers (or,
     // with SO_REUSEPORT, hashed to a busy worker's own queue) wait and time out. That is the
     // model, reported in the cell's note, not a failure of the run.
-    let bounded = model.capacity.is_some();
-    if report.ok || (bounded && report.counts.ok > 0) {
+    let starves = model.capacity.is_some_and(|n| args.connections > n)
+        || (model.capacity.is_some() && model.name.ends_with("reuseport"));
+    let only_waiting = report.errors.nonzero().all(|(k, _)| {
+        matches!(
+            k,
+            crate::stats::ErrorKind::ReadTimeoutEmpty
+                | crate::stats::ErrorKind::ConnectTimeout
+                | crate::stats::ErrorKind::ErrorReply
+        )
+    }) && report.counts.failed
+        == report.errors.get(crate::stats::ErrorKind::ErrorReply);
+    if report.ok || (starves && only_waiting && report.counts.ok > 0) {
         Ok(Outcome::Measured(Box::new(report)))
     } else {
         let kinds: Vec<String> = report
@@ -515,7 +551,13 @@ fn hold_idle(addr: SocketAddr, protocol: Protocol, n: u32) -> Result<Vec<TcpStre
         )
         .map_err(|e| IdleError::Other(e.to_string()))?;
     let mut conns = Vec::with_capacity(n as usize);
+    let deadline = Instant::now() + Duration::from_secs(60);
     for held in 0..n {
+        if Instant::now() > deadline || run::INTERRUPTED.load(Ordering::Relaxed) {
+            return Err(IdleError::Other(format!(
+                "gave up after {held} of {n} idle connections (60 s or Ctrl-C)"
+            )));
+        }
         let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
             .map_err(|e| IdleError::Other(format!("connection {held}: {e}")))?;
         let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
@@ -533,10 +575,9 @@ fn hold_idle(addr: SocketAddr, protocol: Protocol, n: u32) -> Result<Vec<TcpStre
                 }
                 Ok(k) => buf.extend_from_slice(&chunk[..k]),
                 Err(e) => {
-                    return Err(IdleError::Refused {
-                        held,
-                        why: format!("no reply: {e}"),
-                    })
+                    return Err(IdleError::Other(format!(
+                        "connection {held}: no reply within 2 s: {e}"
+                    )))
                 }
             }
             match codec.decode_response(&buf) {
@@ -643,6 +684,15 @@ fn custom_model(spec: &str) -> Result<Model, String> {
     if name.is_empty() || command.trim().is_empty() {
         return Err(format!("--server {spec}: expected NAME=COMMAND"));
     }
+    // The name becomes file names and table cells.
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+    {
+        return Err(format!(
+            "--server {name}: a name may hold only letters, digits, '-', '_' and '.'"
+        ));
+    }
     Ok(Model {
         name: name.into(),
         argv: vec![command.into()],
@@ -714,6 +764,7 @@ struct Server {
     addr: SocketAddr,
     name: String,
     exit: Option<ExitStatus>,
+    shell: bool,
 }
 
 impl Server {
@@ -751,16 +802,20 @@ impl Server {
             ]);
             cmd.arg("--stats-file").arg(stats_file);
         }
-        if let Some(&set) = cpus {
-            // SAFETY: the closure runs in the forked child before exec and only makes the
-            // sched_setaffinity(2) system call on a CpuSet copied in before the fork: it
-            // allocates nothing and takes no lock, so it is async-signal-safe.
-            unsafe {
-                cmd.pre_exec(move || {
+        let cpus = cpus.copied();
+        // SAFETY: the closure runs in the forked child before exec and only makes two system
+        // calls, sched_setaffinity(2) on a CpuSet copied in before the fork and
+        // prctl(PR_SET_PDEATHSIG): it allocates nothing and takes no lock, so it is
+        // async-signal-safe. The death signal makes the kernel kill the server if loadgen
+        // itself is killed (a second Ctrl-C), so no server outlives the suite.
+        unsafe {
+            cmd.pre_exec(move || {
+                if let Some(set) = cpus {
                     nix::sched::sched_setaffinity(Pid::from_raw(0), &set)
-                        .map_err(std::io::Error::from)
-                });
-            }
+                        .map_err(std::io::Error::from)?;
+                }
+                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
+            });
         }
         let mut child = cmd
             .stdin(Stdio::null())
@@ -791,6 +846,7 @@ impl Server {
             addr,
             name: model.name.clone(),
             exit: None,
+            shell: model.shell,
         })
     }
 
@@ -821,7 +877,15 @@ impl Server {
     fn stop(mut self) -> Result<(), String> {
         let pgid = Pid::from_raw(self.pid());
         if self.alive() {
-            let _ = kill(pgid, Signal::SIGTERM);
+            // Our servers get SIGTERM themselves, as an operator would send it, and shut their
+            // workers down; a --server command run by sh gets it for its whole group, since
+            // sh may not exec the server it starts.
+            let target = if self.shell {
+                Pid::from_raw(-pgid.as_raw())
+            } else {
+                pgid
+            };
+            let _ = kill(target, Signal::SIGTERM);
             let deadline = Instant::now() + Duration::from_secs(10);
             while self.alive() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(10));
@@ -839,15 +903,24 @@ impl Server {
             });
         }
         let status = self.exit;
-        // Anything left in the group (a worker, a child) outlived its server.
-        std::thread::sleep(Duration::from_millis(50));
+        // Anything still in the group 2 s after the leader exited (a worker, a child, the
+        // server a shell command started and is still shutting down) outlived its server.
+        let group = Pid::from_raw(-pgid.as_raw());
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while kill(group, None).is_ok() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         if kill_leftovers(pgid) {
             return Err(format!(
                 "left processes behind after it exited (process group {pgid}); killed them"
             ));
         }
+        use std::os::unix::process::ExitStatusExt;
         match status {
             Some(s) if s.success() => Ok(()),
+            // A shell command's sh dies of the SIGTERM it was sent: that is its clean exit
+            // (the server it started was checked above).
+            Some(s) if self.shell && s.signal() == Some(Signal::SIGTERM as i32) => Ok(()),
             Some(s) => Err(format!("exited uncleanly after SIGTERM: {s}")),
             None => Ok(()),
         }
@@ -862,6 +935,39 @@ impl Drop for Server {
         }
         let _ = &self.name;
     }
+}
+
+/// The command a model was started with, as a shell would take it (the suite's own flags
+/// included; `{port}` stands for the free port picked at each start).
+fn display_command(m: &Model) -> String {
+    let quote = |a: &String| {
+        if a.is_empty() || a.contains(|c: char| c.is_whitespace() || c == '\'') {
+            format!("'{}'", a.replace('\'', r"'\''"))
+        } else {
+            a.clone()
+        }
+    };
+    let mut words: Vec<String> = if m.shell {
+        vec!["sh".into(), "-c".into(), quote(&m.argv[0])]
+    } else {
+        m.argv.iter().map(quote).collect()
+    };
+    if m.echolab {
+        words.extend(
+            [
+                "--addr",
+                "127.0.0.1:0",
+                "--grace",
+                "1s",
+                "--max-connections",
+                "10000",
+                "--stats-file",
+                "FILE",
+            ]
+            .map(String::from),
+        );
+    }
+    words.join(" ")
 }
 
 /// Kills whatever is left of process group `pgid`; returns whether anything was.
@@ -979,10 +1085,16 @@ fn describe_placement(server: Option<&nix::sched::CpuSet>) -> String {
 /// the limit now in force.
 fn raise_nofile() -> u64 {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    // An unlimited hard limit cannot be set as the soft one: the kernel's ceiling is nr_open.
+    let nr_open = fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(1 << 20);
     match getrlimit(Resource::RLIMIT_NOFILE) {
         Ok((soft, hard)) => {
-            if setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
-                hard
+            let want = hard.min(nr_open);
+            if setrlimit(Resource::RLIMIT_NOFILE, want, hard).is_ok() {
+                want
             } else {
                 soft
             }
@@ -1290,13 +1402,18 @@ fn markdown(report: &SuiteReport, plots: &[String]) -> String {
         report.models.len(),
         report.elapsed_s
     );
-    if report.failures.is_empty() {
+    let (notes, failures): (Vec<&String>, Vec<&String>) =
+        report.failures.iter().partition(|f| f.starts_with("note:"));
+    if failures.is_empty() {
         s.push_str("\nNo failures: every server started, answered every run, exited cleanly on SIGTERM and left no process behind.\n");
     } else {
         s.push_str("\n## Failures\n\n");
-        for f in &report.failures {
+        for f in &failures {
             s.push_str(&format!("- {f}\n"));
         }
+    }
+    for n in notes {
+        s.push_str(&format!("\n{n}\n"));
     }
     if !plots.is_empty() {
         s.push_str("\n## Plots\n\n");

@@ -161,6 +161,15 @@ fn real_failures(report: &SuiteReport) -> Vec<&String> {
 /// dir`, `--duration 200ms` unless `args` gives one, and `args`. Past [`SUITE_LIMIT`] the
 /// guard kills the suite's servers and the suite, and fails the test.
 fn suite(dir: &ResultsDir, args: &[&str]) -> SuiteRun {
+    suite_signalled(dir, args, None)
+}
+
+/// [`suite`], sending loadgen `signal` once `after` has passed.
+fn suite_signalled(
+    dir: &ResultsDir,
+    args: &[&str],
+    mut signal: Option<(Duration, Signal)>,
+) -> SuiteRun {
     let bin_dir = server_bin("server-thread")
         .parent()
         .expect("the server binary has a directory")
@@ -194,6 +203,12 @@ fn suite(dir: &ResultsDir, args: &[&str]) -> SuiteRun {
     let stdout = child.stdout.take().map(|o| drain(Box::new(o)));
     let stderr = child.stderr.take().map(|e| drain(Box::new(e)));
     let status = loop {
+        if let Some((after, sig)) = signal {
+            if started.elapsed() >= after {
+                let _ = kill(Pid::from_raw(child.id() as i32), sig);
+                signal = None;
+            }
+        }
         match child.try_wait() {
             Ok(Some(status)) => break Some(status),
             Ok(None) if started.elapsed() < SUITE_LIMIT => thread::sleep(Duration::from_millis(20)),
@@ -694,4 +709,62 @@ fn select_past_fd_setsize_is_unable_not_a_crash() {
         "the note should say the server refused, busy: {note:?}"
     );
     assert_none_left(dir.arg(), "eventloop-select", &run);
+}
+
+/// Regression: Ctrl-C was only looked at between models, so the current model's remaining
+/// workloads ran on, each "failing" with nothing measured; a run cut short fed the medians.
+/// Now the suite stops at once, writes the report of what it finished, says it was
+/// interrupted, and leaves no server running.
+#[test]
+fn ctrl_c_stops_the_suite_with_a_report() {
+    let dir = ResultsDir::new("interrupted");
+    let run = suite_signalled(
+        &dir,
+        &["--only", "thread,eventloop-epoll", "--duration", "500ms"],
+        Some((Duration::from_millis(1500), Signal::SIGINT)),
+    );
+    run.assert_code(1);
+    assert!(run.elapsed < Duration::from_secs(10), "{}", run.output());
+    let report = run.report(&dir);
+    let failures = real_failures(&report);
+    assert_eq!(failures.len(), 1, "{failures:?}\n{}", run.output());
+    assert!(failures[0].starts_with("interrupted"), "{failures:?}");
+    assert_none_left(dir.arg(), "a server of the interrupted suite", &run);
+}
+
+/// Regression: a --server command without `exec` left the server as a child of sh, which
+/// alone got SIGTERM, so the server was reported (and killed) as a leftover.
+#[test]
+fn a_custom_server_without_exec_stops_cleanly() {
+    let dir = ResultsDir::new("noexec");
+    let server = format!("mine={} --addr {{addr}}", server_thread());
+    let run = suite(
+        &dir,
+        &[
+            "--only",
+            "mine",
+            "--workloads",
+            "echo",
+            "--connections",
+            "1",
+            "--server",
+            &server,
+        ],
+    );
+    run.assert_code(0);
+    assert!(
+        real_failures(&run.report(&dir)).is_empty(),
+        "{}",
+        run.output()
+    );
+}
+
+/// Regression: two models of one name were merged into one row of mixed samples.
+#[test]
+fn a_taken_model_name_is_refused() {
+    let dir = ResultsDir::new("dupname");
+    let server = format!("thread=exec {} --addr {{addr}}", server_thread());
+    let run = suite(&dir, &["--only", "thread", "--server", &server]);
+    run.assert_code(2);
+    assert!(run.stderr.contains("taken"), "{}", run.output());
 }
