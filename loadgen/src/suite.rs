@@ -480,8 +480,7 @@ fn run_one(
                 | crate::stats::ErrorKind::ConnectTimeout
                 | crate::stats::ErrorKind::ErrorReply
         )
-    }) && report.counts.failed
-        == report.errors.get(crate::stats::ErrorKind::ErrorReply);
+    });
     if report.ok || (starves && only_waiting && report.counts.ok > 0) {
         Ok(Outcome::Measured(Box::new(report)))
     } else {
