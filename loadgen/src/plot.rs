@@ -988,7 +988,10 @@ mod tests {
         let written = write_all(&report, &dir).expect("plots");
         // Memory per added connection needs two connection counts: with one, no plot.
         assert_eq!(written.len(), 3, "{written:?}");
-        assert!(!written.iter().any(|n| n.starts_with("memory")), "{written:?}");
+        assert!(
+            !written.iter().any(|n| n.starts_with("memory")),
+            "{written:?}"
+        );
         for name in &written {
             let svg = std::fs::read_to_string(dir.join(name)).expect("svg");
             assert!(
