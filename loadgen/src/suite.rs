@@ -791,14 +791,7 @@ impl Server {
             c
         };
         if model.echolab {
-            cmd.args([
-                "--addr",
-                "127.0.0.1:0",
-                "--grace",
-                "1s",
-                "--max-connections",
-                "10000",
-            ]);
+            cmd.args(ECHOLAB_FLAGS);
             cmd.arg("--stats-file").arg(stats_file);
         }
         let cpus = cpus.copied();
@@ -936,6 +929,17 @@ impl Drop for Server {
     }
 }
 
+/// What the suite adds to an echolab server's command line: a free port, a short grace
+/// period (the suite stops dozens of servers), and room for the idle workload's connections.
+const ECHOLAB_FLAGS: [&str; 6] = [
+    "--addr",
+    "127.0.0.1:0",
+    "--grace",
+    "1s",
+    "--max-connections",
+    "10000",
+];
+
 /// The command a model was started with, as a shell would take it (the suite's own flags
 /// included; `{port}` stands for the free port picked at each start).
 fn display_command(m: &Model) -> String {
@@ -952,19 +956,8 @@ fn display_command(m: &Model) -> String {
         m.argv.iter().map(quote).collect()
     };
     if m.echolab {
-        words.extend(
-            [
-                "--addr",
-                "127.0.0.1:0",
-                "--grace",
-                "1s",
-                "--max-connections",
-                "10000",
-                "--stats-file",
-                "FILE",
-            ]
-            .map(String::from),
-        );
+        words.extend(ECHOLAB_FLAGS.map(String::from));
+        words.extend(["--stats-file".into(), "FILE".into()]);
     }
     words.join(" ")
 }
