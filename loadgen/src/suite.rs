@@ -761,7 +761,6 @@ fn find_bin_dir(given: Option<&Path>) -> Result<PathBuf, String> {
 struct Server {
     child: Child,
     addr: SocketAddr,
-    name: String,
     exit: Option<ExitStatus>,
     shell: bool,
 }
@@ -836,7 +835,6 @@ impl Server {
         Ok(Server {
             child,
             addr,
-            name: model.name.clone(),
             exit: None,
             shell: model.shell,
         })
@@ -925,7 +923,6 @@ impl Drop for Server {
             let _ = kill(Pid::from_raw(-(self.child.id() as i32)), Signal::SIGKILL);
             let _ = self.child.wait();
         }
-        let _ = &self.name;
     }
 }
 
