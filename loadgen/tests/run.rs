@@ -379,17 +379,7 @@ fn a_bad_server_pid_runs_nothing() {
         "stderr should name --server-pid\n{}",
         run.output()
     );
-    assert!(
-        run.stdout.is_empty(),
-        "no summary expected\n{}",
-        run.output()
-    );
-    assert!(run.json.is_none(), "no report expected\n{}", run.output());
-    assert!(
-        fake.peers().is_empty(),
-        "loadgen connected: {:?}",
-        fake.peers()
-    );
+    run.assert_nothing_started(&fake);
 }
 
 /// `--source-ips` spreads connections over the given loopback addresses, as the server sees

@@ -16,14 +16,12 @@
 mod common;
 
 use std::fs;
-use std::io::Read;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use common::{loadgen_bin, server_bin};
+use common::{server_bin, spawn_loadgen};
 use echolab_loadgen::suite_report::{CellStatus, SuiteReport, Workload};
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
@@ -149,6 +147,16 @@ impl SuiteRun {
 }
 
 /// The failures that count (exit 1): every entry not starting with "note:".
+/// Asserts one of the report's real failures matches `what` (e.g. names the model).
+fn assert_a_failure(report: &SuiteReport, run: &SuiteRun, what: impl Fn(&str) -> bool) {
+    let failures = real_failures(report);
+    assert!(
+        failures.iter().any(|f| what(f)),
+        "failures: {failures:?}\n{}",
+        run.output()
+    );
+}
+
 fn real_failures(report: &SuiteReport) -> Vec<&String> {
     report
         .failures
@@ -186,22 +194,7 @@ fn suite_signalled(
     full.extend(args.iter().map(|s| s.to_string()));
 
     let started = Instant::now();
-    let mut child = Command::new(loadgen_bin())
-        .args(&full)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start loadgen: {e}"));
-    let drain = |mut r: Box<dyn Read + Send>| -> JoinHandle<String> {
-        thread::spawn(move || {
-            let mut s = String::new();
-            let _ = r.read_to_string(&mut s);
-            s
-        })
-    };
-    let stdout = child.stdout.take().map(|o| drain(Box::new(o)));
-    let stderr = child.stderr.take().map(|e| drain(Box::new(e)));
+    let (mut child, stdout, stderr) = spawn_loadgen(&full);
     let status = loop {
         if let Some((after, sig)) = signal {
             if started.elapsed() >= after {
@@ -224,12 +217,12 @@ fn suite_signalled(
             }
         }
     };
-    let join = |h: Option<JoinHandle<String>>| h.map(|h| h.join().unwrap_or_default());
+    let join = |h: JoinHandle<String>| h.join().unwrap_or_default();
     let run = SuiteRun {
         args: full,
         code: status.and_then(|s| s.code()),
-        stdout: join(stdout).unwrap_or_default(),
-        stderr: join(stderr).unwrap_or_default(),
+        stdout: join(stdout),
+        stderr: join(stderr),
         elapsed: started.elapsed(),
     };
     assert!(
@@ -492,12 +485,7 @@ fn a_model_that_crashes_fails_the_suite_and_is_named() {
         run.output()
     );
     let report = run.report(&dir);
-    let failures = real_failures(&report);
-    assert!(
-        failures.iter().any(|f| f.starts_with("crasher")),
-        "failures: {failures:?}\n{}",
-        run.output()
-    );
+    assert_a_failure(&report, &run, |f| f.starts_with("crasher"));
     let cell = report
         .cells
         .iter()
@@ -537,14 +525,9 @@ fn a_model_that_leaves_a_process_behind_fails_the_suite() {
     );
     run.assert_code(1);
     let report = run.report(&dir);
-    let failures = real_failures(&report);
-    assert!(
-        failures
-            .iter()
-            .any(|f| f.starts_with("stray") && f.contains("left processes behind")),
-        "failures: {failures:?}\n{}",
-        run.output()
-    );
+    assert_a_failure(&report, &run, |f| {
+        f.starts_with("stray") && f.contains("left processes behind")
+    });
     assert!(
         run.stderr.contains("stray"),
         "stderr does not name the model\n{}",
@@ -585,14 +568,7 @@ fn a_model_that_crashes_has_its_leftovers_killed() {
     );
     run.assert_code(1);
     let report = run.report(&dir);
-    assert!(
-        real_failures(&report)
-            .iter()
-            .any(|f| f.starts_with("crashstray")),
-        "failures: {:?}\n{}",
-        report.failures,
-        run.output()
-    );
+    assert_a_failure(&report, &run, |f| f.starts_with("crashstray"));
     assert_none_left(&marker.needle(), "the crashed model's stray", &run);
 }
 
@@ -623,14 +599,7 @@ fn a_model_that_never_gets_ready_is_not_left_running() {
     );
     run.assert_code(1);
     let report = run.report(&dir);
-    assert!(
-        real_failures(&report)
-            .iter()
-            .any(|f| f.starts_with("mute: did not start")),
-        "failures: {:?}\n{}",
-        report.failures,
-        run.output()
-    );
+    assert_a_failure(&report, &run, |f| f.starts_with("mute: did not start"));
     assert_none_left(&marker.needle(), "the model's stray", &run);
 }
 

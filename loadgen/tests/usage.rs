@@ -23,13 +23,7 @@ fn refused(flags: &str, needle: &str) {
         "stderr should contain {needle:?}\n{}",
         run.output()
     );
-    assert!(
-        run.stdout.is_empty(),
-        "no summary expected\n{}",
-        run.output()
-    );
-    assert!(run.json.is_none(), "no report expected\n{}", run.output());
-    assert!(fake.peers().is_empty(), "loadgen connected with {flags:?}");
+    run.assert_nothing_started(&fake);
 }
 
 #[test]

@@ -146,6 +146,23 @@ impl Run {
     }
 
     /// Asserts the exit code.
+    /// Asserts the run was refused before any load: no summary, no report, and no connection
+    /// to `fake`.
+    pub fn assert_nothing_started(&self, fake: &FakeServer) {
+        assert!(
+            self.stdout.is_empty(),
+            "no summary expected\n{}",
+            self.output()
+        );
+        assert!(self.json.is_none(), "no report expected\n{}", self.output());
+        assert!(
+            fake.peers().is_empty(),
+            "loadgen connected: {:?}\n{}",
+            fake.peers(),
+            self.output()
+        );
+    }
+
     pub fn assert_code(&self, code: i32) {
         assert_eq!(self.code, Some(code), "exit code\n{}", self.output());
     }
@@ -269,30 +286,14 @@ impl Loadgen {
             "never".into(),
         ]);
         let started = Instant::now();
-        let mut child = Command::new(loadgen_bin())
-            .args(&full)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start loadgen: {e}"));
-        // Threads drain the pipes so a chatty run can never block on a full one.
-        let drain = |mut r: Box<dyn Read + Send>| {
-            thread::spawn(move || {
-                let mut s = String::new();
-                let _ = r.read_to_string(&mut s);
-                s
-            })
-        };
-        let stdout = child.stdout.take().map(|o| drain(Box::new(o)));
-        let stderr = child.stderr.take().map(|e| drain(Box::new(e)));
+        let (child, stdout, stderr) = spawn_loadgen(&full);
         Loadgen {
             child: Some(child),
             args: full,
             json,
             started,
-            stdout,
-            stderr,
+            stdout: Some(stdout),
+            stderr: Some(stderr),
         }
     }
 
@@ -363,6 +364,28 @@ fn wait_with_deadline(child: &mut Child, deadline: Instant) -> Option<ExitStatus
             }
         }
     }
+}
+
+/// Starts the loadgen binary with `args`, stdin closed, and threads draining its stdout and
+/// stderr (so a chatty run can never block on a full pipe); join them for the text.
+pub fn spawn_loadgen(args: &[String]) -> (Child, JoinHandle<String>, JoinHandle<String>) {
+    let mut child = Command::new(loadgen_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start loadgen: {e}"));
+    let drain = |mut r: Box<dyn Read + Send>| {
+        thread::spawn(move || {
+            let mut s = String::new();
+            let _ = r.read_to_string(&mut s);
+            s
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().expect("stdout is piped")));
+    let stderr = drain(Box::new(child.stderr.take().expect("stderr is piped")));
+    (child, stdout, stderr)
 }
 
 /// Runs `loadgen run CMD` to the end (see [`Loadgen::start`]).
