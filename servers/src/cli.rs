@@ -56,9 +56,37 @@ pub struct ServerArgs {
     /// Debug logs on stderr (one line per connection event).
     #[arg(short, long)]
     pub verbose: bool,
+
+    /// Testing aid: burn this many nanoseconds of CPU on every request, after decoding it and
+    /// before replying. It makes a build measurably slower without editing code, which is how
+    /// the regression gate (`loadgen compare`, docs/ci.md) is shown to catch a slowdown.
+    /// 0 (the default) adds nothing.
+    #[arg(long, value_name = "NS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=MAX_DEBUG_SPIN_NS))]
+    pub debug_spin_ns: u64,
+}
+
+/// The largest `--debug-spin-ns`: one second per request is already a server that does nothing.
+pub const MAX_DEBUG_SPIN_NS: u64 = 1_000_000_000;
+
+/// What every server sets up for the whole process before its model starts (see
+/// [`crate::main_with`]).
+#[derive(Debug, Clone, Copy)]
+pub struct ProcessSettings {
+    /// `--verbose`.
+    pub verbose: bool,
+    /// `--debug-spin-ns`.
+    pub debug_spin_ns: u64,
 }
 
 impl ServerArgs {
+    /// The settings that hold for the whole process, whichever model runs.
+    pub fn process_settings(&self) -> ProcessSettings {
+        ProcessSettings {
+            verbose: self.verbose,
+            debug_spin_ns: self.debug_spin_ns,
+        }
+    }
+
     /// The per-connection limits the blocking handler enforces.
     pub fn limits(&self) -> crate::conn::Limits {
         crate::conn::Limits {

@@ -5,12 +5,29 @@
 //! connection, either delays only its own client. In the event loop, both delay *every*
 //! client, because the loop is the only thread: that contrast is the point of having them.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use echolab_protocol::{json, Command, Reply, Request};
 
+/// `--debug-spin-ns`: CPU burnt on every request, set once at start-up.
+///
+/// A process-wide setting rather than a parameter threaded through every model: it is a testing
+/// aid, not part of any model's lifecycle, and a global keeps it out of the code students read.
+/// Forked children inherit it with the rest of memory.
+static DEBUG_SPIN_NS: AtomicU64 = AtomicU64::new(0);
+
+/// Sets `--debug-spin-ns` for this process (and the children it will fork).
+pub fn set_debug_spin_ns(ns: u64) {
+    DEBUG_SPIN_NS.store(ns, Ordering::Relaxed);
+}
+
 /// Runs `request` on the calling thread and returns what to reply.
 pub fn execute(request: &Request<'_>) -> Reply {
+    let debug_spin = DEBUG_SPIN_NS.load(Ordering::Relaxed);
+    if debug_spin > 0 {
+        spin(Duration::from_nanos(debug_spin));
+    }
     match request.command {
         Command::Echo | Command::Ping => Reply::Echo,
         Command::Sleep { micros } => {

@@ -29,14 +29,16 @@ pub mod stats;
 
 use std::process::ExitCode;
 
-/// The `main` of every server: parse nothing (the binary has), set up logging, run, and turn
-/// an error into a message and exit status 1.
+/// The `main` of every server: parse nothing (the binary has), set up logging and the
+/// per-request testing aid, run, and turn an error into a message and exit status 1.
 pub fn main_with(
     program: &'static str,
-    verbose: bool,
+    settings: cli::ProcessSettings,
     run: impl FnOnce() -> std::io::Result<()>,
 ) -> ExitCode {
-    log::init(program, verbose);
+    log::init(program, settings.verbose);
+    // Set before the model starts any thread or forks any process, so every one of them sees it.
+    exec::set_debug_spin_ns(settings.debug_spin_ns);
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -106,7 +106,9 @@ fn parse_pending_cap(s: &str) -> Result<usize, String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    echolab_servers::main_with("server-eventloop", args.server.verbose, || run(args))
+    echolab_servers::main_with("server-eventloop", args.server.process_settings(), || {
+        run(args)
+    })
 }
 
 /// One client: its socket and the state a blocking server would keep on a thread's stack.

@@ -93,7 +93,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    echolab_servers::main_with("server-fork", args.server.verbose, || run(args))
+    echolab_servers::main_with("server-fork", args.server.process_settings(), || run(args))
 }
 
 fn run(args: Args) -> io::Result<()> {

@@ -103,7 +103,9 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    echolab_servers::main_with("server-prefork", args.server.verbose, || run(args))
+    echolab_servers::main_with("server-prefork", args.server.process_settings(), || {
+        run(args)
+    })
 }
 
 /// What a worker inherits from the parent at `fork` and keeps using.

@@ -93,7 +93,9 @@ struct Shared {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    echolab_servers::main_with("server-thread", args.server.verbose, || run(args))
+    echolab_servers::main_with("server-thread", args.server.process_settings(), || {
+        run(args)
+    })
 }
 
 fn run(args: Args) -> io::Result<()> {
