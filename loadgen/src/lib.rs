@@ -19,6 +19,7 @@ pub mod cli;
 pub mod clock;
 pub mod collector;
 pub mod engine;
+pub mod launch;
 pub mod plot;
 pub mod proc;
 pub mod report;

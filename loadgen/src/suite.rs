@@ -16,21 +16,22 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::unix::process::CommandExt;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use clap::Args;
 use echolab_protocol::{Command as Op, Decoded, Protocol, Request};
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 
 use crate::cli::{self, Progress, RunArgs};
+use crate::launch::{
+    custom_model, describe_placement, display_command, find_bin_dir, pin_halves, raise_nofile,
+    standard_models, Model, Server,
+};
 use crate::run;
+use crate::stats::median;
 use crate::suite_report::{
     AcceptDistribution, Cell, CellStatus, ModelInfo, SuiteParams, SuiteReport, Workload,
 };
@@ -96,20 +97,6 @@ pub struct SuiteArgs {
     /// Write the report here (default `results/<run-id>` under the current directory).
     #[arg(long, value_name = "DIR")]
     pub results: Option<PathBuf>,
-}
-
-/// A server to start.
-#[derive(Debug, Clone)]
-struct Model {
-    name: String,
-    /// Program and arguments (run directly), or a shell command for --server.
-    argv: Vec<String>,
-    shell: bool,
-    protocol: Protocol,
-    /// At most this many connections are served at once (workers), if bounded.
-    capacity: Option<u32>,
-    /// Accepts --stats-file (echolab's servers).
-    echolab: bool,
 }
 
 /// What one run of one (model, workload, x) measured.
@@ -184,7 +171,7 @@ pub fn suite(args: &SuiteArgs) -> Result<SuiteReport, String> {
         models.retain(|m| only.contains(&m.name));
     }
 
-    let run_id = run_id();
+    let run_id = crate::clock::run_id("suite");
     let dir = args
         .results
         .clone()
@@ -218,7 +205,7 @@ pub fn suite(args: &SuiteArgs) -> Result<SuiteReport, String> {
             done += 1;
             eprintln!("[{done}/{total}] {} (repetition {})", model.name, rep + 1);
             let stats_file = scratch.join(format!("{}-r{rep}.stats.json", model.name));
-            let mut server = match Server::start(model, &stats_file, placement.as_ref()) {
+            let mut server = match Server::start(model, Some(&stats_file), placement.as_ref()) {
                 Ok(s) => s,
                 Err(e) => {
                     failures.push(format!("{}: did not start: {e}", model.name));
@@ -600,498 +587,6 @@ fn hold_idle(addr: SocketAddr, protocol: Protocol, n: u32) -> Result<Vec<TcpStre
     Ok(conns)
 }
 
-// ----- servers ---------------------------------------------------------------------------
-
-/// The models the lab compares, with the flags the suite gives them.
-fn standard_models(bin: &Path, workers: u32) -> Vec<Model> {
-    let path = |name: &str| bin.join(name).to_string_lossy().into_owned();
-    let ours = |name: &str, bin_name: &str, extra: &[String], capacity: Option<u32>| Model {
-        name: name.into(),
-        argv: std::iter::once(path(bin_name))
-            .chain(extra.iter().cloned())
-            .collect(),
-        shell: false,
-        protocol: Protocol::Binary,
-        capacity,
-        echolab: true,
-    };
-    let w = workers.to_string();
-    let mut models = vec![
-        ours("thread", "server-thread", &[], None),
-        ours(
-            "thread-pool",
-            "server-thread",
-            &["--pool".into(), w.clone()],
-            Some(workers),
-        ),
-        ours("fork", "server-fork", &[], None),
-    ];
-    for mode in ["shared", "locked", "reuseport"] {
-        models.push(ours(
-            &format!("prefork-{mode}"),
-            "server-prefork",
-            &[
-                "--workers".into(),
-                w.clone(),
-                "--accept".into(),
-                mode.into(),
-            ],
-            Some(workers),
-        ));
-    }
-    for backend in ["select", "poll", "epoll"] {
-        models.push(ours(
-            &format!("eventloop-{backend}"),
-            "server-eventloop",
-            &["--backend".into(), backend.into()],
-            None,
-        ));
-    }
-    if let Some(redis) = which("redis-server") {
-        models.push(Model {
-            name: "redis-server".into(),
-            argv: vec![
-                redis,
-                "--bind".into(),
-                "127.0.0.1".into(),
-                "--port".into(),
-                "{port}".into(),
-                "--save".into(),
-                String::new(),
-                "--appendonly".into(),
-                "no".into(),
-                // Protected mode admits 127.0.0.1 only; the short-connection workload comes
-                // from 127.0.0.2-254 (for their ephemeral ports). Still bound to loopback.
-                "--protected-mode".into(),
-                "no".into(),
-                "--maxclients".into(),
-                "10000".into(),
-            ],
-            shell: false,
-            protocol: Protocol::Resp,
-            capacity: None,
-            echolab: false,
-        });
-    }
-    models
-}
-
-fn custom_model(spec: &str) -> Result<Model, String> {
-    let (name, command) = spec
-        .split_once('=')
-        .ok_or_else(|| format!("--server {spec}: expected NAME=COMMAND"))?;
-    if name.is_empty() || command.trim().is_empty() {
-        return Err(format!("--server {spec}: expected NAME=COMMAND"));
-    }
-    // The name becomes file names and table cells.
-    if !name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
-    {
-        return Err(format!(
-            "--server {name}: a name may hold only letters, digits, '-', '_' and '.'"
-        ));
-    }
-    Ok(Model {
-        name: name.into(),
-        argv: vec![command.into()],
-        shell: true,
-        protocol: Protocol::Binary,
-        capacity: None,
-        echolab: false,
-    })
-}
-
-fn which(program: &str) -> Option<String> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(program))
-        .find(|p| p.is_file())
-        .map(|p| p.to_string_lossy().into_owned())
-}
-
-/// Where the server binaries are: `--bin-dir`, or beside this executable, built with cargo
-/// (release if this is a release build) when missing.
-fn find_bin_dir(given: Option<&Path>) -> Result<PathBuf, String> {
-    const NAMES: [&str; 4] = [
-        "server-thread",
-        "server-fork",
-        "server-prefork",
-        "server-eventloop",
-    ];
-    let dir = match given {
-        Some(d) => d.to_path_buf(),
-        None => std::env::current_exe()
-            .ok()
-            .and_then(|p| p.parent().map(Path::to_path_buf))
-            .ok_or("cannot tell where this loadgen lives; pass --bin-dir")?,
-    };
-    if NAMES.iter().all(|n| dir.join(n).is_file()) {
-        return Ok(dir);
-    }
-    if given.is_some() {
-        return Err(format!(
-            "{} does not hold the server binaries",
-            dir.display()
-        ));
-    }
-    let release = dir.ends_with("release");
-    eprintln!(
-        "building the servers (cargo build{} -p echolab-servers)",
-        if release { " --release" } else { "" }
-    );
-    let mut cmd = Command::new("cargo");
-    cmd.args(["build", "-q", "-p", "echolab-servers", "--bins"]);
-    if release {
-        cmd.arg("--release");
-    }
-    let ok = cmd.status().map(|s| s.success()).unwrap_or(false);
-    if ok && NAMES.iter().all(|n| dir.join(n).is_file()) {
-        Ok(dir)
-    } else {
-        Err(format!(
-            "the server binaries are not in {} and cargo could not build them; run `cargo build --release` in the echolab checkout, or pass --bin-dir",
-            dir.display()
-        ))
-    }
-}
-
-/// A running server, in its own process group so that everything it started can be checked
-/// for (and, on failure, killed) as one.
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-    exit: Option<ExitStatus>,
-    shell: bool,
-}
-
-impl Server {
-    fn start(
-        model: &Model,
-        stats_file: &Path,
-        cpus: Option<&nix::sched::CpuSet>,
-    ) -> Result<Server, String> {
-        let port_given = model
-            .argv
-            .iter()
-            .any(|a| a.contains("{port}") || a.contains("{addr}"));
-        let port = if port_given { free_port()? } else { 0 };
-        let fill = |a: &str| {
-            a.replace("{port}", &port.to_string())
-                .replace("{addr}", &format!("127.0.0.1:{port}"))
-        };
-        let mut cmd = if model.shell {
-            let mut c = Command::new("sh");
-            c.arg("-c").arg(fill(&model.argv[0]));
-            c
-        } else {
-            let mut c = Command::new(&model.argv[0]);
-            c.args(model.argv[1..].iter().map(|a| fill(a)));
-            c
-        };
-        if model.echolab {
-            cmd.args(ECHOLAB_FLAGS);
-            cmd.arg("--stats-file").arg(stats_file);
-        }
-        let cpus = cpus.copied();
-        // SAFETY: the closure runs in the forked child before exec and only makes two system
-        // calls, sched_setaffinity(2) on a CpuSet copied in before the fork and
-        // prctl(PR_SET_PDEATHSIG): it allocates nothing and takes no lock, so it is
-        // async-signal-safe. The death signal makes the kernel kill the server if loadgen
-        // itself is killed (a second Ctrl-C), so no server outlives the suite.
-        unsafe {
-            cmd.pre_exec(move || {
-                if let Some(set) = cpus {
-                    nix::sched::sched_setaffinity(Pid::from_raw(0), &set)
-                        .map_err(std::io::Error::from)?;
-                }
-                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
-            });
-        }
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .map_err(|e| format!("cannot run {}: {e}", model.argv[0]))?;
-        let ready = if port_given {
-            let addr = SocketAddr::from(([127, 0, 0, 1], port));
-            wait_for_port(&mut child, addr).map(|()| addr)
-        } else {
-            wait_for_line(&mut child)
-        };
-        let addr = match ready {
-            Ok(addr) => addr,
-            Err(e) => {
-                // Never ready: nothing it started may outlive the attempt.
-                let pgid = Pid::from_raw(child.id() as i32);
-                let _ = kill(Pid::from_raw(-pgid.as_raw()), Signal::SIGKILL);
-                let _ = child.wait();
-                kill_leftovers(pgid);
-                return Err(e);
-            }
-        };
-        Ok(Server {
-            child,
-            addr,
-            exit: None,
-            shell: model.shell,
-        })
-    }
-
-    fn pid(&self) -> i32 {
-        self.child.id() as i32
-    }
-
-    fn alive(&mut self) -> bool {
-        if self.exit.is_some() {
-            return false;
-        }
-        match self.child.try_wait() {
-            Ok(Some(status)) => {
-                self.exit = Some(status);
-                false
-            }
-            Ok(None) => true,
-            Err(_) => false,
-        }
-    }
-
-    fn describe_exit(&self) -> String {
-        self.exit.map_or("still running".into(), |s| s.to_string())
-    }
-
-    /// SIGTERM, wait (at most 10 s), then check the exit status and that nothing of its
-    /// process group survived.
-    fn stop(mut self) -> Result<(), String> {
-        let pgid = Pid::from_raw(self.pid());
-        if self.alive() {
-            // Our servers get SIGTERM themselves, as an operator would send it, and shut their
-            // workers down; a --server command run by sh gets it for its whole group, since
-            // sh may not exec the server it starts.
-            let target = if self.shell {
-                Pid::from_raw(-pgid.as_raw())
-            } else {
-                pgid
-            };
-            let _ = kill(target, Signal::SIGTERM);
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while self.alive() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            if self.alive() {
-                let _ = kill(Pid::from_raw(-pgid.as_raw()), Signal::SIGKILL);
-                let _ = self.child.wait();
-                return Err("did not exit within 10 s of SIGTERM (killed)".into());
-            }
-        } else {
-            let crashed = format!("crashed during the suite ({})", self.describe_exit());
-            return Err(match kill_leftovers(pgid) {
-                true => format!("{crashed}, leaving processes behind (killed)"),
-                false => crashed,
-            });
-        }
-        let status = self.exit;
-        // Anything still in the group 2 s after the leader exited (a worker, a child, the
-        // server a shell command started and is still shutting down) outlived its server.
-        let group = Pid::from_raw(-pgid.as_raw());
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while kill(group, None).is_ok() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        if kill_leftovers(pgid) {
-            return Err(format!(
-                "left processes behind after it exited (process group {pgid}); killed them"
-            ));
-        }
-        use std::os::unix::process::ExitStatusExt;
-        match status {
-            Some(s) if s.success() => Ok(()),
-            // A shell command's sh dies of the SIGTERM it was sent: that is its clean exit
-            // (the server it started was checked above).
-            Some(s) if self.shell && s.signal() == Some(Signal::SIGTERM as i32) => Ok(()),
-            Some(s) => Err(format!("exited uncleanly after SIGTERM: {s}")),
-            None => Ok(()),
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if self.exit.is_none() && matches!(self.child.try_wait(), Ok(None)) {
-            let _ = kill(Pid::from_raw(-(self.child.id() as i32)), Signal::SIGKILL);
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// What the suite adds to an echolab server's command line: a free port, a short grace
-/// period (the suite stops dozens of servers), and room for the idle workload's connections.
-const ECHOLAB_FLAGS: [&str; 6] = [
-    "--addr",
-    "127.0.0.1:0",
-    "--grace",
-    "1s",
-    "--max-connections",
-    "10000",
-];
-
-/// The command a model was started with, as a shell would take it (the suite's own flags
-/// included; `{port}` stands for the free port picked at each start).
-fn display_command(m: &Model) -> String {
-    let quote = |a: &String| {
-        if a.is_empty() || a.contains(|c: char| c.is_whitespace() || c == '\'') {
-            format!("'{}'", a.replace('\'', r"'\''"))
-        } else {
-            a.clone()
-        }
-    };
-    let mut words: Vec<String> = if m.shell {
-        vec!["sh".into(), "-c".into(), quote(&m.argv[0])]
-    } else {
-        m.argv.iter().map(quote).collect()
-    };
-    if m.echolab {
-        words.extend(ECHOLAB_FLAGS.map(String::from));
-        words.extend(["--stats-file".into(), "FILE".into()]);
-    }
-    words.join(" ")
-}
-
-/// Kills whatever is left of process group `pgid`; returns whether anything was.
-fn kill_leftovers(pgid: Pid) -> bool {
-    let group = Pid::from_raw(-pgid.as_raw());
-    let any = kill(group, None).is_ok();
-    if any {
-        let _ = kill(group, Signal::SIGKILL);
-    }
-    any
-}
-
-fn free_port() -> Result<u16, String> {
-    // Bind port 0, read the port, release it: a tiny race with other programs, acceptable
-    // for servers (redis-server) that cannot be told to pick a port themselves.
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| format!("cannot find a free port: {e}"))
-}
-
-fn wait_for_line(child: &mut Child) -> Result<SocketAddr, String> {
-    let stdout = child.stdout.take().ok_or("no stdout")?;
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut lines = BufReader::new(stdout).lines();
-        for line in lines.by_ref() {
-            let Ok(line) = line else { break };
-            if let Some(addr) = line.strip_prefix("listening on ") {
-                let _ = tx.send(addr.trim().parse::<SocketAddr>().ok());
-                break;
-            }
-        }
-        // Keep draining so the server never blocks on a full pipe.
-        for _ in lines {}
-    });
-    match rx.recv_timeout(Duration::from_secs(10)) {
-        Ok(Some(addr)) => Ok(addr),
-        Ok(None) => Err("printed an unreadable `listening on` line".into()),
-        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-            Err("closed its output without printing `listening on ADDR`".into())
-        }
-        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-            Err("no `listening on ADDR` line within 10 s".into())
-        }
-    }
-}
-
-fn wait_for_port(child: &mut Child, addr: SocketAddr) -> Result<(), String> {
-    if let Some(stdout) = child.stdout.take() {
-        std::thread::spawn(move || {
-            let _ = std::io::copy(&mut BufReader::new(stdout), &mut std::io::sink());
-        });
-    }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if let Ok(Some(s)) = child.try_wait() {
-            return Err(format!("exited before listening: {s}"));
-        }
-        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Err(format!("nothing listening on {addr} within 10 s"))
-}
-
-/// On a machine with two or more CPUs, pins this process (and so every loadgen thread it will
-/// start) to the second half of the CPUs and returns the first half for the servers.
-///
-/// Left to itself the scheduler sometimes puts a server and its client on one CPU, where they
-/// take turns instead of overlapping; a one-connection round trip then depends on where each
-/// landed (14 µs together, 47 µs apart on the reference machine), which would make models
-/// differ by luck. Pinned, every model gets the same CPUs.
-fn pin_halves() -> Option<nix::sched::CpuSet> {
-    use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
-    let allowed = sched_getaffinity(Pid::from_raw(0)).ok()?;
-    let cpus: Vec<usize> = (0..CpuSet::count())
-        .filter(|&c| allowed.is_set(c).unwrap_or(false))
-        .collect();
-    if cpus.len() < 2 {
-        return None;
-    }
-    let (server_cpus, client_cpus) = cpus.split_at(cpus.len() / 2);
-    let (mut server, mut client) = (CpuSet::new(), CpuSet::new());
-    for &c in server_cpus {
-        server.set(c).ok()?;
-    }
-    for &c in client_cpus {
-        client.set(c).ok()?;
-    }
-    sched_setaffinity(Pid::from_raw(0), &client).ok()?;
-    Some(server)
-}
-
-fn describe_placement(server: Option<&nix::sched::CpuSet>) -> String {
-    let list = |set: &nix::sched::CpuSet| {
-        (0..nix::sched::CpuSet::count())
-            .filter(|&c| set.is_set(c).unwrap_or(false))
-            .map(|c| c.to_string())
-            .collect::<Vec<_>>()
-            .join(",")
-    };
-    match (server, nix::sched::sched_getaffinity(Pid::from_raw(0))) {
-        (Some(s), Ok(client)) => format!(
-            "servers on CPU {}, loadgen on CPU {}",
-            list(s),
-            list(&client)
-        ),
-        _ => "unpinned (placed by the scheduler)".into(),
-    }
-}
-
-/// Raises this process's open-file limit to its hard limit (the servers inherit it); returns
-/// the limit now in force.
-fn raise_nofile() -> u64 {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    // An unlimited hard limit cannot be set as the soft one: the kernel's ceiling is nr_open.
-    let nr_open = fs::read_to_string("/proc/sys/fs/nr_open")
-        .ok()
-        .and_then(|s| s.trim().parse::<u64>().ok())
-        .unwrap_or(1 << 20);
-    match getrlimit(Resource::RLIMIT_NOFILE) {
-        Ok((soft, hard)) => {
-            let want = hard.min(nr_open);
-            if setrlimit(Resource::RLIMIT_NOFILE, want, hard).is_ok() {
-                want
-            } else {
-                soft
-            }
-        }
-        Err(_) => 1024,
-    }
-}
-
 fn worker_accepts(stats_file: &Path) -> Option<Vec<u64>> {
     let text = fs::read_to_string(stats_file).ok()?;
     let v: serde_json::Value = serde_json::from_str(&text).ok()?;
@@ -1119,50 +614,7 @@ fn proc_machine() -> serde_json::Value {
     serde_json::to_value(crate::proc::machine_info()).unwrap_or(serde_json::Value::Null)
 }
 
-fn run_id() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (y, m, d) = civil_from_days(days as i64);
-    format!(
-        "{y:04}-{m:02}-{d:02}-{:02}{:02}{:02}-suite",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
-}
-
-/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar (Howard
-/// Hinnant's algorithm), so run ids need no date crate.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
 // ----- cells -----------------------------------------------------------------------------
-
-fn median(mut xs: Vec<f64>) -> f64 {
-    if xs.is_empty() {
-        return 0.0;
-    }
-    xs.sort_by(|a, b| a.total_cmp(b));
-    let n = xs.len();
-    if n % 2 == 1 {
-        xs[n / 2]
-    } else {
-        (xs[n / 2 - 1] + xs[n / 2]) / 2.0
-    }
-}
 
 fn median_opt(xs: Vec<Option<f64>>) -> Option<f64> {
     let vals: Vec<f64> = xs.into_iter().flatten().collect();
@@ -1428,20 +880,6 @@ mod tests {
         assert!((jain(&[5, 5, 5, 5]) - 1.0).abs() < 1e-12);
         assert!((jain(&[20, 0, 0, 0]) - 0.25).abs() < 1e-12);
         assert_eq!(jain(&[]), 0.0);
-    }
-
-    #[test]
-    fn dates() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(20_417), (2025, 11, 25));
-        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
-    }
-
-    #[test]
-    fn medians() {
-        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
-        assert_eq!(median(vec![]), 0.0);
     }
 
     #[test]
