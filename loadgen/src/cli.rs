@@ -142,7 +142,8 @@ pub struct SourceIps(pub Vec<IpAddr>);
 /// The most source addresses a range may expand to.
 const MAX_SOURCE_IPS: u32 = 65_536;
 
-fn parse_protocol(s: &str) -> Result<Protocol, String> {
+/// Parses `binary`, `resp` or `json`.
+pub fn parse_protocol(s: &str) -> Result<Protocol, String> {
     s.parse()
 }
 

@@ -18,6 +18,7 @@
 pub mod cli;
 pub mod clock;
 pub mod collector;
+pub mod compare;
 pub mod engine;
 pub mod launch;
 pub mod plot;

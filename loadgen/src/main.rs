@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use echolab_loadgen::cli::RunArgs;
+use echolab_loadgen::compare::{self, CompareArgs, TrendArgs};
 use echolab_loadgen::run::{self, RunError};
 use echolab_loadgen::suite::{self, SuiteArgs};
 
@@ -29,7 +30,18 @@ enum Command {
     /// report with tables and plots to `results/<run-id>/`.
     #[command(after_help = SUITE_EXIT_CODES)]
     Suite(SuiteArgs),
+    /// Compare a candidate server with a baseline in paired, interleaved trials and say
+    /// whether its throughput or p99 regressed (the CI gate: docs/ci.md).
+    #[command(after_help = COMPARE_EXIT_CODES)]
+    Compare(Box<CompareArgs>),
+    /// Show the regression gate's history (`compare --history`): a table of the last runs
+    /// and an SVG plot of every model's ratio per run.
+    Trend(TrendArgs),
 }
+
+const COMPARE_EXIT_CODES: &str = "Exit codes: 0 no regression; 1 a regression (throughput or \
+p99, in any model); 2 bad flags; 3 the comparison could not be made (a server did not start, \
+crashed, exited uncleanly, or a trial had errors); 130 interrupted.";
 
 const SUITE_EXIT_CODES: &str = "Exit codes: 0 every model ran every workload cleanly; 1 a model \
 failed (crashed, left a process behind, or a run had errors: the report names it); 2 bad flags.";
@@ -80,6 +92,29 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Compare(args) => {
+            run::install_sigint();
+            match compare::compare(&args) {
+                Ok(report) => {
+                    print!("{}", compare::table(&report));
+                    ExitCode::from(report.exit_code())
+                }
+                Err(m) => {
+                    eprintln!("loadgen compare: {m}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Command::Trend(args) => match compare::trend(&args) {
+            Ok(table) => {
+                print!("{table}");
+                ExitCode::SUCCESS
+            }
+            Err(m) => {
+                eprintln!("loadgen trend: {m}");
+                ExitCode::from(1)
+            }
+        },
     }
 }
 

@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# The throughput regression gate: is the working tree slower than BASE_REF?
+#
+#   scripts/ci-regression.sh [BASE_REF] [-- LOADGEN_COMPARE_FLAGS...]
+#
+# Builds BASE_REF (default: the merge base of HEAD with main, or origin/main) in a git worktree,
+# and the working tree, both in release mode; then runs `loadgen compare` over every echolab
+# model: paired, interleaved trials of the two builds on this machine, now, so that the
+# machine's drift cancels out (docs/ci.md says why a stored baseline cannot work). It prints
+# one table, writes a Markdown version for a pull-request comment, appends the run to a history
+# file and redraws its trend plot, and exits 1 if any model regressed.
+#
+# The candidate's loadgen drives both builds: one instrument for both sides, so a change to
+# loadgen itself cannot pass for a change to the servers.
+#
+# Flags after `--` go to `loadgen compare`, e.g. to check that the gate catches a slowdown:
+#   scripts/ci-regression.sh HEAD -- --candidate-args "--debug-spin-ns 1000"
+#
+# Environment: GATE_DIR (default target/ci-regression) holds the baseline's build, which is
+# kept between runs so that only what changed is rebuilt, and the reports; GATE_HISTORY
+# (default $GATE_DIR/history.jsonl) is the history file.
+#
+# Exit codes: 0 no regression; 1 a regression; 2 usage or build error; 3 a model could not be
+# compared (a server failed to start, crashed, or answered wrongly).
+set -euo pipefail
+
+usage() {
+  sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'
+  exit 2
+}
+
+base_ref=""
+if [[ $# -gt 0 && $1 != "--" ]]; then
+  case $1 in -h | --help) usage ;; esac
+  base_ref=$1
+  shift
+fi
+if [[ $# -gt 0 ]]; then
+  [[ $1 == "--" ]] || usage
+  shift
+fi
+compare_flags=("$@")
+
+root=$(git rev-parse --show-toplevel)
+cd "$root"
+if [[ -z $base_ref ]]; then
+  for main in main origin/main; do
+    if git rev-parse --verify -q "$main^{commit}" >/dev/null; then
+      base_ref=$(git merge-base HEAD "$main")
+      break
+    fi
+  done
+  if [[ -z $base_ref ]]; then
+    echo "ci-regression: no branch main or origin/main to find a merge base with; give BASE_REF" >&2
+    exit 2
+  fi
+fi
+if ! base_sha=$(git rev-parse --verify -q "$base_ref^{commit}"); then
+  echo "ci-regression: '$base_ref' is not a commit" >&2
+  exit 2
+fi
+base_short=$(git rev-parse --short "$base_sha")
+cand_label="$(git rev-parse --short HEAD)"
+if ! git diff --quiet HEAD -- || [[ -n $(git ls-files --others --exclude-standard) ]]; then
+  cand_label+="+working-tree"
+fi
+base_label="$base_short"
+[[ $base_ref == "$base_sha" || $base_ref == "$base_short" ]] || base_label="$base_ref ($base_short)"
+
+work=${GATE_DIR:-$root/target/ci-regression}
+history=${GATE_HISTORY:-$work/history.jsonl}
+mkdir -p "$work"
+src="$work/base-src"
+started=$(date +%s)
+
+# A worktree shares the repository's objects: no clone, and BASE_REF need not be pushed.
+git worktree remove --force "$src" >/dev/null 2>&1 || rm -rf "$src"
+git worktree prune
+git worktree add --detach --force "$src" "$base_sha" >/dev/null
+trap 'git worktree remove --force "$src" >/dev/null 2>&1 || true' EXIT
+
+echo "== building the baseline, $base_label (release, in $src)"
+# Its own target directory: both builds produce binaries with the same names.
+if ! (cd "$src" && CARGO_TARGET_DIR="$work/base-target" cargo build --release --locked -q -p echolab-servers --bins); then
+  echo "ci-regression: the baseline $base_label does not build" >&2
+  exit 2
+fi
+echo "== building the candidate, $cand_label (release)"
+if ! cargo build --release --locked -q -p echolab-servers -p echolab-loadgen; then
+  echo "ci-regression: the working tree does not build" >&2
+  exit 2
+fi
+built=$(date +%s)
+echo "   builds took $((built - started)) s"
+
+echo "== comparing every model (loadgen compare; progress on stderr in $work/compare.log)"
+set +e
+target/release/loadgen compare \
+  --baseline-bin-dir "$work/base-target/release" \
+  --candidate-bin-dir "$root/target/release" \
+  --baseline-label "$base_label" \
+  --candidate-label "$cand_label" \
+  --json "$work/report.json" \
+  --markdown "$work/report.md" \
+  --history "$history" \
+  "${compare_flags[@]}" 2>"$work/compare.log"
+rc=$?
+set -e
+if [[ $rc -eq 2 ]]; then
+  tail -5 "$work/compare.log" >&2
+  exit 2
+fi
+grep -v '^\[' "$work/compare.log" >&2 || true
+
+if [[ -s $history ]]; then
+  target/release/loadgen trend "$history" --svg "${history%.jsonl}.svg" --last 5 || true
+fi
+echo "   Markdown for a pull-request comment: $work/report.md"
+echo "   gate took $(($(date +%s) - started)) s in all"
+exit $rc
