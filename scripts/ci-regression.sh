@@ -16,9 +16,10 @@
 # Flags after `--` go to `loadgen compare`, e.g. to check that the gate catches a slowdown:
 #   scripts/ci-regression.sh HEAD -- --candidate-args "--debug-spin-ns 1000"
 #
-# Environment: GATE_DIR (default target/ci-regression) holds the baseline's build, which is
-# kept between runs so that only what changed is rebuilt, and the reports; GATE_HISTORY
-# (default $GATE_DIR/history.jsonl) is the history file.
+# Environment: GATE_DIR (default target/ci-regression) holds the baseline's worktree and build,
+# which are kept between runs so that only what changed is rebuilt (`git worktree remove
+# target/ci-regression/base-src` drops the worktree), and the reports; GATE_HISTORY (default
+# $GATE_DIR/history.jsonl) is the history file.
 #
 # Exit codes: 0 no regression; 1 a regression; 2 usage or build error; 3 a model could not be
 # compared (a server failed to start, crashed, or answered wrongly).
@@ -73,11 +74,17 @@ mkdir -p "$work"
 src="$work/base-src"
 started=$(date +%s)
 
-# A worktree shares the repository's objects: no clone, and BASE_REF need not be pushed.
-git worktree remove --force "$src" >/dev/null 2>&1 || rm -rf "$src"
-git worktree prune
-git worktree add --detach --force "$src" "$base_sha" >/dev/null
-trap 'git worktree remove --force "$src" >/dev/null 2>&1 || true' EXIT
+# A worktree shares the repository's objects: no clone, and BASE_REF need not be pushed. It is
+# kept between runs and moved to BASE_REF with checkout, which rewrites only the files that
+# differ: cargo then sees the others unchanged and rebuilds only what BASE_REF changed.
+if git -C "$src" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+  git -C "$src" checkout -q --detach --force "$base_sha"
+  git -C "$src" clean -q -fd
+else
+  rm -rf "$src"
+  git worktree prune
+  git worktree add -q --detach --force "$src" "$base_sha"
+fi
 
 echo "== building the baseline, $base_label (release, in $src)"
 # Its own target directory: both builds produce binaries with the same names.

@@ -1143,7 +1143,8 @@ pub fn trend(args: &TrendArgs) -> Result<String, String> {
     let mut names: Vec<&str> = Vec::new();
     for r in &runs {
         for m in &r.models {
-            if !names.contains(&m.name.as_str()) {
+            if (m.throughput.is_some() || m.failure.is_some()) && !names.contains(&m.name.as_str())
+            {
                 names.push(&m.name);
             }
         }

@@ -1,0 +1,172 @@
+#!/usr/bin/env python3
+"""Can the regression gate be trusted? Run it many times and count what it says.
+
+Three conditions, interleaved run by run (self, slowed, scan, self, slowed, scan, ...) so that
+the machine's drift over the hours this takes falls on all of them alike. Every run is the
+real gate, `scripts/ci-regression.sh HEAD`, with the baseline built from HEAD in its worktree
+and the candidate built from the working tree (which must equal HEAD):
+
+- self:   the candidate is the baseline's code. Every flag is a false alarm.
+- slowed: every model's candidate gets `--debug-spin-ns` set to slow it by about --slowdown
+          (10%). Every run that does not flag is a miss.
+- scan:   each model's candidate is slowed by one of --scan-levels, rotating from run to run
+          (model k in run i gets level (k + i) mod L), to find the smallest slowdown caught in
+          19 of 20 cases.
+
+The spin that slows a model by s is T * s / (1 - s), where T is the model's time per request
+(1 / req/s) in a calibration run at the start; what slowdown it really caused is measured by
+the gate itself, and reported beside it.
+
+    python3 scripts/gate-proof.py --runs 20
+
+Writes results/DATE-ci-gate/: table.md, one history file and trend plot per condition, the
+assignments, and machine.txt.
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import lablib  # noqa: E402
+
+ROOT = lablib.ROOT
+GATE = os.path.join(ROOT, "scripts", "ci-regression.sh")
+LOADGEN = os.path.join(ROOT, "target", "release", "loadgen")
+
+
+COMPARE_FLAGS = []
+
+
+def gate(history, extra, log):
+    """One gate run; returns (exit code, the run's report)."""
+    env = dict(os.environ, GATE_HISTORY=history)
+    cmd = [GATE, "HEAD", "--", *COMPARE_FLAGS, *extra]
+    with open(log, "a") as f:
+        f.write(f"\n$ {' '.join(cmd)}\n")
+        f.flush()
+        rc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT).returncode
+    with open(os.path.join(ROOT, "target", "ci-regression", "report.json")) as f:
+        return rc, json.load(f)
+
+
+def spins_for(per_request_ns, levels):
+    """--candidate-args-for flags that slow model m by levels[m]."""
+    flags = []
+    for model, level in levels.items():
+        ns = round(per_request_ns[model] * level / (1 - level))
+        flags += ["--candidate-args-for", f"{model}=--debug-spin-ns {ns}"]
+    return flags
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=int, default=20, help="gate runs per condition")
+    ap.add_argument("--slowdown", type=float, default=0.10, help="the slowed condition's slowdown")
+    ap.add_argument("--scan-levels", default="0.05,0.06,0.07,0.08", help="the scan's slowdowns")
+    ap.add_argument("--results", help="results directory (default results/DATE-ci-gate)")
+    ap.add_argument("--compare-flags", default="",
+                    help="extra flags for every loadgen compare (e.g. '--pairs 8' to try this script quickly; "
+                         "a proof uses the gate as it is)")
+    args = ap.parse_args()
+    levels = [float(x) for x in args.scan_levels.split(",")]
+    COMPARE_FLAGS.extend(args.compare_flags.split())
+
+    dirty = subprocess.run(["git", "status", "--porcelain", "--", "servers", "protocol", "loadgen", "Cargo.lock"],
+                           cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    if dirty:
+        sys.exit("gate-proof: the working tree differs from HEAD in the crates; commit first, "
+                 "or the self condition is not a build compared with itself:\n" + dirty)
+    out = lablib.results_dir("ci-gate", args.results)
+    log = os.path.join(out, "gate.log")
+    hist = {c: os.path.join(out, f"{c}.jsonl") for c in ("self", "slowed", "scan")}
+    for h in hist.values():
+        if os.path.exists(h):
+            os.remove(h)
+    started = time.time()
+
+    print("calibrating: one self run to learn each model's time per request", file=sys.stderr)
+    _, cal = gate(os.path.join(out, "calibration.jsonl"), [], log)
+    models = [m["name"] for m in cal["models"] if m.get("throughput")]
+    per_request_ns = {m["name"]: 1e9 / m["baseline_rps"] for m in cal["models"] if m.get("throughput")}
+
+    record = {"per_request_ns": per_request_ns, "runs": []}
+    for i in range(args.runs):
+        for cond in ("self", "slowed", "scan"):
+            if cond == "self":
+                assign = {m: 0.0 for m in models}
+            elif cond == "slowed":
+                assign = {m: args.slowdown for m in models}
+            else:
+                assign = {m: levels[(k + i) % len(levels)] for k, m in enumerate(models)}
+            flags = spins_for(per_request_ns, {m: s for m, s in assign.items() if s > 0})
+            rc, rep = gate(hist[cond], flags, log)
+            res = {m["name"]: m for m in rep["models"]}
+            flagged = [m for m in models if res[m].get("throughput_verdict") == "regression"
+                       or res[m].get("p99_verdict") == "regression"]
+            failed = [m for m in models if res[m].get("failure")]
+            record["runs"].append({"run": i + 1, "condition": cond, "exit": rc, "assign": assign,
+                                   "flagged": flagged, "failed": failed,
+                                   "ratio": {m: res[m]["throughput"]["ratio"] for m in models if res[m].get("throughput")},
+                                   "p99_ratio": {m: res[m]["p99"]["ratio"] for m in models if res[m].get("p99")},
+                                   "throughput_flagged": [m for m in models if res[m].get("throughput_verdict") == "regression"],
+                                   "elapsed_s": rep["elapsed_s"]})
+            print(f"run {i + 1}/{args.runs} {cond}: exit {rc}, flagged {flagged or 'nothing'}"
+                  f"{', failed ' + str(failed) if failed else ''} ({rep['elapsed_s']:.0f} s)", file=sys.stderr)
+            with open(os.path.join(out, "runs.json"), "w") as f:
+                json.dump(record, f, indent=1)
+
+    runs = record["runs"]
+    how = f"with `{args.compare_flags}`" if args.compare_flags else "as it is (60 pairs per model, threshold 5% throughput and 25% p99)"
+    lines = [f"{args.runs} gate runs per condition, interleaved; each run `scripts/ci-regression.sh HEAD` "
+             f"{how}; {time.time() - started:.0f} s in all.", ""]
+
+    def count(cond, pred):
+        return sum(1 for r in runs if r["condition"] == cond and pred(r))
+
+    n_self = count("self", lambda r: True)
+    lines += ["| condition | gate runs | runs that flagged a regression | runs that failed |",
+              "|---|---:|---:|---:|",
+              f"| self (a build against itself) | {n_self} | {count('self', lambda r: r['exit'] == 1)} | {count('self', lambda r: r['exit'] == 3)} |",
+              f"| slowed ~{args.slowdown:.0%} (every model) | {count('slowed', lambda r: True)} | "
+              f"{count('slowed', lambda r: r['exit'] == 1)} | {count('slowed', lambda r: r['exit'] == 3)} |", ""]
+    lines += ["Per model: how often it was flagged, and the slowdown the gate measured "
+              "(median over runs of 1 - ratio).", "",
+              "| model | spin for 10% (ns) | self: flagged | self: median ratio | slowed: flagged | slowed: measured slowdown | "
+              + " | ".join(f"scan {lv:.0%}: flagged" for lv in levels) + " |",
+              "|---|---:|---:|---:|---:|---:|" + "---:|" * len(levels)]
+    for m in models:
+        def of(cond, level=None):
+            return [r for r in runs if r["condition"] == cond and (level is None or r["assign"][m] == level)]
+        sr, lr = of("self"), of("slowed")
+        cells = [m, f"{per_request_ns[m] * args.slowdown / (1 - args.slowdown):.0f}",
+                 f"{sum(m in r['flagged'] for r in sr)}/{len(sr)}",
+                 f"{statistics.median(r['ratio'][m] for r in sr if m in r['ratio']):.3f}" if sr else "–",
+                 f"{sum(m in r['flagged'] for r in lr)}/{len(lr)}",
+                 f"{1 - statistics.median(r['ratio'][m] for r in lr if m in r['ratio']):.1%}" if lr else "–"]
+        for lv in levels:
+            sc = of("scan", lv)
+            cells.append(f"{sum(m in r['flagged'] for r in sc)}/{len(sc)}")
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Scan, all models pooled: slowdown → model-runs flagged (throughput or p99) / model-runs; "
+              "median measured slowdown.", "",
+              "| slowdown | flagged | measured slowdown (median) |", "|---:|---:|---:|"]
+    for lv in levels:
+        cases = [(r, m) for r in runs if r["condition"] == "scan" for m in models if r["assign"][m] == lv]
+        hit = sum(m in r["flagged"] for r, m in cases)
+        meas = [1 - r["ratio"][m] for r, m in cases if m in r["ratio"]]
+        lines.append(f"| {lv:.0%} | {hit}/{len(cases)} | {statistics.median(meas):.1%} |" if meas else f"| {lv:.0%} | – | – |")
+    gate_s = [r["elapsed_s"] for r in runs]
+    lines += ["", f"loadgen compare wall time per gate run: median {statistics.median(gate_s):.0f} s, "
+              f"max {max(gate_s):.0f} s (builds are cached between runs here; see docs/ci.md for a cold start)."]
+    for cond, h in hist.items():
+        subprocess.run([LOADGEN, "trend", h, "--svg", os.path.join(out, f"trend-{cond}.svg")],
+                       cwd=ROOT, stdout=subprocess.DEVNULL, check=False)
+    lablib.write_table(out, "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
