@@ -13,9 +13,10 @@ and the candidate built from the working tree (which must equal HEAD):
           (model k in run i gets level (k + i) mod L), to find the smallest slowdown caught in
           19 of 20 cases.
 
-The spin that slows a model by s is T * s / (1 - s), where T is the model's time per request
-(1 / req/s) in a calibration run at the start; what slowdown it really caused is measured by
-the gate itself, and reported beside it.
+The spin that slows a model by s starts as T * s / (1 - s), where T is the model's time per
+request (1 / req/s) in a calibration run, and is corrected by a second calibration run that
+measures what that spin really did; the slowdown each spin caused in the experiment is measured
+by the gate itself, and reported beside it.
 
     python3 scripts/gate-proof.py --runs 20
 
@@ -88,10 +89,22 @@ def main():
             os.remove(h)
     started = time.time()
 
-    print("calibrating: one self run to learn each model's time per request", file=sys.stderr)
+    # Calibration, in two runs (neither is counted). First a self run gives each model's time
+    # per request T, and spin = T * s / (1 - s) would slow it by s if nothing else changed. But
+    # a slower event loop finds more requests waiting per wakeup and pays less per request, so
+    # the second run applies that spin for --slowdown, measures what it really did, and scales
+    # each model's spin by target / measured.
+    print("calibrating: a self run for each model's time per request", file=sys.stderr)
     _, cal = gate(os.path.join(out, "calibration.jsonl"), [], log)
     models = [m["name"] for m in cal["models"] if m.get("throughput")]
     per_request_ns = {m["name"]: 1e9 / m["baseline_rps"] for m in cal["models"] if m.get("throughput")}
+    print("calibrating: a slowed run to measure what the spin does", file=sys.stderr)
+    _, cal2 = gate(os.path.join(out, "calibration.jsonl"),
+                   spins_for(per_request_ns, {m: args.slowdown for m in models}), log)
+    for m in cal2["models"]:
+        if m["name"] in per_request_ns and m.get("throughput"):
+            measured = min(max(1 - m["throughput"]["ratio"], args.slowdown / 3), args.slowdown * 3)
+            per_request_ns[m["name"]] *= args.slowdown / measured
 
     record = {"per_request_ns": per_request_ns, "runs": []}
     for i in range(args.runs):
@@ -135,7 +148,7 @@ def main():
               f"{count('slowed', lambda r: r['exit'] == 1)} | {count('slowed', lambda r: r['exit'] == 3)} |", ""]
     lines += ["Per model: how often it was flagged, and the slowdown the gate measured "
               "(median over runs of 1 - ratio).", "",
-              "| model | spin for 10% (ns) | self: flagged | self: median ratio | slowed: flagged | slowed: measured slowdown | "
+              "| model | spin for ~10% (ns) | self: flagged | self: median ratio | slowed: flagged | slowed: measured slowdown | "
               + " | ".join(f"scan {lv:.0%}: flagged" for lv in levels) + " |",
               "|---|---:|---:|---:|---:|---:|" + "---:|" * len(levels)]
     for m in models:
