@@ -178,6 +178,11 @@ macro_rules! model_table {
                 fn json() {
                     conform(&$model, Protocol::Json);
                 }
+
+                #[test]
+                fn debug_spin() {
+                    debug_spin_slows_every_request(&$model);
+                }
             }
         )*
     };
@@ -193,6 +198,37 @@ model_table! {
     eventloop_select => EVENTLOOP_SELECT,
     eventloop_poll => EVENTLOOP_POLL,
     eventloop_epoll => EVENTLOOP_EPOLL,
+}
+
+/// `--debug-spin-ns`, the regression gate's testing aid (docs/ci.md), slows every request of
+/// every model by at least the time given, and changes nothing else a client sees. A lower
+/// bound on a round trip is the one timing a busy machine cannot make flaky: it can only
+/// lengthen the round trip, never shorten it.
+fn debug_spin_slows_every_request(model: &Model) {
+    let test = format!("{} / --debug-spin-ns", model.name);
+    let Some(bin) = (model.bin)() else {
+        skip(&test, "server-prefork is not built yet");
+        return;
+    };
+    const SPIN: Duration = Duration::from_millis(3);
+    let spin_ns = SPIN.as_nanos().to_string();
+    let mut args = model.args.to_vec();
+    args.extend(["--debug-spin-ns", &spin_ns]);
+    let server = Server::start(bin, &args);
+    let mut c = model.connect(&server);
+    c.label = test.clone();
+    for i in 0..3 {
+        let started = Instant::now();
+        c.echo(format!("spun {i}").as_bytes());
+        assert!(
+            started.elapsed() >= SPIN,
+            "{test}: echo {i} answered after {:?}, before the {SPIN:?} spin could end",
+            started.elapsed()
+        );
+    }
+    drop(c);
+    let grace = server.grace;
+    server.stop().assert_clean(&test, grace);
 }
 
 /// What the stats file must say after the checks.
