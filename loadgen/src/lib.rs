@@ -14,6 +14,10 @@
 //! - [`proc`]: /proc sampling of the server's process tree, machine description, own CPU;
 //! - [`stats`]: error kinds, counts, histograms; [`report`]: summary, JSON, `.hgrm`;
 //! - [`run`]: the whole of `loadgen run`.
+//!
+//! Around it: [`launch`] starts and stops servers under test for [`suite`] (every model side
+//! by side, with [`suite_report`] and [`plot`]) and [`compare`] (the regression gate and its
+//! history); [`clock`] also dates results.
 
 pub mod cli;
 pub mod clock;
