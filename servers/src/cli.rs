@@ -41,6 +41,12 @@ pub struct ServerArgs {
     #[arg(long, default_value = "10s", value_parser = parse_timeout)]
     pub write_timeout: Duration,
 
+    /// Close a connection whose request takes longer than this from its first byte to its
+    /// last (slowloris: a client trickling a byte every few seconds is never idle for long,
+    /// but never finishes a request either). The client gets an ERROR reply, then EOF.
+    #[arg(long, default_value = "10s", value_parser = parse_timeout)]
+    pub request_timeout: Duration,
+
     /// Length of the kernel's queue of completed connections not yet accepted (listen(2)).
     #[arg(long, default_value_t = 1024)]
     pub backlog: i32,
@@ -92,6 +98,7 @@ impl ServerArgs {
         crate::conn::Limits {
             idle_timeout: self.idle_timeout,
             write_timeout: self.write_timeout,
+            request_timeout: self.request_timeout,
         }
     }
 }

@@ -44,6 +44,8 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// Close when the client does not take a reply for this long.
     pub write_timeout: Duration,
+    /// Close when a request's bytes take longer than this to arrive, first to last.
+    pub request_timeout: Duration,
 }
 
 /// Why a connection ended.
@@ -55,6 +57,8 @@ pub enum Ended {
     PeerClosedMidRequest,
     /// No complete request within the idle timeout.
     IdleTimeout,
+    /// A request began arriving and was not complete within the request timeout.
+    RequestTimeout,
     /// The server is shutting down; every complete request already read was answered (a
     /// partial one, or bytes still in flight, are dropped).
     Shutdown,
@@ -167,13 +171,27 @@ fn serve_loop(
     let mut input = ReadBuffer::new(READ_CHUNK);
     let mut output = Vec::new();
     let mut last_request = Instant::now();
+    // When the first byte of the request now in `input` arrived: a request that never
+    // completes (slowloris) is cut off `request_timeout` later, however steadily it trickles.
+    let mut partial_since: Option<Instant> = None;
     loop {
-        // Wait for input, the idle deadline, or the shutdown broadcast.
-        let Some(left) = limits.idle_timeout.checked_sub(last_request.elapsed()) else {
+        // Wait for input, the idle or request deadline, or the shutdown broadcast.
+        let Some(idle_left) = limits.idle_timeout.checked_sub(last_request.elapsed()) else {
             linger_close(&stream);
             return Ended::IdleTimeout;
         };
-        match wait_readable(stream.as_fd(), shutdown, left) {
+        let request_left = match partial_since {
+            Some(since) => match limits.request_timeout.checked_sub(since.elapsed()) {
+                Some(left) => left,
+                None => {
+                    send_request_timeout(&mut stream, codec);
+                    linger_close(&stream);
+                    return Ended::RequestTimeout;
+                }
+            },
+            None => Duration::MAX,
+        };
+        match wait_readable(stream.as_fd(), shutdown, idle_left.min(request_left)) {
             Wait::Readable => {}
             Wait::TimedOut => continue,
             Wait::Shutdown => {
@@ -205,10 +223,13 @@ fn serve_loop(
             Answered::Requests(0) => None,
             Answered::Requests(_) => {
                 last_request = Instant::now();
+                // What is left began in this read: its clock starts now.
+                partial_since = None;
                 None
             }
             Answered::Fatal(reason) => Some(reason),
         };
+        partial_since = partial_request_since(&input, partial_since);
 
         // One write for the whole batch. Delivering output counts as activity for the idle
         // timeout, so a client that just finished taking a long reply is not cut off at once.
@@ -224,6 +245,28 @@ fn serve_loop(
         }
     }
 }
+
+/// When the partial request in `input` began: `since` if one was already under way, now if
+/// one just began, none if the buffer holds nothing. Shared by every model, the event loop
+/// included.
+pub fn partial_request_since(input: &ReadBuffer, since: Option<Instant>) -> Option<Instant> {
+    if input.is_empty() {
+        None
+    } else {
+        Some(since.unwrap_or_else(Instant::now))
+    }
+}
+
+/// The ERROR reply a client gets when its request took too long to arrive. Best effort: the
+/// client may not be reading either.
+fn send_request_timeout(stream: &mut TcpStream, codec: &dyn Codec) {
+    let mut reply = Vec::new();
+    codec.encode_error(None, REQUEST_TIMEOUT_MESSAGE, &mut reply);
+    let _ = flush(stream, &mut reply);
+}
+
+/// What [`send_request_timeout`] says.
+pub const REQUEST_TIMEOUT_MESSAGE: &str = "request timeout";
 
 /// Writes out (and empties) the pending replies. write(2) via `write_all`, which retries
 /// EINTR; EAGAIN after SO_SNDTIMEO means the client stopped reading.
@@ -259,6 +302,7 @@ pub fn record_end(outcome: &Outcome, counters: &[&Counters], peer: impl std::fmt
         match outcome.ended {
             Ended::IdleTimeout => Counters::bump(&c.idle_timeouts),
             Ended::WriteTimeout => Counters::bump(&c.write_timeouts),
+            Ended::RequestTimeout => Counters::bump(&c.request_timeouts),
             Ended::ProtocolError(_) => Counters::bump(&c.protocol_errors),
             _ => {}
         }

@@ -32,6 +32,8 @@ pub struct Counters {
     pub idle_timeouts: AtomicU64,
     /// Connections closed because the client did not read its replies in time.
     pub write_timeouts: AtomicU64,
+    /// Connections closed because a request took longer than `--request-timeout` to arrive.
+    pub request_timeouts: AtomicU64,
     /// Requests answered with a success reply.
     pub requests: AtomicU64,
     /// Requests answered with an ERROR reply (connection kept).
@@ -53,6 +55,7 @@ pub struct Snapshot {
     pub closed: u64,
     pub idle_timeouts: u64,
     pub write_timeouts: u64,
+    pub request_timeouts: u64,
     pub requests: u64,
     pub errors: u64,
     pub protocol_errors: u64,
@@ -72,6 +75,7 @@ impl Counters {
             closed: self.closed.load(Relaxed),
             idle_timeouts: self.idle_timeouts.load(Relaxed),
             write_timeouts: self.write_timeouts.load(Relaxed),
+            request_timeouts: self.request_timeouts.load(Relaxed),
             requests: self.requests.load(Relaxed),
             errors: self.errors.load(Relaxed),
             protocol_errors: self.protocol_errors.load(Relaxed),
@@ -255,8 +259,8 @@ impl Report {
     pub fn emit(&self, path: Option<&Path>) {
         let t = &self.totals;
         crate::info!(
-            "stats: accepted {} refused {} closed {} requests {} errors {} protocol_errors {} idle_timeouts {} write_timeouts {}",
-            t.accepted, t.refused, t.closed, t.requests, t.errors, t.protocol_errors, t.idle_timeouts, t.write_timeouts
+            "stats: accepted {} refused {} closed {} requests {} errors {} protocol_errors {} idle_timeouts {} write_timeouts {} request_timeouts {}",
+            t.accepted, t.refused, t.closed, t.requests, t.errors, t.protocol_errors, t.idle_timeouts, t.write_timeouts, t.request_timeouts
         );
         for w in &self.workers {
             crate::info!(

@@ -122,6 +122,8 @@ struct Connection {
     sent: usize,
     tally: Tally,
     last_request: Instant,
+    /// When the first byte of the partial request in `input` arrived (`--request-timeout`).
+    partial_since: Option<Instant>,
     /// When output last made progress (for the write timeout).
     last_write: Instant,
     /// What the poller watches for now.
@@ -396,6 +398,7 @@ impl EventLoop {
                 sent: 0,
                 tally: Tally::default(),
                 last_request: now,
+                partial_since: None,
                 last_write: now,
                 interest: Interest::READ,
                 finishing: None,
@@ -464,8 +467,11 @@ impl EventLoop {
 
     /// On each tick: close connections idle past `--idle-timeout` (with nothing left to send:
     /// a client slowly taking a large reply is not idle), or whose client has not taken any
-    /// output for `--write-timeout`. O(connections), ten times a second.
+    /// output for `--write-timeout`, and answer "request timeout" to a request that has been
+    /// arriving for longer than `--request-timeout` (then close once that reply is out).
+    /// O(connections), ten times a second.
     fn enforce_timeouts(&mut self) {
+        let mut too_slow = Vec::new();
         let expired: Vec<(usize, Ended)> = self
             .connections
             .iter()
@@ -478,12 +484,37 @@ impl EventLoop {
                 {
                     Some((token, Ended::IdleTimeout))
                 } else {
+                    if c.finishing.is_none()
+                        && c.partial_since
+                            .is_some_and(|t| t.elapsed() >= self.limits.request_timeout)
+                    {
+                        too_slow.push(token);
+                    }
                     None
                 }
             })
             .collect();
         for (token, why) in expired {
             self.close(token, Some(why));
+        }
+        for token in too_slow {
+            let Some(c) = self.connections.get_mut(&token) else {
+                continue;
+            };
+            if c.pending() == 0 {
+                // The write timeout counts from when this reply starts waiting.
+                c.last_write = Instant::now();
+            }
+            self.codec
+                .encode_error(None, conn::REQUEST_TIMEOUT_MESSAGE, &mut c.output);
+            c.finishing = Some(Ended::RequestTimeout);
+            if let Err(ended) =
+                write_some(&mut c.stream, &mut c.output, &mut c.sent, &mut c.last_write)
+            {
+                self.close(token, Some(ended));
+                continue;
+            }
+            self.rewatch(token);
         }
     }
 
@@ -552,9 +583,14 @@ fn drive(c: &mut Connection, codec: &dyn Codec, max_pending: usize) -> Result<Tu
                         before_slow,
                     )? {
                         Answered::Requests(0) => {}
-                        Answered::Requests(_) => c.last_request = Instant::now(),
+                        Answered::Requests(_) => {
+                            c.last_request = Instant::now();
+                            // What is left began in this read: its clock starts now.
+                            c.partial_since = None;
+                        }
                         Answered::Fatal(reason) => c.finishing = Some(Ended::ProtocolError(reason)),
                     }
+                    c.partial_since = conn::partial_request_since(&c.input, c.partial_since);
                     // The write timeout counts from when output starts waiting, not from the
                     // last write of some earlier burst. (Only new replies start it, so bytes
                     // that complete no request do not keep an idle connection alive.)

@@ -39,6 +39,11 @@ use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
 
+pub mod variants;
+// Not every test crate uses the table.
+#[allow(unused_imports)]
+pub use variants::*;
+
 /// How long a server may take to print its ready line.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Read timeout of every test client: a reply that takes longer is a failure, not a wait.

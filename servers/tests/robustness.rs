@@ -1,0 +1,220 @@
+//! Hostile and broken clients, for every model: what one bad client (or a thousand) can do to
+//! the others. A lab server that one client can stop teaches the wrong lesson, so each model
+//! must hold up the way Redis and nginx do, or, where a model cannot by its nature (a prefork
+//! with N workers and N+10 stuck clients), the test shows the difference and its limit.
+//!
+//! **Slowloris.** A client that trickles one byte every few hundred milliseconds is never idle
+//! for long but never finishes a request. `--request-timeout` bounds the time from a request's
+//! first byte to its last: then the client gets an ERROR reply ("request timeout") and EOF.
+//! With a thousand such clients, a good client on the thread and event-loop models is served
+//! throughout; on prefork, whose workers the tricklers all hold, it is served once the
+//! deadlines free them.
+
+mod common;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+use echolab_protocol::Protocol;
+
+/// The request deadline the slowloris tests give the servers.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often each trickling client sends its next byte: well inside the idle timeout.
+const TRICKLE_EVERY: Duration = Duration::from_millis(300);
+
+/// Opens `n` connections that each send the first byte of a binary frame header, then one
+/// more byte every [`TRICKLE_EVERY`] (a 4-byte length that announces 1000 bytes, then the
+/// body a byte at a time: the request never completes within the deadline). Returns the
+/// sockets; `trickle` keeps them going until each is closed by the server.
+fn slow_clients(server: &Server, n: usize) -> Vec<TcpStream> {
+    (0..n)
+        .map(|i| {
+            let mut s = TcpStream::connect_timeout(&server.addr, IO_TIMEOUT)
+                .unwrap_or_else(|e| panic!("trickling client {i}: connect: {e}"));
+            s.set_nodelay(true).expect("TCP_NODELAY");
+            s.write_all(&[0]).expect("first byte of the header");
+            s
+        })
+        .collect()
+}
+
+/// The rest of the header (a 1000-byte body) and the ECHO op, one byte at a time; then the
+/// payload, a byte at a time, which the deadline never lets finish.
+const TRICKLE: [u8; 4] = [0, 0x03, 0xe8, 0x01];
+
+/// Sends each still-open client its next byte every [`TRICKLE_EVERY`] until all are closed or
+/// `until` passes; returns how many the server closed (a write failed or EOF was read) and
+/// when the last of them was found closed.
+fn trickle(conns: &mut [TcpStream], until: Instant) -> (usize, Instant) {
+    let mut open: Vec<bool> = vec![true; conns.len()];
+    let mut step = 0usize;
+    let mut last_closed = Instant::now();
+    for c in conns.iter() {
+        c.set_nonblocking(true).expect("nonblocking");
+    }
+    while open.iter().any(|o| *o) && Instant::now() < until {
+        let byte = TRICKLE.get(step).copied().unwrap_or(b'x');
+        for (c, o) in conns.iter_mut().zip(open.iter_mut()).filter(|(_, o)| **o) {
+            // A closed connection shows as EOF (or a reset) on read; the error reply that came
+            // before it is read and dropped here (see `reply_then_eof` for its content).
+            let mut buf = [0u8; 256];
+            let closed = loop {
+                match c.read(&mut buf) {
+                    Ok(0) => break true,
+                    Ok(_) => continue,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break false,
+                    Err(_) => break true,
+                }
+            };
+            if closed || c.write(&[byte]).is_err() {
+                *o = false;
+                last_closed = Instant::now();
+            }
+        }
+        step += 1;
+        thread::sleep(TRICKLE_EVERY);
+    }
+    (open.iter().filter(|o| !**o).count(), last_closed)
+}
+
+/// One trickling client, read to the end: the server's ERROR reply, then EOF.
+fn reply_then_eof(server: &Server) -> Result<String, String> {
+    let mut c = Client::connect(server.addr, Protocol::Binary);
+    c.send_raw(&[0, 0]);
+    c.set_read_timeout(REQUEST_TIMEOUT * 3);
+    match c.try_read_response() {
+        Ok(Some(r)) => {
+            let text = String::from_utf8_lossy(&r.payload).into_owned();
+            match c.try_read_response() {
+                Ok(None) => Ok(text),
+                other => Err(format!("expected EOF after the reply, got {other:?}")),
+            }
+        }
+        other => Err(format!("expected an ERROR reply, got {other:?}")),
+    }
+}
+
+/// `n` trickling clients and one good client sending an echo every 20 ms; every echo must be
+/// answered. `served_throughout` (thread, fork, event loop): each within the request deadline,
+/// so the tricklers never held it up; otherwise (pool, prefork: every worker held) the good
+/// client's first reply waits for deadlines to free a worker.
+fn slowloris(v: &Variant, n: usize, served_throughout: bool) {
+    raise_nofile_limit();
+    let timeout = format!("{}ms", REQUEST_TIMEOUT.as_millis());
+    let Some(server) = v.start(
+        "slowloris",
+        &["--request-timeout", &timeout, "--idle-timeout", "60s"],
+    ) else {
+        return;
+    };
+    // The ERROR reply and EOF, checked once on a lone client before the crowd arrives.
+    let said = reply_then_eof(&server).unwrap_or_else(|e| panic!("{}: {e}", v.name));
+    assert_eq!(said, "request timeout", "{}: the reply's text", v.name);
+
+    let started = Instant::now();
+    let mut conns = slow_clients(&server, n);
+    let deadline = started + REQUEST_TIMEOUT * (2 + (n as u32) / 4) + Duration::from_secs(10);
+    thread::scope(|s| {
+        let good = s.spawn(|| {
+            let mut c = Client::connect(server.addr, Protocol::Binary);
+            c.label = format!("{}: the good client", v.name);
+            let mut worst = Duration::ZERO;
+            let mut answered = 0;
+            let until = Instant::now() + REQUEST_TIMEOUT * 2;
+            while Instant::now() < until || answered == 0 {
+                let sent = Instant::now();
+                c.echo(b"still served?");
+                worst = worst.max(sent.elapsed());
+                answered += 1;
+                thread::sleep(Duration::from_millis(20));
+            }
+            (answered, worst, started.elapsed())
+        });
+        let (closed, last_closed) = trickle(&mut conns, deadline);
+        let (answered, worst, good_done) = good.join().expect("the good client");
+        assert_eq!(
+            closed, n,
+            "{}: {closed} of {n} trickling clients closed by the request deadline",
+            v.name
+        );
+        let took = last_closed - started;
+        eprintln!(
+            "{}: {n} trickling clients all closed after {took:?}; the good client got {answered} \
+             replies, the slowest in {worst:?}, done after {good_done:?}",
+            v.name
+        );
+        // Blocked behind the tricklers, the good client would wait for their deadline: a
+        // model that serves it throughout answers faster than that, a bounded one cannot.
+        if served_throughout {
+            assert!(
+                worst < REQUEST_TIMEOUT,
+                "{}: the good client waited {worst:?} for a reply beside {n} trickling clients",
+                v.name
+            );
+        } else {
+            assert!(
+                worst >= REQUEST_TIMEOUT,
+                "{}: with every worker held, the good client should have waited for a \
+                 deadline, but its slowest reply took {worst:?}",
+                v.name
+            );
+        }
+    });
+    let grace = server.grace;
+    let stopped = server.stop();
+    stopped.assert_clean(v.name, grace);
+    assert!(
+        stopped.total("request_timeouts") > n as u64,
+        "{}: request_timeouts should count the {n} tricklers and the lone one\n{:#}",
+        v.name,
+        stopped.stats()
+    );
+    assert_eq!(
+        stopped.total("idle_timeouts"),
+        0,
+        "{}: the request deadline, not the idle timeout, closed them",
+        v.name
+    );
+}
+
+#[test]
+fn slowloris_thread() {
+    slowloris(&THREAD, 1000, true);
+}
+
+#[test]
+fn slowloris_fork() {
+    slowloris(&FORK, 300, true);
+}
+
+#[test]
+fn slowloris_eventloop_epoll() {
+    slowloris(&EVENTLOOP_EPOLL, 1000, true);
+}
+
+#[test]
+fn slowloris_eventloop_poll() {
+    slowloris(&EVENTLOOP_POLL, 1000, true);
+}
+
+#[test]
+fn slowloris_eventloop_select() {
+    // select(2) cannot watch descriptors past FD_SETSIZE (1024): 900 leaves room.
+    slowloris(&EVENTLOOP_SELECT, 900, true);
+}
+
+/// Prefork with 4 workers and workers + 10 tricklers: every worker is held until its
+/// trickler's deadline, so the good client waits in the accept queue behind them and is served
+/// once deadlines have freed workers (about ceil(15 / 4) rounds of the deadline).
+#[test]
+fn slowloris_prefork_shared() {
+    slowloris(&PREFORK_SHARED, 14, false);
+}
+
+#[test]
+fn slowloris_thread_pool() {
+    slowloris(&THREAD_POOL, 14, false);
+}
