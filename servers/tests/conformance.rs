@@ -265,6 +265,7 @@ fn conform(model: &Model, protocol: Protocol) {
         Protocol::Binary => sleep_and_spin(&server),
         Protocol::Resp => {
             resp_commands(&server);
+            resp_pipeline_ending_in_a_bad_frame(&server, &mut expected);
             redis_cli(&server, &test);
         }
         Protocol::Json => json_methods(&server),
@@ -605,6 +606,31 @@ fn resp_commands(server: &Server) {
         b"PONG",
     );
     simple(&mut c, "after the empty commands", b"PING\r\n", b"PONG");
+    // What Redis ignores, ignored here too: an empty line, a negative count.
+    simple(
+        &mut c,
+        "an empty line and *-10 ignored",
+        b"\r\n*-10\r\nPING\r\n",
+        b"PONG",
+    );
+}
+
+/// A pipeline that ends with a bad frame: every reply to the commands before it is delivered,
+/// in order, then the error, then EOF (the error must not overtake them, nor the close
+/// destroy them with a reset).
+fn resp_pipeline_ending_in_a_bad_frame(server: &Server, expected: &mut Expected) {
+    let mut c = server.client();
+    c.label = "RESP pipeline ending in a bad frame".into();
+    c.send_raw(b"PING\r\n*2\r\n$4\r\nECHO\r\n$2\r\nhi\r\n*2\r\n$4\r\nECHO\r\n$blabla\r\n");
+    let pong = c.read_response();
+    assert_eq!((pong.status, &pong.payload[..]), (Status::Ok, &b"PONG"[..]));
+    let hi = c.read_response();
+    assert_eq!((hi.status, &hi.payload[..]), (Status::Ok, &b"hi"[..]));
+    let err = c.read_response();
+    assert_eq!(err.status, Status::Error, "{err:?}");
+    assert_eq!(err.message(), "Protocol error: invalid bulk length");
+    c.expect_eof();
+    expected.protocol_errors += 1;
 }
 
 /// `redis-cli -p PORT ping` prints PONG (and `echo` echoes) against every model.
@@ -829,6 +855,34 @@ fn error_cases(protocol: Protocol, max: usize) -> Vec<ErrorCase> {
                     "RESP multibulk count above 1048576",
                     b("*2000000\r\n"),
                     "Protocol error: invalid multibulk length",
+                    true,
+                    None,
+                ),
+                case(
+                    "RESP multibulk count *3000000000",
+                    b("*3000000000\r\n"),
+                    "Protocol error: invalid multibulk length",
+                    true,
+                    None,
+                ),
+                case(
+                    "RESP bulk length $-10",
+                    b("*1\r\n$-10\r\n"),
+                    "Protocol error: invalid bulk length",
+                    true,
+                    None,
+                ),
+                case(
+                    "RESP bulk length $2000000000",
+                    b("*1\r\n$2000000000\r\n"),
+                    "Protocol error: invalid bulk length",
+                    true,
+                    None,
+                ),
+                case(
+                    "RESP bulk length $blabla",
+                    b("*1\r\n$blabla\r\n"),
+                    "Protocol error: invalid bulk length",
                     true,
                     None,
                 ),
