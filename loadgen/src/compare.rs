@@ -426,6 +426,9 @@ pub struct ModelComparison {
     /// Why this model was left out, if it was.
     #[serde(default)]
     pub skipped: Option<String>,
+    /// Pairs run again because a trial measured nothing (no reply, no error).
+    #[serde(default)]
+    pub retried_pairs: u32,
     /// Every pair, in run order.
     pub pairs: Vec<Pair>,
 }
@@ -531,6 +534,7 @@ impl Side {
             p99_verdict: None,
             failure: None,
             skipped: self.skipped.clone(),
+            retried_pairs: 0,
             pairs: Vec::new(),
         }
     }
@@ -753,12 +757,32 @@ fn run_args(args: &CompareArgs, addr: std::net::SocketAddr, pid: i32) -> RunArgs
 }
 
 /// One trial: start `model` afresh, drive it, stop it, check it.
+/// Why a trial gave no figure.
+#[derive(Debug)]
+enum TrialError {
+    /// Nothing went wrong and nothing was measured: no reply verified, no error, nothing lost
+    /// (on a machine busy enough, the whole window can pass before the first reply). The
+    /// pair is run again.
+    Unmeasured,
+    /// Something went wrong: the comparison of this model fails, saying this.
+    Failed(String),
+}
+
+impl From<String> for TrialError {
+    fn from(s: String) -> Self {
+        TrialError::Failed(s)
+    }
+}
+
+/// How many times a pair is run again when one of its trials measured nothing.
+const UNMEASURED_RETRIES: u32 = 3;
+
 fn trial(
     args: &CompareArgs,
     model: &Model,
     tolerate_waiting: bool,
     cpus: Option<&nix::sched::CpuSet>,
-) -> Result<Trial, String> {
+) -> Result<Trial, TrialError> {
     let mut server = Server::start(model, None, cpus).map_err(|e| format!("did not start: {e}"))?;
     let report = run::run(&run_args(args, server.addr, server.pid())).map_err(|e| e.to_string());
     let alive = server.alive();
@@ -766,10 +790,20 @@ fn trial(
     let stopped = server.stop();
     let report = report?;
     if report.interrupted {
-        return Err("interrupted".into());
+        return Err(TrialError::Failed("interrupted".into()));
     }
     if !alive {
-        return Err(format!("the server died during the trial ({exit})"));
+        return Err(TrialError::Failed(format!(
+            "the server died during the trial ({exit})"
+        )));
+    }
+    let untouched = report.counts.ok == 0
+        && report.errors.total() == 0
+        && report.counts.lost == 0
+        && report.counts.failed == 0;
+    if untouched {
+        stopped?;
+        return Err(TrialError::Unmeasured);
     }
     let only_waited = report.errors.nonzero().all(|(k, _)| {
         matches!(
@@ -784,7 +818,7 @@ fn trial(
             .nonzero()
             .map(|(k, n)| format!("{k} {n}"))
             .collect();
-        return Err(format!(
+        return Err(TrialError::Failed(format!(
             "a trial had errors: {} verified replies, {} lost, {} failed; {}",
             report.counts.ok,
             report.counts.lost,
@@ -794,7 +828,7 @@ fn trial(
             } else {
                 kinds.join(", ")
             }
-        ));
+        )));
     }
     stopped?;
     Ok(Trial {
@@ -822,16 +856,37 @@ fn run_pair(
         [("candidate", &side.candidate), ("baseline", &side.baseline)]
     };
     let mut got = Vec::with_capacity(2);
-    for (which, model) in order {
+    let mut attempt = 0;
+    while got.len() < 2 {
+        let (which, model) = order[got.len()];
         match trial(args, model, side.tolerate_waiting, cpus) {
             Ok(t) => got.push(t),
-            Err(e) => {
+            Err(TrialError::Unmeasured) if attempt < UNMEASURED_RETRIES => {
+                // Both sides again, so the pair stays two trials a moment apart.
+                attempt += 1;
+                out.retried_pairs += 1;
                 eprintln!(
-                    "loadgen compare: {}: {which}, pair {}: {e}",
+                    "loadgen compare: {}: {which}, pair {}: no reply within the window; running the pair again",
                     out.name,
                     i + 1
                 );
-                out.failure = Some(format!("{which}, pair {}: {e}", i + 1));
+                got.clear();
+            }
+            Err(e) => {
+                let why = match e {
+                    TrialError::Unmeasured => format!(
+                        "no reply was verified within the {:?} window, {} times",
+                        args.duration,
+                        UNMEASURED_RETRIES + 1
+                    ),
+                    TrialError::Failed(why) => why,
+                };
+                eprintln!(
+                    "loadgen compare: {}: {which}, pair {}: {why}",
+                    out.name,
+                    i + 1
+                );
+                out.failure = Some(format!("{which}, pair {}: {why}", i + 1));
                 return;
             }
         }
@@ -1015,6 +1070,12 @@ fn notes(report: &CompareReport) -> Vec<String> {
         }
         if let Some(why) = &m.skipped {
             out.push(format!("{} skipped: {why}", m.name));
+        }
+        if m.retried_pairs > 0 {
+            out.push(format!(
+                "{}: {} pair(s) run again after a trial that measured nothing (no reply and no error within the window)",
+                m.name, m.retried_pairs
+            ));
         }
     }
     out
@@ -1330,6 +1391,7 @@ mod tests {
             p99_verdict: None,
             failure: failure.map(String::from),
             skipped: None,
+            retried_pairs: 0,
             pairs: Vec::new(),
         };
         let report = |models| CompareReport {
