@@ -42,8 +42,11 @@ pub struct Counters {
     pub protocol_errors: AtomicU64,
     /// For a worker slot: its current pid (0 when none).
     pub pid: AtomicU64,
-    /// For a worker slot: how many times it was restarted.
+    /// For a worker slot: how many times it was restarted after dying.
     pub restarts: AtomicU64,
+    /// For a worker slot: how many times it was replaced after retiring at
+    /// `--max-requests-per-worker` (a planned exit, not a death).
+    pub recycled: AtomicU64,
 }
 
 /// A plain copy of [`Counters`], for reports.
@@ -175,6 +178,8 @@ pub struct WorkerReport {
     pub pid: Option<u64>,
     /// Times it was restarted after dying.
     pub restarts: u64,
+    /// Times it retired at `--max-requests-per-worker` and was replaced.
+    pub recycled: u64,
     /// Its counters.
     #[serde(flatten)]
     pub counters: Snapshot,
@@ -237,6 +242,7 @@ impl Report {
                     worker: i - 1,
                     pid: processes.then(|| slot.pid.load(Relaxed)),
                     restarts: slot.restarts.load(Relaxed),
+                    recycled: slot.recycled.load(Relaxed),
                     counters: slot.snapshot(),
                 }
             })
@@ -264,11 +270,12 @@ impl Report {
         );
         for w in &self.workers {
             crate::info!(
-                "  worker {} accepted {} requests {} restarts {}",
+                "  worker {} accepted {} requests {} restarts {} recycled {}",
                 w.worker,
                 w.counters.accepted,
                 w.counters.requests,
-                w.restarts
+                w.restarts,
+                w.recycled
             );
         }
         if let Some(j) = self.accept_fairness_jain {

@@ -218,3 +218,84 @@ fn slowloris_prefork_shared() {
 fn slowloris_thread_pool() {
     slowloris(&THREAD_POOL, 14, false);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Recycling prefork workers
+
+/// `--max-requests-per-worker 20` on 4 workers while 4 clients each open 15 connections of 10
+/// echoes, and one more client holds a connection for 100 echoes (past the limit: a worker
+/// retires only when its connection ends). Every request must be answered; workers must have
+/// retired and been replaced (`recycled`), none died (`restarts` 0), and no zombie is left.
+fn prefork_recycles_without_a_failed_request(v: &Variant) {
+    let Some(server) = v.start("recycling", &["--max-requests-per-worker", "20"]) else {
+        return;
+    };
+    thread::scope(|s| {
+        let long = s.spawn(|| {
+            let mut c = v.client(&server);
+            c.label = format!("{}: the long connection", v.name);
+            for i in 0..100 {
+                c.echo(format!("long {i}").as_bytes());
+            }
+        });
+        for t in 0..4 {
+            let server = &server;
+            s.spawn(move || {
+                for k in 0..15 {
+                    let mut c = v.client(server);
+                    c.label = format!("{}: client {t}, connection {k}", v.name);
+                    for i in 0..10 {
+                        c.echo(format!("{t}/{k}/{i}").as_bytes());
+                    }
+                }
+            });
+        }
+        long.join().expect("the long connection");
+    });
+    // A worker that retired after the last connection may be a zombie for a moment, until the
+    // parent's SIGCHLD handling reaps it: none may stay one.
+    let pid = server.pid();
+    let reaped = eventually(Duration::from_secs(2), || {
+        children(pid).iter().all(|p| p.state != 'Z')
+    });
+    let grace = server.grace;
+    let stopped = server.stop();
+    stopped.assert_clean(v.name, grace);
+    let stats = stopped.stats();
+    let workers = stats["workers"].as_array().expect("a workers list");
+    let sum = |field: &str| {
+        workers
+            .iter()
+            .map(|w| w[field].as_u64().unwrap_or(0))
+            .sum::<u64>()
+    };
+    assert_eq!(
+        stopped.total("requests"),
+        4 * 15 * 10 + 100,
+        "{}: every request answered\n{stats:#}",
+        v.name
+    );
+    // 700 requests at 20 per worker life: about 30 retirements; at least 20 however they fall.
+    assert!(
+        sum("recycled") >= 20,
+        "{}: workers should have retired and been replaced\n{stats:#}",
+        v.name
+    );
+    assert_eq!(sum("restarts"), 0, "{}: no worker died\n{stats:#}", v.name);
+    assert!(reaped, "{}: a retired worker stayed a zombie", v.name);
+}
+
+#[test]
+fn prefork_recycles_without_a_failed_request_shared() {
+    prefork_recycles_without_a_failed_request(&PREFORK_SHARED);
+}
+
+#[test]
+fn prefork_recycles_without_a_failed_request_locked() {
+    prefork_recycles_without_a_failed_request(&PREFORK_LOCKED);
+}
+
+#[test]
+fn prefork_recycles_without_a_failed_request_reuseport() {
+    prefork_recycles_without_a_failed_request(&PREFORK_REUSEPORT);
+}

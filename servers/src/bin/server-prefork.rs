@@ -26,6 +26,11 @@
 //!   reads (and, with `--stats-file`, writes out every `--stats-interval`) while it runs.
 //! - A worker that dies is reaped (SIGCHLD, `waitpid` loop) and restarted in the same slot,
 //!   at once if it had been up for a while, with a doubling backoff if it keeps dying.
+//! - With `--max-requests-per-worker N`, a worker that has answered N requests retires when
+//!   its current connection ends (Apache's `MaxConnectionsPerChild`, which bounds what a slow
+//!   leak in a worker can grow to): it exits with [`RETIRED`], and the parent replaces it at
+//!   once, without the backoff a crash gets. No client sees it: the connection was finished,
+//!   and the listener stays open in the parent and the other workers.
 //! - SIGINT/SIGTERM: the parent closes the shutdown pipe and sends SIGTERM to the workers.
 //!   An idle worker (blocked in accept or the lock) exits at once; a busy one finishes its
 //!   connection's in-flight requests. The parent reaps them all for up to `--grace`.
@@ -99,7 +104,16 @@ struct Args {
     /// With --stats-file: rewrite it this often while running, so per-worker counts can be watched.
     #[arg(long, default_value = "1s", value_parser = parse_interval)]
     stats_interval: Duration,
+
+    /// Replace a worker once it has answered this many requests, when its current connection
+    /// ends (Apache's MaxConnectionsPerChild); 0 = never.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    max_requests_per_worker: u64,
 }
+
+/// The exit status of a worker that retired at `--max-requests-per-worker`: a planned exit,
+/// so the parent replaces it at once and counts it as recycled, not as a death.
+const RETIRED: i32 = 3;
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -118,6 +132,8 @@ struct Inherited {
     shutdown: Shutdown,
     /// The parent's pid, for a worker to notice that it has been orphaned.
     parent: Pid,
+    /// `--max-requests-per-worker` (0: never retire).
+    max_requests: u64,
 }
 
 /// The parent's view of its workers: one slot each, and whether a dead one is replaced.
@@ -183,6 +199,7 @@ fn run(args: Args) -> io::Result<()> {
         },
         shutdown: Shutdown::new()?,
         parent: getpid(),
+        max_requests: args.max_requests_per_worker,
     };
     let now = Instant::now();
     let mut workers = Workers {
@@ -344,6 +361,12 @@ impl Family for Workers<'_> {
             return;
         }
         let uptime = slot.started.elapsed();
+        if status == WaitStatus::Exited(pid, RETIRED) {
+            debug!("worker {i} (pid {pid}) retired after {uptime:.1?}; replacing it");
+            Counters::bump(&self.counters.slot(1 + i).recycled);
+            slot.restart_at = Some(Instant::now());
+            return;
+        }
         let delay = if uptime >= HEALTHY_UPTIME {
             slot.backoff = MIN_BACKOFF;
             Duration::ZERO
@@ -394,6 +417,7 @@ fn worker(
         inherited.listeners.swap_remove(0)
     };
     let (total, mine) = (counters.total(), counters.slot(1 + i));
+    let mut answered: u64 = 0;
 
     loop {
         signals::set_idle(true);
@@ -431,6 +455,12 @@ fn worker(
                     inherited.shutdown.fd(),
                 );
                 conn::record_end(&outcome, &[total, mine], peer);
+                answered += outcome.tally.requests + outcome.tally.errors;
+                if inherited.max_requests > 0 && answered >= inherited.max_requests {
+                    debug!("worker {i}: retiring after {answered} requests");
+                    // SAFETY: as in `exit_worker`.
+                    unsafe { libc::_exit(RETIRED) }
+                }
             }
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning on a readable listener.
