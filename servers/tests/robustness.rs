@@ -9,6 +9,13 @@
 //! With a thousand such clients, a good client on the thread and event-loop models is served
 //! throughout; on prefork, whose workers the tricklers all hold, it is served once the
 //! deadlines free them.
+//!
+//! **Half-close.** A client that sends its requests and then `shutdown(SHUT_WR)` (as `nc -N`
+//! or an HTTP/1.0 client does) still gets every reply, then EOF: the server must not take the
+//! client's FIN for "gone".
+//!
+//! **Recycling.** `--max-requests-per-worker` replaces prefork workers without a client
+//! noticing.
 
 mod common;
 
@@ -18,7 +25,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
-use echolab_protocol::Protocol;
+use echolab_protocol::{Command, Protocol, Request};
 
 /// The request deadline the slowloris tests give the servers.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
@@ -298,4 +305,62 @@ fn prefork_recycles_without_a_failed_request_locked() {
 #[test]
 fn prefork_recycles_without_a_failed_request_reuseport() {
     prefork_recycles_without_a_failed_request(&PREFORK_REUSEPORT);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Half-close
+
+/// 50 pipelined echoes (one of them a 64 KiB payload, so replies take more than one write),
+/// then `shutdown(SHUT_WR)`: all 50 replies arrive, in order, then EOF.
+fn half_close(v: &Variant) {
+    let Some(server) = v.start("half_close", &[]) else {
+        return;
+    };
+    let mut c = v.client(&server);
+    c.label = format!("{}: half-closed client", v.name);
+    let big = vec![b'h'; 64 * 1024];
+    let payloads: Vec<Vec<u8>> = (0..50)
+        .map(|i| {
+            if i == 25 {
+                big.clone()
+            } else {
+                format!("half {i}").into_bytes()
+            }
+        })
+        .collect();
+    for (i, p) in payloads.iter().enumerate() {
+        c.send(&Request {
+            id: Some(i as u64 + 1),
+            command: Command::Echo,
+            payload: p,
+        });
+    }
+    c.stream()
+        .shutdown(std::net::Shutdown::Write)
+        .expect("shutdown(SHUT_WR)");
+    for (i, p) in payloads.iter().enumerate() {
+        let r = c.read_response();
+        c.assert_echo(&r, i as u64 + 1, p);
+    }
+    c.expect_eof();
+    drop(c);
+    let grace = server.grace;
+    server.stop().assert_clean(v.name, grace);
+}
+
+#[test]
+fn half_close_every_model() {
+    for v in [
+        &THREAD,
+        &THREAD_POOL,
+        &FORK,
+        &PREFORK_SHARED,
+        &PREFORK_LOCKED,
+        &PREFORK_REUSEPORT,
+        &EVENTLOOP_SELECT,
+        &EVENTLOOP_POLL,
+        &EVENTLOOP_EPOLL,
+    ] {
+        half_close(v);
+    }
 }
