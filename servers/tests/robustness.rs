@@ -10,6 +10,12 @@
 //! throughout; on prefork, whose workers the tricklers all hold, it is served once the
 //! deadlines free them.
 //!
+//! **Header-only flood.** A thousand connections each send only a frame header declaring
+//! `max_frame` (1 MiB) and nothing more. A server that allocated by the declared length would
+//! hold a gigabyte; echolab's read buffers grow with bytes that arrived, so the server's memory
+//! grows by about a small read buffer per connection. Measured as PSS over the server's process
+//! tree (RSS would count a forked server's shared pages once per process).
+//!
 //! **Half-close.** A client that sends its requests and then `shutdown(SHUT_WR)` (as `nc -N`
 //! or an HTTP/1.0 client does) still gets every reply, then EOF: the server must not take the
 //! client's FIN for "gone".
@@ -25,7 +31,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
-use echolab_protocol::{Command, Protocol, Request};
+use echolab_protocol::{Command, Protocol, Request, DEFAULT_MAX_FRAME};
 
 /// The request deadline the slowloris tests give the servers.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
@@ -363,4 +369,115 @@ fn half_close_every_model() {
     ] {
         half_close(v);
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Header-only flood
+
+/// PSS of `pid` and all its descendants, KiB (`/proc/PID/smaps_rollup`).
+fn tree_pss_kib(pid: i32) -> u64 {
+    let own = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Pss:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .unwrap_or(0);
+    let kids: u64 = children(nix::unistd::Pid::from_raw(pid))
+        .iter()
+        .map(|c| tree_pss_kib(c.pid))
+        .sum();
+    own + kids
+}
+
+/// The most one header-only connection may add to the server's memory, KiB: an eighth of the
+/// 1 MiB its header announces. Besides its 16 KiB read buffer, a connection costs what the
+/// model charges for one — about 4 KiB in the event loop, a thread's touched stack (~13 KiB),
+/// a forked child's copied pages (~60 KiB); allocating by the declared length would add
+/// 1024 KiB to each.
+const FLOOD_KIB_PER_CONNECTION: u64 = 128;
+
+/// `n` connections each send a 4-byte header declaring `max_frame` bytes and stop. Once the
+/// server has read every header (no unread bytes left on its side of any of them), its memory
+/// may have grown by at most [`FLOOD_KIB_PER_CONNECTION`] per connection.
+fn header_only_flood(v: &Variant, n: usize) {
+    raise_nofile_limit();
+    let Some(server) = v.start("header_only_flood", &[]) else {
+        return;
+    };
+    let port = server.addr.port();
+    // One echo first, so the memory a first connection costs anyway is in the baseline.
+    let mut warm = v.client(&server);
+    warm.echo(b"before the flood");
+    drop(warm);
+    let before = tree_pss_kib(server.pid().as_raw());
+    let header = (DEFAULT_MAX_FRAME as u32).to_be_bytes();
+    let conns: Vec<TcpStream> = (0..n)
+        .map(|i| {
+            let mut s = TcpStream::connect_timeout(&server.addr, IO_TIMEOUT)
+                .unwrap_or_else(|e| panic!("{}: flood connection {i}: {e}", v.name));
+            s.write_all(&header).expect("the header");
+            s
+        })
+        .collect();
+    let ports: std::collections::HashSet<u16> = conns
+        .iter()
+        .map(|s| s.local_addr().expect("local address").port())
+        .collect();
+    let all_read = eventually(Duration::from_secs(30), || {
+        let table = tcp_table();
+        let read = table
+            .iter()
+            .filter(|r| {
+                r.local == port && ports.contains(&r.remote) && r.rx_queue == 0 && r.inode != 0
+            })
+            .count();
+        read == n
+    });
+    assert!(
+        all_read,
+        "{}: the server did not read all {n} headers",
+        v.name
+    );
+    let after = tree_pss_kib(server.pid().as_raw());
+    let grown = after.saturating_sub(before);
+    eprintln!(
+        "{}: {n} header-only connections: PSS {before} KiB -> {after} KiB ({} KiB per connection)",
+        v.name,
+        grown / n as u64
+    );
+    assert!(
+        grown <= FLOOD_KIB_PER_CONNECTION * n as u64,
+        "{}: memory grew by {grown} KiB for {n} headers ({} KiB each): allocating by the declared length?",
+        v.name,
+        grown / n as u64
+    );
+    // The server still serves a good client, and frees the connections when they close.
+    let mut c = v.client(&server);
+    c.echo(b"after the flood");
+    drop(conns);
+    drop(c);
+    let grace = server.grace;
+    server.stop().assert_clean(v.name, grace);
+}
+
+#[test]
+fn header_only_flood_thread() {
+    header_only_flood(&THREAD, 1000);
+}
+
+#[test]
+fn header_only_flood_fork() {
+    header_only_flood(&FORK, 300);
+}
+
+#[test]
+fn header_only_flood_eventloop_epoll() {
+    header_only_flood(&EVENTLOOP_EPOLL, 1000);
+}
+
+#[test]
+fn header_only_flood_eventloop_poll() {
+    header_only_flood(&EVENTLOOP_POLL, 1000);
 }
