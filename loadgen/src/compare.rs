@@ -666,7 +666,11 @@ pub fn compare(args: &CompareArgs) -> Result<CompareReport, String> {
             }
         }
     }
-    let models = models.into_iter().map(|m| summarise(args, m)).collect();
+    let cut_short = interrupted();
+    let models = models
+        .into_iter()
+        .map(|m| summarise(args, m, cut_short))
+        .collect();
     let report = CompareReport {
         time: crate::clock::utc_timestamp(),
         tool: format!("loadgen {}", env!("CARGO_PKG_VERSION")),
@@ -688,7 +692,7 @@ pub fn compare(args: &CompareArgs) -> Result<CompareReport, String> {
             .unwrap_or(serde_json::Value::Null),
         models,
         elapsed_s: started.elapsed().as_secs_f64(),
-        interrupted: interrupted(),
+        interrupted: cut_short,
     };
     write_outputs(args, &report)?;
     Ok(report)
@@ -756,7 +760,6 @@ fn run_args(args: &CompareArgs, addr: std::net::SocketAddr, pid: i32) -> RunArgs
     }
 }
 
-/// One trial: start `model` afresh, drive it, stop it, check it.
 /// Why a trial gave no figure.
 #[derive(Debug)]
 enum TrialError {
@@ -777,6 +780,7 @@ impl From<String> for TrialError {
 /// How many times a pair is run again when one of its trials measured nothing.
 const UNMEASURED_RETRIES: u32 = 3;
 
+/// One trial: start `model` afresh, drive it, stop it, check it.
 fn trial(
     args: &CompareArgs,
     model: &Model,
@@ -915,7 +919,10 @@ fn run_pair(
     });
 }
 
-fn summarise(args: &CompareArgs, mut m: ModelComparison) -> ModelComparison {
+/// The medians, estimates and verdicts of `m`'s pairs. A comparison cut short by Ctrl-C gets
+/// estimates but no verdict: it has fewer pairs than asked for (perhaps one, whose interval
+/// has no width), so a verdict would claim what the pairs cannot show.
+fn summarise(args: &CompareArgs, mut m: ModelComparison, interrupted: bool) -> ModelComparison {
     let side = |f: &dyn Fn(&Pair) -> f64| m.pairs.iter().map(f).collect::<Vec<f64>>();
     let (b_rps, c_rps) = (
         side(&|p| p.baseline.throughput_rps),
@@ -946,6 +953,10 @@ fn summarise(args: &CompareArgs, mut m: ModelComparison) -> ModelComparison {
         .p99_threshold
         .0
         .and_then(|t| m.p99.map(|e| verdict(&e, t, false)));
+    if interrupted {
+        m.throughput_verdict = None;
+        m.p99_verdict = None;
+    }
     m
 }
 

@@ -369,9 +369,8 @@ impl Server {
         let status = self.exit;
         // Anything still in the group 2 s after the leader exited (a worker, a child, the
         // server a shell command started and is still shutting down) outlived its server.
-        let group = Pid::from_raw(-pgid.as_raw());
         let deadline = Instant::now() + Duration::from_secs(2);
-        while kill(group, None).is_ok() && Instant::now() < deadline {
+        while group_running(pgid) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
         if kill_leftovers(pgid) {
@@ -433,10 +432,19 @@ pub fn display_command(m: &Model) -> String {
     words.join(" ")
 }
 
-/// Kills whatever is left of process group `pgid`; returns whether anything was.
+/// Whether anything of process group `pgid` is still running. A member that has exited but
+/// is not yet reaped does not count: a server that a shell command started without `exec` is
+/// orphaned when the shell dies, and stays a zombie in the group until init reaps it, which
+/// some inits do a second or more later, or never (`kill(-pgid, 0)` succeeds all that time).
+fn group_running(pgid: Pid) -> bool {
+    kill(Pid::from_raw(-pgid.as_raw()), None).is_ok()
+        && crate::proc::group_has_running_member(pgid.as_raw()).unwrap_or(true)
+}
+
+/// Kills whatever is left running of process group `pgid`; returns whether anything was.
 fn kill_leftovers(pgid: Pid) -> bool {
     let group = Pid::from_raw(-pgid.as_raw());
-    let any = kill(group, None).is_ok();
+    let any = group_running(pgid);
     if any {
         let _ = kill(group, Signal::SIGKILL);
     }

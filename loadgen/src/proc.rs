@@ -555,6 +555,30 @@ fn numeric_name(entry: &std::fs::DirEntry) -> Option<i32> {
     entry.file_name().to_str().and_then(|n| n.parse().ok())
 }
 
+/// Whether process group `pgid` has a member that has not exited. A zombie (exited, waiting
+/// to be reaped) does not count. `None` if `/proc` cannot be listed.
+pub fn group_has_running_member(pgid: i32) -> Option<bool> {
+    let dir = std::fs::read_dir("/proc").ok()?;
+    let pgid = pgid.to_string();
+    let running = |pid: i32| {
+        let Ok(line) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            return false;
+        };
+        // Fields 3 (state) and 5 (pgrp), after the command name, which ends at the last ')'.
+        let mut fields = line
+            .rfind(')')
+            .map_or("", |close| &line[close + 1..])
+            .split_ascii_whitespace();
+        let (state, pgrp) = (fields.next(), fields.nth(1));
+        state.is_some_and(|s| s != "Z") && pgrp == Some(pgid.as_str())
+    };
+    Some(
+        dir.filter_map(Result::ok)
+            .filter_map(|entry| numeric_name(&entry))
+            .any(running),
+    )
+}
+
 /// True for the errors of a `/proc` file whose process or thread has exited: ENOENT once the
 /// directory is gone, ESRCH while the task is being torn down.
 fn is_gone(error: &io::Error) -> bool {
@@ -1021,6 +1045,22 @@ mod tests {
                 starttime: 2200,
             }
         );
+    }
+
+    #[test]
+    fn a_group_of_zombies_has_no_running_member() {
+        use nix::sys::wait::{waitid, Id, WaitPidFlag};
+        let group = Group::spawn("sleep", &["30"]);
+        assert_eq!(group_has_running_member(group.pid()), Some(true));
+        killpg(Pid::from_raw(group.pid()), Signal::SIGKILL).unwrap();
+        // Waits for it to exit and leaves it unreaped: a zombie, still in its group.
+        waitid(
+            Id::Pid(Pid::from_raw(group.pid())),
+            WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT,
+        )
+        .unwrap();
+        assert!(killpg(Pid::from_raw(group.pid()), None).is_ok());
+        assert_eq!(group_has_running_member(group.pid()), Some(false));
     }
 
     #[test]
