@@ -18,19 +18,14 @@ mod common;
 use std::fs;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{server_bin, spawn_loadgen};
+use common::{kill_all_mentioning, run_guarded, server_bin, survivors, When};
 use echolab_loadgen::suite_report::{CellStatus, SuiteReport, Workload};
-use nix::sys::signal::{kill, killpg, Signal};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 
 /// The longest one suite may take before the guard kills it (and its servers) and fails.
 const SUITE_LIMIT: Duration = Duration::from_secs(120);
-
-/// How long a process the suite killed may take to disappear from `/proc`.
-const GONE_WITHIN: Duration = Duration::from_secs(2);
 
 /// The quick matrix every test runs (each adds its models, workloads and counts).
 const QUICK: [&str; 6] = ["--repeat", "1", "--warmup", "0s", "--workers", "4"];
@@ -176,7 +171,7 @@ fn suite(dir: &ResultsDir, args: &[&str]) -> SuiteRun {
 fn suite_signalled(
     dir: &ResultsDir,
     args: &[&str],
-    mut signal: Option<(Duration, Signal)>,
+    signal: Option<(Duration, Signal)>,
 ) -> SuiteRun {
     let bin_dir = server_bin("server-thread")
         .parent()
@@ -193,40 +188,20 @@ fn suite_signalled(
     full.extend(["--results".into(), dir.arg().to_owned()]);
     full.extend(args.iter().map(|s| s.to_string()));
 
-    let started = Instant::now();
-    let (mut child, stdout, stderr) = spawn_loadgen(&full);
-    let status = loop {
-        if let Some((after, sig)) = signal {
-            if started.elapsed() >= after {
-                let _ = kill(Pid::from_raw(child.id() as i32), sig);
-                signal = None;
-            }
-        }
-        match child.try_wait() {
-            Ok(Some(status)) => break Some(status),
-            Ok(None) if started.elapsed() < SUITE_LIMIT => thread::sleep(Duration::from_millis(20)),
-            _ => {
-                // Each server is a child of loadgen leading its own process group: kill the
-                // groups first, or they would outlive the suite.
-                for pid in children_of(child.id() as i32) {
-                    let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
-                }
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-        }
-    };
-    let join = |h: JoinHandle<String>| h.join().unwrap_or_default();
+    let when = signal.map(|(after, sig)| {
+        let at: When<'_> = Box::new(move |elapsed| elapsed >= after);
+        (sig, at)
+    });
+    let guarded = run_guarded(&full, SUITE_LIMIT, when);
     let run = SuiteRun {
         args: full,
-        code: status.and_then(|s| s.code()),
-        stdout: join(stdout),
-        stderr: join(stderr),
-        elapsed: started.elapsed(),
+        code: guarded.status.and_then(|s| s.code()),
+        stdout: guarded.stdout,
+        stderr: guarded.stderr,
+        elapsed: guarded.elapsed,
     };
     assert!(
-        status.is_some(),
+        guarded.status.is_some(),
         "the suite did not finish within {SUITE_LIMIT:?}: killed\n{}",
         run.output()
     );
@@ -234,68 +209,6 @@ fn suite_signalled(
 }
 
 // ----- processes -------------------------------------------------------------------------
-
-/// The fields of `/proc/PID/stat` after the command name: state, ppid, pgrp, ...
-fn stat_fields(pid: i32) -> Option<Vec<String>> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name is in parentheses and may itself hold spaces or parentheses.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    Some(rest.split_whitespace().map(str::to_owned).collect())
-}
-
-fn all_pids() -> Vec<i32> {
-    fs::read_dir("/proc")
-        .map(|entries| {
-            entries
-                .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// The live children of `parent`.
-fn children_of(parent: i32) -> Vec<i32> {
-    all_pids()
-        .into_iter()
-        .filter(|&pid| stat_fields(pid).is_some_and(|f| f[0] != "Z" && f[1] == parent.to_string()))
-        .collect()
-}
-
-/// Live processes (zombies excluded) whose command line contains `needle`, as (pid, command
-/// line).
-fn processes_mentioning(needle: &str) -> Vec<(i32, String)> {
-    let me = std::process::id() as i32;
-    all_pids()
-        .into_iter()
-        .filter(|&pid| pid != me)
-        .filter_map(|pid| {
-            let raw = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-            let cmdline = String::from_utf8_lossy(&raw).replace('\0', " ");
-            let live = stat_fields(pid).is_some_and(|f| f[0] != "Z");
-            (live && cmdline.contains(needle)).then_some((pid, cmdline))
-        })
-        .collect()
-}
-
-/// The processes still mentioning `needle` after waiting up to [`GONE_WITHIN`] for them to go
-/// (a process sent SIGKILL stays in `/proc` until the kernel has torn it down).
-fn survivors(needle: &str) -> Vec<(i32, String)> {
-    let deadline = Instant::now() + GONE_WITHIN;
-    loop {
-        let left = processes_mentioning(needle);
-        if left.is_empty() || Instant::now() >= deadline {
-            return left;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Kills, one by one by pid, every live process whose command line contains `needle`.
-fn kill_all_mentioning(needle: &str) {
-    for (pid, _) in processes_mentioning(needle) {
-        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-    }
-}
 
 /// Asserts that no process mentioning `needle` outlived the suite.
 fn assert_none_left(needle: &str, what: &str, run: &SuiteRun) {

@@ -13,6 +13,14 @@
 //! - [`FakeServer`] is a `TcpListener` in a thread that hands each connection to a scripted
 //!   handler speaking the binary protocol through the protocol crate's server half: the tests
 //!   decide, byte by byte, what a wrong server says.
+//! - [`run_guarded`] runs the subcommands that start servers themselves (`suite`, `compare`)
+//!   under a wall-clock guard that, when it fires, kills the process group of every server
+//!   loadgen started as well as loadgen: those servers lead their own groups, so killing
+//!   loadgen alone would leave them running.
+//! - The process helpers ([`survivors`], [`kill_all_mentioning`], ...) read `/proc`, so a test
+//!   can check that nothing it started outlived it: every server a test starts carries a
+//!   marker argument unique to the test (a `--stats-file` path, say), and only its command line
+//!   holds it.
 
 // Each test crate uses a different part of this module.
 #![allow(dead_code)]
@@ -391,6 +399,138 @@ pub fn spawn_loadgen(args: &[String]) -> (Child, JoinHandle<String>, JoinHandle<
 /// Runs `loadgen run CMD` to the end (see [`Loadgen::start`]).
 pub fn loadgen(cmd: &str) -> Run {
     Loadgen::start(cmd).wait()
+}
+
+/// A condition for [`run_guarded`] to send a signal on: called with the time since loadgen
+/// started, about every 20 ms, until it first returns true.
+pub type When<'a> = Box<dyn FnMut(Duration) -> bool + 'a>;
+
+/// What a [`run_guarded`] run produced.
+#[derive(Debug)]
+pub struct Guarded {
+    /// How loadgen exited; `None` if the guard killed it.
+    pub status: Option<ExitStatus>,
+    /// Its stdout.
+    pub stdout: String,
+    /// Its stderr.
+    pub stderr: String,
+    /// Wall-clock time from spawn to exit.
+    pub elapsed: Duration,
+    /// When the signal was sent (time since the start), if it was.
+    pub signalled_at: Option<Duration>,
+}
+
+/// Runs the loadgen binary with `args`; sends `signal` once its condition holds. Past `limit`
+/// the guard stops loadgen (SIGSTOP, so it starts no new server meanwhile), kills the process
+/// group of each of its children (every server loadgen starts leads its own group), then
+/// kills loadgen, and returns `status: None`: the caller fails the test.
+pub fn run_guarded(
+    args: &[String],
+    limit: Duration,
+    mut signal: Option<(Signal, When<'_>)>,
+) -> Guarded {
+    let started = Instant::now();
+    let (mut child, stdout, stderr) = spawn_loadgen(args);
+    let pid = Pid::from_raw(child.id() as i32);
+    let mut signalled_at = None;
+    let status = loop {
+        let elapsed = started.elapsed();
+        if signal.as_mut().is_some_and(|(_, when)| when(elapsed)) {
+            if let Some((sig, _)) = signal.take() {
+                let _ = kill(pid, sig);
+                signalled_at = Some(elapsed);
+            }
+        }
+        match child.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if elapsed < limit => thread::sleep(Duration::from_millis(20)),
+            _ => {
+                let _ = kill(pid, Signal::SIGSTOP);
+                for server in children_of(pid.as_raw()) {
+                    let _ = killpg(Pid::from_raw(server), Signal::SIGKILL);
+                }
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+        }
+    };
+    let join = |h: JoinHandle<String>| h.join().unwrap_or_default();
+    Guarded {
+        status,
+        stdout: join(stdout),
+        stderr: join(stderr),
+        elapsed: started.elapsed(),
+        signalled_at,
+    }
+}
+
+// ----- processes -------------------------------------------------------------------------
+
+/// How long a process that was killed (or told to stop) may take to disappear from `/proc`.
+pub const GONE_WITHIN: Duration = Duration::from_secs(2);
+
+/// The fields of `/proc/PID/stat` after the command name: state, ppid, pgrp, ...
+pub fn stat_fields(pid: i32) -> Option<Vec<String>> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may itself hold spaces or parentheses.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    Some(rest.split_whitespace().map(str::to_owned).collect())
+}
+
+/// Every process id in `/proc`.
+pub fn all_pids() -> Vec<i32> {
+    fs::read_dir("/proc")
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The live children of `parent`.
+pub fn children_of(parent: i32) -> Vec<i32> {
+    all_pids()
+        .into_iter()
+        .filter(|&pid| stat_fields(pid).is_some_and(|f| f[0] != "Z" && f[1] == parent.to_string()))
+        .collect()
+}
+
+/// Live processes (zombies excluded) whose command line contains `needle`, as (pid, command
+/// line).
+pub fn processes_mentioning(needle: &str) -> Vec<(i32, String)> {
+    let me = std::process::id() as i32;
+    all_pids()
+        .into_iter()
+        .filter(|&pid| pid != me)
+        .filter_map(|pid| {
+            let raw = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&raw).replace('\0', " ");
+            let live = stat_fields(pid).is_some_and(|f| f[0] != "Z");
+            (live && cmdline.contains(needle)).then_some((pid, cmdline))
+        })
+        .collect()
+}
+
+/// The processes still mentioning `needle` after waiting up to [`GONE_WITHIN`] for them to go
+/// (a process sent SIGKILL stays in `/proc` until the kernel has torn it down).
+pub fn survivors(needle: &str) -> Vec<(i32, String)> {
+    let deadline = Instant::now() + GONE_WITHIN;
+    loop {
+        let left = processes_mentioning(needle);
+        if left.is_empty() || Instant::now() >= deadline {
+            return left;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Kills, one by one by pid, every live process whose command line contains `needle`.
+pub fn kill_all_mentioning(needle: &str) {
+    for (pid, _) in processes_mentioning(needle) {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    }
 }
 
 // ----- real servers ----------------------------------------------------------------------
