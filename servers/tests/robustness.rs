@@ -16,6 +16,16 @@
 //! grows by about a small read buffer per connection. Measured as PSS over the server's process
 //! tree (RSS would count a forked server's shared pages once per process).
 //!
+//! **A killed parent.** When the parent of a forking server is killed with SIGKILL (no
+//! handler runs), every child must still exit within 2 s — the children watch the shutdown
+//! pipe, whose write end only the parent held, and prefork workers also have
+//! `PR_SET_PDEATHSIG` — and a new server must be able to bind the port at once: no orphan
+//! keeps the listener, or serves clients nobody supervises.
+//!
+//! **200 clients leaving at once.** Signals coalesce: 200 children exiting in the same
+//! instant may raise one SIGCHLD, and a server that reaps one child per signal leaves 199
+//! zombies. server-fork drains `waitpid(WNOHANG)` until nothing is left.
+//!
 //! **Half-close.** A client that sends its requests and then `shutdown(SHUT_WR)` (as `nc -N`
 //! or an HTTP/1.0 client does) still gets every reply, then EOF: the server must not take the
 //! client's FIN for "gone".
@@ -480,4 +490,129 @@ fn header_only_flood_eventloop_epoll() {
 #[test]
 fn header_only_flood_eventloop_poll() {
     header_only_flood(&EVENTLOOP_POLL, 1000);
+}
+
+// ---------------------------------------------------------------------------------------------
+// A parent killed with SIGKILL
+
+/// Three clients each held by a child (fork) or a worker (prefork), then SIGKILL to the parent:
+/// within 2 s no process of the server's group is left running, each client sees its
+/// connection closed, and the port can be bound again at once.
+fn parent_killed(v: &Variant) {
+    let Some(server) = v.start("parent_killed", &[]) else {
+        return;
+    };
+    let port = server.addr.port();
+    let mut clients: Vec<Client> = (0..3)
+        .map(|i| {
+            let mut c = v.client(&server);
+            c.label = format!("{}: client {i}, held when the parent died", v.name);
+            c.echo(b"busy");
+            c
+        })
+        .collect();
+    let leader = server.pid();
+    let killed = Instant::now();
+    nix::sys::signal::kill(leader, nix::sys::signal::Signal::SIGKILL).expect("kill the parent");
+    // The killed parent stays a zombie until this test reaps it (when `server` drops), and
+    // exited orphans are zombies until init reaps them: what must not exist is a running one.
+    let gone = eventually(Duration::from_secs(2), || {
+        group(leader.as_raw())
+            .iter()
+            .all(|p| p.state == 'Z' || p.pid == leader.as_raw())
+    });
+    let took = killed.elapsed();
+    let left: Vec<Proc> = group(leader.as_raw())
+        .into_iter()
+        .filter(|p| p.state != 'Z' && p.pid != leader.as_raw())
+        .collect();
+    assert!(
+        gone,
+        "{}: processes still running {took:?} after the parent was killed: {left:?}",
+        v.name
+    );
+    eprintln!(
+        "{}: every child gone {took:?} after SIGKILL to the parent",
+        v.name
+    );
+    std::net::TcpListener::bind(("127.0.0.1", port)).unwrap_or_else(|e| {
+        panic!(
+            "{}: port {port} cannot be bound again after the parent died: {e}",
+            v.name
+        )
+    });
+    for c in &mut clients {
+        c.expect_eof();
+    }
+}
+
+#[test]
+fn parent_killed_fork() {
+    parent_killed(&FORK);
+}
+
+#[test]
+fn parent_killed_prefork_shared() {
+    parent_killed(&PREFORK_SHARED);
+}
+
+#[test]
+fn parent_killed_prefork_locked() {
+    parent_killed(&PREFORK_LOCKED);
+}
+
+#[test]
+fn parent_killed_prefork_reuseport() {
+    parent_killed(&PREFORK_REUSEPORT);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 200 clients disconnecting at once
+
+/// 200 connections, each served by its own child, all closed in one tight loop: within 2 s
+/// the server has no child left, zombie or not, and its stats count 200 reaped.
+#[test]
+fn two_hundred_clients_leave_at_once_fork() {
+    raise_nofile_limit();
+    // A long idle timeout: on a loaded machine opening 200 connections can take a while, and
+    // the first children must not leave on their own before the others arrive.
+    let Some(server) = FORK.start("leave_at_once", &["--idle-timeout", "10m"]) else {
+        return;
+    };
+    let mut clients: Vec<Client> = (0..200)
+        .map(|i| {
+            let mut c = FORK.client(&server);
+            c.label = format!("fork: client {i}");
+            c.echo(b"here");
+            c
+        })
+        .collect();
+    let pid = server.pid();
+    assert_eq!(
+        live_children(pid).len(),
+        200,
+        "fork: a child per connection"
+    );
+    for c in &mut clients {
+        let _ = c.stream().shutdown(std::net::Shutdown::Both);
+    }
+    drop(clients);
+    let left = Instant::now();
+    let reaped = eventually(Duration::from_secs(2), || children(pid).is_empty());
+    let kids = children(pid);
+    let zombies = kids.iter().filter(|p| p.state == 'Z').count();
+    assert!(
+        reaped,
+        "fork: {} children ({zombies} zombies) left {:?} after 200 clients closed at once",
+        kids.len(),
+        left.elapsed()
+    );
+    let grace = server.grace;
+    let stopped = server.stop();
+    stopped.assert_clean("fork", grace);
+    let stats = stopped.stats();
+    assert_eq!(
+        stats["extra"]["children_reaped"], stats["extra"]["children_forked"],
+        "fork: every child reaped\n{stats:#}"
+    );
 }
