@@ -5,8 +5,10 @@
 //! wrong id, replies out of order, half a reply, no reply, an ERROR reply, garbage, a socket
 //! it never reads — and checks that loadgen names that error kind (in the JSON and in the
 //! summary), exits 1, and ends within its duration plus its timeout: a broken server must
-//! never hang the client. Then the same for no server at all, and for a real server killed
-//! mid-run.
+//! never hang the client. Then the same for no server at all, for a real server killed
+//! mid-run, for a real server stopped (SIGSTOP) with its accept queue full (connect timeout),
+//! for a fake that resets the connection, and for a source address this machine does not have
+//! (the client's own problem, not the server's).
 
 mod common;
 
@@ -14,6 +16,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{dead_addr, loadgen, FakeConn, FakeServer, Loadgen, Next, Req, Run, Server, SLACK};
+use nix::sys::signal::Signal;
 
 /// Runs loadgen with one connection for `duration` against `fake`, plus `extra` flags, and
 /// checks the run ends in time, with exit 1 and at least one error of `kind`.
@@ -253,4 +256,70 @@ fn a_server_killed_mid_run() {
         run.output()
     );
     assert!(run.stdout.contains("FAILED"), "{}", run.output());
+}
+
+/// A real server stopped with SIGSTOP, its accept queue already full (`--backlog 1`: the
+/// kernel queues backlog + 1 completed connections, then drops further SYNs): loadgen's
+/// connects go unanswered and each ends as a connect timeout after `--timeout`.
+#[test]
+fn a_stopped_server_with_a_full_backlog_is_a_connect_timeout() {
+    let server = Server::start("server-thread", &["--backlog", "1"]);
+    server.signal(Signal::SIGSTOP);
+    // Fill the queue: these complete their handshakes in the kernel and wait there.
+    let fillers: Vec<std::net::TcpStream> = (0..4)
+        .filter_map(|_| {
+            std::net::TcpStream::connect_timeout(
+                &server.addr().parse().expect("addr"),
+                Duration::from_millis(300),
+            )
+            .ok()
+        })
+        .collect();
+    let run = loadgen(&format!(
+        "--addr {} -c 2 -d 1s --warmup 0 --timeout 300ms",
+        server.addr()
+    ));
+    server.signal(Signal::SIGCONT);
+    drop(fillers);
+    run.assert_within(Duration::from_secs(1) + Duration::from_millis(300) + SLACK);
+    run.assert_error("connect_timeout");
+    assert_eq!(run.u("counts.ok"), 0, "{}", run.output());
+}
+
+/// A fake that reads the request, then closes with `SO_LINGER` 0 (an RST instead of a FIN):
+/// the connection reset, named as such.
+#[test]
+fn a_reset_is_a_reset() {
+    let fake = FakeServer::start(|mut c| {
+        if c.request().is_some() {
+            let linger = libc::linger {
+                l_onoff: 1,
+                l_linger: 0,
+            };
+            nix::sys::socket::setsockopt(&c.stream, nix::sys::socket::sockopt::Linger, &linger)
+                .expect("SO_LINGER");
+        }
+    });
+    run_against(&fake, "reset", "500ms", "1s", "");
+}
+
+/// A source address this machine does not have (TEST-NET-1, RFC 5737): bind(2) fails with
+/// EADDRNOTAVAIL before a packet is sent. That is the client's own resource problem, never
+/// counted against the server; the run ends on time and says so.
+#[test]
+fn a_source_address_the_machine_lacks_is_a_local_resource_error() {
+    let fake = FakeServer::echo();
+    let run = run_against(
+        &fake,
+        "local_resource",
+        "500ms",
+        "1s",
+        "--source-ips 192.0.2.1",
+    );
+    assert_eq!(run.u("counts.ok"), 0, "{}", run.output());
+    assert!(
+        fake.peers().is_empty(),
+        "nothing should have reached the server\n{}",
+        run.output()
+    );
 }
