@@ -26,6 +26,16 @@
 //! instant may raise one SIGCHLD, and a server that reaps one child per signal leaves 199
 //! zombies. server-fork drains `waitpid(WNOHANG)` until nothing is left.
 //!
+//! **Out of descriptors (blocking models).** Under `RLIMIT_NOFILE` 64 and 200 idle clients,
+//! the place it bites is the acceptor. server-thread accepts until `accept` fails with
+//! `EMFILE`, then pauses accepting (100 ms at a time), so the excess clients wait in the
+//! listen backlog rather than being closed; server-fork's parent closes its copy of every
+//! connection it hands to a child, so it never runs out and serves all 200; prefork workers
+//! hold one connection each and the rest wait in the backlog. In every case the server's CPU
+//! stays near zero while saturated, the condition is logged at most once a second, and once
+//! the clients leave a new one is served within a second. (The event loop's version, with
+//! its spare-descriptor trick, is in `tests/eventloop.rs`.)
+//!
 //! **Half-close.** A client that sends its requests and then `shutdown(SHUT_WR)` (as `nc -N`
 //! or an HTTP/1.0 client does) still gets every reply, then EOF: the server must not take the
 //! client's FIN for "gone".
@@ -42,6 +52,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use echolab_protocol::{Command, Protocol, Request, DEFAULT_MAX_FRAME};
+use nix::unistd::Pid;
 
 /// The request deadline the slowloris tests give the servers.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
@@ -615,4 +626,175 @@ fn two_hundred_clients_leave_at_once_fork() {
         stats["extra"]["children_reaped"], stats["extra"]["children_forked"],
         "fork: every child reaped\n{stats:#}"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Out of descriptors, blocking models
+
+/// How many of 200 clients a blocking model serves at once under `RLIMIT_NOFILE` 64.
+#[derive(Debug, Clone, Copy)]
+enum WithinLimit {
+    /// The accepting process holds every connection: as many as its descriptors allow
+    /// (64 minus what it uses itself); the rest wait in the backlog.
+    UpToTheLimit,
+    /// Every connection is handed to a child and closed in the acceptor: all 200.
+    All,
+    /// One per worker: the rest wait in the backlog.
+    Workers(usize),
+}
+
+/// 200 clients connect and stay idle against a server limited to 64 descriptors. Then, over
+/// two seconds, the server must use under 15% of a core (a loop retrying `accept` on a
+/// listener that stays readable would use all of it), nobody may have been closed, and the
+/// number accepted must be what the model allows ([`WithinLimit`]), the rest waiting in the
+/// listen queue; the server's log may mention the condition at most once a second. When the
+/// 200 leave, a new client is served within a second.
+fn out_of_descriptors(v: &Variant, within: WithinLimit) {
+    const NOFILE: u64 = 64;
+    const CLIENTS: usize = 200;
+    raise_nofile_limit();
+    let Some(bin) = (v.bin)() else {
+        return skip(&format!("out_of_descriptors ({})", v.name), "not built");
+    };
+    let mut args = v.args.to_vec();
+    // A deep backlog, so that all 200 fit in the queue however few are accepted.
+    args.extend(["--backlog", "512", "--idle-timeout", "10m"]);
+    let server = Server::start_with_nofile(bin, &args, NOFILE);
+    let (addr, pid) = (server.addr, server.pid());
+    let started = Instant::now();
+    let clients: Vec<TcpStream> = (0..CLIENTS)
+        .map(|i| {
+            TcpStream::connect_timeout(&addr, IO_TIMEOUT)
+                .unwrap_or_else(|e| panic!("{}: idle client {i}: {e}", v.name))
+        })
+        .collect();
+    let ports: std::collections::HashSet<u16> = clients
+        .iter()
+        .map(|c| c.local_addr().expect("local address").port())
+        .collect();
+    // Connections from our clients, on the server's side: accepted (an inode) or queued (0).
+    let census = || {
+        let table = tcp_table();
+        let ours: Vec<&TcpRow> = table
+            .iter()
+            .filter(|r| r.local == addr.port() && ports.contains(&r.remote))
+            .collect();
+        let accepted = ours.iter().filter(|r| r.inode != 0).count();
+        (accepted, ours.len() - accepted)
+    };
+    let expected = match within {
+        WithinLimit::UpToTheLimit => None,
+        WithinLimit::All => Some(CLIENTS),
+        WithinLimit::Workers(n) => Some(n),
+    };
+    // Let the server take what it can, then watch it sit at its limit.
+    let settled = eventually(Duration::from_secs(10), || match expected {
+        Some(n) => census().0 == n,
+        // Accepting until the descriptors are gone: the last one or two may be spare.
+        None => census().0 > 0 && open_fds(pid).len() >= NOFILE as usize - 2,
+    });
+    let (accepted, queued) = census();
+    assert!(
+        settled,
+        "{}: {accepted} accepted and {queued} queued of {CLIENTS} (expected {within:?})",
+        v.name
+    );
+    let hz = clock_ticks_per_second();
+    let tree_ticks = || {
+        cpu_ticks(pid).unwrap_or(0)
+            + children(pid)
+                .iter()
+                .filter_map(|c| cpu_ticks(Pid::from_raw(c.pid)))
+                .sum::<u64>()
+    };
+    let before = tree_ticks();
+    let from = Instant::now();
+    thread::sleep(Duration::from_secs(2));
+    let ticks = tree_ticks().saturating_sub(before);
+    let window = from.elapsed();
+    let (accepted_after, queued_after) = census();
+    assert_eq!(
+        accepted_after + queued_after,
+        CLIENTS,
+        "{}: every client is either served or waiting; none was closed",
+        v.name
+    );
+    assert!(
+        ticks * 100 < 15 * hz * window.as_secs().max(1),
+        "{}: {ticks} clock ticks ({hz}/s) of CPU in {window:?} while out of descriptors: it spins",
+        v.name
+    );
+    let log = server.log();
+    let complaints = log
+        .lines()
+        .filter(|l| l.contains("Too many open files") || l.contains("EMFILE"))
+        .count();
+    let seconds = started.elapsed().as_secs() + 1;
+    assert!(
+        complaints as u64 <= seconds,
+        "{}: {complaints} log lines about running out in {seconds} s: at most one a second\n{log}",
+        v.name
+    );
+    eprintln!(
+        "{}: {CLIENTS} idle clients under RLIMIT_NOFILE {NOFILE}: {accepted_after} accepted, \
+         {queued_after} waiting in the backlog; server CPU {ticks} ticks in {window:?}; \
+         {complaints} log lines",
+        v.name
+    );
+    drop(clients);
+    let left = Instant::now();
+    let served = loop {
+        let mut c = v.client(&server);
+        c.set_read_timeout(Duration::from_secs(1));
+        let id = c.next_id();
+        let payload = b"after the crowd left";
+        c.send(&Request {
+            id: Some(id),
+            command: Command::Echo,
+            payload,
+        });
+        if let Ok(Some(r)) = c.try_read_response() {
+            c.assert_echo(&r, id, payload);
+            break left.elapsed();
+        }
+        assert!(
+            left.elapsed() < Duration::from_secs(2),
+            "{}: no client served {:?} after the 200 left",
+            v.name,
+            left.elapsed()
+        );
+    };
+    assert!(
+        served < Duration::from_secs(1),
+        "{}: a new client was served only {served:?} after the 200 left",
+        v.name
+    );
+    let grace = server.grace;
+    server.stop().assert_clean(v.name, grace);
+}
+
+#[test]
+fn out_of_descriptors_thread() {
+    out_of_descriptors(&THREAD, WithinLimit::UpToTheLimit);
+}
+
+#[test]
+fn out_of_descriptors_thread_pool() {
+    // The pool's acceptor holds queued connections too: it runs out like the thread model.
+    out_of_descriptors(&THREAD_POOL, WithinLimit::UpToTheLimit);
+}
+
+#[test]
+fn out_of_descriptors_fork() {
+    out_of_descriptors(&FORK, WithinLimit::All);
+}
+
+#[test]
+fn out_of_descriptors_prefork_shared() {
+    out_of_descriptors(&PREFORK_SHARED, WithinLimit::Workers(4));
+}
+
+#[test]
+fn out_of_descriptors_prefork_locked() {
+    out_of_descriptors(&PREFORK_LOCKED, WithinLimit::Workers(4));
 }
