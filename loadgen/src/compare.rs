@@ -153,10 +153,31 @@ pub struct CompareArgs {
     #[arg(long, default_value = "1s", value_parser = parse_timeout)]
     pub timeout: Duration,
 
-    /// Pairs of trials (one baseline and one candidate each) per server. At least 8: the
-    /// bootstrap interval of a handful of pairs is too narrow to trust.
-    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u32).range(8..=10_000))]
+    /// How the two trials of a pair share the machine: side-by-side (both servers at once, on
+    /// the same CPUs, each driven by its own loadgen run over the same window) or alternate
+    /// (one after the other).
+    #[arg(long, value_enum, default_value_t = Mode::Alternate)]
+    pub mode: Mode,
+
+    /// Pairs of trials (one baseline and one candidate each) per server, at least. At least 8:
+    /// the bootstrap interval of a handful of pairs is too narrow to trust.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(8..=10_000))]
     pub pairs: u32,
+
+    /// Pairs per server at most: past --pairs, a server whose interval is still wider than
+    /// ±--precision gets more pairs, up to this many (or until --time-limit).
+    #[arg(long, default_value_t = 150, value_parser = clap::value_parser!(u32).range(8..=10_000))]
+    pub max_pairs: u32,
+
+    /// The interval half-width that is precise enough to stop adding pairs (default: half the
+    /// threshold).
+    #[arg(long, value_parser = parse_percent)]
+    pub precision: Option<f64>,
+
+    /// No pair is started past this much time (beyond each server's --pairs, which always
+    /// run): a server still short of --precision then gets the verdict `inconclusive`.
+    #[arg(long, default_value = "6m", value_parser = parse_duration)]
+    pub time_limit: Duration,
 
     /// A throughput change smaller than this is "no significant change", however certain
     /// (5%, or 5).
@@ -204,6 +225,16 @@ pub struct CompareArgs {
     /// CPUs, loadgen on the second).
     #[arg(long)]
     pub no_pin: bool,
+}
+
+/// How the two trials of a pair share the machine (see the module documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Both servers at once, on the same CPUs, over the same window.
+    SideBySide,
+    /// One after the other, a fraction of a second apart.
+    Alternate,
 }
 
 /// Parses `5%`, `5` or `2.5%` into a fraction (0.05), between 0 and 100% exclusive.
@@ -338,6 +369,10 @@ pub enum Verdict {
     Improvement,
     /// Anything else: within the threshold, or not distinguishable from noise.
     NoSignificantChange,
+    /// The interval never got as narrow as `--precision` in the pairs and time allowed, and it
+    /// reaches below `1 - threshold`: a regression beyond the threshold can be neither shown
+    /// nor ruled out. The machine was too noisy; run the gate again.
+    Inconclusive,
 }
 
 impl std::fmt::Display for Verdict {
@@ -346,6 +381,7 @@ impl std::fmt::Display for Verdict {
             Verdict::Regression => "REGRESSION",
             Verdict::Improvement => "improvement",
             Verdict::NoSignificantChange => "no significant change",
+            Verdict::Inconclusive => "INCONCLUSIVE",
         })
     }
 }
@@ -373,7 +409,7 @@ pub fn verdict(e: &Estimate, threshold: f64, higher_is_better: bool) -> Verdict 
 // ----- the comparison --------------------------------------------------------------------
 
 /// One trial: one fresh server, one loadgen run.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Trial {
     /// Verified replies per second.
     pub throughput_rps: f64,
@@ -450,8 +486,20 @@ pub struct CompareParams {
     pub candidate_label: String,
     /// The workload, in words.
     pub workload: String,
-    /// Pairs per model.
+    /// Pairs per model, at least.
     pub pairs: u32,
+    /// Pairs per model, at most.
+    #[serde(default)]
+    pub max_pairs: u32,
+    /// The interval half-width at which a model stops getting pairs.
+    #[serde(default)]
+    pub precision: f64,
+    /// No pair starts past this many seconds (beyond the minimum).
+    #[serde(default)]
+    pub time_limit_s: f64,
+    /// How the trials of a pair share the machine.
+    #[serde(default = "default_mode")]
+    pub mode: Mode,
     /// Measured seconds per trial.
     pub duration_s: f64,
     /// Warmup seconds per trial.
@@ -468,6 +516,10 @@ pub struct CompareParams {
     pub seed: u64,
     /// Where servers and loadgen ran.
     pub placement: String,
+}
+
+fn default_mode() -> Mode {
+    Mode::Alternate
 }
 
 /// A whole `loadgen compare`: what the JSON and the history hold.
@@ -491,7 +543,8 @@ pub struct CompareReport {
 
 impl CompareReport {
     /// 0 no regression; 1 a regression; 3 a comparison that could not be made (and no
-    /// regression elsewhere); 130 interrupted.
+    /// regression elsewhere); 4 inconclusive (too noisy to decide, and nothing else wrong);
+    /// 130 interrupted.
     pub fn exit_code(&self) -> u8 {
         if self.interrupted {
             130
@@ -499,6 +552,12 @@ impl CompareReport {
             1
         } else if self.models.iter().any(|m| m.failure.is_some()) {
             3
+        } else if self
+            .models
+            .iter()
+            .any(|m| m.throughput_verdict == Some(Verdict::Inconclusive))
+        {
+            4
         } else {
             0
         }
@@ -654,16 +713,31 @@ pub fn compare(args: &CompareArgs) -> Result<CompareReport, String> {
     let placement = if args.no_pin { None } else { pin_halves() };
     let interrupted = || run::INTERRUPTED.load(Ordering::Relaxed);
     let mut models: Vec<ModelComparison> = sides.iter().map(|s| s.start()).collect();
+    let precision = args.precision.unwrap_or(args.threshold / 2.0);
     // Pair 1 of every model, then pair 2 of every model, ...: a noisy minute on the machine
-    // is shared by all models instead of falling on one of them.
-    'pairs: for i in 0..args.pairs {
+    // is shared by all models instead of falling on one of them. Past --pairs, only the models
+    // whose interval is still wider than ±precision go on, while time is left.
+    'pairs: for i in 0..args.max_pairs.max(args.pairs) {
+        let past_minimum = i >= args.pairs;
+        if past_minimum && started.elapsed() >= args.time_limit {
+            break;
+        }
+        let mut any = false;
         for (side, m) in sides.iter().zip(models.iter_mut()) {
             if interrupted() {
                 break 'pairs;
             }
-            if m.failure.is_none() && m.skipped.is_none() {
-                run_pair(args, side, m, i, placement.as_ref());
+            if m.failure.is_some() || m.skipped.is_some() {
+                continue;
             }
+            if past_minimum && precise_enough(args, m, precision) {
+                continue;
+            }
+            any = true;
+            run_pair(args, side, m, i, placement.as_ref());
+        }
+        if !any {
+            break;
         }
     }
     let cut_short = interrupted();
@@ -679,6 +753,10 @@ pub fn compare(args: &CompareArgs) -> Result<CompareReport, String> {
             candidate_label: args.candidate_label.clone(),
             workload: workload_words(args),
             pairs: args.pairs,
+            max_pairs: args.max_pairs.max(args.pairs),
+            precision: args.precision.unwrap_or(args.threshold / 2.0),
+            time_limit_s: args.time_limit.as_secs_f64(),
+            mode: args.mode,
             duration_s: args.duration.as_secs_f64(),
             warmup_s: args.warmup.as_secs_f64(),
             threshold: args.threshold,
@@ -787,8 +865,80 @@ fn trial(
     tolerate_waiting: bool,
     cpus: Option<&nix::sched::CpuSet>,
 ) -> Result<Trial, TrialError> {
-    let mut server = Server::start(model, None, cpus).map_err(|e| format!("did not start: {e}"))?;
+    let server = Server::start(model, None, cpus).map_err(|e| format!("did not start: {e}"))?;
     let report = run::run(&run_args(args, server.addr, server.pid())).map_err(|e| e.to_string());
+    judge(server, report, tolerate_waiting)
+}
+
+/// Two trials at once, one per model, each server started afresh and driven by its own
+/// loadgen run over the same window (`--mode side-by-side`). `first` says which to start
+/// first; the results come back in the order of `models`.
+fn trials_side_by_side(
+    args: &CompareArgs,
+    models: [&Model; 2],
+    first: usize,
+    tolerate_waiting: bool,
+    cpus: Option<&nix::sched::CpuSet>,
+) -> [Result<Trial, TrialError>; 2] {
+    let start = |m: &Model| Server::start(m, None, cpus).map_err(|e| format!("did not start: {e}"));
+    let (a, b) = (first, 1 - first);
+    let started_a = start(models[a]);
+    let started_b = match &started_a {
+        Ok(_) => start(models[b]),
+        Err(_) => Err("not started: the other server did not start".to_string()),
+    };
+    let (sa, sb) = match (started_a, started_b) {
+        (Ok(sa), Ok(sb)) => (sa, sb),
+        (ra, rb) => {
+            // Whichever did start is stopped (its Drop kills it if stop does not).
+            let mut out = [
+                Err(TrialError::Failed(String::new())),
+                Err(TrialError::Failed(String::new())),
+            ];
+            out[a] = match ra {
+                Ok(s) => s
+                    .stop()
+                    .map(|()| Trial::default())
+                    .map_err(TrialError::Failed),
+                Err(e) => Err(TrialError::Failed(e)),
+            };
+            out[b] = match rb {
+                Ok(s) => s
+                    .stop()
+                    .map(|()| Trial::default())
+                    .map_err(TrialError::Failed),
+                Err(e) => Err(TrialError::Failed(e)),
+            };
+            // A side that started and stopped cleanly measured nothing: run the pair again.
+            for r in &mut out {
+                if r.is_ok() {
+                    *r = Err(TrialError::Unmeasured);
+                }
+            }
+            return out;
+        }
+    };
+    let (ra, rb) = std::thread::scope(|s| {
+        let ha =
+            s.spawn(|| run::run(&run_args(args, sa.addr, sa.pid())).map_err(|e| e.to_string()));
+        let rb = run::run(&run_args(args, sb.addr, sb.pid())).map_err(|e| e.to_string());
+        let ra = ha
+            .join()
+            .unwrap_or_else(|_| Err("the loadgen thread panicked".to_string()));
+        (ra, rb)
+    });
+    let mut out = [Err(TrialError::Unmeasured), Err(TrialError::Unmeasured)];
+    out[a] = judge(sa, ra, tolerate_waiting);
+    out[b] = judge(sb, rb, tolerate_waiting);
+    out
+}
+
+/// Stops `server` and turns its run's `report` into a trial, or says why it is none.
+fn judge(
+    mut server: Server,
+    report: Result<crate::report::Report, String>,
+    tolerate_waiting: bool,
+) -> Result<Trial, TrialError> {
     let alive = server.alive();
     let exit = server.describe_exit();
     let stopped = server.stop();
@@ -843,8 +993,9 @@ fn trial(
     })
 }
 
-/// Runs pair `i` of one model (baseline first in even pairs) and records it in `out`, or
-/// records why it failed.
+/// Runs pair `i` of one model and records it in `out`, or records why it failed. The baseline
+/// goes first in even pairs (runs first, or in side-by-side mode is started first), the
+/// candidate in odd ones, so neither side always has the head start.
 fn run_pair(
     args: &CompareArgs,
     side: &Side,
@@ -852,54 +1003,66 @@ fn run_pair(
     i: u32,
     cpus: Option<&nix::sched::CpuSet>,
 ) {
-    // A B, B A, A B, ...: neither side always goes first.
     let baseline_first = i % 2 == 0;
-    let order = if baseline_first {
-        [("baseline", &side.baseline), ("candidate", &side.candidate)]
-    } else {
-        [("candidate", &side.candidate), ("baseline", &side.baseline)]
-    };
-    let mut got = Vec::with_capacity(2);
+    let names = ["baseline", "candidate"];
+    let models = [&side.baseline, &side.candidate];
+    let first = if baseline_first { 0 } else { 1 };
     let mut attempt = 0;
-    while got.len() < 2 {
-        let (which, model) = order[got.len()];
-        match trial(args, model, side.tolerate_waiting, cpus) {
-            Ok(t) => got.push(t),
-            Err(TrialError::Unmeasured) if attempt < UNMEASURED_RETRIES => {
+    let (b, c) = loop {
+        let results: [Result<Trial, TrialError>; 2] = match args.mode {
+            Mode::SideBySide => {
+                trials_side_by_side(args, models, first, side.tolerate_waiting, cpus)
+            }
+            Mode::Alternate => {
+                // One after the other; a failure of the first skips the second.
+                let mut results = [Err(TrialError::Unmeasured), Err(TrialError::Unmeasured)];
+                let go = trial(args, models[first], side.tolerate_waiting, cpus);
+                let ok = go.is_ok();
+                results[first] = go;
+                if ok {
+                    results[1 - first] =
+                        trial(args, models[1 - first], side.tolerate_waiting, cpus);
+                }
+                results
+            }
+        };
+        let [rb, rc] = results;
+        let failure = [&rb, &rc]
+            .into_iter()
+            .zip(names)
+            .find_map(|(r, which)| match r {
+                Err(TrialError::Failed(why)) => Some(format!("{which}, pair {}: {why}", i + 1)),
+                _ => None,
+            });
+        if let Some(f) = failure {
+            eprintln!("loadgen compare: {}: {f}", out.name);
+            out.failure = Some(f);
+            return;
+        }
+        match (rb, rc) {
+            (Ok(b), Ok(c)) => break (b, c),
+            _ if attempt < UNMEASURED_RETRIES => {
                 // Both sides again, so the pair stays two trials a moment apart.
                 attempt += 1;
                 out.retried_pairs += 1;
                 eprintln!(
-                    "loadgen compare: {}: {which}, pair {}: no reply within the window; running the pair again",
+                    "loadgen compare: {}: pair {}: a trial had no reply within the window; running the pair again",
                     out.name,
                     i + 1
                 );
-                got.clear();
             }
-            Err(e) => {
-                let why = match e {
-                    TrialError::Unmeasured => format!(
-                        "no reply was verified within the {:?} window, {} times",
-                        args.duration,
-                        UNMEASURED_RETRIES + 1
-                    ),
-                    TrialError::Failed(why) => why,
-                };
-                eprintln!(
-                    "loadgen compare: {}: {which}, pair {}: {why}",
-                    out.name,
-                    i + 1
+            _ => {
+                let f = format!(
+                    "pair {}: no reply was verified within the {:?} window, {} times",
+                    i + 1,
+                    args.duration,
+                    UNMEASURED_RETRIES + 1
                 );
-                out.failure = Some(format!("{which}, pair {}: {why}", i + 1));
+                eprintln!("loadgen compare: {}: {f}", out.name);
+                out.failure = Some(f);
                 return;
             }
         }
-    }
-    let (first, second) = (got.remove(0), got.remove(0));
-    let (b, c) = if baseline_first {
-        (first, second)
-    } else {
-        (second, first)
     };
     eprintln!(
         "[{}] pair {}/{}: baseline {:.0} req/s, candidate {:.0} req/s (x{:.3}); p99 {} / {} µs",
@@ -917,6 +1080,32 @@ fn run_pair(
         baseline: b,
         candidate: c,
     });
+}
+
+/// The throughput verdict: [`verdict`], except that an interval still wider than
+/// ±`precision` (the pairs or the time ran out) that reaches below `1 - threshold` is
+/// [`Verdict::Inconclusive`]: it can neither show nor rule out a regression that matters.
+pub fn throughput_verdict(e: &Estimate, threshold: f64, precision: f64) -> Verdict {
+    let v = verdict(e, threshold, true);
+    if v == Verdict::NoSignificantChange && half_width(e) > precision && e.low < 1.0 - threshold {
+        Verdict::Inconclusive
+    } else {
+        v
+    }
+}
+
+/// Whether `m`'s throughput interval is already within ±`precision` (a quicker bootstrap
+/// than the final one: it only decides whether to go on).
+fn precise_enough(args: &CompareArgs, m: &ModelComparison, precision: f64) -> bool {
+    let b: Vec<f64> = m.pairs.iter().map(|p| p.baseline.throughput_rps).collect();
+    let c: Vec<f64> = m.pairs.iter().map(|p| p.candidate.throughput_rps).collect();
+    paired_ratio(&b, &c, args.confidence, 2000, args.seed)
+        .is_some_and(|e| half_width(&e) <= precision)
+}
+
+/// Half the width of `e`'s interval, as a fraction of the ratio 1.
+fn half_width(e: &Estimate) -> f64 {
+    (e.high - e.low) / 2.0
 }
 
 /// The medians, estimates and verdicts of `m`'s pairs. A comparison cut short by Ctrl-C gets
@@ -940,7 +1129,10 @@ fn summarise(args: &CompareArgs, mut m: ModelComparison, interrupted: bool) -> M
         return m;
     }
     m.throughput = paired_ratio(&b_rps, &c_rps, args.confidence, args.resamples, args.seed);
-    m.throughput_verdict = m.throughput.map(|e| verdict(&e, args.threshold, true));
+    let precision = args.precision.unwrap_or(args.threshold / 2.0);
+    m.throughput_verdict = m
+        .throughput
+        .map(|e| throughput_verdict(&e, args.threshold, precision));
     // A different seed for the second interval, so the two are not drawn from one stream.
     m.p99 = paired_ratio(
         &b_p99,
@@ -972,7 +1164,7 @@ fn interval(e: &Estimate) -> String {
 
 /// The rows of the table: model, baseline req/s, candidate req/s, ratio, interval, verdict,
 /// and the same for p99.
-fn rows(report: &CompareReport) -> Vec<[String; 10]> {
+fn rows(report: &CompareReport) -> Vec<[String; 11]> {
     report
         .models
         .iter()
@@ -1005,6 +1197,7 @@ fn rows(report: &CompareReport) -> Vec<[String; 10]> {
             };
             [
                 m.name.clone(),
+                m.pairs.len().to_string(),
                 rate(m.baseline_rps),
                 rate(m.candidate_rps),
                 ratio,
@@ -1019,8 +1212,9 @@ fn rows(report: &CompareReport) -> Vec<[String; 10]> {
         .collect()
 }
 
-const HEADER: [&str; 10] = [
+const HEADER: [&str; 11] = [
     "model",
+    "pairs",
     "baseline req/s",
     "candidate req/s",
     "ratio",
@@ -1046,24 +1240,43 @@ fn headline(report: &CompareReport) -> String {
         .filter(|m| m.failure.is_some())
         .map(|m| m.name.as_str())
         .collect();
+    let unsure: Vec<&str> = report
+        .models
+        .iter()
+        .filter(|m| m.throughput_verdict == Some(Verdict::Inconclusive))
+        .map(|m| m.name.as_str())
+        .collect();
     let mut s = if !regressed.is_empty() {
         format!("REGRESSION in {}", regressed.join(", "))
     } else if report.interrupted {
         "interrupted: no verdict".into()
     } else if !failed.is_empty() {
         format!("could not compare {}", failed.join(", "))
+    } else if !unsure.is_empty() {
+        format!(
+            "INCONCLUSIVE for {}: the machine was too noisy to rule out a regression beyond the threshold; run it again",
+            unsure.join(", ")
+        )
     } else {
         "no regression".into()
     };
     let _ = write!(
         s,
-        " — {} vs {}; {}; {} pairs per model, A/B order alternating, a fresh server per trial; \
+        " — {} vs {}; {}; {}–{} pairs per model (more while the interval is wider than ±{:.1}%, \
+         for at most {:.0} s), {}, a fresh server per trial; \
          ratio = trimmed geometric mean of the pair ratios (candidate / baseline), {:.0}% bootstrap interval; \
          threshold {:.1}% throughput, {} p99",
         p.candidate_label,
         p.baseline_label,
         p.workload,
         p.pairs,
+        p.max_pairs,
+        p.precision * 100.0,
+        p.time_limit_s,
+        match p.mode {
+            Mode::Alternate => "the two trials of a pair one after the other, order alternating",
+            Mode::SideBySide => "the two trials of a pair side by side on the same CPUs",
+        },
         p.confidence * 100.0,
         p.threshold * 100.0,
         p.p99_threshold
@@ -1107,7 +1320,7 @@ pub fn table(report: &CompareReport) -> String {
         for (i, (c, w)) in cells.iter().zip(widths).enumerate() {
             let pad = w.saturating_sub(c.chars().count());
             // Numbers right-aligned, words left.
-            if (1..=4).contains(&i) || (6..=8).contains(&i) {
+            if (1..=5).contains(&i) || (7..=9).contains(&i) {
                 let _ = write!(l, "{}{c}  ", " ".repeat(pad));
             } else {
                 let _ = write!(l, "{c}{}  ", " ".repeat(pad));
@@ -1132,14 +1345,14 @@ pub fn markdown(report: &CompareReport) -> String {
     let mut s = String::from("### Throughput regression gate\n\n");
     let _ = writeln!(s, "{}\n", headline(report));
     let _ = writeln!(s, "| {} |", HEADER.join(" | "));
-    let _ = writeln!(s, "|---|---:|---:|---:|---:|---|---:|---:|---:|---|");
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---|");
     for r in rows(report) {
         let cells: Vec<String> = r
             .iter()
             .enumerate()
             .map(|(i, c)| {
                 let c = c.replace('|', "\\|");
-                if (i == 5 || i == 9) && c == "REGRESSION" {
+                if (i == 6 || i == 10) && (c == "REGRESSION" || c == "INCONCLUSIVE") {
                     format!("**{c}**")
                 } else {
                     c
@@ -1360,6 +1573,31 @@ mod tests {
     }
 
     #[test]
+    fn too_wide_an_interval_is_inconclusive_only_when_it_reaches_a_regression() {
+        let e = |ratio, low, high| Estimate { ratio, low, high };
+        // Wide, and a 5% regression cannot be ruled out: inconclusive.
+        assert_eq!(
+            throughput_verdict(&e(0.98, 0.90, 1.06), 0.05, 0.025),
+            Verdict::Inconclusive
+        );
+        // Wide, but nowhere near a regression: no change.
+        assert_eq!(
+            throughput_verdict(&e(1.05, 0.99, 1.11), 0.05, 0.025),
+            Verdict::NoSignificantChange
+        );
+        // Precise enough: the plain verdict stands.
+        assert_eq!(
+            throughput_verdict(&e(0.96, 0.94, 0.98), 0.05, 0.025),
+            Verdict::NoSignificantChange
+        );
+        // Wide, yet clearly a regression: a regression.
+        assert_eq!(
+            throughput_verdict(&e(0.80, 0.70, 0.92), 0.05, 0.025),
+            Verdict::Regression
+        );
+    }
+
+    #[test]
     fn the_interval_covers_the_truth_under_noise() {
         // Pairs with 5% noise around a true ratio of 0.93: over 200 simulated comparisons the
         // 95% interval should contain 0.93 most of the time (the percentile bootstrap with 12
@@ -1413,6 +1651,10 @@ mod tests {
                 candidate_label: "b".into(),
                 workload: String::new(),
                 pairs: 3,
+                max_pairs: 3,
+                precision: 0.025,
+                time_limit_s: 60.0,
+                mode: Mode::Alternate,
                 duration_s: 0.0,
                 warmup_s: 0.0,
                 threshold: 0.05,
@@ -1430,6 +1672,10 @@ mod tests {
         let ok = model(Some(Verdict::NoSignificantChange), None);
         let slow = model(Some(Verdict::Regression), None);
         let broken = model(None, Some("did not start"));
+        let unsure = model(Some(Verdict::Inconclusive), None);
+        assert_eq!(report(vec![ok.clone(), unsure.clone()]).exit_code(), 4);
+        assert_eq!(report(vec![unsure.clone(), broken.clone()]).exit_code(), 3);
+        assert_eq!(report(vec![unsure, slow.clone()]).exit_code(), 1);
         assert_eq!(report(vec![ok.clone()]).exit_code(), 0);
         assert_eq!(report(vec![ok.clone(), slow.clone()]).exit_code(), 1);
         assert_eq!(report(vec![ok.clone(), broken.clone()]).exit_code(), 3);

@@ -41,7 +41,8 @@ enum Command {
 
 const COMPARE_EXIT_CODES: &str = "Exit codes: 0 no regression; 1 a regression (throughput or \
 p99, in any model); 2 bad flags; 3 the comparison could not be made (a server did not start, \
-crashed, exited uncleanly, or a trial had errors); 130 interrupted.";
+crashed, exited uncleanly, or a trial had errors); 4 inconclusive (too noisy to rule out a \
+regression in the pairs and time allowed: run it again); 130 interrupted.";
 
 const SUITE_EXIT_CODES: &str = "Exit codes: 0 every model ran every workload cleanly; 1 a model \
 failed (crashed, left a process behind, or a run had errors: the report names it); 2 bad flags.";

@@ -39,8 +39,9 @@ use serde_json::Value;
 const COMPARE_LIMIT: Duration = Duration::from_secs(60);
 
 /// The quick comparison, for every flag a test does not give itself.
-const QUICK: [(&str, &str); 4] = [
+const QUICK: [(&str, &str); 5] = [
     ("--pairs", "8"),
+    ("--max-pairs", "8"),
     ("--duration", "100ms"),
     ("--warmup", "20ms"),
     ("--connections", "4"),
@@ -288,12 +289,21 @@ fn table_row<'a>(run: &'a Run, name: &str) -> &'a str {
 /// JSON with a ratio below 0.5 and an interval below 1, REGRESSION in the table.
 #[test]
 fn a_massively_slowed_candidate_is_a_regression() {
+    // Both ways of running a pair: one trial after the other, and both at once.
+    for mode in ["alternate", "side-by-side"] {
+        a_massively_slowed_candidate_is_a_regression_in(mode);
+    }
+}
+
+fn a_massively_slowed_candidate_is_a_regression_in(mode: &str) {
     let (base, cand) = (Marker::new("base"), Marker::new("cand"));
     let run = compare(&[
         "--baseline",
         &base.command("server-eventloop", ""),
         "--candidate",
         &cand.command("server-eventloop", "--debug-spin-ns 200000"),
+        "--mode",
+        mode,
     ]);
     run.assert_code(1);
     let m = model(&run, "server");
