@@ -22,7 +22,8 @@
 # $GATE_DIR/history.jsonl) is the history file.
 #
 # Exit codes: 0 no regression; 1 a regression; 2 usage or build error; 3 a model could not be
-# compared (a server failed to start, crashed, or answered wrongly).
+# compared (a server failed to start, crashed, or answered wrongly); 4 inconclusive (the
+# machine was too noisy to rule out a regression in the time allowed: run it again).
 set -euo pipefail
 
 usage() {

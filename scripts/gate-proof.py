@@ -121,19 +121,22 @@ def main():
             flagged = [m for m in models if res[m].get("throughput_verdict") == "regression"
                        or res[m].get("p99_verdict") == "regression"]
             failed = [m for m in models if res[m].get("failure")]
+            unsure = [m for m in models if res[m].get("throughput_verdict") == "inconclusive"]
             record["runs"].append({"run": i + 1, "condition": cond, "exit": rc, "assign": assign,
-                                   "flagged": flagged, "failed": failed,
+                                   "flagged": flagged, "failed": failed, "inconclusive": unsure,
+                                   "pairs": {m: len(res[m].get("pairs", [])) for m in models},
                                    "ratio": {m: res[m]["throughput"]["ratio"] for m in models if res[m].get("throughput")},
                                    "p99_ratio": {m: res[m]["p99"]["ratio"] for m in models if res[m].get("p99")},
                                    "throughput_flagged": [m for m in models if res[m].get("throughput_verdict") == "regression"],
                                    "elapsed_s": rep["elapsed_s"]})
             print(f"run {i + 1}/{args.runs} {cond}: exit {rc}, flagged {flagged or 'nothing'}"
-                  f"{', failed ' + str(failed) if failed else ''} ({rep['elapsed_s']:.0f} s)", file=sys.stderr)
+                  f"{', failed ' + str(failed) if failed else ''}"
+                  f"{', inconclusive ' + str(unsure) if unsure else ''} ({rep['elapsed_s']:.0f} s)", file=sys.stderr)
             with open(os.path.join(out, "runs.json"), "w") as f:
                 json.dump(record, f, indent=1)
 
     runs = record["runs"]
-    how = f"with `{args.compare_flags}`" if args.compare_flags else "as it is (60 pairs per model, threshold 5% throughput and 25% p99)"
+    how = f"with `{args.compare_flags}`" if args.compare_flags else "as it is (30 to 150 pairs per model until the interval is within ±2.5%, at most 6 minutes; threshold 5% throughput and 25% p99)"
     lines = [f"{args.runs} gate runs per condition, interleaved; each run `scripts/ci-regression.sh HEAD` "
              f"{how}; {time.time() - started:.0f} s in all.", ""]
 
@@ -141,11 +144,13 @@ def main():
         return sum(1 for r in runs if r["condition"] == cond and pred(r))
 
     n_self = count("self", lambda r: True)
-    lines += ["| condition | gate runs | runs that flagged a regression | runs that failed |",
-              "|---|---:|---:|---:|",
-              f"| self (a build against itself) | {n_self} | {count('self', lambda r: r['exit'] == 1)} | {count('self', lambda r: r['exit'] == 3)} |",
+    lines += ["| condition | gate runs | runs that flagged a regression | inconclusive runs | runs that failed |",
+              "|---|---:|---:|---:|---:|",
+              f"| self (a build against itself) | {n_self} | {count('self', lambda r: r['exit'] == 1)} | "
+              f"{count('self', lambda r: r['exit'] == 4)} | {count('self', lambda r: r['exit'] == 3)} |",
               f"| slowed ~{args.slowdown:.0%} (every model) | {count('slowed', lambda r: True)} | "
-              f"{count('slowed', lambda r: r['exit'] == 1)} | {count('slowed', lambda r: r['exit'] == 3)} |", ""]
+              f"{count('slowed', lambda r: r['exit'] == 1)} | {count('slowed', lambda r: r['exit'] == 4)} | "
+              f"{count('slowed', lambda r: r['exit'] == 3)} |", ""]
     lines += ["Per model: how often it was flagged, and the slowdown the gate measured "
               "(median over runs of 1 - ratio).", "",
               "| model | spin for ~10% (ns) | self: flagged | self: median ratio | slowed: flagged | slowed: measured slowdown | "
