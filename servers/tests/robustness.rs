@@ -36,6 +36,11 @@
 //! the clients leave a new one is served within a second. (The event loop's version, with
 //! its spare-descriptor trick, is in `tests/eventloop.rs`.)
 //!
+//! **A child or worker killed mid-request.** SIGKILL to the process serving a SLEEP: its
+//! client sees the connection end (EOF or reset), the parent reaps the dead process at once
+//! (no zombie), a prefork pool is whole again within a second, and another client served
+//! meanwhile notices nothing.
+//!
 //! **Half-close.** A client that sends its requests and then `shutdown(SHUT_WR)` (as `nc -N`
 //! or an HTTP/1.0 client does) still gets every reply, then EOF: the server must not take the
 //! client's FIN for "gone".
@@ -797,4 +802,97 @@ fn out_of_descriptors_prefork_shared() {
 #[test]
 fn out_of_descriptors_prefork_locked() {
     out_of_descriptors(&PREFORK_LOCKED, WithinLimit::Workers(4));
+}
+
+// ---------------------------------------------------------------------------------------------
+// A child or worker killed in the middle of a request
+
+/// Client `victim` sends SLEEP 1 s (the most a request may ask); the process serving it is
+/// killed with SIGKILL as soon as it has read it.
+/// The victim must see its connection end within a second (no reply), the dead process must
+/// be reaped within a second (no zombie), prefork must be back to 4 live workers within a
+/// second, and `other`, connected before on another process, must be echoed before and after.
+fn killed_mid_request(v: &Variant, workers: Option<usize>) {
+    let Some(server) = v.start("killed_mid_request", &[]) else {
+        return;
+    };
+    let (pid, port) = (server.pid(), server.addr.port());
+    if let Some(n) = workers {
+        wait_until(Duration::from_secs(5), "the workers", || {
+            live_children(pid).len() == n
+        });
+    }
+    let mut other = v.client(&server);
+    other.label = format!("{}: the other client", v.name);
+    other.echo(b"before");
+    let mut victim = v.client(&server);
+    victim.label = format!("{}: the client whose server process is killed", v.name);
+    victim.echo(b"hello");
+    let inode = accepted_inode(port, victim.local_port()).expect("the victim's connection");
+    let owner = socket_owner(&live_children(pid), inode).expect("a process serves the victim");
+    victim.send(&Request {
+        id: Some(100),
+        command: Command::Sleep { micros: 1_000_000 },
+        payload: b"never answered",
+    });
+    wait_until(Duration::from_secs(5), "the SLEEP to be read", || {
+        request_taken(port, &victim)
+    });
+    nix::sys::signal::kill(Pid::from_raw(owner), nix::sys::signal::Signal::SIGKILL)
+        .expect("kill the serving process");
+    let killed = Instant::now();
+    victim.set_read_timeout(Duration::from_secs(1));
+    match victim.try_read_response() {
+        Ok(None) => {}
+        Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
+        other => panic!("{}: the victim got {other:?} instead of the end", v.name),
+    }
+    let ended = killed.elapsed();
+    let reaped = eventually(Duration::from_secs(1), || {
+        !children(pid).iter().any(|p| p.pid == owner)
+    });
+    assert!(
+        reaped,
+        "{}: the killed process {owner} was not reaped within 1 s",
+        v.name
+    );
+    if let Some(n) = workers {
+        let whole = eventually(Duration::from_secs(1), || {
+            let now = live_children(pid);
+            now.len() == n && !now.contains(&owner)
+        });
+        assert!(
+            whole,
+            "{}: the pool is not back to {n} workers 1 s after the kill",
+            v.name
+        );
+    }
+    eprintln!(
+        "{}: the victim saw its connection end {ended:?} after SIGKILL; reaped and restored within 1 s",
+        v.name
+    );
+    other.echo(b"after");
+    drop(other);
+    let grace = server.grace;
+    server.stop().assert_clean(v.name, grace);
+}
+
+#[test]
+fn killed_mid_request_fork() {
+    killed_mid_request(&FORK, None);
+}
+
+#[test]
+fn killed_mid_request_prefork_shared() {
+    killed_mid_request(&PREFORK_SHARED, Some(4));
+}
+
+#[test]
+fn killed_mid_request_prefork_locked() {
+    killed_mid_request(&PREFORK_LOCKED, Some(4));
+}
+
+#[test]
+fn killed_mid_request_prefork_reuseport() {
+    killed_mid_request(&PREFORK_REUSEPORT, Some(4));
 }
