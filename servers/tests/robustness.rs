@@ -41,6 +41,13 @@
 //! (no zombie), a prefork pool is whole again within a second, and another client served
 //! meanwhile notices nothing.
 //!
+//! **No more processes or threads.** In a pids cgroup whose `pids.max` leaves room for three
+//! connections, the fourth client makes `fork` (server-fork) or `thread::Builder::spawn`
+//! (server-thread) fail with `EAGAIN`: the server logs it, counts the client as refused,
+//! answers "server busy", and serves clients again once the first ones leave. The test
+//! creates the cgroup itself (cgroup v1 `/sys/fs/cgroup/pids` or v2 `/sys/fs/cgroup`) and
+//! skips, saying why, where it cannot.
+//!
 //! **Half-close.** A client that sends its requests and then `shutdown(SHUT_WR)` (as `nc -N`
 //! or an HTTP/1.0 client does) still gets every reply, then EOF: the server must not take the
 //! client's FIN for "gone".
@@ -895,4 +902,135 @@ fn killed_mid_request_prefork_locked() {
 #[test]
 fn killed_mid_request_prefork_reuseport() {
     killed_mid_request(&PREFORK_REUSEPORT, Some(4));
+}
+
+// ---------------------------------------------------------------------------------------------
+// fork and thread creation failing (a pids cgroup)
+
+/// A pids cgroup made for one test, removed when dropped (once its processes are gone).
+struct PidsCgroup(std::path::PathBuf);
+
+impl PidsCgroup {
+    /// A new cgroup under the pids hierarchy, or why there can be none here.
+    fn new(test: &str) -> Result<PidsCgroup, String> {
+        let v1 = std::path::Path::new("/sys/fs/cgroup/pids");
+        let v2 = std::path::Path::new("/sys/fs/cgroup");
+        let root = if v1.is_dir() {
+            v1
+        } else if std::fs::read_to_string(v2.join("cgroup.controllers"))
+            .is_ok_and(|c| c.split_whitespace().any(|w| w == "pids"))
+        {
+            v2
+        } else {
+            return Err("no pids cgroup controller is mounted".into());
+        };
+        let dir = root.join(format!("echolab-{test}-{}", std::process::id()));
+        std::fs::create_dir(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        Ok(PidsCgroup(dir))
+    }
+
+    /// Moves `pid` (and the threads and children it will have) into the cgroup.
+    fn add(&self, pid: Pid) -> Result<(), String> {
+        std::fs::write(self.0.join("cgroup.procs"), pid.to_string())
+            .map_err(|e| format!("cannot move {pid} into {}: {e}", self.0.display()))
+    }
+
+    /// Tasks (processes and threads) now in the cgroup.
+    fn current(&self) -> u64 {
+        std::fs::read_to_string(self.0.join("pids.current"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Sets `pids.max`.
+    fn set_max(&self, max: u64) -> Result<(), String> {
+        std::fs::write(self.0.join("pids.max"), max.to_string())
+            .map_err(|e| format!("cannot set pids.max: {e}"))
+    }
+}
+
+impl Drop for PidsCgroup {
+    fn drop(&mut self) {
+        // rmdir(2) works once the cgroup is empty: the server was stopped (or killed) by now.
+        let _ = eventually(Duration::from_secs(5), || {
+            std::fs::remove_dir(&self.0).is_ok()
+        });
+    }
+}
+
+/// With room for exactly three more tasks, three clients are served (a child or a thread
+/// each), the fourth and fifth get "server busy" and EOF, the server logs the failure and
+/// counts them as refused; once the three leave, a new client is served again.
+fn out_of_tasks(v: &Variant) {
+    let test = format!("out of tasks ({})", v.name);
+    let cgroup = match PidsCgroup::new(&v.name.replace(|c: char| !c.is_ascii_alphanumeric(), "-")) {
+        Ok(c) => c,
+        Err(why) => return skip(&test, &why),
+    };
+    let Some(server) = v.start("out_of_tasks", &[]) else {
+        return;
+    };
+    if let Err(why) = cgroup.add(server.pid()) {
+        return skip(&test, &why);
+    }
+    let room = 3;
+    cgroup
+        .set_max(cgroup.current() + room)
+        .unwrap_or_else(|e| panic!("{test}: {e}"));
+    let mut served: Vec<Client> = (0..room)
+        .map(|i| {
+            let mut c = v.client(&server);
+            c.label = format!("{test}: client {i}, within the limit");
+            c.echo(b"room for me");
+            c
+        })
+        .collect();
+    for i in 0..2 {
+        let mut c = Client::connect(server.addr, Protocol::Binary);
+        c.label = format!("{test}: client {i} beyond the limit");
+        let r = c.read_response();
+        r.assert_busy();
+        c.expect_eof();
+    }
+    for c in &mut served {
+        c.echo(b"still served");
+    }
+    drop(served);
+    // The three children or threads exit; then there is room again.
+    let again = eventually(Duration::from_secs(5), || {
+        let mut c = Client::connect(server.addr, Protocol::Binary);
+        c.set_read_timeout(Duration::from_secs(2));
+        let payload = b"served again";
+        c.send(&Request {
+            id: Some(7),
+            command: Command::Echo,
+            payload,
+        });
+        matches!(c.try_read_response(), Ok(Some(r)) if r.status == echolab_protocol::Status::Ok)
+    });
+    assert!(again, "{test}: no client served after the first ones left");
+    let log = server.log();
+    let grace = server.grace;
+    let stopped = server.stop();
+    stopped.assert_clean(&test, grace);
+    assert!(
+        stopped.total("refused") >= 2,
+        "{test}: the clients beyond the limit count as refused\n{:#}",
+        stopped.stats()
+    );
+    assert!(
+        log.contains("Resource temporarily unavailable") || log.contains("EAGAIN"),
+        "{test}: the failure should be logged\n{log}"
+    );
+}
+
+#[test]
+fn out_of_tasks_fork() {
+    out_of_tasks(&FORK);
+}
+
+#[test]
+fn out_of_tasks_thread() {
+    out_of_tasks(&THREAD);
 }
