@@ -48,6 +48,13 @@
 //! creates the cgroup itself (cgroup v1 `/sys/fs/cgroup/pids` or v2 `/sys/fs/cgroup`) and
 //! skips, saying why, where it cannot.
 //!
+//! **A client that never reads.** It pipelines 64 KiB echoes and takes no reply. Once the
+//! socket buffers fill, a blocking server's write waits; `--write-timeout` ends that wait and
+//! releases the thread or process. The event loop stops reading the client at
+//! `--max-pending-output` and closes it once its output has made no progress for
+//! `--write-timeout` (Redis's soft output-buffer limit). Either way the server's memory
+//! stays bounded and other clients are served meanwhile.
+//!
 //! **Half-close.** A client that sends its requests and then `shutdown(SHUT_WR)` (as `nc -N`
 //! or an HTTP/1.0 client does) still gets every reply, then EOF: the server must not take the
 //! client's FIN for "gone".
@@ -1033,4 +1040,110 @@ fn out_of_tasks_fork() {
 #[test]
 fn out_of_tasks_thread() {
     out_of_tasks(&THREAD);
+}
+
+// ---------------------------------------------------------------------------------------------
+// A client that never reads its replies
+
+/// A client writes 64 KiB echoes without ever reading (for up to 20 s) against a server with
+/// `--write-timeout 1s`: within 5 s the server must close it (its writes then fail), count a
+/// write timeout, have grown its memory by less than 16 MiB, and have served another client
+/// throughout.
+fn never_reads(v: &Variant) {
+    let Some(server) = v.start(
+        "never_reads",
+        &["--write-timeout", "1s", "--idle-timeout", "60s"],
+    ) else {
+        return;
+    };
+    let pid = server.pid();
+    let mut warm = v.client(&server);
+    warm.echo(b"warm up");
+    drop(warm);
+    let before = tree_pss_kib(pid.as_raw());
+    let mut flooder = v.client(&server);
+    flooder.label = format!("{}: the client that never reads", v.name);
+    let frame = {
+        let mut wire = Vec::new();
+        let payload = vec![b'f'; 64 * 1024];
+        echolab_protocol::Protocol::Binary
+            .codec(DEFAULT_MAX_FRAME)
+            .encode_request(
+                &Request {
+                    id: Some(1),
+                    command: Command::Echo,
+                    payload: &payload,
+                },
+                &mut wire,
+            )
+            .expect("encode");
+        wire
+    };
+    let mut stream = flooder.stream().try_clone().expect("clone the socket");
+    stream
+        .set_write_timeout(Some(Duration::from_millis(200)))
+        .expect("SO_SNDTIMEO");
+    let started = Instant::now();
+    let mut peak = before;
+    let mut good = v.client(&server);
+    good.label = format!("{}: a client served meanwhile", v.name);
+    let closed_after = loop {
+        match stream.write(&frame) {
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::TimedOut => {}
+            // EPIPE or a reset: the server closed us.
+            Err(_) => break started.elapsed(),
+        }
+        peak = peak.max(tree_pss_kib(pid.as_raw()));
+        if started.elapsed() > Duration::from_secs(20) {
+            panic!(
+                "{}: a client that never reads was not closed in 20 s",
+                v.name
+            );
+        }
+        good.echo(b"still served");
+    };
+    let grown = peak.saturating_sub(before);
+    eprintln!(
+        "{}: the never-reading client was closed {closed_after:?} after it started; server \
+         memory grew by at most {grown} KiB",
+        v.name
+    );
+    assert!(
+        closed_after < Duration::from_secs(5),
+        "{}: closed only after {closed_after:?}",
+        v.name
+    );
+    assert!(
+        grown < 16 * 1024,
+        "{}: memory grew by {grown} KiB for one client that never reads",
+        v.name
+    );
+    drop(stream);
+    drop(flooder);
+    good.echo(b"after");
+    drop(good);
+    let grace = server.grace;
+    let stopped = server.stop();
+    stopped.assert_clean(v.name, grace);
+    assert!(
+        stopped.total("write_timeouts") >= 1,
+        "{}: the write timeout is counted\n{:#}",
+        v.name,
+        stopped.stats()
+    );
+}
+
+#[test]
+fn never_reads_every_model() {
+    for v in [
+        &THREAD,
+        &THREAD_POOL,
+        &FORK,
+        &PREFORK_SHARED,
+        &EVENTLOOP_POLL,
+        &EVENTLOOP_EPOLL,
+    ] {
+        never_reads(v);
+    }
 }
