@@ -77,6 +77,13 @@ struct Args {
     /// at least 64K). Replies to one read's worth of requests may go past it.
     #[arg(long, default_value = "4M", value_parser = parse_pending_cap)]
     max_pending_output: usize,
+
+    /// The most one connection may write in one turn of the loop (e.g. 64K); 0 writes until
+    /// the kernel takes no more. With no budget, one client fetching large replies holds the
+    /// loop for as long as each write takes, and every other client waits (see
+    /// docs/robustness.md for the measurement).
+    #[arg(long, default_value = "64K", value_parser = parse_size)]
+    write_budget: usize,
 }
 
 /// Tokens 0 and 1 are the listener and the signal pipe; connections count up from 2 and are
@@ -147,6 +154,8 @@ struct EventLoop {
     codec: Box<dyn Codec>,
     limits: Limits,
     max_pending_output: usize,
+    /// `--write-budget`, with 0 made "no limit".
+    write_budget: usize,
     max_connections: usize,
     counters: SharedCounters,
     /// A descriptor held in reserve for EMFILE (see `shed_one`).
@@ -172,6 +181,10 @@ fn run(args: Args) -> io::Result<()> {
         codec: cfg.protocol.codec(cfg.max_frame),
         limits: cfg.limits(),
         max_pending_output: args.max_pending_output,
+        write_budget: match args.write_budget {
+            0 => usize::MAX,
+            n => n,
+        },
         max_connections: cfg.max_connections as usize,
         counters: SharedCounters::new(1)?,
         // Without the spare, running out of descriptors would leave the listener ready forever.
@@ -414,7 +427,7 @@ impl EventLoop {
         let Some(c) = self.connections.get_mut(&token) else {
             return; // closed earlier in this batch of events
         };
-        match drive(c, &*self.codec, self.max_pending_output) {
+        match drive(c, &*self.codec, self.max_pending_output, self.write_budget) {
             Err(ended) => self.close(token, Some(ended)),
             Ok(turn) => {
                 if turn == Turn::BudgetSpent {
@@ -456,11 +469,18 @@ impl EventLoop {
             let Some(c) = self.connections.get_mut(&token) else {
                 continue;
             };
-            if let Err(ended) = drive(c, &*self.codec, self.max_pending_output) {
-                self.close(token, Some(ended));
-                continue;
-            }
+            let turn = match drive(c, &*self.codec, self.max_pending_output, self.write_budget) {
+                Ok(turn) => turn,
+                Err(ended) => {
+                    self.close(token, Some(ended));
+                    continue;
+                }
+            };
             c.finishing.get_or_insert(Ended::Shutdown);
+            if turn == Turn::BudgetSpent {
+                // Output left to a socket that may take it at once: no event would say so.
+                self.still_ready.push(token);
+            }
             self.rewatch(token);
         }
     }
@@ -508,9 +528,14 @@ impl EventLoop {
             self.codec
                 .encode_error(None, conn::REQUEST_TIMEOUT_MESSAGE, &mut c.output);
             c.finishing = Some(Ended::RequestTimeout);
-            if let Err(ended) =
-                write_some(&mut c.stream, &mut c.output, &mut c.sent, &mut c.last_write)
-            {
+            let mut unlimited = usize::MAX;
+            if let Err(ended) = write_some(
+                &mut c.stream,
+                &mut c.output,
+                &mut c.sent,
+                &mut c.last_write,
+                &mut unlimited,
+            ) {
                 self.close(token, Some(ended));
                 continue;
             }
@@ -539,21 +564,34 @@ impl EventLoop {
 enum Turn {
     /// Everything that could be done without blocking is done (`EAGAIN`, finished, throttled).
     Done,
-    /// The read budget ran out with data perhaps still waiting: serve again after the others.
+    /// The read or write budget ran out with data perhaps still waiting (to read, or to send
+    /// to a socket that would take it): serve again after the others.
     BudgetSpent,
 }
 
 /// Reads, answers and writes as far as possible without blocking, reading at most
-/// [`READ_BUDGET`] bytes. `Err` means: close now.
-fn drive(c: &mut Connection, codec: &dyn Codec, max_pending: usize) -> Result<Turn, Ended> {
+/// [`READ_BUDGET`] bytes and writing at most `write_budget`. `Err` means: close now.
+fn drive(
+    c: &mut Connection,
+    codec: &dyn Codec,
+    max_pending: usize,
+    write_budget: usize,
+) -> Result<Turn, Ended> {
     let mut budget = READ_BUDGET;
+    let mut allowance = write_budget;
     loop {
         // Read until EAGAIN (mio is edge-triggered: stopping early would strand the rest, so a
         // connection stopped by the budget is put on the still-ready list), unless finished,
         // or backpressure says the client must first take its replies.
         while c.finishing.is_none() && c.pending() < max_pending {
             if budget == 0 {
-                write_some(&mut c.stream, &mut c.output, &mut c.sent, &mut c.last_write)?;
+                write_some(
+                    &mut c.stream,
+                    &mut c.output,
+                    &mut c.sent,
+                    &mut c.last_write,
+                    &mut allowance,
+                )?;
                 return Ok(Turn::BudgetSpent);
             }
             match c.stream.read(c.input.spare(READ_CHUNK)) {
@@ -572,9 +610,14 @@ fn drive(c: &mut Connection, codec: &dyn Codec, max_pending: usize) -> Result<Tu
                     // The same step as the blocking servers. A SLEEP here blocks the whole
                     // loop, and every other client waits: the lesson of this model. Replies
                     // computed before it are handed to the kernel first, as far as it takes them.
-                    let (stream, sent, last_write) =
-                        (&mut c.stream, &mut c.sent, &mut c.last_write);
-                    let before_slow = |out: &mut Vec<u8>| write_some(stream, out, sent, last_write);
+                    let (stream, sent, last_write, allowance) = (
+                        &mut c.stream,
+                        &mut c.sent,
+                        &mut c.last_write,
+                        &mut allowance,
+                    );
+                    let before_slow =
+                        |out: &mut Vec<u8>| write_some(stream, out, sent, last_write, allowance);
                     match conn::answer_all(
                         codec,
                         &mut c.input,
@@ -606,7 +649,18 @@ fn drive(c: &mut Connection, codec: &dyn Codec, max_pending: usize) -> Result<Tu
         }
         let was_throttled = c.finishing.is_none() && c.pending() >= max_pending;
 
-        write_some(&mut c.stream, &mut c.output, &mut c.sent, &mut c.last_write)?;
+        write_some(
+            &mut c.stream,
+            &mut c.output,
+            &mut c.sent,
+            &mut c.last_write,
+            &mut allowance,
+        )?;
+        // Output left and the write budget spent: the socket may well take more, but others
+        // get their turn first (edge triggering would not report it again: still-ready list).
+        if c.pending() > 0 && allowance == 0 {
+            return Ok(Turn::BudgetSpent);
+        }
 
         // Reading stopped for backpressure and the client has now taken enough: read again,
         // because an edge-triggered poller will not report data that was already there —
@@ -621,19 +675,23 @@ fn drive(c: &mut Connection, codec: &dyn Codec, max_pending: usize) -> Result<Tu
     }
 }
 
-/// Writes `output[sent..]` until the kernel takes no more (`EAGAIN`) or it is all sent; empties
-/// the buffer once everything went.
+/// Writes `output[sent..]` until the kernel takes no more (`EAGAIN`), it is all sent, or
+/// `allowance` bytes have gone (it is decreased by what was written); empties the buffer once
+/// everything went.
 fn write_some(
     stream: &mut TcpStream,
     output: &mut Vec<u8>,
     sent: &mut usize,
     last_write: &mut Instant,
+    allowance: &mut usize,
 ) -> Result<(), Ended> {
-    while *sent < output.len() {
-        match stream.write(&output[*sent..]) {
+    while *sent < output.len() && *allowance > 0 {
+        let end = output.len().min(sent.saturating_add(*allowance));
+        match stream.write(&output[*sent..end]) {
             Ok(0) => return Err(Ended::Failed(io::ErrorKind::WriteZero.into())),
             Ok(n) => {
                 *sent += n;
+                *allowance -= n;
                 *last_write = Instant::now();
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
