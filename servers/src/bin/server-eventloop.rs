@@ -144,6 +144,17 @@ impl Connection {
     fn pending(&self) -> usize {
         self.output.len() - self.sent
     }
+
+    /// [`write_some`] of this connection's output, within `allowance`.
+    fn write_out(&mut self, allowance: &mut usize) -> Result<(), Ended> {
+        write_some(
+            &mut self.stream,
+            &mut self.output,
+            &mut self.sent,
+            &mut self.last_write,
+            allowance,
+        )
+    }
 }
 
 /// The loop's state. Everything the single thread touches is here, and nothing is shared.
@@ -529,13 +540,7 @@ impl EventLoop {
                 .encode_error(None, conn::REQUEST_TIMEOUT_MESSAGE, &mut c.output);
             c.finishing = Some(Ended::RequestTimeout);
             let mut unlimited = usize::MAX;
-            if let Err(ended) = write_some(
-                &mut c.stream,
-                &mut c.output,
-                &mut c.sent,
-                &mut c.last_write,
-                &mut unlimited,
-            ) {
+            if let Err(ended) = c.write_out(&mut unlimited) {
                 self.close(token, Some(ended));
                 continue;
             }
@@ -585,13 +590,7 @@ fn drive(
         // or backpressure says the client must first take its replies.
         while c.finishing.is_none() && c.pending() < max_pending {
             if budget == 0 {
-                write_some(
-                    &mut c.stream,
-                    &mut c.output,
-                    &mut c.sent,
-                    &mut c.last_write,
-                    &mut allowance,
-                )?;
+                c.write_out(&mut allowance)?;
                 return Ok(Turn::BudgetSpent);
             }
             match c.stream.read(c.input.spare(READ_CHUNK)) {
@@ -649,13 +648,7 @@ fn drive(
         }
         let was_throttled = c.finishing.is_none() && c.pending() >= max_pending;
 
-        write_some(
-            &mut c.stream,
-            &mut c.output,
-            &mut c.sent,
-            &mut c.last_write,
-            &mut allowance,
-        )?;
+        c.write_out(&mut allowance)?;
         // Output left and the write budget spent: the socket may well take more, but others
         // get their turn first (edge triggering would not report it again: still-ready list).
         if c.pending() > 0 && allowance == 0 {
