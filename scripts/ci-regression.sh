@@ -43,24 +43,36 @@ if [[ $# -gt 0 ]]; then
 fi
 compare_flags=("$@")
 
-root=$(git rev-parse --show-toplevel)
+# Every failure before the comparison exits 2: 1 means "a regression", and nothing else may.
+fail() {
+  echo "ci-regression: $*" >&2
+  exit 2
+}
+
+if ! root=$(git rev-parse --show-toplevel 2>/dev/null); then
+  fail "not inside a git checkout"
+fi
+# GATE_DIR and GATE_HISTORY may be relative to where the script was started: resolve them
+# before moving to the checkout's root.
+work=${GATE_DIR:-$root/target/ci-regression}
+mkdir -p "$work" || fail "cannot create $work"
+work=$(cd "$work" && pwd -P)
+history=${GATE_HISTORY:-$work/history.jsonl}
+[[ $history == /* ]] || history="$PWD/$history"
 cd "$root"
+git rev-parse -q --verify HEAD >/dev/null || fail "HEAD has no commit yet"
 if [[ -z $base_ref ]]; then
   for main in main origin/main; do
     if git rev-parse --verify -q "$main^{commit}" >/dev/null; then
-      base_ref=$(git merge-base HEAD "$main")
+      if ! base_ref=$(git merge-base HEAD "$main" 2>/dev/null); then
+        fail "HEAD and $main have no merge base here (a shallow clone? unrelated history?); fetch more history or give BASE_REF"
+      fi
       break
     fi
   done
-  if [[ -z $base_ref ]]; then
-    echo "ci-regression: no branch main or origin/main to find a merge base with; give BASE_REF" >&2
-    exit 2
-  fi
+  [[ -n $base_ref ]] || fail "no branch main or origin/main to find a merge base with; give BASE_REF"
 fi
-if ! base_sha=$(git rev-parse --verify -q "$base_ref^{commit}"); then
-  echo "ci-regression: '$base_ref' is not a commit" >&2
-  exit 2
-fi
+base_sha=$(git rev-parse --verify -q "$base_ref^{commit}") || fail "'$base_ref' is not a commit"
 base_short=$(git rev-parse --short "$base_sha")
 cand_label="$(git rev-parse --short HEAD)"
 if ! git diff --quiet HEAD -- || [[ -n $(git ls-files --others --exclude-standard) ]]; then
@@ -69,39 +81,39 @@ fi
 base_label="$base_short"
 [[ $base_ref == "$base_sha" || $base_ref == "$base_short" ]] || base_label="$base_ref ($base_short)"
 
-work=${GATE_DIR:-$root/target/ci-regression}
-history=${GATE_HISTORY:-$work/history.jsonl}
-mkdir -p "$work"
 src="$work/base-src"
+# Both builds go where this script looks for them, whatever CARGO_TARGET_DIR says.
+export CARGO_TARGET_DIR="$root/target"
 started=$(date +%s)
 
 # A worktree shares the repository's objects: no clone, and BASE_REF need not be pushed. It is
 # kept between runs and moved to BASE_REF with checkout, which rewrites only the files that
 # differ: cargo then sees the others unchanged and rebuilds only what BASE_REF changed.
-if git -C "$src" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
-  git -C "$src" checkout -q --detach --force "$base_sha"
-  git -C "$src" clean -q -fd
+# Only a registered worktree of this repository is reused: a leftover directory without its
+# .git file would make `git -C` find the main checkout instead, and checkout --force there.
+if [[ -f $src/.git ]] && git worktree list --porcelain | grep -qxF "worktree $src"; then
+  git -C "$src" checkout -q --detach --force "$base_sha" || fail "cannot check out $base_label in $src"
+  git -C "$src" clean -q -fd || fail "cannot clean $src"
 else
   rm -rf "$src"
   git worktree prune
-  git worktree add -q --detach --force "$src" "$base_sha"
+  git worktree add -q --detach --force "$src" "$base_sha" || fail "cannot add a worktree for $base_label at $src"
 fi
 
 echo "== building the baseline, $base_label (release, in $src)"
 # Its own target directory: both builds produce binaries with the same names.
 if ! (cd "$src" && CARGO_TARGET_DIR="$work/base-target" cargo build --release --locked -q -p echolab-servers --bins); then
-  echo "ci-regression: the baseline $base_label does not build" >&2
-  exit 2
+  fail "the baseline $base_label does not build"
 fi
 echo "== building the candidate, $cand_label (release)"
 if ! cargo build --release --locked -q -p echolab-servers -p echolab-loadgen; then
-  echo "ci-regression: the working tree does not build" >&2
-  exit 2
+  fail "the working tree does not build"
 fi
 built=$(date +%s)
 echo "   builds took $((built - started)) s"
 
 echo "== comparing every model (loadgen compare; progress on stderr in $work/compare.log)"
+rm -f "$work/report.json" "$work/report.md"
 set +e
 target/release/loadgen compare \
   --baseline-bin-dir "$work/base-target/release" \
@@ -111,7 +123,7 @@ target/release/loadgen compare \
   --json "$work/report.json" \
   --markdown "$work/report.md" \
   --history "$history" \
-  "${compare_flags[@]}" 2>"$work/compare.log"
+  ${compare_flags[@]+"${compare_flags[@]}"} 2>"$work/compare.log"
 rc=$?
 set -e
 if [[ $rc -eq 2 ]]; then

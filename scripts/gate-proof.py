@@ -42,15 +42,24 @@ LOADGEN = os.path.join(ROOT, "target", "release", "loadgen")
 COMPARE_FLAGS = []
 
 
+GATE_DIR = os.environ.get("GATE_DIR", os.path.join(ROOT, "target", "ci-regression"))
+
+
 def gate(history, extra, log):
-    """One gate run; returns (exit code, the run's report)."""
-    env = dict(os.environ, GATE_HISTORY=history)
+    """One gate run; returns (exit code, the run's report). A run that gave no verdict at all
+    (exit 2: a build or usage error) stops the proof rather than be counted."""
+    env = dict(os.environ, GATE_HISTORY=history, GATE_DIR=GATE_DIR)
     cmd = [GATE, "HEAD", "--", *COMPARE_FLAGS, *extra]
+    report = os.path.join(GATE_DIR, "report.json")
+    if os.path.exists(report):
+        os.remove(report)
     with open(log, "a") as f:
         f.write(f"\n$ {' '.join(cmd)}\n")
         f.flush()
         rc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT).returncode
-    with open(os.path.join(ROOT, "target", "ci-regression", "report.json")) as f:
+    if rc not in (0, 1, 3, 4) or not os.path.exists(report):
+        sys.exit(f"gate-proof: the gate exited {rc} without a verdict; see {log}")
+    with open(report) as f:
         return rc, json.load(f)
 
 
