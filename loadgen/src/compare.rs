@@ -81,7 +81,8 @@ pub struct CompareArgs {
     #[arg(long, default_value = "server")]
     pub name: String,
 
-    /// Extra arguments for every baseline server.
+    /// Extra arguments for every baseline server (not --addr, --grace, --max-connections or
+    /// --stats-file, which the comparison gives echolab's servers itself).
     #[arg(
         long,
         value_name = "ARGS",
@@ -174,8 +175,9 @@ pub struct CompareArgs {
     #[arg(long, value_parser = parse_percent)]
     pub precision: Option<f64>,
 
-    /// No pair is started past this much time (beyond each server's --pairs, which always
-    /// run): a server still short of --precision then gets the verdict `inconclusive`.
+    /// No new round of pairs (one more pair for each server still short of --precision) starts
+    /// past this much time; each server's --pairs always run. A server still short of
+    /// --precision then gets the verdict `inconclusive` if its interval reaches a regression.
     #[arg(long, default_value = "6m", value_parser = parse_duration)]
     pub time_limit: Duration,
 
@@ -465,6 +467,9 @@ pub struct ModelComparison {
     /// Pairs run again because a trial measured nothing (no reply, no error).
     #[serde(default)]
     pub retried_pairs: u32,
+    /// It stopped getting pairs because its interval was within ±precision.
+    #[serde(default)]
+    pub precise: bool,
     /// Every pair, in run order.
     pub pairs: Vec<Pair>,
 }
@@ -539,6 +544,9 @@ pub struct CompareReport {
     pub elapsed_s: f64,
     /// Cut short by Ctrl-C.
     pub interrupted: bool,
+    /// A file (`--json`, `--markdown`, `--history`) that could not be written.
+    #[serde(skip)]
+    pub write_error: Option<String>,
 }
 
 impl CompareReport {
@@ -594,6 +602,7 @@ impl Side {
             failure: None,
             skipped: self.skipped.clone(),
             retried_pairs: 0,
+            precise: false,
             pairs: Vec::new(),
         }
     }
@@ -730,7 +739,8 @@ pub fn compare(args: &CompareArgs) -> Result<CompareReport, String> {
             if m.failure.is_some() || m.skipped.is_some() {
                 continue;
             }
-            if past_minimum && precise_enough(args, m, precision) {
+            if m.precise || (past_minimum && precise_enough(args, m, precision)) {
+                m.precise = true;
                 continue;
             }
             any = true;
@@ -771,8 +781,12 @@ pub fn compare(args: &CompareArgs) -> Result<CompareReport, String> {
         models,
         elapsed_s: started.elapsed().as_secs_f64(),
         interrupted: cut_short,
+        write_error: None,
     };
-    write_outputs(args, &report)?;
+    // Minutes of trials are not thrown away because a file could not be written: the
+    // verdict stands, and the error is reported beside it.
+    let mut report = report;
+    report.write_error = write_outputs(args, &report).err();
     Ok(report)
 }
 
@@ -883,38 +897,24 @@ fn trials_side_by_side(
     let start = |m: &Model| Server::start(m, None, cpus).map_err(|e| format!("did not start: {e}"));
     let (a, b) = (first, 1 - first);
     let started_a = start(models[a]);
-    let started_b = match &started_a {
-        Ok(_) => start(models[b]),
-        Err(_) => Err("not started: the other server did not start".to_string()),
-    };
+    // The second is started only if the first did; a side never started is no one's failure.
+    let started_b = started_a.is_ok().then(|| start(models[b]));
     let (sa, sb) = match (started_a, started_b) {
-        (Ok(sa), Ok(sb)) => (sa, sb),
+        (Ok(sa), Some(Ok(sb))) => (sa, sb),
         (ra, rb) => {
-            // Whichever did start is stopped (its Drop kills it if stop does not).
-            let mut out = [
-                Err(TrialError::Failed(String::new())),
-                Err(TrialError::Failed(String::new())),
-            ];
-            out[a] = match ra {
-                Ok(s) => s
-                    .stop()
-                    .map(|()| Trial::default())
-                    .map_err(TrialError::Failed),
+            // Whichever did start is stopped (its Drop kills it if stop does not); a side that
+            // started and stopped cleanly measured nothing, so the pair runs again unless the
+            // other side failed.
+            let settle = |r: Result<Server, String>| match r {
+                Ok(s) => match s.stop() {
+                    Ok(()) => Err(TrialError::Unmeasured),
+                    Err(e) => Err(TrialError::Failed(e)),
+                },
                 Err(e) => Err(TrialError::Failed(e)),
             };
-            out[b] = match rb {
-                Ok(s) => s
-                    .stop()
-                    .map(|()| Trial::default())
-                    .map_err(TrialError::Failed),
-                Err(e) => Err(TrialError::Failed(e)),
-            };
-            // A side that started and stopped cleanly measured nothing: run the pair again.
-            for r in &mut out {
-                if r.is_ok() {
-                    *r = Err(TrialError::Unmeasured);
-                }
-            }
+            let mut out = [Err(TrialError::Unmeasured), Err(TrialError::Unmeasured)];
+            out[a] = settle(ra);
+            out[b] = rb.map_or(Err(TrialError::Unmeasured), settle);
             return out;
         }
     };
@@ -942,19 +942,22 @@ fn judge(
     let alive = server.alive();
     let exit = server.describe_exit();
     let stopped = server.stop();
-    let report = report?;
-    if report.interrupted {
-        return Err(TrialError::Failed("interrupted".into()));
-    }
     if !alive {
         return Err(TrialError::Failed(format!(
             "the server died during the trial ({exit})"
         )));
     }
+    let report = report?;
+    if report.interrupted {
+        return Err(TrialError::Failed("interrupted".into()));
+    }
+    // Nothing counted and nothing to say (a worker thread that stopped leaves a note): the
+    // window passed before the first reply.
     let untouched = report.counts.ok == 0
         && report.errors.total() == 0
         && report.counts.lost == 0
-        && report.counts.failed == 0;
+        && report.counts.failed == 0
+        && !report.notes.iter().any(|n| n.starts_with("worker"));
     if untouched {
         stopped?;
         return Err(TrialError::Unmeasured);
@@ -978,7 +981,7 @@ fn judge(
             report.counts.lost,
             report.counts.failed,
             if kinds.is_empty() {
-                "no error kind".into()
+                format!("no error kind; {}", report.notes.join("; "))
             } else {
                 kinds.join(", ")
             }
@@ -1065,10 +1068,11 @@ fn run_pair(
         }
     };
     eprintln!(
-        "[{}] pair {}/{}: baseline {:.0} req/s, candidate {:.0} req/s (x{:.3}); p99 {} / {} µs",
+        "[{}] pair {} ({}..{}): baseline {:.0} req/s, candidate {:.0} req/s (x{:.3}); p99 {} / {} µs",
         out.name,
         i + 1,
         args.pairs,
+        args.max_pairs.max(args.pairs),
         b.throughput_rps,
         c.throughput_rps,
         c.throughput_rps / b.throughput_rps.max(1e-9),
@@ -1099,8 +1103,22 @@ pub fn throughput_verdict(e: &Estimate, threshold: f64, precision: f64) -> Verdi
 fn precise_enough(args: &CompareArgs, m: &ModelComparison, precision: f64) -> bool {
     let b: Vec<f64> = m.pairs.iter().map(|p| p.baseline.throughput_rps).collect();
     let c: Vec<f64> = m.pairs.iter().map(|p| p.candidate.throughput_rps).collect();
-    paired_ratio(&b, &c, args.confidence, 2000, args.seed)
-        .is_some_and(|e| half_width(&e) <= precision)
+    paired_ratio(
+        &b,
+        &c,
+        args.confidence,
+        2000,
+        model_seed(args.seed, &m.name),
+    )
+    .is_some_and(|e| half_width(&e) <= precision)
+}
+
+/// `--seed` mixed with the model's name: the models' pairs ran minute by minute together, and
+/// one stream of resampling for all of them would make their intervals err together.
+fn model_seed(seed: u64, name: &str) -> u64 {
+    name.bytes().fold(seed, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// Half the width of `e`'s interval, as a fraction of the ratio 1.
@@ -1109,8 +1127,9 @@ fn half_width(e: &Estimate) -> f64 {
 }
 
 /// The medians, estimates and verdicts of `m`'s pairs. A comparison cut short by Ctrl-C gets
-/// estimates but no verdict: it has fewer pairs than asked for (perhaps one, whose interval
-/// has no width), so a verdict would claim what the pairs cannot show.
+/// estimates (for the models not caught mid-pair, which are marked failed) but no verdict: it
+/// has fewer pairs than asked for (perhaps one, whose interval has no width), so a verdict
+/// would claim what the pairs cannot show.
 fn summarise(args: &CompareArgs, mut m: ModelComparison, interrupted: bool) -> ModelComparison {
     let side = |f: &dyn Fn(&Pair) -> f64| m.pairs.iter().map(f).collect::<Vec<f64>>();
     let (b_rps, c_rps) = (
@@ -1128,19 +1147,17 @@ fn summarise(args: &CompareArgs, mut m: ModelComparison, interrupted: bool) -> M
     if m.failure.is_some() || m.skipped.is_some() || m.pairs.is_empty() {
         return m;
     }
-    m.throughput = paired_ratio(&b_rps, &c_rps, args.confidence, args.resamples, args.seed);
+    let seed = model_seed(args.seed, &m.name);
+    m.throughput = paired_ratio(&b_rps, &c_rps, args.confidence, args.resamples, seed);
     let precision = args.precision.unwrap_or(args.threshold / 2.0);
+    // A model the loop stopped for being precise is judged as precise: the final interval,
+    // from more resamples, may come out a hair wider at the boundary.
+    let precision = if m.precise { f64::INFINITY } else { precision };
     m.throughput_verdict = m
         .throughput
         .map(|e| throughput_verdict(&e, args.threshold, precision));
     // A different seed for the second interval, so the two are not drawn from one stream.
-    m.p99 = paired_ratio(
-        &b_p99,
-        &c_p99,
-        args.confidence,
-        args.resamples,
-        args.seed ^ 0x99,
-    );
+    m.p99 = paired_ratio(&b_p99, &c_p99, args.confidence, args.resamples, seed ^ 0x99);
     m.p99_verdict = args
         .p99_threshold
         .0
@@ -1436,7 +1453,7 @@ pub fn trend(args: &TrendArgs) -> Result<String, String> {
     }
     let _ = writeln!(
         s,
-        "throughput ratio (candidate / baseline) per gate run; ! = regression flagged, ? = failed"
+        "throughput ratio (candidate / baseline) per gate run; ! = regression flagged, ~ = inconclusive, ? = failed"
     );
     let _ = write!(s, "{:>4}  {:<20}  {:<24}", "run", "time", "candidate");
     for n in &names {
@@ -1451,7 +1468,14 @@ pub fn trend(args: &TrendArgs) -> Result<String, String> {
             let cell = match r.models.iter().find(|m| m.name == *n) {
                 Some(m) if m.failure.is_some() => "?".to_string(),
                 Some(m) => m.throughput.map_or("–".into(), |e| {
-                    format!("{:.3}{}", e.ratio, if m.regressed() { "!" } else { " " })
+                    let mark = if m.regressed() {
+                        "!"
+                    } else if m.throughput_verdict == Some(Verdict::Inconclusive) {
+                        "~"
+                    } else {
+                        " "
+                    };
+                    format!("{:.3}{mark}", e.ratio)
                 }),
                 None => "–".into(),
             };
@@ -1641,6 +1665,7 @@ mod tests {
             failure: failure.map(String::from),
             skipped: None,
             retried_pairs: 0,
+            precise: false,
             pairs: Vec::new(),
         };
         let report = |models| CompareReport {
@@ -1668,6 +1693,7 @@ mod tests {
             models,
             elapsed_s: 0.0,
             interrupted: false,
+            write_error: None,
         };
         let ok = model(Some(Verdict::NoSignificantChange), None);
         let slow = model(Some(Verdict::Regression), None);

@@ -7,12 +7,14 @@
 //! SIGTERM, as an operator would, and then checked: a clean exit status, and nothing left of
 //! its process group two seconds later.
 
+use std::collections::VecDeque;
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use echolab_protocol::Protocol;
@@ -282,10 +284,11 @@ impl Server {
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .process_group(0)
             .spawn()
             .map_err(|e| format!("cannot run {}: {e}", model.argv[0]))?;
+        let stderr_tail = keep_tail(child.stderr.take());
         let ready = if port_given {
             let addr = SocketAddr::from(([127, 0, 0, 1], port));
             wait_for_port(&mut child, addr).map(|()| addr)
@@ -300,7 +303,17 @@ impl Server {
                 let _ = kill(Pid::from_raw(-pgid.as_raw()), Signal::SIGKILL);
                 let _ = child.wait();
                 kill_leftovers(pgid);
-                return Err(e);
+                // What it said on the way out is usually why (a flag given twice, a port in use).
+                std::thread::sleep(Duration::from_millis(20));
+                let said = stderr_tail
+                    .lock()
+                    .map(|t| t.iter().cloned().collect::<Vec<_>>().join(" | "))
+                    .unwrap_or_default();
+                return Err(if said.is_empty() {
+                    e
+                } else {
+                    format!("{e}; it said: {said}")
+                });
             }
         };
         Ok(Server {
@@ -397,6 +410,28 @@ impl Drop for Server {
             let _ = self.child.wait();
         }
     }
+}
+
+/// Drains a child's stderr in a thread (so the child never blocks on a full pipe) and keeps its
+/// last lines, to say why a server that never got ready failed.
+fn keep_tail(stderr: Option<std::process::ChildStderr>) -> Arc<Mutex<VecDeque<String>>> {
+    const LINES: usize = 5;
+    let tail = Arc::new(Mutex::new(VecDeque::with_capacity(LINES)));
+    if let Some(stderr) = stderr {
+        let keep = Arc::clone(&tail);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Ok(mut t) = keep.lock() {
+                    if t.len() == LINES {
+                        t.pop_front();
+                    }
+                    t.push_back(line);
+                }
+            }
+        });
+    }
+    tail
 }
 
 /// What the suite adds to an echolab server's command line: a free port, a short grace

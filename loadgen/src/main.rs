@@ -40,8 +40,9 @@ enum Command {
 }
 
 const COMPARE_EXIT_CODES: &str = "Exit codes: 0 no regression; 1 a regression (throughput or \
-p99, in any model); 2 bad flags; 3 the comparison could not be made (a server did not start, \
-crashed, exited uncleanly, or a trial had errors); 4 inconclusive (too noisy to rule out a \
+p99, in any model); 2 bad flags, or a result file that could not be written (when nothing \
+else went wrong); 3 the comparison could not be made (a server did not start, crashed, \
+exited uncleanly, or a trial had errors); 4 inconclusive (too noisy to rule out a \
 regression in the pairs and time allowed: run it again); 130 interrupted.";
 
 const SUITE_EXIT_CODES: &str = "Exit codes: 0 every model ran every workload cleanly; 1 a model \
@@ -98,7 +99,17 @@ fn main() -> ExitCode {
             match compare::compare(&args) {
                 Ok(report) => {
                     print!("{}", compare::table(&report));
-                    ExitCode::from(report.exit_code())
+                    match &report.write_error {
+                        // The verdict stands; a clean run whose files are missing is not clean.
+                        Some(e) => {
+                            eprintln!("loadgen compare: {e}");
+                            ExitCode::from(match report.exit_code() {
+                                0 => 2,
+                                code => code,
+                            })
+                        }
+                        None => ExitCode::from(report.exit_code()),
+                    }
                 }
                 Err(m) => {
                     eprintln!("loadgen compare: {m}");

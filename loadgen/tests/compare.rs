@@ -1,10 +1,11 @@
 //! `loadgen compare` and `loadgen trend` end to end: the real binary against the real servers.
 //!
 //! `compare` is a CI gate, so what matters is what a pipeline sees: the exit code (0 no
-//! regression, 1 regression, 2 bad flags, 3 could not compare, 130 interrupted), the verdict in
+//! regression, 1 regression, 2 bad flags, 3 could not compare, 4 inconclusive — which these
+//! comparisons, far from any threshold, never are — 130 interrupted), the verdict in
 //! the `--json` report, the table on stdout, the `--history` line, and that no server outlives
 //! the run. Each test runs `loadgen compare` as a pipeline would, with the smallest comparison
-//! the gate accepts (`--pairs 8 --duration 100ms --warmup 20ms --connections 4`), so the whole
+//! the gate accepts (`--pairs 8 --max-pairs 8 --duration 100ms --warmup 20ms --connections 4`), so the whole
 //! file takes seconds. The comparisons are chosen so that the answer is not a matter of noise:
 //! a candidate that burns 200 µs of CPU per request against the same server without it (a
 //! tenfold slowdown), or a build against itself with a 50% threshold.

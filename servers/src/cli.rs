@@ -42,8 +42,10 @@ pub struct ServerArgs {
     pub write_timeout: Duration,
 
     /// Close a connection whose request takes longer than this from its first byte to its
-    /// last (slowloris: a client trickling a byte every few seconds is never idle for long,
-    /// but never finishes a request either). The client gets an ERROR reply, then EOF.
+    /// last (slowloris: a client trickling a byte every few seconds never finishes a request;
+    /// the idle timeout would let it hold its thread or worker until --idle-timeout, this cuts
+    /// it off sooner). The client gets an ERROR reply, then EOF. Time the server spends
+    /// waiting for the client to take its replies does not count.
     #[arg(long, default_value = "10s", value_parser = parse_timeout)]
     pub request_timeout: Duration,
 

@@ -238,6 +238,9 @@ fn serve_loop(
                 return e;
             }
             last_request = Instant::now();
+            // Time spent waiting for the client to take its replies is not the partial
+            // request's fault: its deadline starts again from here.
+            partial_since = partial_since.map(|_| Instant::now());
         }
         if let Some(reason) = fatal {
             linger_close(&stream);

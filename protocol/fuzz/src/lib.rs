@@ -9,9 +9,9 @@
 //! 2. **Consumed + remaining = input.** Every message or message error reported spans at least
 //!    one byte and no more than what is buffered; walking the input message by message ends at
 //!    an `Incomplete` tail or a fatal error, with every byte accounted for.
-//! 3. **Any chunking, the same story.** Fed through a [`ReadBuffer`] in chunks (their size
-//!    picked by the second byte), the decoder reports exactly the messages, errors and fatal
-//!    error that it reports on the whole input at once.
+//! 3. **Chunked, the same story.** Fed through a [`ReadBuffer`] in chunks of one size, picked
+//!    by the second byte (at least 1/256 of the input), the decoder reports exactly the
+//!    messages, errors and fatal error that it reports on the whole input at once.
 //! 4. **decode(encode(m)) == m.** Every request decoded is encoded again and decodes to
 //!    itself, with `len` the encoded size; and the reply a server would send to it (an echo)
 //!    decodes, in the client half, to the request's payload and id.

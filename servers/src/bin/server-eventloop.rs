@@ -250,7 +250,8 @@ fn run(args: Args) -> io::Result<()> {
                 token => ev.on_ready(token),
             }
         }
-        // Then the connections that ran out of budget last turn, after everyone else.
+        // Then the connections that ran out of budget (in an earlier turn, or in this one's
+        // events above), after everyone else.
         for token in std::mem::take(&mut ev.still_ready) {
             ev.on_ready(token);
         }
@@ -515,7 +516,10 @@ impl EventLoop {
                 {
                     Some((token, Ended::IdleTimeout))
                 } else {
+                    // Not while reading is paused for backpressure: the rest of the request
+                    // may be waiting in the kernel for us, not for the client.
                     if c.finishing.is_none()
+                        && c.pending() < self.max_pending_output
                         && c.partial_since
                             .is_some_and(|t| t.elapsed() >= self.limits.request_timeout)
                     {
@@ -608,7 +612,8 @@ fn drive(
                     let nothing_was_waiting = c.pending() == 0;
                     // The same step as the blocking servers. A SLEEP here blocks the whole
                     // loop, and every other client waits: the lesson of this model. Replies
-                    // computed before it are handed to the kernel first, as far as it takes them.
+                    // computed before it are handed to the kernel first, as far as it takes them
+                    // and this turn's write budget allows.
                     let (stream, sent, last_write, allowance) = (
                         &mut c.stream,
                         &mut c.sent,
@@ -659,6 +664,8 @@ fn drive(
         // because an edge-triggered poller will not report data that was already there —
         // now if the budget allows, else on the next turn.
         if was_throttled && c.pending() < max_pending {
+            // The pause was ours: a partial request's deadline starts again as reading resumes.
+            c.partial_since = c.partial_since.map(|_| Instant::now());
             if budget > 0 {
                 continue;
             }

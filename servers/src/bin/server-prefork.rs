@@ -27,7 +27,8 @@
 //! - A worker that dies is reaped (SIGCHLD, `waitpid` loop) and restarted in the same slot,
 //!   at once if it had been up for a while, with a doubling backoff if it keeps dying.
 //! - With `--max-requests-per-worker N`, a worker that has answered N requests retires when
-//!   its current connection ends (Apache's `MaxConnectionsPerChild`, which bounds what a slow
+//!   its current connection ends (like Apache's `MaxConnectionsPerChild`, which counts
+//!   connections where this counts requests; either bounds what a slow
 //!   leak in a worker can grow to): it exits with [`RETIRED`], and the parent replaces it at
 //!   once, without the backoff a crash gets. No client sees it: the connection was finished,
 //!   and the listener stays open in the parent and the other workers.
@@ -106,7 +107,7 @@ struct Args {
     stats_interval: Duration,
 
     /// Replace a worker once it has answered this many requests, when its current connection
-    /// ends (Apache's MaxConnectionsPerChild); 0 = never.
+    /// ends (like Apache's MaxConnectionsPerChild, which counts connections); 0 = never.
     #[arg(long, value_name = "N", default_value_t = 0)]
     max_requests_per_worker: u64,
 }
