@@ -268,7 +268,8 @@ fn send_request_timeout(stream: &mut TcpStream, codec: &dyn Codec) {
     let _ = flush(stream, &mut reply);
 }
 
-/// What [`send_request_timeout`] says.
+/// What a client whose request took longer than `--request-timeout` to arrive is told, in an
+/// ERROR reply, before its connection is closed.
 pub const REQUEST_TIMEOUT_MESSAGE: &str = "request timeout";
 
 /// Writes out (and empties) the pending replies. write(2) via `write_all`, which retries
