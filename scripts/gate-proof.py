@@ -81,9 +81,23 @@ def main():
     ap.add_argument("--compare-flags", default="",
                     help="extra flags for every loadgen compare (e.g. '--pairs 8' to try this script quickly; "
                          "a proof uses the gate as it is)")
+    ap.add_argument("--scan-every", type=int, default=1, metavar="K",
+                    help="run the scan condition in every K-th round only (default 1: every round; 0: never). "
+                         "With 8 models and 4 levels, 20 rounds at K=2 still give each level 20 model-runs")
+    ap.add_argument("--resume", action="store_true",
+                    help="go on with the proof in --results: keep its calibration and the runs runs.json "
+                         "records, and run only the rest (flags such as --scan-every may differ)")
+    ap.add_argument("--table-from", metavar="RUNS_JSON",
+                    help="run nothing: rewrite table.md beside RUNS_JSON from the runs it records "
+                         "(for a proof that was stopped before the end)")
     args = ap.parse_args()
     levels = [float(x) for x in args.scan_levels.split(",")]
     COMPARE_FLAGS.extend(args.compare_flags.split())
+    if args.table_from:
+        with open(args.table_from) as f:
+            record = json.load(f)
+        report(record, args, levels, os.path.dirname(os.path.abspath(args.table_from)))
+        return
 
     dirty = subprocess.run(["git", "status", "--porcelain", "--", "servers", "protocol", "loadgen", "Cargo.lock"],
                            cwd=ROOT, capture_output=True, text=True).stdout.strip()
@@ -93,6 +107,9 @@ def main():
     out = lablib.results_dir("ci-gate", args.results)
     log = os.path.join(out, "gate.log")
     hist = {c: os.path.join(out, f"{c}.jsonl") for c in ("self", "slowed", "scan")}
+    if args.resume:
+        resume(args, levels, out, log, hist)
+        return
     for h in hist.values():
         if os.path.exists(h):
             os.remove(h)
@@ -115,15 +132,39 @@ def main():
             measured = min(max(1 - m["throughput"]["ratio"], args.slowdown / 3), args.slowdown * 3)
             per_request_ns[m["name"]] *= args.slowdown / measured
 
-    record = {"per_request_ns": per_request_ns, "runs": []}
+    record = {"per_request_ns": per_request_ns, "started": started, "runs": []}
+    rounds(record, args, levels, out, log, hist)
+
+
+def resume(args, levels, out, log, hist):
+    with open(os.path.join(out, "runs.json")) as f:
+        record = json.load(f)
+    record.pop("finished", None)
+    rounds(record, args, levels, out, log, hist)
+
+
+def rounds(record, args, levels, out, log, hist):
+    """The proof proper: --runs rounds of self, slowed and (every --scan-every rounds) scan, less
+    the ones record already holds."""
+    per_request_ns = record["per_request_ns"]
+    models = list(per_request_ns)
+    done = {(r["run"], r["condition"]) for r in record["runs"]}
+    scans = sum(1 for r in record["runs"] if r["condition"] == "scan")
     for i in range(args.runs):
         for cond in ("self", "slowed", "scan"):
+            if (i + 1, cond) in done:
+                continue
+            if cond == "scan" and (not args.scan_every or i % args.scan_every):
+                continue
             if cond == "self":
                 assign = {m: 0.0 for m in models}
             elif cond == "slowed":
                 assign = {m: args.slowdown for m in models}
             else:
-                assign = {m: levels[(k + i) % len(levels)] for k, m in enumerate(models)}
+                # Rotate by the scan's own count, not the round: with --scan-every 2 the round
+                # is always even and half the levels would never reach a given model.
+                assign = {m: levels[(k + scans) % len(levels)] for k, m in enumerate(models)}
+                scans += 1
             flags = spins_for(per_request_ns, {m: s for m, s in assign.items() if s > 0})
             rc, rep = gate(hist[cond], flags, log)
             res = {m["name"]: m for m in rep["models"]}
@@ -144,10 +185,27 @@ def main():
             with open(os.path.join(out, "runs.json"), "w") as f:
                 json.dump(record, f, indent=1)
 
+    record["finished"] = time.time()
+    with open(os.path.join(out, "runs.json"), "w") as f:
+        json.dump(record, f, indent=1)
+    report(record, args, levels, out)
+
+
+def report(record, args, levels, out):
+    """table.md, the trend plots, from what the runs recorded."""
+    per_request_ns = record["per_request_ns"]
+    models = list(per_request_ns)
     runs = record["runs"]
+    done = min(sum(1 for r in runs if r["condition"] == c) for c in ("self", "slowed"))
+    n_scan = sum(1 for r in runs if r["condition"] == "scan")
+    if "finished" in record:
+        took = f"{record['finished'] - record['started']:.0f} s in all"
+    else:
+        took = (f"stopped after {done} of {args.runs} planned; "
+                f"{sum(r['elapsed_s'] for r in runs):.0f} s of loadgen compare")
     how = f"with `{args.compare_flags}`" if args.compare_flags else "as it is (30 to 150 pairs per model until the interval is within ±2.5%, at most 6 minutes; threshold 5% throughput and 25% p99)"
-    lines = [f"{args.runs} gate runs per condition, interleaved; each run `scripts/ci-regression.sh HEAD` "
-             f"{how}; {time.time() - started:.0f} s in all.", ""]
+    lines = [f"{done} gate runs each for self and slowed, {n_scan} for the scan, interleaved; each run `scripts/ci-regression.sh HEAD` "
+             f"{how}; {took}.", ""]
 
     def count(cond, pred):
         return sum(1 for r in runs if r["condition"] == cond and pred(r))
@@ -189,7 +247,8 @@ def main():
     gate_s = [r["elapsed_s"] for r in runs]
     lines += ["", f"loadgen compare wall time per gate run: median {statistics.median(gate_s):.0f} s, "
               f"max {max(gate_s):.0f} s (builds are cached between runs here; see docs/ci.md for a cold start)."]
-    for cond, h in hist.items():
+    for cond in ("self", "slowed", "scan"):
+        h = os.path.join(out, f"{cond}.jsonl")
         subprocess.run([LOADGEN, "trend", h, "--svg", os.path.join(out, f"trend-{cond}.svg")],
                        cwd=ROOT, stdout=subprocess.DEVNULL, check=False)
     lablib.write_table(out, "\n".join(lines))
