@@ -40,7 +40,7 @@ fn book_client_against(bin: &str, extra: &[&str]) {
         ],
         "{bin}"
     );
-    server.stop().assert_clean(bin, Duration::from_secs(5));
+    server.stop().assert_clean(bin);
 }
 
 #[test]

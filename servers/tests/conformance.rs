@@ -227,8 +227,7 @@ fn debug_spin_slows_every_request(model: &Model) {
         );
     }
     drop(c);
-    let grace = server.grace;
-    server.stop().assert_clean(&test, grace);
+    server.stop().assert_clean(&test);
 }
 
 /// What the stats file must say after the checks.
@@ -272,9 +271,9 @@ fn conform(model: &Model, protocol: Protocol) {
     }
     error_rules(&server, model, &mut expected);
 
-    let (grace, pid) = (server.grace, server.pid());
+    let pid = server.pid();
     let stopped = server.stop();
-    stopped.assert_clean(&test, grace);
+    stopped.assert_clean(&test);
     let stats = stopped.stats();
     assert_eq!(stats["protocol"], protocol.name(), "{test}: stats protocol");
     assert_eq!(stats["pid"], pid.as_raw(), "{test}: stats pid");

@@ -155,9 +155,8 @@ fn two_thousand_connections(backend: &str) {
         signalled
     });
 
-    let grace = server.grace;
     let stopped = server.finish(signalled);
-    stopped.assert_clean(&test, grace);
+    stopped.assert_clean(&test);
     let n = CONNECTIONS as u64;
     assert!(stopped.total("accepted") >= n, "{test}: totals.accepted");
     assert!(
@@ -294,9 +293,8 @@ fn select_refuses_descriptors_beyond_fd_setsize() {
         thread::sleep(Duration::from_millis(10));
     }
 
-    let grace = server.grace;
     let stopped = server.stop();
-    stopped.assert_clean(test, grace);
+    stopped.assert_clean(test);
     assert_eq!(
         stopped.total("refused"),
         refused + refused_while_closing,
@@ -445,9 +443,8 @@ fn misbehaving_clients_do_not_delay_others(backend: &str) {
     server.signal(Signal::SIGTERM);
     stalled_client.expect_eof();
     good.expect_eof();
-    let grace = server.grace;
     let stopped = server.finish(signalled);
-    stopped.assert_clean(&test, grace);
+    stopped.assert_clean(&test);
     assert!(
         stopped.total("write_timeouts") >= 1,
         "{test}: totals.write_timeouts\n{:#}",
@@ -516,9 +513,8 @@ fn backpressure_pauses_and_resumes_reading(backend: &str) {
         }
         c.expect_eof();
     });
-    let grace = server.grace;
     let stopped = server.stop();
-    stopped.assert_clean(&test, grace);
+    stopped.assert_clean(&test);
     assert_eq!(
         stopped.total("requests"),
         REQUESTS,
@@ -569,7 +565,7 @@ fn grace_bounds_output_to_a_client_that_does_not_read(backend: &str) {
     let stalled = AtomicBool::new(false);
     let flooded = AtomicU64::new(0);
     let addr = server.addr;
-    let (grace, stopped) = thread::scope(|s| {
+    let stopped = thread::scope(|s| {
         s.spawn(|| flood_without_reading(addr, &stop, &closed, &stalled, &flooded));
         wait_until(
             Duration::from_secs(10),
@@ -584,12 +580,11 @@ fn grace_bounds_output_to_a_client_that_does_not_read(backend: &str) {
             "{test}: the idle client was closed only after {:?}",
             signalled.elapsed()
         );
-        let grace = server.grace;
         let stopped = server.finish(signalled);
         stop.store(true, Relaxed);
-        (grace, stopped)
+        stopped
     });
-    stopped.assert_clean(&test, grace);
+    stopped.assert_clean(&test);
     assert!(
         stopped.elapsed >= Duration::from_millis(900),
         "{test}: exited after {:?}, before the grace period for the pending output",
@@ -824,9 +819,8 @@ fn out_of_descriptors(backend: &str) {
     for c in &mut held {
         c.echo(b"at the end");
     }
-    let grace = server.grace;
     let stopped = server.stop();
-    stopped.assert_clean(&test, grace);
+    stopped.assert_clean(&test);
     assert!(
         stopped.total("refused") >= (busy_eof + busy_reset) as u64,
         "{test}: totals.refused counts the busy replies\n{:#}",
@@ -918,8 +912,7 @@ fn shutdown_answers_requests_that_arrived_first(backend: &str) {
         Err(e) => panic!("{test}: {e} instead of the reply to an ECHO sent before SIGTERM"),
     }
     waiting.expect_eof();
-    let grace = server.grace;
-    server.finish(signalled).assert_clean(&test, grace);
+    server.finish(signalled).assert_clean(&test);
 }
 
 // epoll reports ready descriptors in the order they became ready, so the ECHO (which arrived

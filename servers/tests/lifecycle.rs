@@ -105,9 +105,8 @@ fn idle_timeout(v: &Variant) {
         );
         chatty.join().expect("chatty client thread");
     });
-    let grace = server.grace;
     let stopped = server.stop();
-    stopped.assert_clean(v.name, grace);
+    stopped.assert_clean(v.name);
     assert!(
         stopped.total("idle_timeouts") >= 2,
         "{}: idle_timeouts should count the silent and the trickling client\n{:#}",
@@ -216,9 +215,8 @@ fn busy(bin: &str, args: &[&str], protocol: Protocol, second_waits: bool) {
     drop(second);
     eventually_served(&server, &what);
 
-    let grace = server.grace;
     let stopped = server.stop();
-    stopped.assert_clean(&what, grace);
+    stopped.assert_clean(&what);
     assert!(
         stopped.total("refused") >= 1,
         "{what}: totals.refused\n{:#}",
@@ -372,9 +370,8 @@ fn sigterm_in_flight(v: &Variant) {
     slow.expect_eof();
     idle.expect_eof();
 
-    let grace = server.grace;
     let stopped = server.finish(signalled);
-    stopped.assert_clean(v.name, grace);
+    stopped.assert_clean(v.name);
 }
 
 #[test]
@@ -439,7 +436,7 @@ fn grace_period_is_a_limit(v: &Variant) {
     let signalled = Instant::now();
     server.signal(Signal::SIGTERM);
     let stopped = server.finish(signalled);
-    stopped.assert_clean(v.name, Duration::from_millis(100));
+    stopped.assert_clean(v.name);
 }
 
 #[test]
@@ -470,11 +467,10 @@ fn sigint(v: &Variant) {
     };
     let mut c = v.client(&server);
     c.echo(b"before Ctrl-C");
-    let grace = server.grace;
     let signalled = Instant::now();
     server.signal(Signal::SIGINT);
     c.expect_eof();
-    server.finish(signalled).assert_clean(v.name, grace);
+    server.finish(signalled).assert_clean(v.name);
 }
 
 #[test]
@@ -542,9 +538,8 @@ fn fork_reaps_every_child() {
         );
     }
 
-    let grace = server.grace;
     let stopped = server.stop();
-    stopped.assert_clean("fork after 2000 connections", grace);
+    stopped.assert_clean("fork after 2000 connections");
     let extra = &stopped.stats()["extra"];
     let n = CONNECTIONS as u64;
     assert_eq!(extra["children_forked"], n, "children_forked\n{extra:#}");
@@ -646,9 +641,8 @@ fn prefork_worker_killed(v: &Variant) {
     drop(held);
     drop(a);
 
-    let grace = server.grace;
     let stopped = server.stop();
-    stopped.assert_clean(v.name, grace);
+    stopped.assert_clean(v.name);
     let stats = stopped.stats();
     let workers = stats["workers"].as_array().expect("workers in the stats");
     let restarts: u64 = workers.iter().filter_map(|w| w["restarts"].as_u64()).sum();
@@ -758,8 +752,7 @@ fn slow_reader_of_a_large_reply(v: &Variant) {
     );
     eprintln!("{}: 16 MiB reply read in {:?}", v.name, started.elapsed());
     drop(c);
-    let grace = server.grace;
-    server.stop().assert_clean(v.name, grace);
+    server.stop().assert_clean(v.name);
 }
 
 #[test]

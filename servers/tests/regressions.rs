@@ -106,7 +106,7 @@ fn reply_before_a_pipelined_sleep_is_not_held_back(bin: &str, args: &[&str]) {
     client.set_read_timeout(Duration::from_secs(10));
     assert_eq!(client.read_response().id, Some(2));
     assert_eq!(client.read_response().id, Some(3));
-    server.stop().assert_clean(bin, Duration::from_secs(5));
+    server.stop().assert_clean(bin);
 }
 
 #[test]
@@ -207,6 +207,6 @@ fn regression_eventloop_flooding_client_does_not_starve_others() {
             }
             stop.store(true, Ordering::Relaxed);
         });
-        server.stop().assert_clean(backend, Duration::from_secs(5));
+        server.stop().assert_clean(backend);
     }
 }

@@ -216,9 +216,8 @@ fn slowloris(v: &Variant, n: usize, served_throughout: bool) {
             );
         }
     });
-    let grace = server.grace;
     let stopped = server.stop();
-    stopped.assert_clean(v.name, grace);
+    stopped.assert_clean(v.name);
     assert!(
         stopped.total("request_timeouts") > n as u64,
         "{}: request_timeouts should count the {n} tricklers and the lone one\n{:#}",
@@ -311,9 +310,8 @@ fn prefork_recycles_without_a_failed_request(v: &Variant) {
     let reaped = eventually(Duration::from_secs(2), || {
         children(pid).iter().all(|p| p.state != 'Z')
     });
-    let grace = server.grace;
     let stopped = server.stop();
-    stopped.assert_clean(v.name, grace);
+    stopped.assert_clean(v.name);
     let stats = stopped.stats();
     let workers = stats["workers"].as_array().expect("a workers list");
     let sum = |field: &str| {
@@ -390,8 +388,7 @@ fn half_close(v: &Variant) {
     }
     c.expect_eof();
     drop(c);
-    let grace = server.grace;
-    server.stop().assert_clean(v.name, grace);
+    server.stop().assert_clean(v.name);
 }
 
 #[test]
@@ -498,8 +495,7 @@ fn header_only_flood(v: &Variant, n: usize) {
     c.echo(b"after the flood");
     drop(conns);
     drop(c);
-    let grace = server.grace;
-    server.stop().assert_clean(v.name, grace);
+    server.stop().assert_clean(v.name);
 }
 
 #[test]
@@ -637,9 +633,8 @@ fn two_hundred_clients_leave_at_once_fork() {
         kids.len(),
         left.elapsed()
     );
-    let grace = server.grace;
     let stopped = server.stop();
-    stopped.assert_clean("fork", grace);
+    stopped.assert_clean("fork");
     let stats = stopped.stats();
     assert_eq!(
         stats["extra"]["children_reaped"], stats["extra"]["children_forked"],
@@ -788,8 +783,7 @@ fn out_of_descriptors(v: &Variant, within: WithinLimit) {
         "{}: a new client was served only {served:?} after the 200 left",
         v.name
     );
-    let grace = server.grace;
-    server.stop().assert_clean(v.name, grace);
+    server.stop().assert_clean(v.name);
 }
 
 #[test]
@@ -887,8 +881,7 @@ fn killed_mid_request(v: &Variant, workers: Option<usize>) {
     );
     other.echo(b"after");
     drop(other);
-    let grace = server.grace;
-    server.stop().assert_clean(v.name, grace);
+    server.stop().assert_clean(v.name);
 }
 
 #[test]
@@ -1018,9 +1011,8 @@ fn out_of_tasks(v: &Variant) {
     });
     assert!(again, "{test}: no client served after the first ones left");
     let log = server.log();
-    let grace = server.grace;
     let stopped = server.stop();
-    stopped.assert_clean(&test, grace);
+    stopped.assert_clean(&test);
     assert!(
         stopped.total("refused") >= 2,
         "{test}: the clients beyond the limit count as refused\n{:#}",
@@ -1123,9 +1115,8 @@ fn never_reads(v: &Variant) {
     drop(flooder);
     good.echo(b"after");
     drop(good);
-    let grace = server.grace;
     let stopped = server.stop();
-    stopped.assert_clean(v.name, grace);
+    stopped.assert_clean(v.name);
     assert!(
         stopped.total("write_timeouts") >= 1,
         "{}: the write timeout is counted\n{:#}",

@@ -115,6 +115,8 @@ pub struct Stopped {
     pub left: Vec<Proc>,
     /// The server's stderr.
     pub log: String,
+    /// Its `--grace`, the bound [`Stopped::assert_clean`] holds the exit to.
+    pub grace: Duration,
     /// Lines the server printed on stdout after `listening on` (`None`: stdout was still
     /// open two seconds after the exit, so some process still holds it).
     pub stdout_after_ready: Option<Vec<String>>,
@@ -122,7 +124,8 @@ pub struct Stopped {
 
 impl Stopped {
     /// Asserts a clean graceful exit: status 0, within `--grace` plus a margin, nothing left.
-    pub fn assert_clean(&self, what: &str, grace: Duration) {
+    pub fn assert_clean(&self, what: &str) {
+        let grace = self.grace;
         assert!(
             self.status.success(),
             "{what}: exit status {:?} (signal {:?}), expected 0\n{}",
@@ -384,6 +387,7 @@ impl Server {
             stats,
             left,
             log: self.log(),
+            grace: self.grace,
             stdout_after_ready,
         }
     }
