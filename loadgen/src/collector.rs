@@ -71,9 +71,9 @@ pub struct Collected {
     pub notes: Vec<String>,
 }
 
-/// Runs the collector until every worker has hung up. When every worker has said it is done
-/// (or hung up), the closing samples are taken and `release` is dropped, which lets the
-/// workers close their connections.
+/// Runs the collector until every worker has hung up. When every worker's measured window is
+/// over (each said Draining or Done), the closing samples are taken and `release` is dropped,
+/// which lets the workers close their connections.
 pub fn collect(mut setup: Setup, rx: Receiver<ToCollector>, release: Sender<()>) -> Collected {
     let mut out = Collected::default();
     let mut pending = Pending::new();
@@ -121,8 +121,10 @@ pub fn collect(mut setup: Setup, rx: Receiver<ToCollector>, release: Sender<()>)
 
     let mut upto: Vec<Option<u64>> = vec![None; setup.threads];
     let mut finished = vec![false; setup.threads];
+    // Threads whose measured window is over (they said Draining, or Done).
+    let mut past_window = vec![false; setup.threads];
     loop {
-        if closing.is_none() && done >= setup.threads {
+        if closing.is_none() && (done >= setup.threads || past_window.iter().all(|&p| p)) {
             closing = Some(closing_samples(&mut setup, &mut peaks, &mut out.notes));
             release = None;
         }
@@ -158,10 +160,18 @@ pub fn collect(mut setup: Setup, rx: Receiver<ToCollector>, release: Sender<()>)
         }
         let wait = Duration::from_nanos(next_sample.saturating_sub(setup.clock.now()));
         match rx.recv_timeout(wait) {
+            Ok(ToCollector::Draining { thread }) => {
+                if let Some(p) = past_window.get_mut(thread) {
+                    *p = true;
+                }
+            }
             Ok(ToCollector::Done { thread }) => {
                 done += 1;
                 if let Some(f) = finished.get_mut(thread) {
                     *f = true;
+                }
+                if let Some(p) = past_window.get_mut(thread) {
+                    *p = true;
                 }
             }
             Ok(ToCollector::Interval(iv)) => {

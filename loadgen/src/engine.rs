@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use echolab_protocol::ReadBuffer;
 use hdrhistogram::Histogram;
 use mio::net::TcpStream;
@@ -59,6 +59,9 @@ const BACKOFF_MAX_NS: u64 = 200_000_000;
 /// Bytes of spare room offered to each `read(2)` at least. The buffer starts this small (10 000
 /// connections should not cost 160 MB of zeroed buffers) and grows when reads fill it.
 const READ_CHUNK: usize = 4 * 1024;
+/// While draining, how often a thread looks whether the collector has released it: the
+/// closing sample takes from microseconds (no `--server-pid`) to a few milliseconds.
+const RELEASE_POLL_NS: u64 = 1_000_000;
 /// The timer's token; connections use their index.
 const TIMER: Token = Token(usize::MAX);
 /// A run limited only by `--requests` stops when every connection of a thread has failed this
@@ -90,9 +93,15 @@ pub struct Plan {
 pub enum ToCollector {
     /// One second's figures.
     Interval(Interval),
-    /// The worker has stopped measuring and waits, connections still open, until the collector
-    /// has taken its closing samples (so a thread-per-connection server's threads are still
-    /// there to be counted).
+    /// The worker's measured window is over: it starts no more requests and waits for those in
+    /// flight. Its connections stay open until the collector has taken its closing samples
+    /// (so a thread-per-connection server's threads are still there to be counted); then
+    /// every connection with nothing in flight is closed at once.
+    Draining {
+        /// Which thread.
+        thread: usize,
+    },
+    /// The worker has sent its last interval.
     Done {
         /// Which thread.
         thread: usize,
@@ -204,6 +213,14 @@ struct Worker<'a> {
     tx: Sender<ToCollector>,
     scratch: Vec<u8>,
     draining: bool,
+    /// Disconnected by the collector once it has taken its closing samples.
+    release: Receiver<()>,
+    /// Set once `release` has disconnected: from then on, while draining, a connection with
+    /// nothing in flight is closed rather than held open. A blocking server gives each
+    /// connection a thread or worker of its own, and an idle connection held open by a client
+    /// that will send nothing more would keep that worker from the connections queued behind
+    /// it, whose requests would then time out in the drain (issue 19).
+    released: bool,
     /// Connection failures since the last verified reply: a run limited only by `--requests`
     /// gives up when every connection has failed [`GIVE_UP_AFTER`] times in a row.
     failures_in_a_row: u64,
@@ -212,9 +229,10 @@ struct Worker<'a> {
 }
 
 /// Runs one thread's share: connections `globals` (indices into the run's connections), with
-/// `budget` measured requests (if the run is limited by count). Reports go to `tx`; once done,
-/// the thread waits for `release` to disconnect (the collector has sampled) before closing its
-/// connections.
+/// `budget` measured requests (if the run is limited by count). Reports go to `tx`. When its
+/// window ends the thread says so and waits for in-flight requests; once `release` disconnects
+/// (the collector has sampled the server with every connection still open), it closes each
+/// connection as soon as nothing is in flight on it.
 pub fn run_thread(
     plan: &Plan,
     thread: usize,
@@ -281,6 +299,8 @@ pub fn run_thread(
         tx,
         scratch: Vec::new(),
         draining: false,
+        release,
+        released: false,
         failures_in_a_row: 0,
         gave_up: false,
     };
@@ -288,7 +308,9 @@ pub fn run_thread(
     let finished_at = plan.clock.now();
     let _ = w.tx.send(ToCollector::Done { thread });
     // Bounded, in case the collector is gone: the report matters more than the sample.
-    let _ = release.recv_timeout(Duration::from_secs(5));
+    if !w.released {
+        let _ = w.release.recv_timeout(Duration::from_secs(5));
+    }
     w.close_all();
     Ok(ThreadResult {
         tally: w.tally,
@@ -335,11 +357,20 @@ impl Worker<'_> {
                 self.draining = true;
                 drain_deadline = now + ns(plan.cfg.timeout);
                 self.count_unsent(now);
+                let _ = self.tx.send(ToCollector::Draining {
+                    thread: self.thread,
+                });
             }
             if self.draining {
                 let idle = self.conns.iter().all(|c| c.in_flight.is_empty());
                 if idle || now >= drain_deadline {
                     break;
+                }
+                if !self.released && self.release.try_recv() != Err(TryRecvError::Empty) {
+                    self.released = true;
+                }
+                if self.released {
+                    self.close_finished();
                 }
             }
             self.flush_intervals(now);
@@ -356,6 +387,10 @@ impl Worker<'_> {
             let mut coarse = next_housekeeping.min(self.next_interval_at());
             if self.draining {
                 coarse = coarse.min(drain_deadline);
+                if !self.released {
+                    // The release comes through a channel, not the poll: look again soon.
+                    coarse = coarse.min(now + RELEASE_POLL_NS);
+                }
             } else if let Some(stop) = plan.stop_at {
                 coarse = coarse.min(stop);
             }
@@ -431,6 +466,18 @@ impl Worker<'_> {
     fn close_all(&mut self) {
         for i in 0..self.conns.len() {
             self.close(i);
+        }
+    }
+
+    /// While draining: closes every connection that has nothing in flight, for good. It will
+    /// send nothing more, and the server should not keep a worker waiting on it.
+    fn close_finished(&mut self) {
+        for i in 0..self.conns.len() {
+            let c = &self.conns[i];
+            if c.sock.is_some() && c.in_flight.is_empty() {
+                self.close(i);
+                self.conns[i].state = State::Down { retry_at: u64::MAX };
+            }
         }
     }
 

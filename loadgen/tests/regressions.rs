@@ -171,3 +171,30 @@ fn sigterm_ends_the_run_with_a_report() {
     assert!(run.get("interrupted").as_bool().expect("interrupted"));
     assert!(run.u("counts.ok") > 0, "{}", run.output());
 }
+
+/// Issue 19: at the end of the window loadgen kept connections open that had nothing in
+/// flight while it waited for those that had. A pre-forked worker holding such an idle
+/// connection cannot accept the next one, and with SO_REUSEPORT a connection waiting in that
+/// worker's own queue is served by no other: its request timed out in the drain and was
+/// reported as the server's error (2 or 3 `read_timeout_empty` in every run). Connections
+/// with nothing in flight are now closed as soon as the server has been sampled.
+#[test]
+fn the_drain_holds_no_idle_connection_open() {
+    let s = Server::start(
+        "server-prefork",
+        &["--accept", "reuseport", "--workers", "32"],
+    );
+    for attempt in 1..=3 {
+        let run = loadgen(&format!(
+            "--addr {} -c 16 --requests-per-conn 10 -d 2s --warmup 0s --timeout 1s",
+            s.addr()
+        ));
+        assert_eq!(
+            (run.u("counts.lost"), run.u("counts.failed")),
+            (0, 0),
+            "run {attempt}: requests lost in the drain\n{}",
+            run.output()
+        );
+        run.assert_code(0);
+    }
+}
