@@ -15,8 +15,8 @@ use echolab_protocol::{Protocol, MAX_ARG_MICROS};
 /// `loadgen run`: drive one server and report what it did.
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
-    /// Server address.
-    #[arg(long, default_value = "127.0.0.1:7000")]
+    /// Server address, HOST:PORT (a name such as localhost:7000 is resolved once, at start).
+    #[arg(long, default_value = "127.0.0.1:7000", value_parser = parse_addr)]
     pub addr: SocketAddr,
 
     /// Local addresses to connect from, spread round-robin over connections: a range
@@ -50,8 +50,9 @@ pub struct RunArgs {
     pub warmup: Duration,
 
     /// Payload bytes per request (64, 1K, ...). JSON wraps it in quotes: at least 2.
-    #[arg(long, default_value = "64", value_parser = parse_size)]
-    pub payload: usize,
+    /// [default: 64; 0 with --op ping, which carries none]
+    #[arg(long, value_parser = parse_size, allow_hyphen_values = true)]
+    pub payload: Option<usize>,
 
     /// What each request asks: echo, ping (RESP's bare PING), sleep:US or spin:US (binary only;
     /// the server sleeps or burns CPU for US microseconds, then echoes).
@@ -160,6 +161,28 @@ fn parse_rate(s: &str) -> Result<f64, String> {
     Ok(r)
 }
 
+/// Parses `--addr`: HOST:PORT, a host name resolved to its first address.
+pub fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    let expected = "expected HOST:PORT, e.g. 127.0.0.1:7000 or localhost:7000";
+    if let Ok(a) = s.parse() {
+        return Ok(a);
+    }
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return Err(format!("no port: {expected}"));
+    };
+    let Ok(port) = port.parse::<u16>() else {
+        return Err(format!("'{port}' is not a port (0-65535): {expected}"));
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    match (host, port).to_socket_addrs() {
+        Ok(mut addrs) => addrs
+            .next()
+            .ok_or_else(|| format!("'{host}' has no address: {expected}")),
+        Err(e) => Err(format!("cannot resolve '{host}': {e}; {expected}")),
+    }
+}
+
 /// Parses `echo`, `ping`, `sleep:US`, `spin:US`.
 pub fn parse_op(s: &str) -> Result<Op, String> {
     let micros = |arg: &str| -> Result<u32, String> {
@@ -256,6 +279,9 @@ pub struct RunConfig {
     pub pacing: Pacing,
 }
 
+/// Payload bytes when --payload is not given (and the op carries one).
+pub const DEFAULT_PAYLOAD: usize = 64;
+
 /// The duration used when neither --duration nor --requests is given.
 pub const DEFAULT_DURATION: Duration = Duration::from_secs(10);
 
@@ -263,9 +289,15 @@ impl RunArgs {
     /// Checks the flags against each other and builds the configuration.
     pub fn config(&self) -> Result<RunConfig, String> {
         let protocol = self.protocol;
+        let payload = self.payload.unwrap_or(match self.op {
+            Op::Ping => 0,
+            _ => DEFAULT_PAYLOAD,
+        });
         match (self.op, protocol) {
-            (Op::Ping, Protocol::Resp) if self.payload != 0 => {
-                return Err("--op ping carries no payload: add --payload 0".into())
+            (Op::Ping, Protocol::Resp) if payload != 0 => {
+                return Err(format!(
+                    "--op ping carries no payload: leave out --payload {payload}"
+                ))
             }
             (Op::Ping, Protocol::Resp) => {}
             (Op::Ping, _) => {
@@ -279,15 +311,15 @@ impl RunArgs {
             }
             _ => {}
         }
-        if protocol == Protocol::Json && self.payload < 2 {
+        if protocol == Protocol::Json && payload < 2 {
             return Err(
                 "--payload must be at least 2 with --protocol json (a JSON string \"\")".into(),
             );
         }
-        if self.payload > echolab_protocol::DEFAULT_MAX_FRAME - 64 {
+        if payload > echolab_protocol::DEFAULT_MAX_FRAME - 64 {
             return Err(format!(
                 "--payload {} is larger than the servers accept by default (about {} bytes)",
-                self.payload,
+                payload,
                 echolab_protocol::DEFAULT_MAX_FRAME - 64
             ));
         }
@@ -320,7 +352,7 @@ impl RunArgs {
             duration,
             requests: self.requests,
             warmup: self.warmup,
-            payload: self.payload,
+            payload,
             op: self.op,
             pipeline: self.pipeline,
             requests_per_conn: self.requests_per_conn,

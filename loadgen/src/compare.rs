@@ -838,7 +838,7 @@ fn run_args(args: &CompareArgs, addr: std::net::SocketAddr, pid: i32) -> RunArgs
         duration: Some(args.duration),
         requests: None,
         warmup: args.warmup,
-        payload: args.payload,
+        payload: Some(args.payload),
         op: args.op,
         pipeline: args.pipeline,
         requests_per_conn: args.requests_per_conn,

@@ -86,6 +86,11 @@ pub struct Plan {
     pub stop_at: Option<u64>,
     /// Set on Ctrl-C (or by the caller) to end the run early, with a report.
     pub interrupted: Arc<AtomicBool>,
+    /// Set when any thread has verified a reply. Until then a run limited by time gives up
+    /// early, as one limited by count does, on a server it cannot reach or understand: each
+    /// thread checks this and not only its own replies, so a thread whose connections all
+    /// wait behind a bounded server's busy workers does not give up while others are served.
+    pub verified: AtomicBool,
 }
 
 /// What a worker tells the collector.
@@ -188,6 +193,8 @@ struct Conn {
     /// The deadline this connection has in the timer heap, if any (older entries are stale).
     timer_due: Option<u64>,
     backoff: u64,
+    /// Whether this slot has had a verified reply in the measured window.
+    served: bool,
 }
 
 /// The per-thread event loop.
@@ -224,6 +231,11 @@ struct Worker<'a> {
     /// Connection failures since the last verified reply: a run limited only by `--requests`
     /// gives up when every connection has failed [`GIVE_UP_AFTER`] times in a row.
     failures_in_a_row: u64,
+    /// Of those, failures of a connection that was open and got no (good) reply: a read
+    /// timeout, bytes that are not a reply, a close. Before any reply was verified, one per
+    /// connection is enough to give up: the server accepts but does not answer, or answers
+    /// in another protocol, and waiting out more timeouts would only repeat that.
+    reply_failures_in_a_row: u64,
     /// Set when the thread gave up on an unreachable server.
     gave_up: bool,
 }
@@ -278,6 +290,7 @@ pub fn run_thread(
             ready_since: 0,
             timer_due: None,
             backoff: BACKOFF_FIRST_NS,
+            served: false,
         })
         .collect();
     let mut w = Worker {
@@ -302,6 +315,7 @@ pub fn run_thread(
         release,
         released: false,
         failures_in_a_row: 0,
+        reply_failures_in_a_row: 0,
         gave_up: false,
     };
     w.run()?;
@@ -335,9 +349,12 @@ impl Worker<'_> {
         let mut drain_deadline = u64::MAX;
         loop {
             let now = plan.clock.now();
-            if plan.stop_at.is_none()
-                && !self.gave_up
-                && self.failures_in_a_row >= GIVE_UP_AFTER * self.conns.len() as u64
+            let never_verified = !plan.verified.load(Ordering::Relaxed);
+            let n = self.conns.len() as u64;
+            if !self.gave_up
+                && (plan.stop_at.is_none() || never_verified)
+                && (self.failures_in_a_row >= GIVE_UP_AFTER * n
+                    || (never_verified && self.reply_failures_in_a_row >= n))
             {
                 self.gave_up = true;
                 let why = format!(
@@ -431,6 +448,8 @@ impl Worker<'_> {
                 }
             }
         }
+        self.tally.counts.connections_served =
+            self.conns.iter().filter(|c| c.served).count() as u64;
         // Whatever is still unanswered after the drain is lost.
         let now = plan.clock.now();
         for i in 0..self.conns.len() {
@@ -539,6 +558,16 @@ impl Worker<'_> {
         self.tally.counts.lost += lost;
         self.charge_unused_connection(i, now);
         self.failures_in_a_row += 1;
+        if matches!(
+            kind,
+            ErrorKind::ReadTimeoutEmpty
+                | ErrorKind::ReadTimeoutPartial
+                | ErrorKind::Protocol
+                | ErrorKind::Mismatch
+                | ErrorKind::Eof
+        ) {
+            self.reply_failures_in_a_row += 1;
+        }
         self.error(kind, why);
         self.retry_later(i, now);
     }
@@ -575,7 +604,11 @@ impl Worker<'_> {
         self.tally.errors.add(kind);
         self.interval_errors += 1;
         if self.examples.len() < MAX_EXAMPLES {
-            self.examples.push(format!("{kind}: {why}"));
+            // The same failure on every connection says nothing new the second time.
+            let example = format!("{kind}: {why}");
+            if !self.examples.contains(&example) {
+                self.examples.push(example);
+            }
         }
     }
 
@@ -873,6 +906,10 @@ impl Worker<'_> {
                     c.backoff = BACKOFF_FIRST_NS;
                     c.answered = true;
                     self.failures_in_a_row = 0;
+                    self.reply_failures_in_a_row = 0;
+                    if !plan.verified.load(Ordering::Relaxed) {
+                        plan.verified.store(true, Ordering::Relaxed);
+                    }
                     if measured {
                         let us = now.saturating_sub(front.start) / 1000;
                         stats::record(&mut self.tally.latency, us);
@@ -883,6 +920,7 @@ impl Worker<'_> {
                         }
                         self.tally.counts.ok += 1;
                         self.interval_ok += 1;
+                        self.conns[i].served = true;
                     }
                 }
                 Check::Failed { len, kind, why } => {
@@ -1088,7 +1126,13 @@ impl Worker<'_> {
                 (x / n).ceil() as u64
             }
         };
-        let end = self.plan.stop_at.map_or(now, |s| s.min(now));
+        // A run that gave up on an unreachable server never sent the rest of its window's
+        // timetable either.
+        let end = match self.plan.stop_at {
+            Some(stop) if self.gave_up => stop,
+            Some(stop) => stop.min(now),
+            None => now,
+        };
         for c in &self.conns {
             let first_measured = due_before(c.global, self.plan.measure_from);
             let due = due_before(c.global, end);

@@ -24,7 +24,9 @@ target rate was not reached).";
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Drive one server with closed- or open-loop load and report.
-    #[command(after_help = EXIT_CODES)]
+    // allow_negative_numbers: `-c -1` reaches the value parser, which gives the range,
+    // instead of clap's "unexpected argument '-1'".
+    #[command(after_help = EXIT_CODES, allow_negative_numbers = true)]
     Run(RunArgs),
     /// Run every concurrency model through the lab's workloads, side by side, and write a
     /// report with tables and plots to `results/<run-id>/`.

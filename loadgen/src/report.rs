@@ -11,7 +11,8 @@ use serde::Serialize;
 use crate::cli::{Pacing, RunConfig};
 use crate::collector::IntervalSummary;
 use crate::proc::{MachineInfo, ServerCost};
-use crate::stats::{Counts, ErrorCounts, Summary};
+use crate::stats::{Counts, ErrorCounts, ErrorKind, Summary};
+use echolab_protocol::Protocol;
 
 /// An open-loop run whose client lag p99 is above this is invalid: the client, not the
 /// server, was setting the pace.
@@ -126,6 +127,9 @@ pub struct Report {
     pub errors: ErrorCounts,
     /// The first few error messages.
     pub error_examples: Vec<String>,
+    /// When no reply was verified: the likely cause, in a sentence (nothing listening, a
+    /// protocol mismatch, a server that accepts and never answers).
+    pub diagnosis: Option<String>,
     /// Latency, µs: from the scheduled send in open loop, the actual send in closed loop.
     pub latency_us: Summary,
     /// Open loop: latency from the actual send (what an uncorrected client would report).
@@ -207,8 +211,13 @@ impl Report {
         } else {
             "latency"
         };
-        let _ = writeln!(s, "  {label}");
-        let _ = writeln!(s, "    {}", percentiles(l));
+        if self.counts.ok == 0 {
+            // A table of zeros would read as a measurement.
+            let _ = writeln!(s, "  {label:<11} none: no reply was verified");
+        } else {
+            let _ = writeln!(s, "  {label}");
+            let _ = writeln!(s, "    {}", percentiles(l));
+        }
         if let Some(u) = &self.latency_uncorrected_us {
             let _ = writeln!(
                 s,
@@ -290,8 +299,19 @@ impl Report {
                 sv.threads_peak
             );
         }
+        let c = &self.counts;
+        if c.ok > 0 && c.connections_served < u64::from(p.connections) {
+            let _ = writeln!(
+                s,
+                "  served      {} of {} connections got a verified reply: the figures above describe those only",
+                c.connections_served, p.connections
+            );
+        }
         for n in &self.notes {
             let _ = writeln!(s, "  note        {n}");
+        }
+        if let Some(d) = &self.diagnosis {
+            let _ = writeln!(s, "  cause       {d}");
         }
         if !self.valid {
             let _ = writeln!(s, "  INVALID     {}", self.invalid_reasons.join("; "));
@@ -310,6 +330,55 @@ impl Report {
         let _ = writeln!(s, "  result      {verdict}");
         s
     }
+}
+
+/// The likely cause of a run in which no reply was verified, from its errors: the kind seen
+/// most decides, since one cause (nothing listening, another protocol) repeats on every
+/// connection. `None` when some reply was verified or nothing failed.
+pub fn diagnose(
+    addr: &str,
+    protocol: Protocol,
+    timeout: std::time::Duration,
+    counts: &Counts,
+    errors: &ErrorCounts,
+) -> Option<String> {
+    if counts.ok > 0 || errors.total() == 0 {
+        return None;
+    }
+    let (kind, _) = errors.nonzero().max_by_key(|&(_, n)| n)?;
+    let other = match protocol {
+        Protocol::Binary => "--protocol resp or --protocol json",
+        Protocol::Resp => "--protocol binary or --protocol json",
+        _ => "--protocol binary or --protocol resp",
+    };
+    Some(match kind {
+        ErrorKind::ConnectRefused => format!(
+            "nothing is listening at {addr}: every connection was refused. Start the server first \
+             (echolab's print `listening on ADDR` when ready) or check --addr"
+        ),
+        ErrorKind::ConnectTimeout => format!(
+            "{addr} did not complete a connection within {timeout:?}: a stopped server with a \
+             full accept queue, or an address nothing answers at"
+        ),
+        ErrorKind::ReadTimeoutEmpty | ErrorKind::ReadTimeoutPartial => format!(
+            "connections to {addr} opened, but no request got a reply within {timeout:?}: the \
+             server may speak another protocol than {protocol} (try {other}), or every worker \
+             of a bounded server is busy with other clients"
+        ),
+        ErrorKind::Protocol | ErrorKind::Mismatch => format!(
+            "{addr} answered with bytes that are not a {protocol} reply: a protocol mismatch \
+             (try {other}; the examples above show what came back)"
+        ),
+        ErrorKind::Eof | ErrorKind::Reset => format!(
+            "{addr} closed every connection without answering: it may speak another protocol \
+             than {protocol} and drop what it cannot parse (try {other}), or refuse clients"
+        ),
+        ErrorKind::ErrorReply => format!(
+            "{addr} refused every request with an ERROR reply (the examples above say why: \
+             \"server busy\" is a server at its --max-connections)"
+        ),
+        _ => format!("no request to {addr} was answered; the errors above say how each failed"),
+    })
 }
 
 /// `p50 .. max, mean ± stdev` on one line.

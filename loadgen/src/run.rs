@@ -76,6 +76,7 @@ pub fn run(args: &RunArgs) -> Result<Report, RunError> {
         measure_from,
         stop_at: cfg.duration.map(|d| measure_from + ns(d)),
         interrupted: Arc::new(AtomicBool::new(false)),
+        verified: AtomicBool::new(false),
         cfg: cfg.clone(),
     });
 
@@ -166,7 +167,12 @@ pub fn run(args: &RunArgs) -> Result<Report, RunError> {
     }
     for r in &results {
         tally.merge(&r.tally);
-        examples.extend(r.examples.iter().cloned());
+        for e in &r.examples {
+            // Threads meet the same failure: each example once.
+            if !examples.contains(e) {
+                examples.push(e.clone());
+            }
+        }
         finished_at = finished_at.max(r.finished_at);
     }
     examples.truncate(8);
@@ -202,15 +208,21 @@ pub fn run(args: &RunArgs) -> Result<Report, RunError> {
         .as_ref()
         .map(report::open_loop_validity)
         .unwrap_or_default();
+    let gave_up = results.iter().any(|r| r.gave_up);
     if elapsed_s <= 0.0 {
-        invalid_reasons.push("nothing was measured (the run ended during the warmup)".into());
+        invalid_reasons.push(if gave_up {
+            "nothing was measured (it gave up during the warmup)".into()
+        } else {
+            "nothing was measured (the run ended during the warmup)".into()
+        });
     }
     let ok = tally.errors.total() == 0
         && tally.counts.lost == 0
         && tally.counts.failed == 0
         && tally.counts.ok > 0
         && results.len() == cfg.threads as usize;
-    if tally.counts.ok == 0 {
+    if tally.counts.ok == 0 && tally.errors.total() == 0 {
+        // With errors, the summary's cause line says why instead.
         notes.push("no reply was verified".into());
     }
     let requests = tally.counts.ok;
@@ -228,6 +240,13 @@ pub fn run(args: &RunArgs) -> Result<Report, RunError> {
         throughput_rps: per_s(tally.counts.ok),
         counts: tally.counts,
         errors: tally.errors,
+        diagnosis: report::diagnose(
+            &cfg.addr.to_string(),
+            cfg.protocol,
+            cfg.timeout,
+            &tally.counts,
+            &tally.errors,
+        ),
         error_examples: examples,
         latency_us: Summary::of(&tally.latency),
         latency_uncorrected_us: open_loop.as_ref().map(|_| Summary::of(&tally.uncorrected)),

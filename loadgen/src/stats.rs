@@ -184,6 +184,10 @@ pub struct Counts {
     /// right after an ERROR reply that explains the close ("server busy"). Reopened; not an
     /// error in itself.
     pub closed_idle: u64,
+    /// Connection slots that got at least one verified reply in the measured window. Below
+    /// the run's connections, some connections were never served: a bounded server (a pool,
+    /// pre-forked workers) left them waiting, and the figures describe the others only.
+    pub connections_served: u64,
 }
 
 impl Counts {
@@ -196,6 +200,7 @@ impl Counts {
         self.unsent += o.unsent;
         self.abandoned += o.abandoned;
         self.closed_idle += o.closed_idle;
+        self.connections_served += o.connections_served;
     }
 }
 

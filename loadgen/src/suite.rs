@@ -498,7 +498,7 @@ fn run_args(addr: SocketAddr, protocol: Protocol, plan: &Plan, hgrm: &Path, pid:
         duration: Some(plan.duration),
         requests: None,
         warmup: plan.warmup,
-        payload: 64,
+        payload: Some(64),
         op: cli::Op::Echo,
         pipeline: 1,
         requests_per_conn: None,

@@ -179,16 +179,60 @@ fn a_server_that_never_reads_is_a_write_timeout() {
     assert_eq!(run.u("counts.ok"), 0, "{}", run.output());
 }
 
-/// Nothing listens: every connect is refused, and the run still ends on time.
+/// Nothing listens: every connect is refused, and the run gives up long before its duration
+/// (five refusals per connection, about 0.3 s of backoff), says why in a sentence, and quotes
+/// the identical refusal once, not once per connection.
 #[test]
 fn connection_refused_with_a_duration() {
     let addr = dead_addr();
-    let run = loadgen(&format!("--addr {addr} -c 2 -d 1s --warmup 0 --timeout 1s"));
+    let run = loadgen(&format!(
+        "--addr {addr} -c 4 -d 10s --warmup 0 --timeout 1s"
+    ));
     run.assert_within(Duration::from_secs(2) + SLACK);
     run.assert_error("connect_refused");
     assert_eq!(run.u("counts.ok"), 0, "{}", run.output());
     assert!(
         run.stdout.contains("no reply was verified"),
+        "{}",
+        run.output()
+    );
+    assert!(
+        run.stdout
+            .contains(&format!("cause       nothing is listening at {addr}")),
+        "{}",
+        run.output()
+    );
+    let refusals = run
+        .stdout
+        .lines()
+        .filter(|l| l.contains("e.g. connect_refused"))
+        .count();
+    assert_eq!(
+        refusals,
+        1,
+        "one example of the one failure\n{}",
+        run.output()
+    );
+    // No latency table of zeros.
+    assert!(!run.stdout.contains("p50 0µs"), "{}", run.output());
+}
+
+/// A server that speaks another protocol: loadgen's binary requests are never answered by a
+/// RESP server (no CRLF ever ends its "inline command"). The run gives up after one
+/// --timeout, not after its duration, and names the likely cause.
+#[test]
+fn another_protocol_fails_fast_and_says_so() {
+    let s = Server::start("server-eventloop", &["--protocol", "resp"]);
+    let run = loadgen(&format!(
+        "--addr {} -c 4 -d 20s --warmup 0 --timeout 500ms",
+        s.addr()
+    ));
+    run.assert_code(1);
+    run.assert_within(Duration::from_secs(3) + SLACK);
+    assert_eq!(run.u("counts.ok"), 0, "{}", run.output());
+    assert!(
+        run.stdout
+            .contains("may speak another protocol than binary"),
         "{}",
         run.output()
     );

@@ -80,7 +80,7 @@ fn every_protocol_against_server_eventloop() {
 fn resp_bare_ping() {
     let s = Server::start("server-eventloop", &["--protocol", "resp"]);
     let run = loadgen(&format!(
-        "--addr {} --protocol resp --op ping --payload 0 -n 2000 -c 4 --warmup 0 --timeout 5s",
+        "--addr {} --protocol resp --op ping -n 2000 -c 4 --warmup 0 --timeout 5s",
         s.addr()
     ));
     run.assert_clean(2000);

@@ -38,7 +38,26 @@ fn ping_needs_resp() {
 
 #[test]
 fn ping_carries_no_payload() {
-    refused("--op ping --protocol resp", "--payload 0");
+    refused(
+        "--op ping --protocol resp --payload 5",
+        "leave out --payload 5",
+    );
+}
+
+/// A negative number reaches the value parser, which names the range, instead of clap's
+/// "unexpected argument '-1' found".
+#[test]
+fn a_negative_number_gets_its_range() {
+    refused("-c -1", "-1 is not in 1..=1000000");
+    refused("--payload -1", "is not a size");
+}
+
+/// An address without a port, or not an address at all, says what is expected.
+#[test]
+fn an_address_says_what_it_expects() {
+    refused("--addr 127.0.0.1", "expected HOST:PORT");
+    refused("--addr nonsense", "expected HOST:PORT");
+    refused("--addr 127.0.0.1:99999", "not a port");
 }
 
 #[test]
