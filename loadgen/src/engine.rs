@@ -920,7 +920,11 @@ impl Worker<'_> {
                         }
                         self.tally.counts.ok += 1;
                         self.interval_ok += 1;
-                        self.conns[i].served = true;
+                        // Served in the window: a connection first answered in the drain, after
+                        // the others left and freed a bounded server's worker, was not.
+                        if !self.draining {
+                            self.conns[i].served = true;
+                        }
                     }
                 }
                 Check::Failed { len, kind, why } => {

@@ -202,14 +202,25 @@ pub fn find_bin_dir(given: Option<&Path>) -> Result<PathBuf, String> {
         ));
     }
     let release = dir.ends_with("release");
+    // The whole workspace, as the README's `cargo build --release` builds it: building only
+    // echolab-servers would resolve the shared dependencies' features differently, compile
+    // them twice, and make the next `cargo build --release` compile them a third time.
+    // cargo's progress goes to the terminal: a first build takes a minute or two.
     eprintln!(
-        "building the servers (cargo build{} -p echolab-servers)",
+        "building the servers: cargo build{} (the first time only)",
         if release { " --release" } else { "" }
     );
     let mut cmd = Command::new("cargo");
-    cmd.args(["build", "-q", "-p", "echolab-servers", "--bins"]);
+    cmd.arg("build");
     if release {
         cmd.arg("--release");
+    }
+    // In the checkout this loadgen was built from (target/<profile>/ sits in it), so the
+    // binaries land beside it whatever the current directory.
+    if let Some(root) = dir.parent().and_then(Path::parent) {
+        if root.join("Cargo.toml").is_file() {
+            cmd.current_dir(root);
+        }
     }
     let ok = cmd.status().map(|s| s.success()).unwrap_or(false);
     if ok && NAMES.iter().all(|n| dir.join(n).is_file()) {

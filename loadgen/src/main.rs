@@ -47,8 +47,11 @@ else went wrong); 3 the comparison could not be made (a server did not start, cr
 exited uncleanly, or a trial had errors); 4 inconclusive (too noisy to rule out a \
 regression in the pairs and time allowed: run it again); 130 interrupted.";
 
-const SUITE_EXIT_CODES: &str = "Exit codes: 0 every model ran every workload cleanly; 1 a model \
-failed (crashed, left a process behind, or a run had errors: the report names it); 2 bad flags.";
+const SUITE_EXIT_CODES: &str = "Exit codes: 0 every model ran each workload it can and exited \
+cleanly (rows where a bounded model served only some of its connections, and timed out the \
+others, are the bound at work: they are marked partial in the report, not failures); 1 a model \
+failed (did not start, crashed, left a process behind, or a run had errors its bound does not \
+explain: the report names it); 2 bad flags.";
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -83,7 +86,14 @@ fn main() -> ExitCode {
                     for f in &report.failures {
                         eprintln!("loadgen suite: {f}");
                     }
-                    eprintln!("loadgen suite: report in {}", report_dir(&args, &report));
+                    eprintln!(
+                        "loadgen suite: {}",
+                        suite::outcome(&report).replace("**", "")
+                    );
+                    eprintln!(
+                        "loadgen suite: report in {}/report.md",
+                        report_dir(&args, &report)
+                    );
                     if failures.is_empty() {
                         ExitCode::SUCCESS
                     } else {

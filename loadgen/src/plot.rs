@@ -436,8 +436,19 @@ fn legend(area: &Area<'_>, entries: &[(String, RGBColor)], notes: &[&str]) -> Re
     Ok(())
 }
 
+/// Points drawn apart from the lines, as hollow rings: partial cells, whose figures describe
+/// only some of their connections.
+type Hollow = Vec<((f64, f64), RGBColor)>;
+
+/// What a hollow ring means, for the legend.
+const HOLLOW_NOTE: [&str; 2] = [
+    "hollow ring: partial, only some",
+    "connections served (see report.md)",
+];
+
 /// A line with points per model, with a legend panel naming the models. `unable` marks
 /// cells that could not be measured: an x, and a label, near the bottom at their x.
+/// `hollow` points are drawn as rings on no line.
 fn lines(
     area: &Area<'_>,
     x: &Axis,
@@ -445,6 +456,7 @@ fn lines(
     data: &[Line],
     dots: bool,
     unable: &[(f64, RGBColor, String)],
+    hollow: &Hollow,
 ) -> Res {
     let (plot, side) = area.split_horizontally(PLOT_W);
     let mut chart = chart(&plot, None, x, y, 70)?;
@@ -453,6 +465,12 @@ fn lines(
         if dots {
             chart.draw_series(points.iter().map(|p| Circle::new(*p, 4, c.filled())))?;
         }
+    }
+    for (p, c) in hollow {
+        chart.draw_series([
+            Circle::new(*p, 6, WHITE.filled()),
+            Circle::new(*p, 6, c.stroke_width(2)),
+        ])?;
     }
     let span = y.range.end - y.range.start;
     let mid = (x.range.start + x.range.end) / 2.0;
@@ -475,7 +493,8 @@ fn lines(
         .iter()
         .map(|(name, c, _)| (name.to_string(), *c))
         .collect();
-    legend(&side, &entries, &[])
+    let notes: &[&str] = if hollow.is_empty() { &[] } else { &HOLLOW_NOTE };
+    legend(&side, &entries, notes)
 }
 
 /// One row of a horizontal bar chart: a model and its bars, top to bottom, each lighter than
@@ -522,16 +541,41 @@ fn throughput(report: &SuiteReport) -> Plot {
     if all.is_empty() {
         return Ok(None);
     }
-    let data: Vec<Line> = all
+    // A partial cell (a bounded model that served only some connections) is no point on its
+    // model's line: its throughput is that of the served connections alone.
+    let full: Vec<Series> = all
+        .iter()
+        .map(|s| Series {
+            name: s.name,
+            colour: s.colour,
+            cells: s.cells.iter().copied().filter(|c| !c.partial()).collect(),
+        })
+        .collect();
+    let data: Vec<Line> = full
         .iter()
         .map(|s| line(s, |c| at_least(c.throughput_rps, 0.0)))
         .collect();
-    let max = ys(&data).fold(0.0, f64::max);
+    let hollow: Hollow = all
+        .iter()
+        .flat_map(|s| {
+            s.cells
+                .iter()
+                .filter(|c| c.partial())
+                .map(|c| (s.colour, c))
+        })
+        .map(|(colour, c)| {
+            let p = (lg(f64::from(c.x), 1.0), at_least(c.throughput_rps, 0.0));
+            (p, colour)
+        })
+        .collect();
+    let max = ys(&data)
+        .chain(hollow.iter().map(|h| h.0 .1))
+        .fold(0.0, f64::max);
     let x = Axis::log_counts(&xs_of(&all), "connections (log scale)");
     let y = Axis::linear(max, "throughput (verified replies/s)");
     page(
         "Echo throughput against connections (64 B, closed loop)",
-        |area| lines(area, &x, &y, &data, true, &[]),
+        |area| lines(area, &x, &y, &data, true, &[], &hollow),
     )
 }
 
@@ -582,7 +626,7 @@ fn spectrum(report: &SuiteReport, w: Workload) -> Plot {
     let y = Axis::log(ys(&data), "latency (µs, log scale)");
     page(
         &format!("Latency by percentile: {}", describe(w, at)),
-        |area| lines(area, &x, &y, &data, false, &[]),
+        |area| lines(area, &x, &y, &data, false, &[], &Vec::new()),
     )
 }
 
@@ -788,7 +832,7 @@ fn idle(report: &SuiteReport) -> Plot {
         "p50 latency of the busy connection (µs, log scale)",
     );
     page("Echo latency with idle connections held open", |area| {
-        lines(area, &x, &y, &data, true, &marks)
+        lines(area, &x, &y, &data, true, &marks, &Vec::new())
     })
 }
 
@@ -948,6 +992,9 @@ mod tests {
             status: CellStatus::Ok,
             note: None,
             runs: 3,
+            connections: x,
+            served: Some(f64::from(x)),
+            errors: 0,
             throughput_rps: 20_000.0 * scale * f64::from(x).sqrt(),
             p50_us: 40.0 * scale,
             p90_us: 60.0 * scale,
@@ -1054,6 +1101,25 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("echolab-plot-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         dir
+    }
+
+    /// A bounded model that served 32 of 256 connections is no point on its line: it is a
+    /// hollow ring, and the legend says what a ring means. Full reports draw no ring.
+    #[test]
+    fn a_partial_cell_is_a_hollow_ring_with_a_legend() {
+        let mut report = report();
+        let plain = throughput(&report).expect("draws").expect("has data");
+        assert!(!plain.contains(HOLLOW_NOTE[0]), "no partial cell, no note");
+        let c = (report.cells.iter_mut())
+            .find(|c| c.workload == Workload::Echo && c.x == 256)
+            .expect("a cell at 256");
+        c.served = Some(32.0);
+        let svg = throughput(&report).expect("draws").expect("has data");
+        assert!(svg.contains(HOLLOW_NOTE[0]), "the legend explains the ring");
+        assert!(
+            svg.matches("fill=\"#FFFFFF\"").count() > plain.matches("fill=\"#FFFFFF\"").count(),
+            "a white-filled ring is drawn"
+        );
     }
 
     #[test]

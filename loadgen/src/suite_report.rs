@@ -109,10 +109,21 @@ pub struct Cell {
     pub x: u32,
     /// Measured, unable, or failed.
     pub status: CellStatus,
-    /// Why unable or failed.
+    /// Why unable or failed, or what the errors of a measured cell were.
     pub note: Option<String>,
     /// Repetitions that produced figures.
     pub runs: u32,
+    /// Connections each run opened (for the idle workload: the one measuring connection).
+    #[serde(default)]
+    pub connections: u32,
+    /// Connections that got at least one verified reply (median over the repetitions). Below
+    /// `connections`, the cell is partial: a bounded model left the others waiting, and its
+    /// figures describe only those it served.
+    #[serde(default)]
+    pub served: Option<f64>,
+    /// Errors over all repetitions.
+    #[serde(default)]
+    pub errors: u64,
     /// Verified replies per second (median).
     pub throughput_rps: f64,
     /// Latency percentiles in µs (medians of each percentile).
@@ -142,6 +153,15 @@ pub struct Cell {
     pub spectrum: Vec<(f64, f64)>,
     /// That run's `.hgrm` file, relative to the report's directory.
     pub hgrm: Option<String>,
+}
+
+impl Cell {
+    /// Whether some connections were never served: the figures then describe the others
+    /// only, and must not be read (or ranked, or plotted) as the model's at `connections`.
+    pub fn partial(&self) -> bool {
+        self.status == CellStatus::Ok
+            && self.served.is_some_and(|s| s < f64::from(self.connections))
+    }
 }
 
 /// Prefork: how one accept mode spread connections over the workers.

@@ -650,3 +650,54 @@ fn a_taken_model_name_is_refused() {
     run.assert_code(2);
     assert!(run.stderr.contains("taken"), "{}", run.output());
 }
+
+/// Issue 12: a bounded model past its workers. The pool and prefork with 4 workers (the
+/// helper's `--workers 4`) at 32
+/// connections serve 4; the other 28 wait. The report must say "4 of 32", mark the row
+/// partial in its table and its first lines, and the suite still exits 0 (the bound at work),
+/// as `suite --help` says; thread-per-connection serves all 32 and is not marked.
+#[test]
+fn a_bounded_model_past_its_workers_is_reported_as_partial() {
+    let dir = ResultsDir::new("bounded");
+    let run = suite(
+        &dir,
+        &[
+            "--only",
+            "thread,thread-pool,prefork-shared",
+            "--workloads",
+            "echo",
+            "--connections",
+            "32",
+        ],
+    );
+    run.assert_code(0);
+    let report = run.report(&dir);
+    let cell = |model: &str| {
+        report
+            .cells
+            .iter()
+            .find(|c| c.model == model)
+            .unwrap_or_else(|| panic!("no cell for {model}\n{}", run.output()))
+    };
+    for model in ["thread-pool", "prefork-shared"] {
+        let c = cell(model);
+        assert_eq!(c.status, CellStatus::Ok, "{model}: {c:?}");
+        assert_eq!(c.connections, 32, "{model}: {c:?}");
+        assert_eq!(c.served, Some(4.0), "{model}: {c:?}\n{}", run.output());
+        assert!(c.partial(), "{model}: {c:?}");
+    }
+    let full = cell("thread");
+    assert_eq!(full.served, Some(32.0), "{full:?}");
+    assert!(!full.partial(), "{full:?}");
+    let md = std::fs::read_to_string(dir.file("report.md")).expect("report.md");
+    assert!(md.contains("**4 of 32**"), "{md}");
+    assert!(md.contains("2 row(s) are partial"), "{md}");
+    assert!(
+        run.stderr
+            .lines()
+            .last()
+            .is_some_and(|l| l.ends_with("report.md")),
+        "the last line names report.md\n{}",
+        run.output()
+    );
+}
