@@ -15,7 +15,8 @@ use echolab_protocol::{Protocol, MAX_ARG_MICROS};
 /// `loadgen run`: drive one server and report what it did.
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
-    /// Server address, HOST:PORT (a name such as localhost:7000 is resolved once, at start).
+    /// Server address, HOST:PORT (a name such as localhost:7000 is resolved once, at start,
+    /// to its first IPv4 address).
     #[arg(long, default_value = "127.0.0.1:7000", value_parser = parse_addr)]
     pub addr: SocketAddr,
 
@@ -161,7 +162,8 @@ fn parse_rate(s: &str) -> Result<f64, String> {
     Ok(r)
 }
 
-/// Parses `--addr`: HOST:PORT, a host name resolved to its first address.
+/// Parses `--addr`: HOST:PORT, a host name resolved to its first IPv4 address (or its first
+/// address, if it has no IPv4 one).
 pub fn parse_addr(s: &str) -> Result<SocketAddr, String> {
     use std::net::ToSocketAddrs;
     let expected = "expected HOST:PORT, e.g. 127.0.0.1:7000 or localhost:7000";
@@ -176,9 +178,17 @@ pub fn parse_addr(s: &str) -> Result<SocketAddr, String> {
     };
     let host = host.trim_start_matches('[').trim_end_matches(']');
     match (host, port).to_socket_addrs() {
-        Ok(mut addrs) => addrs
-            .next()
-            .ok_or_else(|| format!("'{host}' has no address: {expected}")),
+        // An IPv4 address first: `localhost` may list ::1 first, and the servers listen on
+        // 127.0.0.1 by default.
+        Ok(addrs) => {
+            let addrs: Vec<SocketAddr> = addrs.collect();
+            addrs
+                .iter()
+                .find(|a| a.is_ipv4())
+                .or(addrs.first())
+                .copied()
+                .ok_or_else(|| format!("'{host}' has no address: {expected}"))
+        }
         Err(e) => Err(format!("cannot resolve '{host}': {e}; {expected}")),
     }
 }

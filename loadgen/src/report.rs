@@ -303,7 +303,7 @@ impl Report {
         if c.ok > 0 && c.connections_served < u64::from(p.connections) {
             let _ = writeln!(
                 s,
-                "  served      {} of {} connections got a verified reply: the figures above describe those only",
+                "  served      {} of {} connections got a verified reply in the window: the figures above describe those only (a bounded server, a pool or pre-forked workers, serves one connection per worker; the others wait)",
                 c.connections_served, p.connections
             );
         }

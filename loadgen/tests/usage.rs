@@ -52,12 +52,30 @@ fn a_negative_number_gets_its_range() {
     refused("--payload -1", "is not a size");
 }
 
-/// An address without a port, or not an address at all, says what is expected.
+/// An address without a port, or not an address at all, says what is expected (checked
+/// before anything is sent: there is no server to send to).
 #[test]
 fn an_address_says_what_it_expects() {
-    refused("--addr 127.0.0.1", "expected HOST:PORT");
-    refused("--addr nonsense", "expected HOST:PORT");
-    refused("--addr 127.0.0.1:99999", "not a port");
+    for (addr, needle) in [
+        ("127.0.0.1", "expected HOST:PORT"),
+        ("nonsense", "expected HOST:PORT"),
+        ("127.0.0.1:99999", "not a port"),
+    ] {
+        let run = loadgen(&format!("--addr {addr} -n 1"));
+        run.assert_code(2);
+        assert!(run.stderr.contains(needle), "{needle:?}\n{}", run.output());
+    }
+}
+
+/// A host name is resolved: localhost:PORT reaches a server on 127.0.0.1.
+#[test]
+fn a_host_name_is_resolved() {
+    let s = common::Server::start("server-eventloop", &[]);
+    let run = loadgen(&format!(
+        "--addr localhost:{} -n 10 -c 1 --warmup 0",
+        s.addr.port()
+    ));
+    run.assert_clean(10);
 }
 
 #[test]
