@@ -1094,6 +1094,8 @@ mod tests {
             ],
             failures: vec![],
             elapsed_s: 60.0,
+            load_before: None,
+            load_after: None,
         }
     }
 

@@ -101,6 +101,20 @@ pub struct MachineInfo {
     pub hostname: String,
 }
 
+/// The 1-, 5- and 15-minute load averages (`/proc/loadavg`), if readable.
+pub fn load_average() -> Option<[f64; 3]> {
+    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
+    let mut it = text.split_whitespace().map(str::parse::<f64>);
+    Some([it.next()?.ok()?, it.next()?.ok()?, it.next()?.ok()?])
+}
+
+/// Whether a machine with this 1-minute load average before a run was busy with other
+/// work: more than half its CPUs' worth, so the run shared them and its figures are low and
+/// noisy. (After a run, its own load is in the average, so only the one before is judged.)
+pub fn busy(load_before: f64, cores: usize) -> bool {
+    load_before > cores as f64 / 2.0
+}
+
 /// Describes this machine. Never fails: a field that cannot be read is "unknown" (`cores`
 /// falls back to the CPUs this process may use, and then to 1).
 pub fn machine_info() -> MachineInfo {

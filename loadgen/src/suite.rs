@@ -110,6 +110,7 @@ struct Sample {
 /// could not run at all.
 pub fn suite(args: &SuiteArgs) -> Result<SuiteReport, String> {
     let started = Instant::now();
+    let load_before = crate::proc::load_average();
     let full = args.full;
     let repeat = args.repeat.unwrap_or(if full { 5 } else { 3 }).max(1);
     let duration = args.duration.unwrap_or(if full {
@@ -333,6 +334,8 @@ pub fn suite(args: &SuiteArgs) -> Result<SuiteReport, String> {
         accept,
         failures,
         elapsed_s: started.elapsed().as_secs_f64(),
+        load_before,
+        load_after: crate::proc::load_average(),
     };
     let _ = fs::remove_dir_all(&scratch);
     write_report(&report, &dir)?;
@@ -770,6 +773,27 @@ fn experiments_doc(dir: &Path) -> Option<String> {
     Some(format!("{}docs/experiments.md", "../".repeat(depth)))
 }
 
+/// The load averages, and a warning when the machine was busy before the suite began.
+fn load_line(report: &SuiteReport) -> Option<String> {
+    let before = report.load_before?;
+    let cores = report
+        .machine
+        .get("cores")
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(1) as usize;
+    let after = report
+        .load_after
+        .map_or("unknown".into(), |a| format!("{:.2}", a[0]));
+    let mut s = format!(
+        "Load average (1 min) {:.2} before the first run, {after} after the last, on {cores} CPUs.",
+        before[0]
+    );
+    if crate::proc::busy(before[0], cores) {
+        s.push_str(" **Busy machine**: other work was using more than half the CPUs when the suite began, so these figures are lower and noisier than on an idle one.");
+    }
+    Some(s)
+}
+
 /// The first lines of the report: what happened, before any table.
 pub fn outcome(report: &SuiteReport) -> String {
     let failures: Vec<&String> = report
@@ -1019,6 +1043,10 @@ fn markdown(report: &SuiteReport, plots: &[String], docs: Option<&str>) -> Strin
     );
     let (notes, failures): (Vec<&String>, Vec<&String>) =
         report.failures.iter().partition(|f| f.starts_with("note:"));
+    if let Some(load) = load_line(report) {
+        s.push_str(&load);
+        s.push('\n');
+    }
     s.push_str(&format!("\n{}\n", outcome(report)));
     if !failures.is_empty() {
         s.push_str("\n## Failures\n\n");
@@ -1118,6 +1146,8 @@ mod tests {
             accept: vec![],
             failures: vec![],
             elapsed_s: 1.0,
+            load_before: Some([1.5, 1.0, 0.5]),
+            load_after: Some([2.0, 1.2, 0.6]),
         }
     }
 
@@ -1158,6 +1188,8 @@ mod tests {
             "{md}"
         );
         assert!(md.contains("Columns: **req/s**"), "a legend\n{md}");
+        // 1.5 before, and the machine's cores unknown (1): busy, and said.
+        assert!(md.contains("**Busy machine**"), "{md}");
         assert!(
             md.contains(
                 "](../../docs/experiments.md#6-what-happens-to-a-bounded-model-past-its-workers)"

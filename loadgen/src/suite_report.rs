@@ -26,6 +26,13 @@ pub struct SuiteReport {
     pub failures: Vec<String>,
     /// Seconds the whole suite took.
     pub elapsed_s: f64,
+    /// Load averages (1, 5, 15 minutes) before the first run and after the last: a suite
+    /// run on a machine already busy says so in its report.
+    #[serde(default)]
+    pub load_before: Option<[f64; 3]>,
+    /// Load averages after the last run.
+    #[serde(default)]
+    pub load_after: Option<[f64; 3]>,
 }
 
 /// The suite's parameters.
