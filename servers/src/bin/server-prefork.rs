@@ -19,7 +19,10 @@
 //!
 //! Lifecycle:
 //! - The parent opens the listener(s) and the counters (shared memory), forks the workers,
-//!   prints `listening on`, and then only supervises: it sleeps in `poll(2)` on its self-pipe.
+//!   prints `listening on`, and then only supervises: it sleeps in `poll(2)` on its
+//!   self-pipe, and every 250 ms looks whether clients wait while no worker is free (each
+//!   worker marks its slot busy; the accept queue's length comes from `TCP_INFO`), which it
+//!   logs at most once a second and counts in the statistics.
 //! - A worker closes what it does not need (the parent's signal pipe, the shutdown pipe's write
 //!   end, the other workers' listeners), then loops: accept, serve with the shared blocking
 //!   handler, close. Per-worker counts go to its slot of the shared counters, which the parent
@@ -44,9 +47,9 @@
 //!
 //! # Trade-offs
 //! Bounded processes and no per-connection fork, at the price of concurrency = N: the lab's
-//! slow-client experiments show the N+1th client waiting. `shared` is simplest and, on modern
-//! Linux, herd-free; `locked` adds a lock round trip per accept for evenness; `reuseport`
-//! spreads load by hash, not by who is free.
+//! slow-client experiments show the N+1th client waiting, and the log says so while it does.
+//! `shared` is simplest and, on modern Linux, herd-free; `locked` adds a lock round trip per
+//! accept for evenness; `reuseport` spreads load by hash, not by who is free.
 //!
 //! # See also
 //! `docs/models/prefork.md`.
@@ -63,6 +66,7 @@ use echolab_protocol::Codec;
 use echolab_servers::children::{self, Family, Reaping};
 use echolab_servers::cli::{parse_duration, ServerArgs};
 use echolab_servers::conn::{self, Limits};
+use echolab_servers::saturation::{Saturation, SAMPLE_EVERY};
 use echolab_servers::signals::{self, Shutdown, SignalPipe};
 use echolab_servers::stats::{Counters, Report, SharedCounters};
 use echolab_servers::{debug, info, net};
@@ -224,7 +228,7 @@ fn run(args: Args) -> io::Result<()> {
         format!("{:?}", args.accept).to_lowercase()
     );
 
-    let report = |running: bool| {
+    let report = |running: bool, saturation: &Saturation| {
         let model = format!("prefork/{:?}", args.accept).to_lowercase();
         let mut r = Report::new(
             "server-prefork",
@@ -236,17 +240,21 @@ fn run(args: Args) -> io::Result<()> {
         .with_workers(&counters, true);
         r.extra.insert("running".into(), running.into());
         r.extra.insert("workers".into(), n.into());
+        saturation.report_into(&mut r.extra);
         r
     };
 
-    // Supervise: sleep until a signal, a scheduled restart, or the next stats snapshot.
+    // Supervise: sleep until a signal, a scheduled restart, the next look at whether clients
+    // wait for a worker, or the next stats snapshot.
+    let mut saturation = Saturation::default();
     let mut next_snapshot = Instant::now() + args.stats_interval;
+    let mut next_sample = Instant::now() + SAMPLE_EVERY;
     loop {
         let wake = workers
             .slots
             .iter()
             .filter_map(|s| s.restart_at)
-            .fold(next_snapshot, Instant::min);
+            .fold(next_snapshot.min(next_sample), Instant::min);
         // Round up: waking a hair early would spin through the loop until the deadline.
         let millis = wake
             .saturating_duration_since(Instant::now())
@@ -271,10 +279,15 @@ fn run(args: Args) -> io::Result<()> {
                 start_worker(i, slot, &mut inherited, &mut signals, &counters)?;
             }
         }
+        if now >= next_sample {
+            next_sample = now + SAMPLE_EVERY;
+            let (waiting, describe) = waiting_for_a_worker(&workers, &inherited.listeners);
+            saturation.sample(waiting, || describe(cfg.backlog));
+        }
         if now >= next_snapshot {
             next_snapshot = now + args.stats_interval;
             if let Some(path) = &cfg.stats_file {
-                if let Err(e) = report(true).write_atomically(path) {
+                if let Err(e) = report(true, &saturation).write_atomically(path) {
                     debug!("stats snapshot: {e}");
                 }
             }
@@ -296,10 +309,63 @@ fn run(args: Args) -> io::Result<()> {
     }
     let killed = children::reap_all(&mut workers, pipe(&signals), cfg.grace);
 
-    let mut r = report(false);
+    let mut r = report(false, &saturation);
     r.extra.insert("killed_after_grace".into(), killed.into());
     r.emit(cfg.stats_file.as_deref());
     Ok(())
+}
+
+/// How many connections wait with no worker to take them, and a function that words the log
+/// line about it (called only when a line is due).
+///
+/// With one shared listener (`shared`, `locked`), connections wait for *any* worker: they
+/// count only when every worker is busy (or dead and not yet replaced), since an idle worker
+/// is about to take them. With `reuseport`, each worker has its own queue and a connection
+/// waits for the worker its hash picked even while others sit idle, so what counts is every
+/// connection queued on a busy worker's socket.
+fn waiting_for_a_worker<'a>(
+    workers: &Workers<'_>,
+    listeners: &'a [TcpListener],
+) -> (u64, impl FnOnce(i32) -> String + 'a) {
+    let n = workers.slots.len();
+    let free: Vec<bool> = workers
+        .slots
+        .iter()
+        .enumerate()
+        .map(|(i, s)| s.pid.is_some() && !workers.counters.slot(1 + i).is_busy())
+        .collect();
+    let busy = free.iter().filter(|f| !**f).count();
+    let queued = |l: &TcpListener| net::accept_queue(l).map_or(0, |q| u64::from(q.waiting));
+    let waiting = if listeners.len() > 1 {
+        listeners
+            .iter()
+            .zip(&free)
+            .filter(|(_, free)| !**free)
+            .map(|(l, _)| queued(l))
+            .sum()
+    } else if busy == n {
+        listeners.first().map_or(0, queued)
+    } else {
+        0
+    };
+    let reuseport = listeners.len() > 1;
+    let describe = move |backlog: i32| {
+        if reuseport {
+            format!(
+                "saturated: {waiting} connections wait in the accept queues of busy workers \
+                 ({busy} of {n} busy; with --accept reuseport a connection waits for the worker \
+                 its hash picked, even while others are idle); raise --workers (now {n}) or use \
+                 --accept shared"
+            )
+        } else {
+            format!(
+                "saturated: all {n} workers busy, {waiting} connections waiting in the accept \
+                 queue (--backlog {backlog}); each worker serves one connection at a time: \
+                 raise --workers (now {n}), or lower --idle-timeout so idle clients let go sooner"
+            )
+        }
+    };
+    (waiting, describe)
 }
 
 /// The parent's signal pipe (only a worker ever takes it out, in its own copy).
@@ -358,6 +424,8 @@ impl Family for Workers<'_> {
         };
         let slot = &mut self.slots[i];
         slot.pid = None;
+        // A worker killed mid-connection never cleared its busy mark; its successor starts idle.
+        self.counters.slot(1 + i).set_busy(false);
         if !self.restarting {
             return;
         }
@@ -446,6 +514,9 @@ fn worker(
 
         match accepted {
             Ok((stream, peer)) => {
+                // Busy from here to the end of the connection: the parent reads this to tell
+                // whether any worker is free to take the next client.
+                mine.set_busy(true);
                 Counters::bump(&total.accepted);
                 Counters::bump(&mine.accepted);
                 debug!("worker {i}: {peer} accepted");
@@ -456,6 +527,7 @@ fn worker(
                     inherited.shutdown.fd(),
                 );
                 conn::record_end(&outcome, &[total, mine], peer);
+                mine.set_busy(false);
                 answered += outcome.tally.requests + outcome.tally.errors;
                 if inherited.max_requests > 0 && answered >= inherited.max_requests {
                     debug!("worker {i}: retiring after {answered} requests");

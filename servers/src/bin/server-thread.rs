@@ -11,7 +11,8 @@
 //! - Thread per connection (default): each accepted socket is *moved* to a new thread, which
 //!   owns it from then on, serves it with the shared blocking handler, and closes it on exit.
 //! - `--pool N`: N worker threads started up front take sockets from a bounded queue
-//!   (crossbeam-channel); the main thread only accepts and enqueues.
+//!   (crossbeam-channel); the main thread only accepts and enqueues, and every 250 ms looks
+//!   whether connections wait with every worker busy, which it logs at most once a second.
 //! - Either way, past `--max-connections` live connections (or with the pool's queue full) a
 //!   new connection gets the ERROR reply `server busy` and is closed: the bound is explicit.
 //! - SIGINT/SIGTERM: the main thread stops accepting, broadcasts shutdown, and waits for the
@@ -50,6 +51,7 @@ use echolab_protocol::Codec;
 use echolab_servers::cli::{parse_size, ServerArgs};
 use echolab_servers::conn::{self, Limits};
 use echolab_servers::net::{self, Acceptor};
+use echolab_servers::saturation::{Saturation, SAMPLE_EVERY};
 use echolab_servers::signals::{Shutdown, SignalPipe};
 use echolab_servers::stats::{Counters, Report, SharedCounters};
 use echolab_servers::{debug, info};
@@ -132,10 +134,18 @@ fn run(args: Args) -> io::Result<()> {
     };
 
     // The accept loop: sleep in poll until a client or a signal comes, accept every waiting
-    // client, hand each to a thread.
+    // client, hand each to a thread. With a pool, the loop also wakes every SAMPLE_EVERY to
+    // look for clients waiting on busy workers: nothing else would notice them.
+    let mut saturation = Saturation::default();
+    let mut next_sample = Instant::now() + SAMPLE_EVERY;
+    let tick = (pool > 0).then_some(SAMPLE_EVERY);
     loop {
-        if acceptor.wait(&signals).terminate {
+        if acceptor.wait_at_most(&signals, tick).terminate {
             break;
+        }
+        if let Some(tx) = queue.as_ref().filter(|_| Instant::now() >= next_sample) {
+            next_sample = Instant::now() + SAMPLE_EVERY;
+            sample_pool(&mut saturation, &shared, &acceptor, tx.len(), args.queue);
         }
         // Forget connection threads that have finished, so the list stays short.
         threads.retain(|t| !t.is_finished());
@@ -217,6 +227,7 @@ fn run(args: Args) -> io::Result<()> {
     );
     if pool > 0 {
         report = report.with_workers(&shared.counters, false);
+        saturation.report_into(&mut report.extra);
     }
     report
         .extra
@@ -277,11 +288,46 @@ fn spawn_connection_thread(
 
 /// A pool worker: serve connections from the queue, one at a time, until it is closed.
 fn pool_worker(worker: usize, queue: &Receiver<Queued>, shared: &Shared) {
+    let mine = shared.counters.slot(1 + worker);
     for (stream, peer, live) in queue.iter() {
-        Counters::bump(&shared.counters.slot(1 + worker).accepted);
+        // Busy until the connection ends: the accept loop reads this to tell whether any
+        // worker is free (see `sample_pool`).
+        mine.set_busy(true);
+        Counters::bump(&mine.accepted);
         serve_one(shared, stream, peer, Some(worker));
+        mine.set_busy(false);
         drop(live);
     }
+}
+
+/// One look at the pool: when every worker is busy and connections wait — in the pool's
+/// queue (`queued` of room for `room`), or still in the kernel's accept queue if accepting is
+/// paused — record it, and say so at most once a second.
+fn sample_pool(
+    saturation: &mut Saturation,
+    shared: &Shared,
+    acceptor: &Acceptor,
+    queued: usize,
+    room: u32,
+) {
+    let workers = shared.counters.slots() - 1;
+    let busy = (1..=workers)
+        .filter(|&i| shared.counters.slot(i).is_busy())
+        .count();
+    let kernel = net::accept_queue(acceptor.listener()).map_or(0, |q| q.waiting);
+    let waiting = if busy == workers {
+        queued as u64 + u64::from(kernel)
+    } else {
+        0
+    };
+    saturation.sample(waiting, || {
+        format!(
+            "saturated: all {workers} pool threads busy, {queued} connections waiting in the \
+             pool's queue (room for {room}; past it, \"server busy\") and {kernel} in the accept \
+             queue; each thread serves one connection at a time: raise --pool (now {workers}), \
+             or lower --idle-timeout so idle clients let go sooner"
+        )
+    });
 }
 
 /// Serves one connection on the calling thread and accounts for it.
