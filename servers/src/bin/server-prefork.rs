@@ -61,6 +61,7 @@ use std::process::ExitCode;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
+use clap::builder::RangedI64ValueParser;
 use clap::{Parser, ValueEnum};
 use echolab_protocol::Codec;
 use echolab_servers::children::{self, Family, Reaping};
@@ -92,14 +93,23 @@ enum AcceptMode {
 #[derive(Debug, Parser)]
 #[command(
     version,
-    about = "echolab server: N pre-forked worker processes competing in accept()"
+    about = "echolab server: N pre-forked worker processes competing in accept()",
+    next_line_help = true,
+    mut_arg("max_connections", |a| a
+        .help("Ignored by prefork: the workers are the limit (see --workers)")
+        .long_help(
+            "Ignored by prefork: the workers are the limit. Each of the --workers serves one \
+             connection at a time, from accept to close; further clients are not refused but \
+             wait in the kernel's accept queue (--backlog), and the server logs once a second \
+             while they do. Accepted for the sake of scripts that pass it to every model."
+        ))
 )]
 struct Args {
     #[command(flatten)]
     server: ServerArgs,
 
     /// Worker processes (default: the number of CPUs).
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=MAX_WORKERS), allow_negative_numbers = true)]
     workers: Option<u32>,
 
     /// How workers share the port: shared, locked or reuseport.
@@ -107,14 +117,21 @@ struct Args {
     accept: AcceptMode,
 
     /// With --stats-file: rewrite it this often while running, so per-worker counts can be watched.
-    #[arg(long, default_value = "1s", value_parser = parse_interval)]
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_interval, allow_hyphen_values = true)]
     stats_interval: Duration,
 
-    /// Replace a worker once it has answered this many requests, when its current connection
-    /// ends (like Apache's MaxConnectionsPerChild, which counts connections); 0 = never.
-    #[arg(long, value_name = "N", default_value_t = 0)]
+    /// Replace a worker once it has answered this many requests (0: never).
+    ///
+    /// The worker retires when its current connection ends, like Apache's
+    /// MaxConnectionsPerChild (which counts connections): it bounds what a slow leak in a
+    /// worker can grow to.
+    // Parsed through i64 so that "-1" is told the valid range, not "invalid digit".
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = RangedI64ValueParser::<u64>::new().range(0..=i64::MAX), allow_negative_numbers = true)]
     max_requests_per_worker: u64,
 }
+
+/// The most `--workers`: a process each, and each forked at start.
+const MAX_WORKERS: i64 = 1024;
 
 /// The exit status of a worker that retired at `--max-requests-per-worker`: a planned exit,
 /// so the parent replaces it at once and counts it as recycled, not as a death.

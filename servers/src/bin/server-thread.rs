@@ -48,7 +48,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use crossbeam_channel::{Receiver, TrySendError};
 use echolab_protocol::Codec;
-use echolab_servers::cli::{parse_size, ServerArgs};
+use echolab_servers::cli::{parse_stack_size, ServerArgs};
 use echolab_servers::conn::{self, Limits};
 use echolab_servers::net::{self, Acceptor};
 use echolab_servers::saturation::{Saturation, SAMPLE_EVERY};
@@ -60,22 +60,39 @@ use echolab_servers::{debug, info};
 #[derive(Debug, Parser)]
 #[command(
     version,
-    about = "echolab server: one OS thread per connection, or --pool N prethreaded workers"
+    about = "echolab server: one OS thread per connection, or --pool N prethreaded workers",
+    next_line_help = true,
+    mut_arg("max_connections", |a| a
+        .help("Most connections at once, served or queued; one more gets \"server busy\". With --pool N, only N are served at once")
+        .long_help(
+            "Most connections at once, served or queued; one more gets an ERROR reply \
+             \"server busy\" and is closed. Without --pool, every connection has its own \
+             thread and this is the limit. With --pool N, the N workers are the limit on \
+             connections served at once: the rest wait in the pool's queue (up to --queue, \
+             then \"server busy\"), and the server logs once a second while they do."
+        ))
 )]
 struct Args {
     #[command(flatten)]
     server: ServerArgs,
 
     /// Prethreaded workers fed by a bounded queue; 0 starts a new thread per connection.
-    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=4096))]
+    ///
+    /// A worker serves one connection from accept to close, so with long-lived clients the
+    /// pool serves N of them and the rest wait in the queue, however idle the N are.
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=4096), allow_negative_numbers = true)]
     pool: u16,
 
     /// With --pool: connections that may wait for a free worker before new ones are refused.
-    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "N", default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..), allow_negative_numbers = true)]
     queue: u32,
 
-    /// Stack size of each connection or worker thread (e.g. 64K, 2M).
-    #[arg(long, default_value = "2M", value_parser = parse_size)]
+    /// Stack size of each connection or worker thread (e.g. 64K, 2M; 64K to 1G).
+    ///
+    /// A connection handler needs up to 24 KiB (measured in a debug build); the floor of 64K
+    /// leaves more than twice that, since a thread that overflows its stack aborts the whole
+    /// server. Only the pages used become memory; the rest is address space.
+    #[arg(long, value_name = "SIZE", default_value = "2M", value_parser = parse_stack_size, allow_hyphen_values = true)]
     stack_size: usize,
 }
 
