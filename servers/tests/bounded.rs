@@ -1,19 +1,119 @@
 //! The bounded models — server-prefork, server-thread --pool — at the edge of their workers:
-//! saturation shows in the log and the statistics while it happens.
+//! a default large enough for the ecosystem's default tools, and saturation that shows in the
+//! log and the statistics while it happens.
 //!
-//! A bounded model lets the client it has no worker for wait, in the accept queue or the
-//! pool's queue; its `connect` succeeded and its requests get no answer. Before, the server
-//! said nothing: `redis-benchmark -c 50` against a two-worker prefork ran 0.75 s and then sat
-//! at 0 requests per second with an empty log (issue 12).
+//! Regression (issue 12): `server-prefork` used to start one worker per CPU. On a two-CPU
+//! machine, `redis-benchmark -c 50 -t ping` (50 keep-alive clients, redis-benchmark's default)
+//! got two of them served, ran 0.75 s, then sat at 0 requests per second forever, and the
+//! server logged nothing: 48 clients waited in the accept queue for workers that would never
+//! be free.
 
 mod common;
 
 use std::net::TcpStream;
+use std::sync::Barrier;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{prefork_bin, skip, thread_bin, wait_until, Client, Server, Stopped};
+use common::{prefork_bin, run_tool, skip, thread_bin, wait_until, Client, Server, Stopped};
 use serde_json::Value;
+
+/// redis-benchmark's default number of clients.
+const CLIENTS: usize = 50;
+
+/// 50 clients connect, all stay connected, and every one of them gets its echoes answered
+/// while the other 49 hold their connections: with the default `--workers`, each has a
+/// worker of its own. Binary protocol, plain `TcpStream`s: runs wherever the tests run.
+#[test]
+fn regression_prefork_default_workers_serve_50_concurrent_clients() {
+    let Some(bin) = prefork_bin() else {
+        return skip("prefork_default_workers", "server-prefork is not built");
+    };
+    let server = Server::start(bin, &[]);
+    let all_connected = Barrier::new(CLIENTS);
+    let all_answered = Barrier::new(CLIENTS);
+    thread::scope(|scope| {
+        for i in 0..CLIENTS {
+            let (server, all_connected, all_answered) = (&server, &all_connected, &all_answered);
+            scope.spawn(move || {
+                let mut client = Client::connect(server.addr, server.protocol);
+                client.label = format!("client {i}");
+                // Everyone is connected before anyone asks: no client can finish and make
+                // room for the next.
+                all_connected.wait();
+                for n in 0..20 {
+                    client.echo(format!("client {i} echo {n}").as_bytes());
+                }
+                // And nobody leaves before everyone is answered.
+                all_answered.wait();
+            });
+        }
+    });
+    let log = server.log();
+    assert!(
+        !log.contains("saturated"),
+        "50 clients on the default workers should not saturate it:\n{log}"
+    );
+    let stopped = server.stop();
+    stopped.assert_clean("prefork, default --workers");
+    assert_eq!(stopped.total("accepted"), CLIENTS as u64);
+    assert_eq!(stopped.total("requests"), 20 * CLIENTS as u64);
+    let workers = stopped.stats()["workers"]
+        .as_array()
+        .expect("per-worker stats");
+    assert_eq!(workers.len(), 256, "the default --workers");
+    let used = workers
+        .iter()
+        .filter(|w| w["accepted"].as_u64() > Some(0))
+        .count();
+    assert_eq!(used, CLIENTS, "one worker per connected client");
+}
+
+/// The same with the ecosystem's tool: redis-benchmark with its default 50 clients against a
+/// prefork started with no --workers at all. Before the fix this never finished.
+#[test]
+fn regression_prefork_default_workers_take_redis_benchmark_50_clients() {
+    let Some(bin) = prefork_bin() else {
+        return skip("prefork_redis_benchmark", "server-prefork is not built");
+    };
+    let server = Server::start(bin, &["--protocol", "resp"]);
+    let port = server.addr.port().to_string();
+    let args = [
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port,
+        "-c",
+        "50",
+        "-n",
+        "5000",
+        "-t",
+        "ping",
+        "-q",
+    ];
+    // 5000 PINGs take well under a second; a minute means it hung.
+    let Some((status, out)) = run_tool("redis-benchmark", &args, Duration::from_secs(60)) else {
+        server.stop().assert_clean("prefork");
+        return skip(
+            "prefork_redis_benchmark",
+            "redis-benchmark is not installed (apt-get install redis-tools)",
+        );
+    };
+    assert!(
+        status.success(),
+        "redis-benchmark {args:?}: {status}\n{out}"
+    );
+    // -t ping runs PING_INLINE and PING_MBULK, each a line with its rate.
+    assert_eq!(
+        out.matches("requests per second").count(),
+        2,
+        "redis-benchmark {args:?}:\n{out}"
+    );
+    let stopped = server.stop();
+    stopped.assert_clean("prefork, default --workers, redis-benchmark");
+    assert!(stopped.total("requests") >= 10_000, "{}", stopped.stats());
+    assert!(!stopped.log.contains("saturated"), "{}", stopped.log);
+}
 
 /// The lines of `log` that report saturation.
 fn saturation_lines(log: &str) -> Vec<String> {

@@ -227,6 +227,7 @@ fn address_in_use_names_the_address() {
     let taken = Server::start(thread_bin(), &[]);
     let addr = taken.addr.to_string();
     for (name, bin) in binaries() {
+        // (prefork binds before it forks any worker, so its default of 256 costs nothing here.)
         let (code, stderr) = run(bin, &["--addr", &addr]);
         assert_eq!(code, Some(1), "{name}: exit status\n{stderr}");
         assert!(
@@ -341,6 +342,11 @@ fn max_connections_help_says_what_the_limit_is() {
         assert!(
             prefork.contains("Ignored") && prefork.contains("--workers"),
             "{prefork}"
+        );
+        let workers = long_help(bin);
+        assert!(
+            workers.contains("[default: 256]") && workers.contains("redis-benchmark"),
+            "--workers' help should give the default and why"
         );
     }
 }

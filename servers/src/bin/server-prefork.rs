@@ -18,11 +18,11 @@
 //!   sharing at all — but a connection hashed to a busy worker waits even if others are idle.
 //!
 //! Lifecycle:
-//! - The parent opens the listener(s) and the counters (shared memory), forks the workers,
-//!   prints `listening on`, and then only supervises: it sleeps in `poll(2)` on its
-//!   self-pipe, and every 250 ms looks whether clients wait while no worker is free (each
-//!   worker marks its slot busy; the accept queue's length comes from `TCP_INFO`), which it
-//!   logs at most once a second and counts in the statistics.
+//! - The parent opens the listener(s) and the counters (shared memory), forks the workers
+//!   (`--workers`, 256 by default), prints `listening on`, and then only supervises: it
+//!   sleeps in `poll(2)` on its self-pipe, and every 250 ms looks whether clients wait while
+//!   no worker is free (each worker marks its slot busy; the accept queue's length comes from
+//!   `TCP_INFO`), which it logs at most once a second and counts in the statistics.
 //! - A worker closes what it does not need (the parent's signal pipe, the shutdown pipe's write
 //!   end, the other workers' listeners), then loops: accept, serve with the shared blocking
 //!   handler, close. Per-worker counts go to its slot of the shared counters, which the parent
@@ -108,9 +108,17 @@ struct Args {
     #[command(flatten)]
     server: ServerArgs,
 
-    /// Worker processes (default: the number of CPUs).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=MAX_WORKERS), allow_negative_numbers = true)]
-    workers: Option<u32>,
+    /// Worker processes: the most connections served at once.
+    ///
+    /// Each worker serves one connection from accept to close, so a client beyond the
+    /// workers waits in the accept queue, however idle the connected ones are. The default,
+    /// 256, is Apache prefork's default limit (MaxRequestWorkers): room for redis-benchmark's
+    /// 50 clients, loadgen's default 16 connections and the 256 of its suite's largest echo
+    /// workload. An idle worker costs about 40 KiB of memory (PSS), 80 KiB once it has served
+    /// a connection: 11 to 20 MiB for all 256 (measured: docs/models/prefork.md). Fewer suit
+    /// clients that connect, ask one thing and hang up.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_WORKERS, value_parser = clap::value_parser!(u32).range(1..=MAX_WORKERS), allow_negative_numbers = true)]
+    workers: u32,
 
     /// How workers share the port: shared, locked or reuseport.
     #[arg(long, value_enum, default_value_t = AcceptMode::Shared)]
@@ -129,6 +137,12 @@ struct Args {
     #[arg(long, value_name = "N", default_value_t = 0, value_parser = RangedI64ValueParser::<u64>::new().range(0..=i64::MAX), allow_negative_numbers = true)]
     max_requests_per_worker: u64,
 }
+
+/// `--workers` by default: Apache prefork's default `MaxRequestWorkers`. It used to be the
+/// number of CPUs, which suits only short connections: two workers on a two-CPU machine held
+/// by two of redis-benchmark's 50 keep-alive clients left 48 waiting in the accept queue
+/// forever, with nothing in the log.
+const DEFAULT_WORKERS: u32 = 256;
 
 /// The most `--workers`: a process each, and each forked at start.
 const MAX_WORKERS: i64 = 1024;
@@ -184,10 +198,7 @@ const HEALTHY_UPTIME: Duration = Duration::from_secs(1);
 fn run(args: Args) -> io::Result<()> {
     let started = Instant::now();
     let cfg = &args.server;
-    let n = match args.workers {
-        Some(n) => n as usize,
-        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
-    };
+    let n = args.workers as usize;
 
     let listeners = match args.accept {
         AcceptMode::Shared | AcceptMode::Locked => vec![net::bind(cfg.addr, cfg.backlog, false)?],
