@@ -115,8 +115,8 @@ struct Args {
     /// 256, is Apache prefork's default limit (MaxRequestWorkers): room for redis-benchmark's
     /// 50 clients, loadgen's default 16 connections and the 256 of its suite's largest echo
     /// workload. An idle worker costs about 40 KiB of memory (PSS), 80 KiB once it has served
-    /// a connection: 11 to 20 MiB for all 256 (measured: docs/models/prefork.md). Fewer suit
-    /// clients that connect, ask one thing and hang up.
+    /// a connection: 10.5 MiB for all 256, 20.5 MiB once each has served one (measured:
+    /// docs/models/prefork.md). Fewer suit clients that connect, ask one thing and hang up.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_WORKERS, value_parser = clap::value_parser!(u32).range(1..=MAX_WORKERS), allow_negative_numbers = true)]
     workers: u32,
 
