@@ -57,13 +57,18 @@ pub fn bind(addr: SocketAddr, backlog: i32, reuse_port: bool) -> io::Result<TcpL
             format!("cannot listen on {addr}: {}{hint}", io::Error::from(e)),
         ));
     }
-    // listen(2) directly rather than nix's `listen`: nix's `Backlog` refuses anything from
+    // listen(2) (never blocks, so never EINTR) directly rather than nix's `listen`: nix's
+    // `Backlog` refuses anything from
     // libc::SOMAXCONN (4096) up, while Linux takes any int and caps it at
     // net.core.somaxconn itself, which an administrator may have raised well past 4096.
     // SAFETY: listen(2) takes a descriptor and an integer and touches no memory of ours; `fd`
     // is an open socket that this function owns.
     if unsafe { libc::listen(fd.as_raw_fd(), backlog) } != 0 {
-        return Err(io::Error::last_os_error());
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(
+            e.kind(),
+            format!("cannot listen on {addr}: {e}"),
+        ));
     }
     let listener = TcpListener::from(fd);
     warn_if_backlog_capped(&listener, backlog);
@@ -106,7 +111,7 @@ pub struct AcceptQueue {
 pub fn accept_queue(listener: &TcpListener) -> io::Result<AcceptQueue> {
     let mut info = MaybeUninit::<libc::tcp_info>::zeroed();
     let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
-    // getsockopt(2) directly: nix has no TCP_INFO option.
+    // getsockopt(2) (never blocks, so never EINTR) directly: nix has no TCP_INFO option.
     // SAFETY: `info` is a writable buffer of `len` bytes that outlives the call, `len` is a
     // valid socklen_t the kernel may lower, and the descriptor is open for as long as
     // `listener` is borrowed.
