@@ -351,10 +351,10 @@ fn run(args: Args) -> io::Result<()> {
 /// is about to take them. With `reuseport`, each worker has its own queue and a connection
 /// waits for the worker its hash picked even while others sit idle, so what counts is every
 /// connection queued on a busy worker's socket.
-fn waiting_for_a_worker<'a>(
+fn waiting_for_a_worker(
     workers: &Workers<'_>,
-    listeners: &'a [TcpListener],
-) -> (u64, impl FnOnce(i32) -> String + 'a) {
+    listeners: &[TcpListener],
+) -> (u64, impl FnOnce(i32) -> String) {
     let n = workers.slots.len();
     let free: Vec<bool> = workers
         .slots
