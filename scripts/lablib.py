@@ -1,8 +1,8 @@
 """What the Python measurement scripts share: echolab's binary framing, starting a server and
 learning its port from the `listening on` line, and writing a run into results/DATE-NAME/.
 
-Imported by idle-connections.py, blocking-handler.py, loadgen-vs-redis-benchmark.py and
-loadgen-pacing.py (run them from anywhere: they put
+Imported by idle-connections.py, blocking-handler.py, loadgen-vs-redis-benchmark.py,
+loadgen-pacing.py and prefork-memory.py (run them from anywhere: they put
 scripts/ on the import path by living in it). book_client.py stays standalone on purpose: it
 is the book's client, and shows the book's JSON framing on its own.
 """

@@ -3,10 +3,11 @@
 //! Keeping one definition is what makes the models comparable: the load generator and the lab
 //! script start any of them with the same flags, and a limit means the same thing everywhere.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::builder::RangedI64ValueParser;
 use clap::Args;
 use echolab_protocol::{Protocol, DEFAULT_MAX_FRAME};
 
@@ -15,10 +16,21 @@ use echolab_protocol::{Protocol, DEFAULT_MAX_FRAME};
 pub use echolab_protocol::units::{parse_duration, parse_size, parse_timeout, MAX_DURATION};
 
 /// Flags shared by every server binary.
+///
+/// Help text: clap shows a field's first doc paragraph for `-h` and the whole comment for
+/// `--help`, so the first paragraph is one line and detail goes after a blank line.
+///
+/// Numeric flags take `allow_negative_numbers` (and those with units, `allow_hyphen_values`):
+/// without it clap reads `--backlog -5` as an unknown flag `-5` and answers "unexpected
+/// argument", where the value parser would have said which values are valid.
 #[derive(Debug, Clone, Args)]
 pub struct ServerArgs {
-    /// Address to listen on; port 0 picks a free port (the chosen one is printed).
-    #[arg(long, default_value = "127.0.0.1:7000")]
+    /// Address to listen on, HOST:PORT; port 0 picks a free port (the chosen one is printed).
+    ///
+    /// HOST is an IP address (127.0.0.1, `[::1]`, 0.0.0.0 for every interface) or a name, which
+    /// is resolved once at start and the first address taken (`localhost` may give ::1 or
+    /// 127.0.0.1, depending on /etc/hosts and gai.conf): the `listening on` line says which.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:7000", value_parser = parse_addr)]
     pub addr: SocketAddr,
 
     /// Wire protocol: binary (echolab v1), resp (Redis RESP2 subset) or json (the book's).
@@ -26,35 +38,46 @@ pub struct ServerArgs {
     pub protocol: Protocol,
 
     /// Largest frame body (binary, JSON) or bulk string (RESP) accepted, in bytes.
-    #[arg(long, default_value_t = DEFAULT_MAX_FRAME, value_parser = parse_max_frame)]
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_FRAME, value_parser = parse_max_frame, allow_negative_numbers = true)]
     pub max_frame: usize,
 
     /// Most connections served at once; one more gets an ERROR reply "server busy" and is closed.
-    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    ///
+    /// Where a model has a fixed number of workers (server-thread --pool, server-prefork),
+    /// the workers are the real limit: see that binary's help.
+    #[arg(long, value_name = "N", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..), allow_negative_numbers = true)]
     pub max_connections: u32,
 
-    /// Close a connection with no activity (no complete request, no reply delivered) for this long (e.g. 60s, 500ms).
-    #[arg(long, default_value = "60s", value_parser = parse_timeout)]
+    /// Close a connection with no complete request and no reply delivered for this long.
+    ///
+    /// E.g. 60s, 500ms. Waiting for a request's remaining bytes does not count as activity:
+    /// --request-timeout covers that.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_timeout, allow_hyphen_values = true)]
     pub idle_timeout: Duration,
 
     /// Give up on a client that does not take its replies for this long.
-    #[arg(long, default_value = "10s", value_parser = parse_timeout)]
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_timeout, allow_hyphen_values = true)]
     pub write_timeout: Duration,
 
-    /// Close a connection whose request takes longer than this from its first byte to its
-    /// last (slowloris: a client trickling a byte every few seconds never finishes a request;
-    /// the idle timeout would let it hold its thread or worker until --idle-timeout, this cuts
-    /// it off sooner). The client gets an ERROR reply, then EOF. Time the server spends
-    /// waiting for the client to take its replies does not count.
-    #[arg(long, default_value = "10s", value_parser = parse_timeout)]
+    /// Close a connection whose request takes longer than this from first byte to last.
+    ///
+    /// Against slowloris: a client trickling a byte every few seconds never finishes a
+    /// request, and the idle timeout would let it hold its thread or worker until
+    /// --idle-timeout; this cuts it off sooner. The client gets an ERROR reply, then EOF. Time
+    /// the server spends waiting for the client to take its replies does not count.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_timeout, allow_hyphen_values = true)]
     pub request_timeout: Duration,
 
-    /// Length of the kernel's queue of completed connections not yet accepted (listen(2)).
-    #[arg(long, default_value_t = 1024)]
+    /// Length of the kernel's queue of connections waiting to be accepted (listen(2)).
+    ///
+    /// Linux caps it at net.core.somaxconn (4096 by default since Linux 5.4) and the server
+    /// says so at start if it did. Past it, new clients' handshakes are not completed and they
+    /// retry. At least 1; at most 65535, long the kernel's own ceiling: more is a typo.
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(i32).range(1..=MAX_BACKLOG), allow_negative_numbers = true)]
     pub backlog: i32,
 
     /// On SIGINT/SIGTERM, how long in-flight requests may take to finish before the server exits.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration, allow_hyphen_values = true)]
     pub grace: Duration,
 
     /// Write statistics as JSON to this file on shutdown.
@@ -65,13 +88,23 @@ pub struct ServerArgs {
     #[arg(short, long)]
     pub verbose: bool,
 
-    /// Testing aid: burn this many nanoseconds of CPU on every request, after decoding it and
-    /// before replying. It makes a build measurably slower without editing code, which is how
-    /// the regression gate (`loadgen compare`, docs/ci.md) is shown to catch a slowdown.
-    /// 0 (the default) adds nothing.
-    #[arg(long, value_name = "NS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=MAX_DEBUG_SPIN_NS))]
+    /// Burn this many nanoseconds of CPU on every request, to slow a build down on purpose.
+    ///
+    /// After decoding a request and before replying; 0 adds nothing. It makes a build
+    /// measurably slower without editing code, which is how the regression gate
+    /// (`loadgen compare`, docs/ci.md) is shown to catch a slowdown.
+    #[arg(long, value_name = "NS", default_value_t = 0, value_parser = RangedI64ValueParser::<u64>::new().range(0..=MAX_DEBUG_SPIN_NS as i64), allow_negative_numbers = true, help_heading = TESTING_AIDS)]
     pub debug_spin_ns: u64,
 }
+
+/// The help heading of flags that exist for the lab's tests and gates, not for someone
+/// running a server: they are listed apart so that nobody mistakes them for tuning knobs.
+pub const TESTING_AIDS: &str = "Testing aids";
+
+/// The largest `--backlog`: for most of Linux's history the accept queue's length was a
+/// 16-bit field and net.core.somaxconn could not exceed 65535; a larger request is a typo,
+/// not a plan.
+pub const MAX_BACKLOG: i64 = 65535;
 
 /// The largest `--debug-spin-ns`: one second per request is already a server that does nothing.
 pub const MAX_DEBUG_SPIN_NS: u64 = 1_000_000_000;
@@ -113,11 +146,68 @@ fn parse_protocol(s: &str) -> Result<Protocol, String> {
 pub const MIN_MAX_FRAME: usize = 256;
 
 fn parse_max_frame(s: &str) -> Result<usize, String> {
-    let n: usize = s.parse().map_err(|e| format!("not a byte count: {e}"))?;
+    let range = format!("a byte count from {MIN_MAX_FRAME} to {}", u32::MAX);
+    let n: usize = s.parse().map_err(|_| format!("'{s}' is not {range}"))?;
     if !(MIN_MAX_FRAME..=u32::MAX as usize).contains(&n) {
+        return Err(format!("must be {range}"));
+    }
+    Ok(n)
+}
+
+/// What `--addr` wants, said in every refusal.
+const ADDR_EXPECTED: &str = "expected HOST:PORT, e.g. 127.0.0.1:7000, [::1]:7000 or localhost:7000 (port 0 picks a free port)";
+
+/// `--addr`: an IP address and port, or a host name and port resolved with getaddrinfo(3)
+/// (std's `ToSocketAddrs`), taking the first address it returns.
+///
+/// Taking the first address, rather than listening on all of them as nginx does for a name,
+/// keeps one listener per server, which the models (and prefork's reuseport sockets) assume.
+pub fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    // An address or a name with no port: say so, rather than let the resolver fail on it.
+    let unbracketed = s.trim_start_matches('[').trim_end_matches(']');
+    if unbracketed.parse::<IpAddr>().is_ok() || !s.contains(':') {
+        return Err(format!("no port in '{s}'; {ADDR_EXPECTED}"));
+    }
+    match s.to_socket_addrs() {
+        Ok(mut addrs) => addrs
+            .next()
+            .ok_or_else(|| format!("'{s}' resolves to no address; {ADDR_EXPECTED}")),
+        Err(e) => Err(format!("cannot resolve '{s}': {e}; {ADDR_EXPECTED}")),
+    }
+}
+
+/// The smallest `--stack-size`, for server-thread's connection and pool threads.
+///
+/// Measured: the deepest stack a connection handler reached was 24 KiB in a debug build
+/// (the resident pages of a `--pool 1` worker's stack after every protocol's worst cases:
+/// 1 MiB frames, JSON nested to serde_json's depth limit, fatal errors closed with
+/// `linger_close`, whose drain buffer alone is 16 KiB on the stack). 64 KiB leaves more than
+/// twice that. Below it, glibc and std silently raise the size to about 28 KiB anyway
+/// (PTHREAD_STACK_MIN plus thread-local storage), which would fit today with a few KiB to
+/// spare; one more buffer on the stack would then overflow it, and a stack overflow aborts
+/// the whole process, every connection with it.
+pub const MIN_STACK_SIZE: usize = 64 << 10;
+
+/// The largest `--stack-size`. A stack is address space, touched only as deep as it is used,
+/// but every thread reserves all of it: a thousand connections at 1 GiB each is already a
+/// terabyte, and a single larger reservation than RAM plus swap fails under Linux's default
+/// overcommit heuristic, so every connection would be refused.
+pub const MAX_STACK_SIZE: usize = 1 << 30;
+
+/// `--stack-size`: a size ([`parse_size`]) from [`MIN_STACK_SIZE`] to [`MAX_STACK_SIZE`].
+pub fn parse_stack_size(s: &str) -> Result<usize, String> {
+    let n = parse_size(s)?;
+    if n < MIN_STACK_SIZE {
         return Err(format!(
-            "must be between {MIN_MAX_FRAME} and {} bytes",
-            u32::MAX
+            "'{s}' is too small: at least 64K (a connection handler uses up to 24K; a thread whose stack overflows aborts the whole server)"
+        ));
+    }
+    if n > MAX_STACK_SIZE {
+        return Err(format!(
+            "'{s}' is too large: at most 1G (each thread reserves its whole stack)"
         ));
     }
     Ok(n)
@@ -126,6 +216,35 @@ fn parse_max_frame(s: &str) -> Result<usize, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn addresses() {
+        assert_eq!(
+            parse_addr("127.0.0.1:7000"),
+            Ok(([127, 0, 0, 1], 7000).into())
+        );
+        assert_eq!(
+            parse_addr("[::1]:0"),
+            Ok((std::net::Ipv6Addr::LOCALHOST, 0).into())
+        );
+        let local = parse_addr("localhost:7000").expect("localhost resolves");
+        assert!(local.ip().is_loopback() && local.port() == 7000, "{local}");
+        for no_port in ["127.0.0.1", "::1", "[::1]", "localhost", "nonsense"] {
+            let e = parse_addr(no_port).expect_err(no_port);
+            assert!(e.contains("no port") && e.contains("HOST:PORT"), "{e}");
+        }
+        let e = parse_addr("localhost:http").expect_err("a service name is not a port");
+        assert!(e.contains("HOST:PORT"), "{e}");
+    }
+
+    #[test]
+    fn stack_sizes() {
+        assert!(parse_stack_size("1").is_err());
+        assert!(parse_stack_size("63K").is_err());
+        assert_eq!(parse_stack_size("64K"), Ok(65536));
+        assert_eq!(parse_stack_size("1G"), Ok(1 << 30));
+        assert!(parse_stack_size("2G").is_err());
+    }
 
     #[test]
     fn max_frame_bounds() {

@@ -11,6 +11,8 @@
 //! - [`exec`]: what a request does (ECHO, SLEEP, SPIN, pi);
 //! - [`signals`]: signal handlers that only set flags, the self-pipe, the shutdown broadcast;
 //! - [`stats`]: counters in fork-shared memory and the report written on shutdown;
+//! - [`saturation`]: for the bounded models, a log line and two figures when every worker
+//!   is busy and connections wait;
 //! - [`children`]: reaping, for the models that fork.
 //!
 //! EINTR policy, in one place (also in docs/ARCHITECTURE.md): std's `accept` and `write_all`
@@ -24,6 +26,7 @@ pub mod exec;
 pub mod log;
 pub mod net;
 pub mod poller;
+pub mod saturation;
 pub mod signals;
 pub mod stats;
 

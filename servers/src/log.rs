@@ -6,6 +6,7 @@
 //! program and the pid, because with `fork` several processes share one stderr.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 static VERBOSE: AtomicBool = AtomicBool::new(false);
 static PROGRAM: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
@@ -28,6 +29,29 @@ pub fn prefix() -> String {
         PROGRAM.get().copied().unwrap_or("echolab"),
         std::process::id()
     )
+}
+
+/// A limiter for lines that report a lasting condition (out of descriptors, every worker
+/// busy): the first line says it at once, and the condition may go on for minutes, so later
+/// ones are dropped until a second has passed. A line per event would flood the log, and
+/// slow the server down, exactly when it is already in trouble.
+#[derive(Debug, Default)]
+pub struct OnceASecond {
+    last: Option<Instant>,
+}
+
+impl OnceASecond {
+    /// How often a limited line may appear.
+    pub const PERIOD: Duration = Duration::from_secs(1);
+
+    /// Whether a line may be logged now; if so, the next one must wait a second.
+    pub fn ready(&mut self) -> bool {
+        if self.last.is_some_and(|t| t.elapsed() < Self::PERIOD) {
+            return false;
+        }
+        self.last = Some(Instant::now());
+        true
+    }
 }
 
 /// Logs a line to stderr.

@@ -6,17 +6,20 @@
 //! socket is built step by step with the same calls a C server makes, then handed to std.
 
 use std::io::{self, Write};
+use std::mem::MaybeUninit;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsFd, AsRawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::log::OnceASecond;
 use crate::signals::{Pending, SignalPipe};
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use nix::sys::socket::{
-    bind as bind_socket, listen, setsockopt, socket, sockopt, AddressFamily, Backlog, SockFlag,
-    SockType, SockaddrStorage,
+    bind as bind_socket, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType,
+    SockaddrStorage,
 };
 
 /// socket(2) + `SO_REUSEADDR` (+ `SO_REUSEPORT`) + bind(2) + listen(2).
@@ -24,6 +27,10 @@ use nix::sys::socket::{
 /// `SO_REUSEADDR` lets a restarted server bind while connections of its previous run linger
 /// in `TIME_WAIT`. `SO_REUSEPORT` lets several sockets bind the same port, and makes the
 /// kernel spread incoming connections over them by a hash of the client's address and port.
+///
+/// A failure names the address and, for the two common ones, what to do: "Address already
+/// in use (os error 98)" alone does not say *which* address, and a server started by a script
+/// may have got its `--addr` from anywhere.
 pub fn bind(addr: SocketAddr, backlog: i32, reuse_port: bool) -> io::Result<TcpListener> {
     let family = if addr.is_ipv4() {
         AddressFamily::Inet
@@ -36,11 +43,104 @@ pub fn bind(addr: SocketAddr, backlog: i32, reuse_port: bool) -> io::Result<TcpL
     if reuse_port {
         setsockopt(&fd, sockopt::ReusePort, &true)?;
     }
-    bind_socket(fd.as_raw_fd(), &SockaddrStorage::from(addr))?;
-    let backlog = Backlog::new(backlog)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("--backlog: {e}")))?;
-    listen(&fd, backlog)?;
-    Ok(TcpListener::from(fd))
+    if let Err(e) = bind_socket(fd.as_raw_fd(), &SockaddrStorage::from(addr)) {
+        let hint = match e {
+            Errno::EADDRINUSE => {
+                "; another process listens there (stop it, pick another --addr, or use port 0 for a free one)"
+            }
+            Errno::EADDRNOTAVAIL => "; that address is not one of this machine's",
+            Errno::EACCES => "; ports below 1024 need privileges",
+            _ => "",
+        };
+        return Err(io::Error::new(
+            io::Error::from(e).kind(),
+            format!("cannot listen on {addr}: {}{hint}", io::Error::from(e)),
+        ));
+    }
+    // listen(2) (never blocks, so never EINTR) directly rather than nix's `listen`: nix's
+    // `Backlog` refuses anything from
+    // libc::SOMAXCONN (4096) up, while Linux takes any int and caps it at
+    // net.core.somaxconn itself, which an administrator may have raised well past 4096.
+    // SAFETY: listen(2) takes a descriptor and an integer and touches no memory of ours; `fd`
+    // is an open socket that this function owns.
+    if unsafe { libc::listen(fd.as_raw_fd(), backlog) } != 0 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(
+            e.kind(),
+            format!("cannot listen on {addr}: {e}"),
+        ));
+    }
+    let listener = TcpListener::from(fd);
+    warn_if_backlog_capped(&listener, backlog);
+    Ok(listener)
+}
+
+/// Says, once per process, when the kernel gave the listener a shorter accept queue than
+/// `--backlog` asked for: Linux caps it at net.core.somaxconn without a word, and someone who
+/// raised `--backlog` to absorb a burst should know that it did not happen.
+fn warn_if_backlog_capped(listener: &TcpListener, asked: i32) {
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    if let Ok(queue) = accept_queue(listener) {
+        let asked = u32::try_from(asked).unwrap_or(0);
+        if queue.capacity < asked && !WARNED.swap(true, Ordering::Relaxed) {
+            crate::info!(
+                "--backlog {asked}: the kernel caps the accept queue at {} (net.core.somaxconn)",
+                queue.capacity
+            );
+        }
+    }
+}
+
+/// A listening socket's accept queue: connections whose handshake the kernel has completed
+/// and that no `accept` has taken yet. This is where clients of a saturated server wait, and
+/// from outside nothing shows it: the client's `connect` succeeded long ago.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AcceptQueue {
+    /// Connections waiting to be accepted now.
+    pub waiting: u32,
+    /// The most that may wait: `--backlog`, capped at net.core.somaxconn. Past it, Linux drops
+    /// the handshake's last ACK and the client retransmits (or, with tcp_abort_on_overflow,
+    /// gets a reset).
+    pub capacity: u32,
+}
+
+/// Reads the accept queue of `listener` with getsockopt(TCP_INFO): for a socket in the
+/// LISTEN state, Linux reports the current queue length in `tcpi_unacked` and its limit in
+/// `tcpi_sacked` (fields that mean something else on a connected socket). `ss -lnt` shows the
+/// same two numbers as Recv-Q and Send-Q.
+pub fn accept_queue(listener: &TcpListener) -> io::Result<AcceptQueue> {
+    let mut info = MaybeUninit::<libc::tcp_info>::zeroed();
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // getsockopt(2) (never blocks, so never EINTR) directly: nix has no TCP_INFO option.
+    // SAFETY: `info` is a writable buffer of `len` bytes that outlives the call, `len` is a
+    // valid socklen_t the kernel may lower, and the descriptor is open for as long as
+    // `listener` is borrowed.
+    let rc = unsafe {
+        libc::getsockopt(
+            listener.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // An older kernel fills a shorter struct; the two fields we read must be in what it wrote.
+    let needed = std::mem::offset_of!(libc::tcp_info, tcpi_sacked) + 4;
+    if (len as usize) < needed {
+        return Err(io::Error::other(
+            "TCP_INFO too short to hold the accept queue",
+        ));
+    }
+    // SAFETY: `tcp_info` is plain integers, for which all-zero bytes (from `zeroed`) are a
+    // valid value; the kernel overwrote a prefix of it with more integers.
+    let info = unsafe { info.assume_init() };
+    Ok(AcceptQueue {
+        waiting: info.tcpi_unacked,
+        capacity: info.tcpi_sacked,
+    })
 }
 
 /// Prints `listening on ADDR` on stdout and flushes: harnesses wait for exactly this line,
@@ -64,7 +164,7 @@ pub fn announce(addr: SocketAddr) -> io::Result<()> {
 pub struct Acceptor {
     listener: TcpListener,
     paused_until: Option<Instant>,
-    last_log: Option<Instant>,
+    log_limit: OnceASecond,
 }
 
 impl Acceptor {
@@ -77,7 +177,7 @@ impl Acceptor {
         Ok(Acceptor {
             listener,
             paused_until: None,
-            last_log: None,
+            log_limit: OnceASecond::default(),
         })
     }
 
@@ -86,9 +186,20 @@ impl Acceptor {
         self.listener.local_addr()
     }
 
+    /// The listening socket (to read its accept queue, say).
+    pub fn listener(&self) -> &TcpListener {
+        &self.listener
+    }
+
     /// Sleeps in poll(2) until the listener or the signal pipe is readable, and returns what
     /// the signal handlers recorded meanwhile. While paused, only the signal pipe is watched.
     pub fn wait(&mut self, signals: &SignalPipe) -> Pending {
+        self.wait_at_most(signals, None)
+    }
+
+    /// [`Acceptor::wait`], but back after `tick` at the latest even if nothing happened, for
+    /// a loop that also has periodic work (the thread pool watches for saturation).
+    pub fn wait_at_most(&mut self, signals: &SignalPipe, tick: Option<Duration>) -> Pending {
         let paused = self.paused_until.is_some_and(|t| Instant::now() < t);
         if !paused {
             self.paused_until = None;
@@ -97,10 +208,12 @@ impl Acceptor {
             PollFd::new(signals.fd(), PollFlags::POLLIN),
             PollFd::new(self.listener.as_fd(), PollFlags::POLLIN),
         ];
-        let (watched, timeout) = if paused {
-            (1, PollTimeout::from(10u16))
-        } else {
-            (2, PollTimeout::NONE)
+        let tick_ms = tick.map(|t| t.as_millis().clamp(1, u128::from(u16::MAX)) as u16);
+        let (watched, timeout) = match (paused, tick_ms) {
+            (true, Some(ms)) => (1, PollTimeout::from(ms.min(10))),
+            (true, None) => (1, PollTimeout::from(10u16)),
+            (false, Some(ms)) => (2, PollTimeout::from(ms)),
+            (false, None) => (2, PollTimeout::NONE),
         };
         // poll(2): a signal interrupts it with EINTR (never restarted), which is the point;
         // ENOMEM is the only other failure, and a short pause is all we can do about it.
@@ -142,11 +255,7 @@ impl Acceptor {
     }
 
     fn log_once_a_second(&mut self, message: &str) {
-        if self
-            .last_log
-            .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
-        {
-            self.last_log = Some(Instant::now());
+        if self.log_limit.ready() {
             crate::info!("{message}");
         }
     }

@@ -47,6 +47,10 @@ pub struct Counters {
     /// For a worker slot: how many times it was replaced after retiring at
     /// `--max-requests-per-worker` (a planned exit, not a death).
     pub recycled: AtomicU64,
+    /// For a worker slot: 1 while the worker serves a connection, 0 while it waits for one.
+    /// A gauge, not a count: the prefork parent and the pool's accept loop read it to tell
+    /// whether any worker is free (see [`crate::saturation`]).
+    pub busy: AtomicU64,
 }
 
 /// A plain copy of [`Counters`], for reports.
@@ -68,6 +72,16 @@ impl Counters {
     /// Adds one to a counter.
     pub fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Relaxed);
+    }
+
+    /// Marks a worker's slot busy (serving a connection) or free.
+    pub fn set_busy(&self, busy: bool) {
+        self.busy.store(u64::from(busy), Relaxed);
+    }
+
+    /// Whether a worker's slot is marked busy.
+    pub fn is_busy(&self) -> bool {
+        self.busy.load(Relaxed) != 0
     }
 
     /// Reads every counter.
@@ -180,6 +194,8 @@ pub struct WorkerReport {
     pub restarts: u64,
     /// Times it retired at `--max-requests-per-worker` and was replaced.
     pub recycled: u64,
+    /// Whether it was serving a connection when the report was made.
+    pub busy: bool,
     /// Its counters.
     #[serde(flatten)]
     pub counters: Snapshot,
@@ -243,6 +259,7 @@ impl Report {
                     pid: processes.then(|| slot.pid.load(Relaxed)),
                     restarts: slot.restarts.load(Relaxed),
                     recycled: slot.recycled.load(Relaxed),
+                    busy: slot.busy.load(Relaxed) != 0,
                     counters: slot.snapshot(),
                 }
             })

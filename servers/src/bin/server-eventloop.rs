@@ -63,7 +63,8 @@ use echolab_servers::{debug, info, net};
 #[derive(Debug, Parser)]
 #[command(
     version,
-    about = "echolab server: one thread, nonblocking sockets, select/poll/epoll"
+    about = "echolab server: one thread, nonblocking sockets, select/poll/epoll",
+    next_line_help = true
 )]
 struct Args {
     #[command(flatten)]
@@ -73,16 +74,17 @@ struct Args {
     #[arg(long, value_enum, default_value_t = Backend::Epoll)]
     backend: Backend,
 
-    /// Stop reading from a connection while this many reply bytes wait to be sent (e.g. 4M;
-    /// at least 64K). Replies to one read's worth of requests may go past it.
-    #[arg(long, default_value = "4M", value_parser = parse_pending_cap)]
+    /// Stop reading from a connection while this many reply bytes wait to be sent (at least 64K).
+    ///
+    /// Replies to one read's worth of requests may go past it.
+    #[arg(long, value_name = "SIZE", default_value = "4M", value_parser = parse_pending_cap, allow_hyphen_values = true)]
     max_pending_output: usize,
 
-    /// The most one connection may write in one turn of the loop (e.g. 64K); 0 writes until
-    /// the kernel takes no more. With no budget, one client fetching large replies holds the
-    /// loop for as long as each write takes, and every other client waits (see
-    /// docs/robustness.md for the measurement).
-    #[arg(long, default_value = "64K", value_parser = parse_size)]
+    /// The most one connection may write in one turn of the loop; 0: until the kernel takes no more.
+    ///
+    /// With no budget, one client fetching large replies holds the loop for as long as each
+    /// write takes, and every other client waits (see docs/robustness.md for the measurement).
+    #[arg(long, value_name = "SIZE", default_value = "64K", value_parser = parse_size, allow_hyphen_values = true)]
     write_budget: usize,
 }
 

@@ -75,7 +75,8 @@ enum Reap {
 #[derive(Debug, Parser)]
 #[command(
     version,
-    about = "echolab server: one child process per connection (fork), reaped with waitpid"
+    about = "echolab server: one child process per connection (fork), reaped with waitpid",
+    next_line_help = true
 )]
 struct Args {
     #[command(flatten)]
@@ -83,7 +84,7 @@ struct Args {
 
     /// Most live (unreaped) children; one more connection gets "server busy".
     /// Defaults to --max-connections.
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..), allow_negative_numbers = true)]
     max_children: Option<u32>,
 
     /// How dead children are collected: loop (correct), once or none (teaching modes).

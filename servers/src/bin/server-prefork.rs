@@ -18,8 +18,11 @@
 //!   sharing at all — but a connection hashed to a busy worker waits even if others are idle.
 //!
 //! Lifecycle:
-//! - The parent opens the listener(s) and the counters (shared memory), forks the workers,
-//!   prints `listening on`, and then only supervises: it sleeps in `poll(2)` on its self-pipe.
+//! - The parent opens the listener(s) and the counters (shared memory), forks the workers
+//!   (`--workers`, 256 by default), prints `listening on`, and then only supervises: it
+//!   sleeps in `poll(2)` on its self-pipe, and every 250 ms looks whether clients wait while
+//!   no worker is free (each worker marks its slot busy; the accept queue's length comes from
+//!   `TCP_INFO`), which it logs at most once a second and counts in the statistics.
 //! - A worker closes what it does not need (the parent's signal pipe, the shutdown pipe's write
 //!   end, the other workers' listeners), then loops: accept, serve with the shared blocking
 //!   handler, close. Per-worker counts go to its slot of the shared counters, which the parent
@@ -44,9 +47,9 @@
 //!
 //! # Trade-offs
 //! Bounded processes and no per-connection fork, at the price of concurrency = N: the lab's
-//! slow-client experiments show the N+1th client waiting. `shared` is simplest and, on modern
-//! Linux, herd-free; `locked` adds a lock round trip per accept for evenness; `reuseport`
-//! spreads load by hash, not by who is free.
+//! slow-client experiments show the N+1th client waiting, and the log says so while it does.
+//! `shared` is simplest and, on modern Linux, herd-free; `locked` adds a lock round trip per
+//! accept for evenness; `reuseport` spreads load by hash, not by who is free.
 //!
 //! # See also
 //! `docs/models/prefork.md`.
@@ -58,11 +61,13 @@ use std::process::ExitCode;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
+use clap::builder::RangedI64ValueParser;
 use clap::{Parser, ValueEnum};
 use echolab_protocol::Codec;
 use echolab_servers::children::{self, Family, Reaping};
 use echolab_servers::cli::{parse_duration, ServerArgs};
 use echolab_servers::conn::{self, Limits};
+use echolab_servers::saturation::{Saturation, SAMPLE_EVERY};
 use echolab_servers::signals::{self, Shutdown, SignalPipe};
 use echolab_servers::stats::{Counters, Report, SharedCounters};
 use echolab_servers::{debug, info, net};
@@ -88,29 +93,59 @@ enum AcceptMode {
 #[derive(Debug, Parser)]
 #[command(
     version,
-    about = "echolab server: N pre-forked worker processes competing in accept()"
+    about = "echolab server: N pre-forked worker processes competing in accept()",
+    next_line_help = true,
+    mut_arg("max_connections", |a| a
+        .help("Ignored by prefork: the workers are the limit (see --workers)")
+        .long_help(
+            "Ignored by prefork: the workers are the limit. Each of the --workers serves one \
+             connection at a time, from accept to close; further clients are not refused but \
+             wait in the kernel's accept queue (--backlog), and the server logs once a second \
+             while they do. Accepted for the sake of scripts that pass it to every model."
+        ))
 )]
 struct Args {
     #[command(flatten)]
     server: ServerArgs,
 
-    /// Worker processes (default: the number of CPUs).
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
-    workers: Option<u32>,
+    /// Worker processes: the most connections served at once.
+    ///
+    /// Each worker serves one connection from accept to close, so a client beyond the
+    /// workers waits in the accept queue, however idle the connected ones are. The default,
+    /// 256, is Apache prefork's default limit (MaxRequestWorkers): room for redis-benchmark's
+    /// 50 clients, loadgen's default 16 connections and the 256 of its suite's largest echo
+    /// workload. An idle worker costs about 40 KiB of memory (PSS), 80 KiB once it has served
+    /// a connection: 10.5 MiB for all 256, 20.5 MiB once each has served one (measured:
+    /// docs/models/prefork.md). Fewer suit clients that connect, ask one thing and hang up.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_WORKERS, value_parser = clap::value_parser!(u32).range(1..=MAX_WORKERS), allow_negative_numbers = true)]
+    workers: u32,
 
     /// How workers share the port: shared, locked or reuseport.
     #[arg(long, value_enum, default_value_t = AcceptMode::Shared)]
     accept: AcceptMode,
 
     /// With --stats-file: rewrite it this often while running, so per-worker counts can be watched.
-    #[arg(long, default_value = "1s", value_parser = parse_interval)]
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_interval, allow_hyphen_values = true)]
     stats_interval: Duration,
 
-    /// Replace a worker once it has answered this many requests, when its current connection
-    /// ends (like Apache's MaxConnectionsPerChild, which counts connections); 0 = never.
-    #[arg(long, value_name = "N", default_value_t = 0)]
+    /// Replace a worker once it has answered this many requests (0: never).
+    ///
+    /// The worker retires when its current connection ends, like Apache's
+    /// MaxConnectionsPerChild (which counts connections): it bounds what a slow leak in a
+    /// worker can grow to.
+    // Parsed through i64 so that "-1" is told the valid range, not "invalid digit".
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = RangedI64ValueParser::<u64>::new().range(0..=i64::MAX), allow_negative_numbers = true)]
     max_requests_per_worker: u64,
 }
+
+/// `--workers` by default: Apache prefork's default `MaxRequestWorkers`. It used to be the
+/// number of CPUs, which suits only short connections: two workers on a two-CPU machine held
+/// by two of redis-benchmark's 50 keep-alive clients left 48 waiting in the accept queue
+/// forever, with nothing in the log.
+const DEFAULT_WORKERS: u32 = 256;
+
+/// The most `--workers`: a process each, and each forked at start.
+const MAX_WORKERS: i64 = 1024;
 
 /// The exit status of a worker that retired at `--max-requests-per-worker`: a planned exit,
 /// so the parent replaces it at once and counts it as recycled, not as a death.
@@ -163,10 +198,7 @@ const HEALTHY_UPTIME: Duration = Duration::from_secs(1);
 fn run(args: Args) -> io::Result<()> {
     let started = Instant::now();
     let cfg = &args.server;
-    let n = match args.workers {
-        Some(n) => n as usize,
-        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
-    };
+    let n = args.workers as usize;
 
     let listeners = match args.accept {
         AcceptMode::Shared | AcceptMode::Locked => vec![net::bind(cfg.addr, cfg.backlog, false)?],
@@ -224,7 +256,7 @@ fn run(args: Args) -> io::Result<()> {
         format!("{:?}", args.accept).to_lowercase()
     );
 
-    let report = |running: bool| {
+    let report = |running: bool, saturation: &Saturation| {
         let model = format!("prefork/{:?}", args.accept).to_lowercase();
         let mut r = Report::new(
             "server-prefork",
@@ -236,17 +268,21 @@ fn run(args: Args) -> io::Result<()> {
         .with_workers(&counters, true);
         r.extra.insert("running".into(), running.into());
         r.extra.insert("workers".into(), n.into());
+        saturation.report_into(&mut r.extra);
         r
     };
 
-    // Supervise: sleep until a signal, a scheduled restart, or the next stats snapshot.
+    // Supervise: sleep until a signal, a scheduled restart, the next look at whether clients
+    // wait for a worker, or the next stats snapshot.
+    let mut saturation = Saturation::default();
     let mut next_snapshot = Instant::now() + args.stats_interval;
+    let mut next_sample = Instant::now() + SAMPLE_EVERY;
     loop {
         let wake = workers
             .slots
             .iter()
             .filter_map(|s| s.restart_at)
-            .fold(next_snapshot, Instant::min);
+            .fold(next_snapshot.min(next_sample), Instant::min);
         // Round up: waking a hair early would spin through the loop until the deadline.
         let millis = wake
             .saturating_duration_since(Instant::now())
@@ -271,10 +307,15 @@ fn run(args: Args) -> io::Result<()> {
                 start_worker(i, slot, &mut inherited, &mut signals, &counters)?;
             }
         }
+        if now >= next_sample {
+            next_sample = now + SAMPLE_EVERY;
+            let (waiting, describe) = waiting_for_a_worker(&workers, &inherited.listeners);
+            saturation.sample(waiting, || describe(cfg.backlog));
+        }
         if now >= next_snapshot {
             next_snapshot = now + args.stats_interval;
             if let Some(path) = &cfg.stats_file {
-                if let Err(e) = report(true).write_atomically(path) {
+                if let Err(e) = report(true, &saturation).write_atomically(path) {
                     debug!("stats snapshot: {e}");
                 }
             }
@@ -296,10 +337,63 @@ fn run(args: Args) -> io::Result<()> {
     }
     let killed = children::reap_all(&mut workers, pipe(&signals), cfg.grace);
 
-    let mut r = report(false);
+    let mut r = report(false, &saturation);
     r.extra.insert("killed_after_grace".into(), killed.into());
     r.emit(cfg.stats_file.as_deref());
     Ok(())
+}
+
+/// How many connections wait with no worker to take them, and a function that words the log
+/// line about it (called only when a line is due).
+///
+/// With one shared listener (`shared`, `locked`), connections wait for *any* worker: they
+/// count only when every worker is busy (or dead and not yet replaced), since an idle worker
+/// is about to take them. With `reuseport`, each worker has its own queue and a connection
+/// waits for the worker its hash picked even while others sit idle, so what counts is every
+/// connection queued on a busy worker's socket.
+fn waiting_for_a_worker(
+    workers: &Workers<'_>,
+    listeners: &[TcpListener],
+) -> (u64, impl FnOnce(i32) -> String) {
+    let n = workers.slots.len();
+    let free: Vec<bool> = workers
+        .slots
+        .iter()
+        .enumerate()
+        .map(|(i, s)| s.pid.is_some() && !workers.counters.slot(1 + i).is_busy())
+        .collect();
+    let busy = free.iter().filter(|f| !**f).count();
+    let queued = |l: &TcpListener| net::accept_queue(l).map_or(0, |q| u64::from(q.waiting));
+    let waiting = if listeners.len() > 1 {
+        listeners
+            .iter()
+            .zip(&free)
+            .filter(|(_, free)| !**free)
+            .map(|(l, _)| queued(l))
+            .sum()
+    } else if busy == n {
+        listeners.first().map_or(0, queued)
+    } else {
+        0
+    };
+    let reuseport = listeners.len() > 1;
+    let describe = move |backlog: i32| {
+        if reuseport {
+            format!(
+                "saturated: {waiting} connections wait in the accept queues of busy workers \
+                 ({busy} of {n} busy; with --accept reuseport a connection waits for the worker \
+                 its hash picked, even while others are idle); raise --workers (now {n}) or use \
+                 --accept shared"
+            )
+        } else {
+            format!(
+                "saturated: all {n} workers busy, {waiting} connections waiting in the accept \
+                 queue (--backlog {backlog}); each worker serves one connection at a time: \
+                 raise --workers (now {n}), or lower --idle-timeout so idle clients let go sooner"
+            )
+        }
+    };
+    (waiting, describe)
 }
 
 /// The parent's signal pipe (only a worker ever takes it out, in its own copy).
@@ -358,6 +452,8 @@ impl Family for Workers<'_> {
         };
         let slot = &mut self.slots[i];
         slot.pid = None;
+        // A worker killed mid-connection never cleared its busy mark; its successor starts idle.
+        self.counters.slot(1 + i).set_busy(false);
         if !self.restarting {
             return;
         }
@@ -446,6 +542,9 @@ fn worker(
 
         match accepted {
             Ok((stream, peer)) => {
+                // Busy from here to the end of the connection: the parent reads this to tell
+                // whether any worker is free to take the next client.
+                mine.set_busy(true);
                 Counters::bump(&total.accepted);
                 Counters::bump(&mine.accepted);
                 debug!("worker {i}: {peer} accepted");
@@ -456,6 +555,7 @@ fn worker(
                     inherited.shutdown.fd(),
                 );
                 conn::record_end(&outcome, &[total, mine], peer);
+                mine.set_busy(false);
                 answered += outcome.tally.requests + outcome.tally.errors;
                 if inherited.max_requests > 0 && answered >= inherited.max_requests {
                     debug!("worker {i}: retiring after {answered} requests");

@@ -11,7 +11,8 @@
 //! - Thread per connection (default): each accepted socket is *moved* to a new thread, which
 //!   owns it from then on, serves it with the shared blocking handler, and closes it on exit.
 //! - `--pool N`: N worker threads started up front take sockets from a bounded queue
-//!   (crossbeam-channel); the main thread only accepts and enqueues.
+//!   (crossbeam-channel); the main thread only accepts and enqueues, and every 250 ms looks
+//!   whether connections wait with every worker busy, which it logs at most once a second.
 //! - Either way, past `--max-connections` live connections (or with the pool's queue full) a
 //!   new connection gets the ERROR reply `server busy` and is closed: the bound is explicit.
 //! - SIGINT/SIGTERM: the main thread stops accepting, broadcasts shutdown, and waits for the
@@ -47,9 +48,10 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use crossbeam_channel::{Receiver, TrySendError};
 use echolab_protocol::Codec;
-use echolab_servers::cli::{parse_size, ServerArgs};
+use echolab_servers::cli::{parse_stack_size, ServerArgs};
 use echolab_servers::conn::{self, Limits};
 use echolab_servers::net::{self, Acceptor};
+use echolab_servers::saturation::{Saturation, SAMPLE_EVERY};
 use echolab_servers::signals::{Shutdown, SignalPipe};
 use echolab_servers::stats::{Counters, Report, SharedCounters};
 use echolab_servers::{debug, info};
@@ -58,22 +60,39 @@ use echolab_servers::{debug, info};
 #[derive(Debug, Parser)]
 #[command(
     version,
-    about = "echolab server: one OS thread per connection, or --pool N prethreaded workers"
+    about = "echolab server: one OS thread per connection, or --pool N prethreaded workers",
+    next_line_help = true,
+    mut_arg("max_connections", |a| a
+        .help("Most connections at once, served or queued; one more gets \"server busy\". With --pool N, only N are served at once")
+        .long_help(
+            "Most connections at once, served or queued; one more gets an ERROR reply \
+             \"server busy\" and is closed. Without --pool, every connection has its own \
+             thread and this is the limit. With --pool N, the N workers are the limit on \
+             connections served at once: the rest wait in the pool's queue (up to --queue, \
+             then \"server busy\"), and the server logs once a second while they do."
+        ))
 )]
 struct Args {
     #[command(flatten)]
     server: ServerArgs,
 
     /// Prethreaded workers fed by a bounded queue; 0 starts a new thread per connection.
-    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=4096))]
+    ///
+    /// A worker serves one connection from accept to close, so with long-lived clients the
+    /// pool serves N of them and the rest wait in the queue, however idle the N are.
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=4096), allow_negative_numbers = true)]
     pool: u16,
 
     /// With --pool: connections that may wait for a free worker before new ones are refused.
-    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "N", default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..), allow_negative_numbers = true)]
     queue: u32,
 
-    /// Stack size of each connection or worker thread (e.g. 64K, 2M).
-    #[arg(long, default_value = "2M", value_parser = parse_size)]
+    /// Stack size of each connection or worker thread (e.g. 64K, 2M; 64K to 1G).
+    ///
+    /// A connection handler needs up to 24 KiB (measured in a debug build); the floor of 64K
+    /// leaves more than twice that, since a thread that overflows its stack aborts the whole
+    /// server. Only the pages used become memory; the rest is address space.
+    #[arg(long, value_name = "SIZE", default_value = "2M", value_parser = parse_stack_size, allow_hyphen_values = true)]
     stack_size: usize,
 }
 
@@ -132,10 +151,18 @@ fn run(args: Args) -> io::Result<()> {
     };
 
     // The accept loop: sleep in poll until a client or a signal comes, accept every waiting
-    // client, hand each to a thread.
+    // client, hand each to a thread. With a pool, the loop also wakes every SAMPLE_EVERY to
+    // look for clients waiting on busy workers: nothing else would notice them.
+    let mut saturation = Saturation::default();
+    let mut next_sample = Instant::now() + SAMPLE_EVERY;
+    let tick = (pool > 0).then_some(SAMPLE_EVERY);
     loop {
-        if acceptor.wait(&signals).terminate {
+        if acceptor.wait_at_most(&signals, tick).terminate {
             break;
+        }
+        if let Some(tx) = queue.as_ref().filter(|_| Instant::now() >= next_sample) {
+            next_sample = Instant::now() + SAMPLE_EVERY;
+            sample_pool(&mut saturation, &shared, &acceptor, tx.len(), args.queue);
         }
         // Forget connection threads that have finished, so the list stays short.
         threads.retain(|t| !t.is_finished());
@@ -217,6 +244,7 @@ fn run(args: Args) -> io::Result<()> {
     );
     if pool > 0 {
         report = report.with_workers(&shared.counters, false);
+        saturation.report_into(&mut report.extra);
     }
     report
         .extra
@@ -277,11 +305,46 @@ fn spawn_connection_thread(
 
 /// A pool worker: serve connections from the queue, one at a time, until it is closed.
 fn pool_worker(worker: usize, queue: &Receiver<Queued>, shared: &Shared) {
+    let mine = shared.counters.slot(1 + worker);
     for (stream, peer, live) in queue.iter() {
-        Counters::bump(&shared.counters.slot(1 + worker).accepted);
+        // Busy until the connection ends: the accept loop reads this to tell whether any
+        // worker is free (see `sample_pool`).
+        mine.set_busy(true);
+        Counters::bump(&mine.accepted);
         serve_one(shared, stream, peer, Some(worker));
+        mine.set_busy(false);
         drop(live);
     }
+}
+
+/// One look at the pool: when every worker is busy and connections wait — in the pool's
+/// queue (`queued` of room for `room`), or still in the kernel's accept queue if accepting is
+/// paused — record it, and say so at most once a second.
+fn sample_pool(
+    saturation: &mut Saturation,
+    shared: &Shared,
+    acceptor: &Acceptor,
+    queued: usize,
+    room: u32,
+) {
+    let workers = shared.counters.slots() - 1;
+    let busy = (1..=workers)
+        .filter(|&i| shared.counters.slot(i).is_busy())
+        .count();
+    let kernel = net::accept_queue(acceptor.listener()).map_or(0, |q| q.waiting);
+    let waiting = if busy == workers {
+        queued as u64 + u64::from(kernel)
+    } else {
+        0
+    };
+    saturation.sample(waiting, || {
+        format!(
+            "saturated: all {workers} pool threads busy, {queued} connections waiting in the \
+             pool's queue (room for {room}; past it, \"server busy\") and {kernel} in the accept \
+             queue; each thread serves one connection at a time: raise --pool (now {workers}), \
+             or lower --idle-timeout so idle clients let go sooner"
+        )
+    });
 }
 
 /// Serves one connection on the calling thread and accounts for it.

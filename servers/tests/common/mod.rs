@@ -167,7 +167,8 @@ impl Stopped {
 
 impl Server {
     /// Starts `bin` with `args` plus `--addr 127.0.0.1:0 --stats-file <tmp>`, and waits (up
-    /// to [`READY_TIMEOUT`]) for its `listening on ADDR` line.
+    /// to [`READY_TIMEOUT`]) for its `listening on ADDR` line. An `--addr` in `args` replaces
+    /// the harness's own (it must still be a loopback address).
     pub fn start(bin: &str, args: &[&str]) -> Server {
         Server::spawn(bin, args, None)
     }
@@ -208,8 +209,11 @@ impl Server {
         });
 
         let mut command = Command::new(bin);
+        if flag("--addr").is_none() {
+            command.args(["--addr", "127.0.0.1:0"]);
+        }
         command
-            .args(["--addr", "127.0.0.1:0", "--stats-file"])
+            .arg("--stats-file")
             .arg(&stats)
             .args(args)
             .stdin(Stdio::null())
