@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
-use echolab_protocol::units::{parse_duration, parse_size, parse_timeout};
+use echolab_protocol::units::{parse_addr, parse_duration, parse_size, parse_timeout};
 use echolab_protocol::{Protocol, MAX_ARG_MICROS};
 
 /// `loadgen run`: drive one server and report what it did.
@@ -160,37 +160,6 @@ fn parse_rate(s: &str) -> Result<f64, String> {
         ));
     }
     Ok(r)
-}
-
-/// Parses `--addr`: HOST:PORT, a host name resolved to its first IPv4 address (or its first
-/// address, if it has no IPv4 one).
-pub fn parse_addr(s: &str) -> Result<SocketAddr, String> {
-    use std::net::ToSocketAddrs;
-    let expected = "expected HOST:PORT, e.g. 127.0.0.1:7000 or localhost:7000";
-    if let Ok(a) = s.parse() {
-        return Ok(a);
-    }
-    let Some((host, port)) = s.rsplit_once(':') else {
-        return Err(format!("no port: {expected}"));
-    };
-    let Ok(port) = port.parse::<u16>() else {
-        return Err(format!("'{port}' is not a port (0-65535): {expected}"));
-    };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    match (host, port).to_socket_addrs() {
-        // An IPv4 address first: `localhost` may list ::1 first, and the servers listen on
-        // 127.0.0.1 by default.
-        Ok(addrs) => {
-            let addrs: Vec<SocketAddr> = addrs.collect();
-            addrs
-                .iter()
-                .find(|a| a.is_ipv4())
-                .or(addrs.first())
-                .copied()
-                .ok_or_else(|| format!("'{host}' has no address: {expected}"))
-        }
-        Err(e) => Err(format!("cannot resolve '{host}': {e}; {expected}")),
-    }
 }
 
 /// Parses `echo`, `ping`, `sleep:US`, `spin:US`.

@@ -59,7 +59,7 @@ fn an_address_says_what_it_expects() {
     for (addr, needle) in [
         ("127.0.0.1", "expected HOST:PORT"),
         ("nonsense", "expected HOST:PORT"),
-        ("127.0.0.1:99999", "not a port"),
+        ("127.0.0.1:99999", "invalid port value"),
     ] {
         let run = loadgen(&format!("--addr {addr} -n 1"));
         run.assert_code(2);

@@ -4,6 +4,7 @@
 //! They live in the protocol crate only because it is the one crate everything depends on;
 //! like the codecs they are pure functions of their input.
 
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 /// The longest duration any flag takes: one day. Longer is surely a typo, and would overflow
@@ -69,9 +70,64 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
         .ok_or_else(|| format!("'{s}' is not a size (examples: 65536, 64K, 2M)"))
 }
 
+/// What `--addr` wants, said in every refusal.
+const ADDR_EXPECTED: &str = "expected HOST:PORT, e.g. 127.0.0.1:7000, [::1]:7000 or localhost:7000 (port 0 picks a free port)";
+
+/// `--addr` of every server and of loadgen: an IP address and port, or a host name and port
+/// resolved with getaddrinfo(3) (std's `ToSocketAddrs`), taking its first IPv4 address (or
+/// its first address, if it has no IPv4 one).
+///
+/// The one function in this crate that is not a pure function of its input: a name is looked
+/// up (in /etc/hosts for `localhost`). It still touches no socket.
+///
+/// Taking one address, rather than listening on all of them as nginx does for a name, keeps
+/// one listener per server, which the models (and prefork's reuseport sockets) assume.
+pub fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    // An address or a name with no port: say so, rather than let the resolver fail on it.
+    let unbracketed = s.trim_start_matches('[').trim_end_matches(']');
+    if unbracketed.parse::<IpAddr>().is_ok() || !s.contains(':') {
+        return Err(format!("no port in '{s}'; {ADDR_EXPECTED}"));
+    }
+    match s.to_socket_addrs() {
+        // An IPv4 address first: `localhost` lists ::1 first on some machines, and a server
+        // on one loopback address and a client on the other would never meet.
+        Ok(addrs) => {
+            let addrs: Vec<SocketAddr> = addrs.collect();
+            (addrs.iter().find(|a| a.is_ipv4()))
+                .or(addrs.first())
+                .copied()
+                .ok_or_else(|| format!("'{s}' resolves to no address; {ADDR_EXPECTED}"))
+        }
+        Err(e) => Err(format!("cannot resolve '{s}': {e}; {ADDR_EXPECTED}")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn addresses() {
+        assert_eq!(
+            parse_addr("127.0.0.1:7000"),
+            Ok(([127, 0, 0, 1], 7000).into())
+        );
+        assert_eq!(
+            parse_addr("[::1]:0"),
+            Ok((std::net::Ipv6Addr::LOCALHOST, 0).into())
+        );
+        let local = parse_addr("localhost:7000").expect("localhost resolves");
+        assert!(local.ip().is_loopback() && local.port() == 7000, "{local}");
+        for no_port in ["127.0.0.1", "::1", "[::1]", "localhost", "nonsense"] {
+            let e = parse_addr(no_port).expect_err(no_port);
+            assert!(e.contains("no port") && e.contains("HOST:PORT"), "{e}");
+        }
+        let e = parse_addr("localhost:http").expect_err("a service name is not a port");
+        assert!(e.contains("HOST:PORT"), "{e}");
+    }
 
     #[test]
     fn durations() {

@@ -3,7 +3,7 @@
 //! Keeping one definition is what makes the models comparable: the load generator and the lab
 //! script start any of them with the same flags, and a limit means the same thing everywhere.
 
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -13,7 +13,9 @@ use echolab_protocol::{Protocol, DEFAULT_MAX_FRAME};
 
 // The value parsers live in the protocol crate so loadgen reads `10s` and `64K` exactly as
 // the servers do.
-pub use echolab_protocol::units::{parse_duration, parse_size, parse_timeout, MAX_DURATION};
+pub use echolab_protocol::units::{
+    parse_addr, parse_duration, parse_size, parse_timeout, MAX_DURATION,
+};
 
 /// Flags shared by every server binary.
 ///
@@ -154,31 +156,6 @@ fn parse_max_frame(s: &str) -> Result<usize, String> {
     Ok(n)
 }
 
-/// What `--addr` wants, said in every refusal.
-const ADDR_EXPECTED: &str = "expected HOST:PORT, e.g. 127.0.0.1:7000, [::1]:7000 or localhost:7000 (port 0 picks a free port)";
-
-/// `--addr`: an IP address and port, or a host name and port resolved with getaddrinfo(3)
-/// (std's `ToSocketAddrs`), taking the first address it returns.
-///
-/// Taking the first address, rather than listening on all of them as nginx does for a name,
-/// keeps one listener per server, which the models (and prefork's reuseport sockets) assume.
-pub fn parse_addr(s: &str) -> Result<SocketAddr, String> {
-    if let Ok(addr) = s.parse::<SocketAddr>() {
-        return Ok(addr);
-    }
-    // An address or a name with no port: say so, rather than let the resolver fail on it.
-    let unbracketed = s.trim_start_matches('[').trim_end_matches(']');
-    if unbracketed.parse::<IpAddr>().is_ok() || !s.contains(':') {
-        return Err(format!("no port in '{s}'; {ADDR_EXPECTED}"));
-    }
-    match s.to_socket_addrs() {
-        Ok(mut addrs) => addrs
-            .next()
-            .ok_or_else(|| format!("'{s}' resolves to no address; {ADDR_EXPECTED}")),
-        Err(e) => Err(format!("cannot resolve '{s}': {e}; {ADDR_EXPECTED}")),
-    }
-}
-
 /// The smallest `--stack-size`, for server-thread's connection and pool threads.
 ///
 /// Measured: the deepest stack a connection handler reached was 24 KiB in a debug build
@@ -216,26 +193,6 @@ pub fn parse_stack_size(s: &str) -> Result<usize, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn addresses() {
-        assert_eq!(
-            parse_addr("127.0.0.1:7000"),
-            Ok(([127, 0, 0, 1], 7000).into())
-        );
-        assert_eq!(
-            parse_addr("[::1]:0"),
-            Ok((std::net::Ipv6Addr::LOCALHOST, 0).into())
-        );
-        let local = parse_addr("localhost:7000").expect("localhost resolves");
-        assert!(local.ip().is_loopback() && local.port() == 7000, "{local}");
-        for no_port in ["127.0.0.1", "::1", "[::1]", "localhost", "nonsense"] {
-            let e = parse_addr(no_port).expect_err(no_port);
-            assert!(e.contains("no port") && e.contains("HOST:PORT"), "{e}");
-        }
-        let e = parse_addr("localhost:http").expect_err("a service name is not a port");
-        assert!(e.contains("HOST:PORT"), "{e}");
-    }
 
     #[test]
     fn stack_sizes() {
