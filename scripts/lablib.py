@@ -81,18 +81,41 @@ def client_affinity(cpus):
     return (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
 
 
+# The 1-minute load average when the run began (results_dir), for machine.txt.
+_LOAD_BEFORE = None
+
+
+def load_average():
+    """The 1-minute load average."""
+    with open("/proc/loadavg") as f:
+        return f.read().split()[0]
+
+
 def results_dir(name, override=None):
-    """results/DATE-NAME/ (or `override`), created."""
+    """results/DATE-NAME/ (or `override`), created, once the tree is known to be clean: a
+    recorded run must name the commit that ran (scripts/machine-info.sh --check exits the
+    script otherwise). Notes the load average, so a run on a busy machine says so."""
+    global _LOAD_BEFORE
+    check = subprocess.run([os.path.join(ROOT, "scripts", "machine-info.sh"), "--check"], cwd=ROOT)
+    if check.returncode != 0:
+        raise SystemExit(check.returncode)
+    _LOAD_BEFORE = load_average()
     path = override or os.path.join(ROOT, "results", f"{datetime.date.today()}-{name}")
     os.makedirs(path, exist_ok=True)
     return path
 
 
 def write_table(path, table):
-    """Prints the table and keeps it in PATH/table.md, with PATH/machine.txt beside it."""
+    """Prints the table and keeps it in PATH/table.md, with PATH/machine.txt beside it. A run
+    begun on a busy machine says so under its table."""
+    machine = subprocess.run([os.path.join(ROOT, "scripts", "machine-info.sh")] + ([_LOAD_BEFORE] if _LOAD_BEFORE else []),
+                             cwd=ROOT, check=False, capture_output=True, text=True).stdout
+    busy = [l for l in machine.splitlines() if l.startswith("busy:") and "yes" in l]
+    if busy:
+        table += "\n\n**Busy machine** " + busy[0].split("yes", 1)[1].lstrip(": ")
     print(table)
     with open(os.path.join(path, "table.md"), "w") as f:
         f.write(table + "\n")
     with open(os.path.join(path, "machine.txt"), "w") as f:
-        subprocess.run([os.path.join(ROOT, "scripts", "machine-info.sh")], stdout=f, cwd=ROOT, check=False)
+        f.write(machine)
     print(f"(kept in {os.path.relpath(path, ROOT)}/)", file=sys.stderr)
