@@ -11,6 +11,10 @@
 //! - [`json`]: the framing of the book echolab grew from (a little-endian 4-byte length and a
 //!   JSON body, `{"in": "ping", "params": ...}`), so its Python examples work unchanged.
 //!
+//! A server can also speak binary and RESP at once, choosing per connection from its first
+//! byte ([`detect`], `--protocol auto`); JSON's first byte says nothing, so it is only ever
+//! chosen explicitly.
+//!
 //! Nothing in this crate touches a socket. A codec turns bytes into messages and messages into
 //! bytes; the caller owns the buffers and the I/O. That is why one codec serves a blocking
 //! thread, a forked child, an event loop and the load generator alike: each of them reads
@@ -45,6 +49,7 @@
 
 pub mod binary;
 pub mod buffer;
+pub mod detect;
 mod error;
 pub mod json;
 pub mod resp;
@@ -55,6 +60,7 @@ use std::fmt;
 use std::str::FromStr;
 
 pub use buffer::ReadBuffer;
+pub use detect::{ServerCodecs, ServerProtocol};
 pub use error::ProtocolError;
 
 /// The default largest frame body (or RESP bulk string) a server accepts: 1 MiB.
@@ -64,7 +70,8 @@ pub const DEFAULT_MAX_FRAME: usize = 1 << 20;
 /// request can never hold a worker for long.
 pub const MAX_ARG_MICROS: u64 = 1_000_000;
 
-/// Which wire format a codec speaks. Servers and loadgen take it as `--protocol`.
+/// Which wire format a codec speaks. loadgen takes it as `--protocol`; servers take a
+/// [`ServerProtocol`], which adds `auto`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Protocol {
     /// echolab's binary v1 (see [`binary`]).
