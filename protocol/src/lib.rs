@@ -129,6 +129,7 @@ impl FromStr for Protocol {
 /// | `Echo` | op 0x01 | `ECHO msg` / `PING msg` | `{"in": "ping"}` |
 /// | `Sleep`, `Spin` | ops 0x02, 0x03 | — | — |
 /// | `Ping` (no payload, answers `PONG`) | — | `PING` | — |
+/// | `ConfigGet` | — | `CONFIG GET pattern` | — |
 /// | `Pi` | — | — | `{"in": "pi"}` |
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Command {
@@ -146,6 +147,11 @@ pub enum Command {
     },
     /// RESP's bare `PING`: reply `+PONG`.
     Ping,
+    /// RESP's `CONFIG GET pattern`, which `redis-benchmark` sends before every run: reply
+    /// with the name/value pairs of [`resp::CONFIG`] that match the pattern (the request's
+    /// payload). It goes through the server like any request, so that it is counted as one
+    /// answered, not as an error; it has nothing to execute, the codec answers from its table.
+    ConfigGet,
     /// The book's CPU-heavy method: approximate pi with `n` terms of a series.
     Pi {
         /// Number of terms, at most [`json::MAX_PI_N`].
@@ -161,14 +167,16 @@ pub struct Request<'a> {
     pub id: Option<u64>,
     /// What to do.
     pub command: Command,
-    /// The bytes to echo. In JSON mode this is the raw JSON text of `params`.
+    /// The bytes to echo. In JSON mode this is the raw JSON text of `params`; for
+    /// [`Command::ConfigGet`], the pattern.
     pub payload: &'a [u8],
 }
 
 /// The server's answer to a successful request, handed to [`Codec::encode_reply`].
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Reply {
-    /// Echo the request's payload (or `PONG` for a bare RESP `PING`).
+    /// The answer that needs no computing: the request's payload echoed (or `PONG` for a
+    /// bare RESP `PING`, or the matching settings for `CONFIG GET`).
     Echo,
     /// The result of [`Command::Pi`].
     Pi(f64),
