@@ -221,6 +221,12 @@ impl Codec for BinaryCodec {
                     what: "pi",
                 })
             }
+            Command::ConfigGet => {
+                return Err(ProtocolError::Unsupported {
+                    protocol: Protocol::Binary,
+                    what: "CONFIG GET",
+                })
+            }
         };
         let id = request.id.unwrap_or(0);
         let body_len = 1 + uvarint_len(id) + uvarint_len(arg) + request.payload.len();

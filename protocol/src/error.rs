@@ -75,6 +75,14 @@ pub enum ProtocolError {
     UnknownCommand(String),
     /// RESP: a known command with the wrong number of arguments.
     WrongArity(&'static str),
+    /// RESP: a known command with a subcommand this server does not implement
+    /// (`CONFIG SET`).
+    UnknownSubcommand {
+        /// The command, as Redis's message names it (`"CONFIG"`).
+        command: &'static str,
+        /// The subcommand the client sent.
+        name: String,
+    },
     /// RESP (client side): a reply type other than `+`, `-` or `$`.
     UnexpectedReplyType(u8),
     /// JSON: the body is not valid JSON.
@@ -140,6 +148,9 @@ impl fmt::Display for ProtocolError {
             }
             UnknownCommand(name) => write!(f, "unknown command '{name}'"),
             WrongArity(cmd) => write!(f, "wrong number of arguments for '{cmd}' command"),
+            UnknownSubcommand { command, name } => {
+                write!(f, "unknown subcommand '{name}'. Try {command} HELP.")
+            }
             UnexpectedReplyType(b) => {
                 write!(
                     f,

@@ -277,10 +277,10 @@ impl Codec for JsonCodec {
                 "pi",
                 Cow::Owned(itoa::Buffer::new().format(n).as_bytes().to_vec()),
             ),
-            Command::Ping | Command::Sleep { .. } | Command::Spin { .. } => {
+            Command::Ping | Command::Sleep { .. } | Command::Spin { .. } | Command::ConfigGet => {
                 return Err(ProtocolError::Unsupported {
                     protocol: Protocol::Json,
-                    what: "PING, SLEEP or SPIN",
+                    what: "PING, SLEEP, SPIN or CONFIG GET",
                 })
             }
         };

@@ -11,6 +11,10 @@
 //! - [`json`]: the framing of the book echolab grew from (a little-endian 4-byte length and a
 //!   JSON body, `{"in": "ping", "params": ...}`), so its Python examples work unchanged.
 //!
+//! A server can also speak binary and RESP at once, choosing per connection from its first
+//! byte ([`detect`], `--protocol auto`); JSON's first byte says nothing, so it is only ever
+//! chosen explicitly.
+//!
 //! Nothing in this crate touches a socket. A codec turns bytes into messages and messages into
 //! bytes; the caller owns the buffers and the I/O. That is why one codec serves a blocking
 //! thread, a forked child, an event loop and the load generator alike: each of them reads
@@ -45,6 +49,7 @@
 
 pub mod binary;
 pub mod buffer;
+pub mod detect;
 mod error;
 pub mod json;
 pub mod resp;
@@ -55,6 +60,7 @@ use std::fmt;
 use std::str::FromStr;
 
 pub use buffer::ReadBuffer;
+pub use detect::{ServerCodecs, ServerProtocol};
 pub use error::ProtocolError;
 
 /// The default largest frame body (or RESP bulk string) a server accepts: 1 MiB.
@@ -64,7 +70,8 @@ pub const DEFAULT_MAX_FRAME: usize = 1 << 20;
 /// request can never hold a worker for long.
 pub const MAX_ARG_MICROS: u64 = 1_000_000;
 
-/// Which wire format a codec speaks. Servers and loadgen take it as `--protocol`.
+/// Which wire format a codec speaks. loadgen takes it as `--protocol`; servers take a
+/// [`ServerProtocol`], which adds `auto`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Protocol {
     /// echolab's binary v1 (see [`binary`]).
@@ -122,6 +129,7 @@ impl FromStr for Protocol {
 /// | `Echo` | op 0x01 | `ECHO msg` / `PING msg` | `{"in": "ping"}` |
 /// | `Sleep`, `Spin` | ops 0x02, 0x03 | — | — |
 /// | `Ping` (no payload, answers `PONG`) | — | `PING` | — |
+/// | `ConfigGet` | — | `CONFIG GET pattern` | — |
 /// | `Pi` | — | — | `{"in": "pi"}` |
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Command {
@@ -139,6 +147,11 @@ pub enum Command {
     },
     /// RESP's bare `PING`: reply `+PONG`.
     Ping,
+    /// RESP's `CONFIG GET pattern`, which `redis-benchmark` sends before every run: reply
+    /// with the name/value pairs of [`resp::CONFIG`] that match the pattern (the request's
+    /// payload). It goes through the server like any request, so that it is counted as one
+    /// answered, not as an error; it has nothing to execute, the codec answers from its table.
+    ConfigGet,
     /// The book's CPU-heavy method: approximate pi with `n` terms of a series.
     Pi {
         /// Number of terms, at most [`json::MAX_PI_N`].
@@ -154,14 +167,16 @@ pub struct Request<'a> {
     pub id: Option<u64>,
     /// What to do.
     pub command: Command,
-    /// The bytes to echo. In JSON mode this is the raw JSON text of `params`.
+    /// The bytes to echo. In JSON mode this is the raw JSON text of `params`; for
+    /// [`Command::ConfigGet`], the pattern.
     pub payload: &'a [u8],
 }
 
 /// The server's answer to a successful request, handed to [`Codec::encode_reply`].
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Reply {
-    /// Echo the request's payload (or `PONG` for a bare RESP `PING`).
+    /// The answer that needs no computing: the request's payload echoed (or `PONG` for a
+    /// bare RESP `PING`, or the matching settings for `CONFIG GET`).
     Echo,
     /// The result of [`Command::Pi`].
     Pi(f64),

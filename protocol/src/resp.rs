@@ -9,7 +9,9 @@
 //! ```
 //!
 //! Commands (case-insensitive): `PING` -> `+PONG`, `PING msg` -> `$3\r\nmsg`, `ECHO msg` -> the
-//! same. Anything else gets `-ERR unknown command 'name'`, a wrong argument count gets
+//! same, and `CONFIG GET pattern` -> the matching name/value pairs of [`CONFIG`] (an empty
+//! array when none matches), which is what `redis-benchmark` asks before every run. Anything
+//! else gets `-ERR unknown command 'name'`, a wrong argument count gets
 //! `-ERR wrong number of arguments for 'cmd' command`, and the connection stays open.
 //!
 //! Unlike the binary protocol, RESP has no total length up front: an array header announces a
@@ -27,23 +29,33 @@ pub const MAX_INLINE: usize = 64 * 1024;
 /// The largest array count accepted (Redis's historical limit of 1024 * 1024 elements).
 pub const MAX_MULTIBULK: i64 = 1024 * 1024;
 
+/// The settings `CONFIG GET` reports, as Redis names them. These two are what
+/// `redis-benchmark` asks for before every run: without a `[name, value]` pair for each it
+/// prints "WARNING: Could not fetch server CONFIG" (an empty array is not enough), and shows
+/// them as "host configuration" in its full report. The values are true of echolab, which
+/// keeps nothing on disk: `save` is empty (no snapshots, as `redis-server --save ''` reports)
+/// and `appendonly` is `no`. Any other name is a setting echolab does not have, and gets the
+/// empty array Redis gives an unknown name.
+pub const CONFIG: &[(&str, &str)] = &[("save", ""), ("appendonly", "no")];
+
 /// The RESP codec.
 #[derive(Debug, Clone)]
 pub struct RespCodec {
     max_frame: usize,
 }
 
-/// A command in flight through the parser: the first two arguments are kept (no valid
-/// command has more), the rest are only counted, so parsing never allocates.
+/// A command in flight through the parser: the first three arguments are kept (no valid
+/// command has more: `CONFIG GET pattern` has three), the rest are only counted, so parsing
+/// never allocates.
 struct Args<'a> {
-    first: [&'a [u8]; 2],
+    first: [&'a [u8]; 3],
     count: usize,
 }
 
 impl<'a> Args<'a> {
     fn new() -> Self {
         Args {
-            first: [&[], &[]],
+            first: [&[], &[], &[]],
             count: 0,
         }
     }
@@ -176,30 +188,98 @@ impl RespCodec {
     }
 }
 
-/// Maps parsed arguments onto a command, or the (non-fatal) reason it is not one.
-fn command(args: &Args<'_>) -> Result<Request<'static>, ProtocolError> {
-    let name = args.first[0];
-    let request = |command| Request {
+/// Maps parsed arguments onto a request, or the (non-fatal) reason they are not one.
+fn command<'a>(args: &Args<'a>) -> Result<Request<'a>, ProtocolError> {
+    let [name, first, second] = args.first;
+    let request = |command, payload| Request {
         id: None,
         command,
-        payload: &[],
+        payload,
     };
     if name.eq_ignore_ascii_case(b"ping") {
         match args.count {
-            1 => Ok(request(Command::Ping)),
+            1 => Ok(request(Command::Ping, &[])),
             // PING with a message is ECHO by another name.
-            2 => Ok(request(Command::Echo)),
+            2 => Ok(request(Command::Echo, first)),
             _ => Err(ProtocolError::WrongArity("ping")),
         }
     } else if name.eq_ignore_ascii_case(b"echo") {
         match args.count {
-            2 => Ok(request(Command::Echo)),
+            2 => Ok(request(Command::Echo, first)),
             _ => Err(ProtocolError::WrongArity("echo")),
+        }
+    } else if name.eq_ignore_ascii_case(b"config") {
+        // Redis's wording for each mistake. Only GET exists here: SET, RESETSTAT and the
+        // rest would change settings echolab takes from its command line.
+        match args.count {
+            1 => Err(ProtocolError::WrongArity("config")),
+            _ if !first.eq_ignore_ascii_case(b"get") => Err(ProtocolError::UnknownSubcommand {
+                command: "CONFIG",
+                name: String::from_utf8_lossy(first).into_owned(),
+            }),
+            // One pattern, as Redis before 7.0 took; 7.0 takes several, but redis-benchmark
+            // sends one per command, and keeping one keeps the parser free of allocation.
+            3 => Ok(request(Command::ConfigGet, second)),
+            _ => Err(ProtocolError::WrongArity("config|get")),
         }
     } else {
         Err(ProtocolError::UnknownCommand(
             String::from_utf8_lossy(name).into_owned(),
         ))
+    }
+}
+
+/// Whether `name` matches the glob `pattern`, ignoring ASCII case, as `CONFIG GET` matches
+/// setting names in Redis (`stringmatchlen` with `nocase`). `*` matches any run of bytes and
+/// `?` any one byte; Redis's `[...]` classes and `\` escapes are not implemented (no setting
+/// name here needs them), so those bytes match themselves.
+fn glob_matches(pattern: &[u8], name: &[u8]) -> bool {
+    // The classic backtracking match: on a mismatch, let the most recent `*` swallow one more
+    // byte and try again. Linear in practice, and at worst pattern x name, both short.
+    let (mut p, mut n) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while n < name.len() {
+        match pattern.get(p) {
+            Some(b'*') => {
+                star = Some((p, n));
+                p += 1;
+            }
+            Some(&c) if c == b'?' || c.eq_ignore_ascii_case(&name[n]) => {
+                p += 1;
+                n += 1;
+            }
+            _ => match star {
+                Some((sp, sn)) => {
+                    star = Some((sp, sn + 1));
+                    p = sp + 1;
+                    n = sn + 1;
+                }
+                None => return false,
+            },
+        }
+    }
+    pattern[p..].iter().all(|&c| c == b'*')
+}
+
+/// Appends the `CONFIG GET pattern` reply: an array of name/value bulk strings, one pair per
+/// setting of [`CONFIG`] that matches, or `*0` when none does. Like Redis 7, a pattern without
+/// wildcards is answered under the name as the client wrote it (`CONFIG GET SAVE` answers
+/// `SAVE`), a pattern with them under the settings' own names.
+fn put_config(out: &mut Vec<u8>, pattern: &[u8]) {
+    let literal = !pattern.iter().any(|&b| b == b'*' || b == b'?');
+    let matching = CONFIG
+        .iter()
+        .filter(|(name, _)| glob_matches(pattern, name.as_bytes()));
+    out.push(b'*');
+    out.extend_from_slice(
+        itoa::Buffer::new()
+            .format(2 * matching.clone().count())
+            .as_bytes(),
+    );
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in matching {
+        put_bulk(out, if literal { pattern } else { name.as_bytes() });
+        put_bulk(out, value.as_bytes());
     }
 }
 
@@ -245,13 +325,7 @@ impl Codec for RespCodec {
                 continue;
             }
             return Ok(match command(&args) {
-                Ok(request) => Decoded::Complete {
-                    message: Request {
-                        payload: if args.count > 1 { args.first[1] } else { &[] },
-                        ..request
-                    },
-                    len,
-                },
+                Ok(message) => Decoded::Complete { message, len },
                 Err(error) => Decoded::Invalid {
                     id: None,
                     error,
@@ -264,6 +338,7 @@ impl Codec for RespCodec {
     fn encode_reply(&self, request: &Request<'_>, reply: Reply, out: &mut Vec<u8>) {
         match (request.command, reply) {
             (Command::Ping, Reply::Echo) => out.extend_from_slice(b"+PONG\r\n"),
+            (Command::ConfigGet, _) => put_config(out, request.payload),
             (_, Reply::Echo) => put_bulk(out, request.payload),
             (_, Reply::Pi(value)) => put_bulk(out, value.to_string().as_bytes()),
         }
@@ -296,6 +371,16 @@ impl Codec for RespCodec {
                     });
                 }
                 out.extend_from_slice(b"*2\r\n$4\r\nECHO\r\n");
+                put_bulk(out, request.payload);
+            }
+            Command::ConfigGet => {
+                if request.payload.len() > self.max_frame {
+                    return Err(ProtocolError::FrameTooLarge {
+                        len: request.payload.len() as u64,
+                        max: self.max_frame,
+                    });
+                }
+                out.extend_from_slice(b"*3\r\n$6\r\nCONFIG\r\n$3\r\nGET\r\n");
                 put_bulk(out, request.payload);
             }
             Command::Sleep { .. } | Command::Spin { .. } | Command::Pi { .. } => {
@@ -405,6 +490,95 @@ mod tests {
             reply_to(b"PING a b\r\n"),
             b"-ERR wrong number of arguments for 'ping' command\r\n"
         );
+    }
+
+    /// `CONFIG GET`, answered as redis-server 7.0 answers it (checked side by side with
+    /// `redis-server --save '' --appendonly no`), and its mistakes in Redis's words.
+    #[test]
+    fn config_get() {
+        let save = b"*2\r\n$4\r\nsave\r\n$0\r\n\r\n";
+        let appendonly = b"*2\r\n$10\r\nappendonly\r\n$2\r\nno\r\n";
+        assert_eq!(
+            reply_to(b"*3\r\n$6\r\nCONFIG\r\n$3\r\nGET\r\n$4\r\nsave\r\n"),
+            save
+        );
+        assert_eq!(
+            reply_to(b"*3\r\n$6\r\nconfig\r\n$3\r\nget\r\n$10\r\nappendonly\r\n"),
+            appendonly
+        );
+        assert_eq!(reply_to(b"config get save\r\n"), save);
+        assert_eq!(reply_to(b"CONFIG GET nosuch\r\n"), b"*0\r\n");
+        // A literal name comes back as written; a pattern's matches under their own names.
+        assert_eq!(
+            reply_to(b"CONFIG GET SAVE\r\n"),
+            b"*2\r\n$4\r\nSAVE\r\n$0\r\n\r\n"
+        );
+        assert_eq!(reply_to(b"CONFIG GET app*\r\n"), appendonly);
+        assert_eq!(reply_to(b"CONFIG GET sav?\r\n"), save);
+        assert_eq!(
+            reply_to(b"CONFIG GET *\r\n"),
+            b"*4\r\n$4\r\nsave\r\n$0\r\n\r\n$10\r\nappendonly\r\n$2\r\nno\r\n"
+        );
+        assert_eq!(
+            reply_to(b"CONFIG\r\n"),
+            b"-ERR wrong number of arguments for 'config' command\r\n"
+        );
+        assert_eq!(
+            reply_to(b"CONFIG GET\r\n"),
+            b"-ERR wrong number of arguments for 'config|get' command\r\n"
+        );
+        assert_eq!(
+            reply_to(b"CONFIG GET save appendonly\r\n"),
+            b"-ERR wrong number of arguments for 'config|get' command\r\n"
+        );
+        assert_eq!(
+            reply_to(b"CONFIG SET save 60\r\n"),
+            b"-ERR unknown subcommand 'SET'. Try CONFIG HELP.\r\n"
+        );
+    }
+
+    /// Exactly what redis-benchmark 7.0 writes on connecting: two CONFIG GETs in one write.
+    #[test]
+    fn redis_benchmarks_config_probe() {
+        let probe = b"*3\r\n$6\r\nCONFIG\r\n$3\r\nGET\r\n$4\r\nsave\r\n\
+                      *3\r\n$6\r\nCONFIG\r\n$3\r\nGET\r\n$10\r\nappendonly\r\n";
+        let (first, len) = complete(probe);
+        assert_eq!(
+            (first.command, first.payload),
+            (Command::ConfigGet, &b"save"[..])
+        );
+        let (second, rest) = complete(&probe[len..]);
+        assert_eq!(
+            (second.command, second.payload),
+            (Command::ConfigGet, &b"appendonly"[..])
+        );
+        assert_eq!(len + rest, probe.len());
+        // The client half writes the same bytes.
+        let mut out = Vec::new();
+        codec().encode_request(&first, &mut out).expect("encodable");
+        codec()
+            .encode_request(&second, &mut out)
+            .expect("encodable");
+        assert_eq!(out, probe);
+    }
+
+    #[test]
+    fn glob() {
+        assert!(glob_matches(b"*", b""));
+        assert!(glob_matches(b"*", b"save"));
+        assert!(glob_matches(b"save", b"SAVE"));
+        assert!(glob_matches(b"s*e", b"save"));
+        assert!(glob_matches(b"*only", b"appendonly"));
+        assert!(glob_matches(b"a*o*y", b"appendonly"));
+        assert!(glob_matches(b"????", b"save"));
+        assert!(glob_matches(b"**", b"save"));
+        assert!(!glob_matches(b"???", b"save"));
+        assert!(!glob_matches(b"sav", b"save"));
+        assert!(!glob_matches(b"save*x", b"save"));
+        assert!(!glob_matches(b"", b"save"));
+        assert!(glob_matches(b"", b""));
+        // Classes are not implemented: '[' is literal.
+        assert!(!glob_matches(b"s[a]ve", b"save"));
     }
 
     #[test]

@@ -190,6 +190,33 @@ fn resp_echo_and_ping() {
     );
 }
 
+/// What redis-benchmark asks before every run, and the answer that keeps it from printing
+/// "WARNING: Could not fetch server CONFIG": a `[name, value]` pair. (A RESP array, which
+/// the client half does not read, so the reply is compared as bytes.)
+#[test]
+fn resp_config_get() {
+    let request = "2a 33 0d 0a 24 36 0d 0a 43 4f 4e 46 49 47 0d 0a 24 33 0d 0a 47 45 54 0d 0a 24 34 0d 0a 73 61 76 65 0d 0a";
+    request_fixture(
+        Protocol::Resp,
+        Request {
+            id: None,
+            command: Command::ConfigGet,
+            payload: b"save",
+        },
+        request,
+    );
+    let reply = "2a 32 0d 0a 24 34 0d 0a 73 61 76 65 0d 0a 24 30 0d 0a 0d 0a";
+    let c = codec(Protocol::Resp);
+    let req_bytes = unhex(request);
+    let Ok(Decoded::Complete { message, .. }) = c.decode_request(&req_bytes) else {
+        panic!("CONFIG GET save does not decode");
+    };
+    let mut out = Vec::new();
+    c.encode_reply(&message, Reply::Echo, &mut out);
+    assert_eq!(out, unhex(reply), "got {:?}", String::from_utf8_lossy(&out));
+    documented(reply);
+}
+
 #[test]
 fn json_ping_with_little_endian_length() {
     // {"in":"ping","params":"hi","id":1} is 34 bytes: 0x22 first, little-endian.

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use clap::builder::RangedI64ValueParser;
 use clap::Args;
-use echolab_protocol::{Protocol, DEFAULT_MAX_FRAME};
+use echolab_protocol::{ServerProtocol, DEFAULT_MAX_FRAME};
 
 // The value parsers live in the protocol crate so loadgen reads `10s` and `64K` exactly as
 // the servers do.
@@ -35,9 +35,12 @@ pub struct ServerArgs {
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:7000", value_parser = parse_addr)]
     pub addr: SocketAddr,
 
-    /// Wire protocol: binary (echolab v1), resp (Redis RESP2 subset) or json (the book's).
-    #[arg(long, default_value = "binary", value_parser = parse_protocol)]
-    pub protocol: Protocol,
+    /// Wire protocol: auto (binary or RESP, told apart by each connection's first byte),
+    /// binary (echolab v1), resp (Redis RESP2 subset) or json (the book's, which auto cannot
+    /// recognise). With --max-frame at 672 MiB or more, some binary frames look like RESP to
+    /// auto: say binary then (docs/protocol.md).
+    #[arg(long, default_value = "auto", value_parser = parse_protocol)]
+    pub protocol: ServerProtocol,
 
     /// Largest frame body (binary, JSON) or bulk string (RESP) accepted, in bytes.
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_FRAME, value_parser = parse_max_frame, allow_negative_numbers = true)]
@@ -140,7 +143,7 @@ impl ServerArgs {
     }
 }
 
-fn parse_protocol(s: &str) -> Result<Protocol, String> {
+fn parse_protocol(s: &str) -> Result<ServerProtocol, String> {
     s.parse()
 }
 

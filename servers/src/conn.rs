@@ -18,13 +18,18 @@
 //!    unread input makes the kernel send a reset, which can destroy the error reply it just
 //!    sent. So after a fatal error it shuts down its side and drains the input briefly first,
 //!    as nginx's `lingering_close` does.
+//!
+//! Which protocol a connection speaks is settled by its first byte, once
+//! ([`ServerCodecs::for_first_byte`]; with a fixed `--protocol` the answer is always the same).
+//! From then on the loop holds a plain `&dyn Codec`, so `--protocol auto` costs one check per
+//! read, not one per request.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown as HowShutdown, TcpStream};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
-use echolab_protocol::{Codec, Command, Decoded, ReadBuffer};
+use echolab_protocol::{detect, Codec, Command, Decoded, Protocol, ReadBuffer, ServerCodecs};
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{recv, MsgFlags};
@@ -77,6 +82,10 @@ pub struct Tally {
     pub requests: u64,
     /// Requests answered with an ERROR reply.
     pub errors: u64,
+    /// The first request broke a binary or JSON server's protocol, and its bytes look like
+    /// RESP: probably `redis-cli` pointed at the wrong `--protocol`. [`record_end`] says so
+    /// in the log.
+    pub looked_like_resp: bool,
 }
 
 /// How a connection went: why it ended and what it did.
@@ -127,6 +136,14 @@ pub fn answer_all(
                 len
             }
             Err(error) => {
+                // Only on this path, which ends the connection, is it worth asking whether the
+                // client was a RESP one all along: a healthy stream never gets here.
+                if codec.protocol() != Protocol::Resp
+                    && tally.requests + tally.errors == 0
+                    && detect::looks_like_resp(input.data())
+                {
+                    tally.looked_like_resp = true;
+                }
                 codec.encode_error(None, &error.to_string(), output);
                 return Ok(Answered::Fatal(error.to_string()));
             }
@@ -136,25 +153,25 @@ pub fn answer_all(
     }
 }
 
-/// Serves one connection until it ends.
+/// Serves one connection until it ends, in the protocol its first byte chooses from `codecs`.
 ///
 /// Counts are kept in locals and added to the shared counters once, at the end
 /// ([`record_end`]): a shared counter bumped on every request would bounce one cache line
 /// between every core serving clients, and the thread model would pay for our statistics.
 pub fn serve(
     stream: TcpStream,
-    codec: &dyn Codec,
+    codecs: &ServerCodecs,
     limits: Limits,
     shutdown: BorrowedFd<'_>,
 ) -> Outcome {
     let mut tally = Tally::default();
-    let ended = serve_loop(stream, codec, limits, shutdown, &mut tally);
+    let ended = serve_loop(stream, codecs, limits, shutdown, &mut tally);
     Outcome { ended, tally }
 }
 
 fn serve_loop(
     mut stream: TcpStream,
-    codec: &dyn Codec,
+    codecs: &ServerCodecs,
     limits: Limits,
     shutdown: BorrowedFd<'_>,
     tally: &mut Tally,
@@ -170,6 +187,8 @@ fn serve_loop(
 
     let mut input = ReadBuffer::new(READ_CHUNK);
     let mut output = Vec::new();
+    // This connection's codec, once its first byte has said which.
+    let mut chosen: Option<&dyn Codec> = None;
     let mut last_request = Instant::now();
     // When the first byte of the request now in `input` arrived: a request that never
     // completes (slowloris) is cut off `request_timeout` later, however steadily it trickles.
@@ -184,6 +203,9 @@ fn serve_loop(
             Some(since) => match limits.request_timeout.checked_sub(since.elapsed()) {
                 Some(left) => left,
                 None => {
+                    // A partial request means a byte arrived, so the codec is chosen; the
+                    // fallback only keeps this total.
+                    let codec = chosen.unwrap_or_else(|| codecs.before_first_byte());
                     send_request_timeout(&mut stream, codec);
                     linger_close(&stream);
                     return Ended::RequestTimeout;
@@ -209,6 +231,15 @@ fn serve_loop(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Ended::Failed(e),
         }
+        let codec = match chosen {
+            Some(codec) => codec,
+            None => {
+                let Some(&first) = input.data().first() else {
+                    continue;
+                };
+                *chosen.insert(codecs.for_first_byte(first))
+            }
+        };
 
         // Answer every complete request now in the buffer. Replies already computed go out
         // before a slow request starts, so a pipelined SLEEP does not hold back the answers
@@ -292,7 +323,10 @@ fn flush(stream: &mut TcpStream, output: &mut Vec<u8>) -> Result<(), Ended> {
 
 /// Whether a command may take long enough that earlier replies should not wait for it.
 fn is_slow(command: &Command) -> bool {
-    !matches!(command, Command::Echo | Command::Ping)
+    matches!(
+        command,
+        Command::Sleep { .. } | Command::Spin { .. } | Command::Pi { .. }
+    )
 }
 
 /// Adds a finished connection to each of `counters` (the totals, and a worker's own slot
@@ -316,6 +350,17 @@ pub fn record_end(outcome: &Outcome, counters: &[&Counters], peer: impl std::fmt
         outcome.tally.requests,
         outcome.ended
     );
+    // A whole redis-benchmark run against a binary server would print this once per
+    // connection; once a second, across every process of the server, says it well enough.
+    if outcome.tally.looked_like_resp {
+        if let Some(totals) = counters.first() {
+            if crate::log::once_a_second(&totals.resp_hint_logged_ms) {
+                crate::info!(
+                    "{peer}: this looks like RESP: start the server with --protocol resp (or auto)"
+                );
+            }
+        }
+    }
 }
 
 enum Wait {
@@ -354,17 +399,19 @@ fn wait_readable(sock: BorrowedFd<'_>, shutdown: BorrowedFd<'_>, timeout: Durati
 }
 
 /// Refuses a connection the server will not serve: counts it, logs `why` at debug level, and
-/// sends the protocol's ERROR reply "server busy" (RESP: `-ERR server busy`).
+/// sends the protocol's ERROR reply "server busy" (RESP: `-ERR server busy`). The client has
+/// not spoken yet, so under `--protocol auto` the reply is binary's
+/// ([`ServerCodecs::before_first_byte`] says why).
 pub fn refuse(
     stream: TcpStream,
-    codec: &dyn Codec,
+    codecs: &ServerCodecs,
     counters: &Counters,
     peer: impl std::fmt::Display,
     why: &str,
 ) {
     Counters::bump(&counters.refused);
     crate::debug!("{peer}: refused ({why})");
-    send_error_and_close(stream, codec, "server busy");
+    send_error_and_close(stream, codecs.before_first_byte(), "server busy");
 }
 
 /// Sends `message` as an ERROR reply, then closes with [`linger_close`]'s care, without

@@ -29,7 +29,8 @@ pub fn execute(request: &Request<'_>) -> Reply {
         spin(Duration::from_nanos(debug_spin));
     }
     match request.command {
-        Command::Echo | Command::Ping => Reply::Echo,
+        // CONFIG GET has nothing to run: the codec answers it from its table of settings.
+        Command::Echo | Command::Ping | Command::ConfigGet => Reply::Echo,
         Command::Sleep { micros } => {
             // nanosleep(2); std retries it on EINTR with the remaining time, so a signal
             // does not cut the simulated blocking call short.

@@ -5,8 +5,10 @@
 //! forked child, so the lab uses plain `eprintln!` behind one flag. Every line names the
 //! program and the pid, because with `fork` several processes share one stderr.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+use nix::time::{clock_gettime, ClockId};
 
 static VERBOSE: AtomicBool = AtomicBool::new(false);
 static PROGRAM: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
@@ -20,6 +22,32 @@ pub fn init(program: &'static str, verbose: bool) {
 /// Whether `-v` was given.
 pub fn verbose() -> bool {
     VERBOSE.load(Ordering::Relaxed)
+}
+
+/// Whether a line rate-limited by `last` may be logged now: true at most once a second for
+/// every thread and process that shares `last`, which holds the time of the last `true`.
+///
+/// The accept loops' limiters (`net::Acceptor`, the event loop's `EMFILE` log, the
+/// saturation line) are an [`OnceASecond`] of their own, which is right for a loop in one
+/// process. A line any connection
+/// handler may log needs one limit for the whole server, fork children and prefork workers
+/// included, so `last` is an atomic in the fork-shared stats page and the clock is
+/// CLOCK_MONOTONIC in milliseconds: the same clock in every process, which an `Instant`
+/// cannot be stored as. Of several callers within the same second, the compare-exchange lets
+/// exactly one through.
+pub fn once_a_second(last: &AtomicU64) -> bool {
+    // clock_gettime(2) cannot fail for CLOCK_MONOTONIC; if it did, logging is the safe side.
+    let Ok(now) = clock_gettime(ClockId::CLOCK_MONOTONIC) else {
+        return true;
+    };
+    // Never 0, which `last` holds until the first line.
+    let now_ms = (now.tv_sec() as u64 * 1000 + now.tv_nsec() as u64 / 1_000_000).max(1);
+    let prev = last.load(Ordering::Relaxed);
+    if prev != 0 && now_ms.saturating_sub(prev) < 1000 {
+        return false;
+    }
+    last.compare_exchange(prev, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+        .is_ok()
 }
 
 /// The prefix of every line: `[server-fork 1234]`.
@@ -70,4 +98,25 @@ macro_rules! debug {
             eprintln!("{} {}", $crate::log::prefix(), format_args!($($arg)*))
         }
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn once_a_second_lets_one_line_through_per_second() {
+        let last = AtomicU64::new(0);
+        assert!(once_a_second(&last), "the first line goes out");
+        assert!(
+            !once_a_second(&last),
+            "a second one within the second does not"
+        );
+        assert!(!once_a_second(&last));
+        // Pretend the last line went out 1.1 s ago.
+        let t = last.load(Ordering::Relaxed);
+        last.store(t.saturating_sub(1100).max(1), Ordering::Relaxed);
+        assert!(once_a_second(&last), "a second later, one more");
+        assert!(!once_a_second(&last));
+    }
 }

@@ -51,6 +51,11 @@ pub struct Counters {
     /// A gauge, not a count: the prefork parent and the pool's accept loop read it to tell
     /// whether any worker is free (see [`crate::saturation`]).
     pub busy: AtomicU64,
+    /// Not a count, and not reported: when (CLOCK_MONOTONIC, ms) the totals slot last logged
+    /// "this looks like RESP" ([`crate::log::once_a_second`]). It lives here because this is
+    /// the one memory every process of a server shares: in a per-process variable, each fork
+    /// child would start with "never logged" and log again.
+    pub resp_hint_logged_ms: AtomicU64,
 }
 
 /// A plain copy of [`Counters`], for reports.

@@ -51,7 +51,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use echolab_protocol::{Codec, ReadBuffer};
+use echolab_protocol::{Codec, Protocol, ReadBuffer, ServerCodecs};
 use echolab_servers::cli::{parse_size, ServerArgs};
 use echolab_servers::conn::{self, Answered, Ended, Limits, Outcome, Tally};
 use echolab_servers::poller::{Backend, Event, Interest, Poller};
@@ -126,6 +126,9 @@ struct Connection {
     peer: SocketAddr,
     /// Bytes received and not yet answered: at most one partial request after each turn.
     input: ReadBuffer,
+    /// The protocol this connection speaks, once its first byte has said
+    /// (`--protocol auto`; a fixed server's one protocol, then).
+    protocol: Option<Protocol>,
     /// Replies not yet taken by the kernel; `output[sent..]` is what is left.
     output: Vec<u8>,
     sent: usize,
@@ -147,6 +150,15 @@ impl Connection {
         self.output.len() - self.sent
     }
 
+    /// This connection's codec: chosen from its first byte the first time one is there, the
+    /// same ever after. `None` until a byte has arrived.
+    fn codec<'a>(&mut self, codecs: &'a ServerCodecs) -> Option<&'a dyn Codec> {
+        if self.protocol.is_none() {
+            self.protocol = self.input.data().first().map(|&b| codecs.protocol_for(b));
+        }
+        self.protocol.map(|p| codecs.codec(p))
+    }
+
     /// [`write_some`] of this connection's output, within `allowance`.
     fn write_out(&mut self, allowance: &mut usize) -> Result<(), Ended> {
         write_some(
@@ -164,7 +176,7 @@ struct EventLoop {
     poller: Box<dyn Poller>,
     connections: HashMap<usize, Connection>,
     next_token: usize,
-    codec: Box<dyn Codec>,
+    codecs: ServerCodecs,
     limits: Limits,
     max_pending_output: usize,
     /// `--write-budget`, with 0 made "no limit".
@@ -191,7 +203,7 @@ fn run(args: Args) -> io::Result<()> {
         poller: args.backend.create()?,
         connections: HashMap::new(),
         next_token: FIRST_CONNECTION,
-        codec: cfg.protocol.codec(cfg.max_frame),
+        codecs: cfg.protocol.codecs(cfg.max_frame),
         limits: cfg.limits(),
         max_pending_output: args.max_pending_output,
         write_budget: match args.write_budget {
@@ -333,7 +345,7 @@ impl EventLoop {
             if self.connections.len() >= self.max_connections {
                 conn::refuse(
                     stream,
-                    &*self.codec,
+                    &self.codecs,
                     self.counters.total(),
                     peer,
                     "max-connections reached",
@@ -374,7 +386,7 @@ impl EventLoop {
                 let _ = stream.set_nonblocking(false);
                 conn::refuse(
                     stream,
-                    &*self.codec,
+                    &self.codecs,
                     self.counters.total(),
                     peer,
                     "out of file descriptors",
@@ -406,7 +418,7 @@ impl EventLoop {
             let _ = stream.set_nonblocking(false);
             conn::refuse(
                 stream,
-                &*self.codec,
+                &self.codecs,
                 self.counters.total(),
                 peer,
                 "cannot watch the descriptor",
@@ -421,6 +433,7 @@ impl EventLoop {
                 stream,
                 peer,
                 input: ReadBuffer::new(READ_CHUNK),
+                protocol: None,
                 output: Vec::new(),
                 sent: 0,
                 tally: Tally::default(),
@@ -441,7 +454,7 @@ impl EventLoop {
         let Some(c) = self.connections.get_mut(&token) else {
             return; // closed earlier in this batch of events
         };
-        match drive(c, &*self.codec, self.max_pending_output, self.write_budget) {
+        match drive(c, &self.codecs, self.max_pending_output, self.write_budget) {
             Err(ended) => self.close(token, Some(ended)),
             Ok(turn) => {
                 if turn == Turn::BudgetSpent {
@@ -483,7 +496,7 @@ impl EventLoop {
             let Some(c) = self.connections.get_mut(&token) else {
                 continue;
             };
-            let turn = match drive(c, &*self.codec, self.max_pending_output, self.write_budget) {
+            let turn = match drive(c, &self.codecs, self.max_pending_output, self.write_budget) {
                 Ok(turn) => turn,
                 Err(ended) => {
                     self.close(token, Some(ended));
@@ -542,8 +555,13 @@ impl EventLoop {
                 // The write timeout counts from when this reply starts waiting.
                 c.last_write = Instant::now();
             }
-            self.codec
-                .encode_error(None, conn::REQUEST_TIMEOUT_MESSAGE, &mut c.output);
+            // A partial request means a byte arrived, so the protocol is known; the fallback
+            // only keeps this total.
+            let codec = match c.protocol {
+                Some(p) => self.codecs.codec(p),
+                None => self.codecs.before_first_byte(),
+            };
+            codec.encode_error(None, conn::REQUEST_TIMEOUT_MESSAGE, &mut c.output);
             c.finishing = Some(Ended::RequestTimeout);
             let mut unlimited = usize::MAX;
             if let Err(ended) = c.write_out(&mut unlimited) {
@@ -584,7 +602,7 @@ enum Turn {
 /// [`READ_BUDGET`] bytes and writing at most `write_budget`. `Err` means: close now.
 fn drive(
     c: &mut Connection,
-    codec: &dyn Codec,
+    codecs: &ServerCodecs,
     max_pending: usize,
     write_budget: usize,
 ) -> Result<Turn, Ended> {
@@ -611,6 +629,10 @@ fn drive(
                 Ok(n) => {
                     budget = budget.saturating_sub(n);
                     c.input.filled(n);
+                    // Chosen on the first read, looked up (one match) on the later ones.
+                    let Some(codec) = c.codec(codecs) else {
+                        continue;
+                    };
                     let nothing_was_waiting = c.pending() == 0;
                     // The same step as the blocking servers. A SLEEP here blocks the whole
                     // loop, and every other client waits: the lesson of this model. Replies

@@ -49,7 +49,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{Parser, ValueEnum};
-use echolab_protocol::Codec;
+use echolab_protocol::ServerCodecs;
 use echolab_servers::children::{self, Family, Reaping};
 use echolab_servers::cli::ServerArgs;
 use echolab_servers::conn::{self, Limits};
@@ -101,7 +101,7 @@ fn run(args: Args) -> io::Result<()> {
     let started = Instant::now();
     let cfg = &args.server;
     let max_children = args.max_children.unwrap_or(cfg.max_connections) as usize;
-    let codec = cfg.protocol.codec(cfg.max_frame);
+    let codecs = cfg.protocol.codecs(cfg.max_frame);
     // Created before the first fork, so every child inherits the same mapping and pipes.
     let counters = SharedCounters::new(1)?;
     let signals = SignalPipe::install(true)?;
@@ -130,7 +130,7 @@ fn run(args: Args) -> io::Result<()> {
             if children.live.len() >= max_children {
                 conn::refuse(
                     stream,
-                    &*codec,
+                    &codecs,
                     counters.total(),
                     peer,
                     "max-children reached",
@@ -150,7 +150,7 @@ fn run(args: Args) -> io::Result<()> {
                     acceptor,
                     signals,
                     shutdown,
-                    &*codec,
+                    &codecs,
                     cfg.limits(),
                     &counters,
                 ),
@@ -165,7 +165,7 @@ fn run(args: Args) -> io::Result<()> {
                     // EAGAIN: RLIMIT_NPROC or the pids cgroup says no more processes;
                     // ENOMEM: no memory for the copy. The client gets a reply, not silence.
                     info!("fork failed: {e}");
-                    conn::refuse(stream, &*codec, counters.total(), peer, "fork failed");
+                    conn::refuse(stream, &codecs, counters.total(), peer, "fork failed");
                 }
             }
             drop(blocked);
@@ -220,7 +220,7 @@ fn child(
     acceptor: Acceptor,
     signals: SignalPipe,
     mut shutdown: Shutdown,
-    codec: &dyn Codec,
+    codecs: &ServerCodecs,
     limits: Limits,
     counters: &SharedCounters,
 ) -> ! {
@@ -232,7 +232,7 @@ fn child(
     // The shutdown pipe's write end: only the parent may hold one, or closing it wakes nobody.
     shutdown.child_side();
 
-    let outcome = conn::serve(stream, codec, limits, shutdown.fd());
+    let outcome = conn::serve(stream, codecs, limits, shutdown.fd());
     conn::record_end(&outcome, &[counters.total()], peer);
     // _exit, not exit: no atexit handlers, no flushing of stdio buffers copied from the
     // parent (they would be written twice), no destructors for state that is the parent's.

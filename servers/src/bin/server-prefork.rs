@@ -63,7 +63,7 @@ use std::time::{Duration, Instant};
 
 use clap::builder::RangedI64ValueParser;
 use clap::{Parser, ValueEnum};
-use echolab_protocol::Codec;
+use echolab_protocol::ServerCodecs;
 use echolab_servers::children::{self, Family, Reaping};
 use echolab_servers::cli::{parse_duration, ServerArgs};
 use echolab_servers::conn::{self, Limits};
@@ -160,7 +160,7 @@ fn main() -> ExitCode {
 
 /// What a worker inherits from the parent at `fork` and keeps using.
 struct Inherited {
-    codec: Box<dyn Codec>,
+    codecs: ServerCodecs,
     limits: Limits,
     /// One listener (shared, locked) or one per worker (reuseport).
     listeners: Vec<TcpListener>,
@@ -222,7 +222,7 @@ fn run(args: Args) -> io::Result<()> {
     let counters = SharedCounters::new(1 + n)?;
     let mut signals = Some(SignalPipe::install(true)?);
     let mut inherited = Inherited {
-        codec: cfg.protocol.codec(cfg.max_frame),
+        codecs: cfg.protocol.codecs(cfg.max_frame),
         limits: cfg.limits(),
         listeners,
         lock: if args.accept == AcceptMode::Locked {
@@ -550,7 +550,7 @@ fn worker(
                 debug!("worker {i}: {peer} accepted");
                 let outcome = conn::serve(
                     stream,
-                    &*inherited.codec,
+                    &inherited.codecs,
                     inherited.limits,
                     inherited.shutdown.fd(),
                 );

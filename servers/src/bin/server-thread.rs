@@ -47,7 +47,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use crossbeam_channel::{Receiver, TrySendError};
-use echolab_protocol::Codec;
+use echolab_protocol::ServerCodecs;
 use echolab_servers::cli::{parse_stack_size, ServerArgs};
 use echolab_servers::conn::{self, Limits};
 use echolab_servers::net::{self, Acceptor};
@@ -101,7 +101,7 @@ type Queued = (TcpStream, SocketAddr, Live);
 
 /// What every connection thread shares: read-only settings and the counters.
 struct Shared {
-    codec: Box<dyn Codec>,
+    codecs: ServerCodecs,
     limits: Limits,
     counters: SharedCounters,
     /// The read end of the shutdown broadcast; each thread polls it beside its socket.
@@ -124,7 +124,7 @@ fn run(args: Args) -> io::Result<()> {
     let signals = SignalPipe::install(false)?;
     let mut shutdown = Shutdown::new()?;
     let shared = Arc::new(Shared {
-        codec: cfg.protocol.codec(cfg.max_frame),
+        codecs: cfg.protocol.codecs(cfg.max_frame),
         limits: cfg.limits(),
         counters: SharedCounters::new(1 + pool)?,
         shutdown: shutdown.watcher(),
@@ -173,7 +173,7 @@ fn run(args: Args) -> io::Result<()> {
             if shared.live.load(Ordering::Relaxed) >= cfg.max_connections as usize {
                 conn::refuse(
                     stream,
-                    &*shared.codec,
+                    &shared.codecs,
                     totals,
                     peer,
                     "max-connections reached",
@@ -188,7 +188,7 @@ fn run(args: Args) -> io::Result<()> {
                         | TrySendError::Disconnected((stream, peer, _)),
                     ) = tx.try_send((stream, peer, live))
                     {
-                        conn::refuse(stream, &*shared.codec, totals, peer, "pool queue full");
+                        conn::refuse(stream, &shared.codecs, totals, peer, "pool queue full");
                     }
                 }
                 None => match spawn_connection_thread(&shared, stream, peer, live, args.stack_size)
@@ -198,7 +198,7 @@ fn run(args: Args) -> io::Result<()> {
                         info!("cannot start a thread for {peer}: {e}");
                         conn::refuse(
                             stream,
-                            &*shared.codec,
+                            &shared.codecs,
                             totals,
                             peer,
                             "thread creation failed",
@@ -351,7 +351,7 @@ fn sample_pool(
 fn serve_one(shared: &Shared, stream: TcpStream, peer: SocketAddr, worker: Option<usize>) {
     let outcome = conn::serve(
         stream,
-        &*shared.codec,
+        &shared.codecs,
         shared.limits,
         shared.shutdown.as_fd(),
     );

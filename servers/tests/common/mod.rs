@@ -88,7 +88,8 @@ pub struct Server {
     child: Child,
     /// Where it listens (from its `listening on` line).
     pub addr: SocketAddr,
-    /// The protocol it was started with (`--protocol`, default binary).
+    /// The protocol [`Server::client`] speaks: the one given with `--protocol`, or binary
+    /// under `auto` (the default), which serves binary and RESP clients alike.
     pub protocol: Protocol,
     /// Its `--max-frame` (default 1 MiB).
     pub max_frame: usize,
@@ -198,9 +199,10 @@ impl Server {
                 .and_then(|i| args.get(i + 1))
                 .copied()
         };
-        let protocol = flag("--protocol").map_or(Protocol::Binary, |p| {
-            p.parse().expect("--protocol in a test's args")
-        });
+        let protocol = match flag("--protocol") {
+            None | Some("auto") => Protocol::Binary,
+            Some(p) => p.parse().expect("--protocol in a test's args"),
+        };
         let max_frame = flag("--max-frame").map_or(DEFAULT_MAX_FRAME, |m| {
             m.parse().expect("--max-frame in a test's args")
         });
