@@ -48,10 +48,11 @@ exited uncleanly, or a trial had errors); 4 inconclusive (too noisy to rule out 
 regression in the pairs and time allowed: run it again); 130 interrupted.";
 
 const SUITE_EXIT_CODES: &str = "Exit codes: 0 every model ran each workload it can and exited \
-cleanly (rows where a bounded model served only some of its connections, and timed out the \
-others, are the bound at work: they are marked partial in the report, not failures); 1 a model \
-failed (did not start, crashed, left a process behind, or a run had errors its bound does not \
-explain: the report names it); 2 bad flags.";
+cleanly (a row where the model served only some of its connections in the window, such as a \
+bounded model past its workers, is how the model behaves: it is marked partial in the \
+report, with its count of served connections, not a failure); 1 a model failed (did not \
+start, crashed, left a process behind, or a run had errors its bound does not explain: the \
+report names it); 2 bad flags.";
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
