@@ -697,8 +697,9 @@ fn memory(report: &SuiteReport) -> Plot {
             .zip(usable(base))
             .map(|(h, b)| ((h - b) / f64::from(at - lo)).max(0.0))
     };
+    // A partial cell held fewer connections than its x: its slope would be too low.
     let rows: Vec<Row> = (at_x(&all, at).into_iter())
-        .filter(|(_, c)| c.note.is_none())
+        .filter(|(_, c)| c.note.is_none() && !c.partial())
         .filter_map(|(s, c)| {
             let (_, base) = low.iter().find(|(l, _)| l.name == s.name)?;
             Some(Row {

@@ -667,7 +667,7 @@ fn make_cell(
         let why = if model.ends_with("reuseport") {
             "SO_REUSEPORT hashes each connection to one worker's own queue, so a connection hashed to a worker that holds another connection waits for it while other workers idle"
         } else {
-            "connections beyond the workers wait in the accept queue (or are refused when it is full) and time out"
+            "connections beyond the workers wait for one: in the kernel's accept queue (prefork), or in the pool's --queue, refused with \"server busy\" when it is full; a wait longer than loadgen's --timeout is an error"
         };
         let kinds: Vec<String> = {
             let mut total = crate::stats::ErrorCounts::default();
