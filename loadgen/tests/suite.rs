@@ -652,10 +652,11 @@ fn a_taken_model_name_is_refused() {
 }
 
 /// Issue 12: a bounded model past its workers. The pool and prefork with 4 workers (the
-/// helper's `--workers 4`) at 32
-/// connections serve 4; the other 28 wait. The report must say "4 of 32", mark the row
-/// partial in its table and its first lines, and the suite still exits 0 (the bound at work),
-/// as `suite --help` says; thread-per-connection serves all 32 and is not marked.
+/// helper's `--workers 4`) at 256 connections serve 4 in the window; the other 252 wait. The
+/// report must say "4 of 256", mark the rows partial in their table and in its first lines,
+/// and the suite still exits 0 (the bound at work), as `suite --help` says. (That a row which
+/// served everyone is not marked is the unit test `a_partial_row_says_how_many_were_served`:
+/// here, on a loaded machine, even 256 threads need not all be served in 200 ms.)
 #[test]
 fn a_bounded_model_past_its_workers_is_reported_as_partial() {
     let dir = ResultsDir::new("bounded");
@@ -663,11 +664,11 @@ fn a_bounded_model_past_its_workers_is_reported_as_partial() {
         &dir,
         &[
             "--only",
-            "thread,thread-pool,prefork-shared",
+            "thread-pool,prefork-shared",
             "--workloads",
             "echo",
             "--connections",
-            "32",
+            "256",
         ],
     );
     run.assert_code(0);
@@ -682,15 +683,12 @@ fn a_bounded_model_past_its_workers_is_reported_as_partial() {
     for model in ["thread-pool", "prefork-shared"] {
         let c = cell(model);
         assert_eq!(c.status, CellStatus::Ok, "{model}: {c:?}");
-        assert_eq!(c.connections, 32, "{model}: {c:?}");
+        assert_eq!(c.connections, 256, "{model}: {c:?}");
         assert_eq!(c.served, Some(4.0), "{model}: {c:?}\n{}", run.output());
         assert!(c.partial(), "{model}: {c:?}");
     }
-    let full = cell("thread");
-    assert_eq!(full.served, Some(32.0), "{full:?}");
-    assert!(!full.partial(), "{full:?}");
     let md = std::fs::read_to_string(dir.file("report.md")).expect("report.md");
-    assert!(md.contains("**4 of 32**"), "{md}");
+    assert!(md.contains("**4 of 256**"), "{md}");
     assert!(md.contains("2 row(s) are partial"), "{md}");
     assert!(
         run.stderr
