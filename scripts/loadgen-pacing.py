@@ -46,6 +46,9 @@ def main():
     ap.add_argument("--results", help="results directory (default results/DATE-loadgen-pacing)")
     args = ap.parse_args()
     build_release("echolab-servers", "echolab-loadgen")
+    # Before the runs, not after: a dirty tree is refused before minutes are spent, and the
+    # load average it notes is the machine's before this script loaded it.
+    out = results_dir("loadgen-pacing", args.results)
     pin = os.cpu_count() >= 2
     server_cpus, client_cpus = ({0}, {1}) if pin else (None, None)
 
@@ -94,7 +97,6 @@ def main():
                      f"{med(rate, 'corr_p50') - med(rate, 'raw_p50'):.0f} | {med(rate, 'corr_p99'):.0f} | "
                      f"{med(rate, 'raw_p99'):.0f} | {med(rate, 'lag_p50'):.0f} | {med(rate, 'lag_p99'):.0f} | "
                      f"{med(rate, 'cpu'):.1f} | {valid}/{len(samples[rate])} |")
-    out = results_dir("loadgen-pacing", args.results)
     with open(os.path.join(out, "raw.tsv"), "w") as f:
         f.write("rep\trate\tachieved\tcorr_p50\traw_p50\tcorr_p99\traw_p99\tlag_p50\tlag_p99\tcpu_us_per_req\tvalid\n")
         f.write("\n".join(raw) + "\n")

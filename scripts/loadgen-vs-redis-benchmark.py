@@ -92,6 +92,9 @@ def main():
     pin = args.pin and os.cpu_count() >= 2
     server_cpus, client_cpus = ({0}, {1}) if pin else (None, None)
     build_release("echolab-servers", "echolab-loadgen")
+    # Before the runs, not after: a dirty tree is refused before minutes are spent, and the
+    # load average it notes is the machine's before this script loaded it.
+    out = results_dir("loadgen-vs-redis-benchmark", args.results)
 
     servers = [("redis-server",) + start_redis()]
     if args.eventloop:
@@ -144,7 +147,6 @@ def main():
             lines.append(f"| | | | **loadgen / redis-benchmark** | **{med(a, 'rps') / med(b, 'rps'):.2f}** | "
                          f"**{med(a, 'p50_us') / max(med(b, 'p50_us'), 1):.2f}** | | "
                          f"**{med(a, 'client_us_per_req') / med(b, 'client_us_per_req'):.2f}** | |")
-    out = results_dir("loadgen-vs-redis-benchmark", args.results)
     with open(os.path.join(out, "raw.tsv"), "w") as f:
         f.write("rep\tserver\tconnections\tpipeline\tclient\trps\tp50_us\tp99_us\tclient_us_per_req\t"
                 "server_cpu_pct\tclient_output\n")
