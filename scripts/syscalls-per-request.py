@@ -136,7 +136,7 @@ def main():
     ap.add_argument("--requests", type=int, default=20000, help="requests per run")
     ap.add_argument("--connections", type=int, default=50)
     ap.add_argument("--tool", choices=("perf", "strace"), default="perf",
-                    help="what counts the calls (default perf; strace slows the client and changes the counts)")
+                    help="what counts the calls (default perf; strace slows the client, which can change the counts)")
     ap.add_argument("--results", help="results directory (default results/DATE-syscalls-per-request)")
     args = ap.parse_args()
     for tool in (args.tool, "redis-server", "redis-benchmark"):
