@@ -2,15 +2,18 @@
 learning its port from the `listening on` line, and writing a run into results/DATE-NAME/.
 
 Imported by idle-connections.py, blocking-handler.py, loadgen-vs-redis-benchmark.py,
-loadgen-pacing.py and prefork-memory.py (run them from anywhere: they put
+loadgen-pacing.py, prefork-memory.py, coordinated-omission.py, syscalls-per-request.py and
+wakeup-latency.py (run them from anywhere: they put
 scripts/ on the import path by living in it). book_client.py stays standalone on purpose: it
 is the book's client, and shows the book's JSON framing on its own.
 """
 import datetime
 import os
+import socket
 import struct
 import subprocess
 import sys
+import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -65,6 +68,41 @@ def start_server(binary, *args):
         proc.kill()
         raise SystemExit(f"{binary} did not start: {line!r}")
     return proc, int(line.rsplit(":", 1)[1])
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that nothing listened on a moment ago (for servers that, unlike
+    echolab's, cannot bind port 0 and say which port they got)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_redis():
+    """Starts redis-server (Debian's package) on a free port with persistence off, so no
+    background save competes for the CPU; returns (process, port) once it accepts."""
+    port = free_port()
+    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 5
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return proc, port
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise SystemExit("redis-server did not start")
+
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def proc_cpu_s(pid):
+    """utime + stime of a process, in seconds (fields 14 and 15 of /proc/PID/stat)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def pin_all_threads(pid, cpus):
