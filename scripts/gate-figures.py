@@ -2,7 +2,8 @@
 """The figures docs/ci.md derives from a committed gate proof, computed from its files.
 
 docs/ci.md states how far the CI machine drifts between runs, what a stored baseline would
-have done, how many pairs the gate needed and how the spins were calibrated. Those figures are
+have done, how many pairs and how much time the gate needed, how far a build against itself
+strays, and how the spins were calibrated. Those figures are
 not in the proof's table.md: they are arithmetic on the files the proof committed, and this
 script is that arithmetic, so that anyone can check them and redo them for a later proof.
 
@@ -12,8 +13,8 @@ It reads, and never runs anything:
 - the histories (calibration.jsonl, self.jsonl, slowed.jsonl, scan.jsonl): one line per gate
   run, with each model's median baseline and candidate throughput (`baseline_rps`); the
   baseline is the same build, HEAD, in every run of a proof, whatever the candidate was;
-- runs.json: per run its condition, the pairs each model took and the comparison's wall time,
-  and the calibrated time per request (`per_request_ns`).
+- runs.json: per run its condition, the pairs each model took, each model's throughput and
+  p99 ratio, the comparison's wall time, and the calibrated time per request (`per_request_ns`).
 The per-pair ratios are in neither (a history line keeps a run's summary, not its pairs), so
 nothing about their spread can be computed here.
 """
@@ -102,6 +103,19 @@ def main():
     elapsed = [r["elapsed_s"] for r in counted]
     print(f"Comparison wall time (runs.json elapsed_s, {len(elapsed)} runs): median {statistics.median(elapsed):.0f} s, "
           f"max {max(elapsed):.0f} s; {sum(e >= limit for e in elapsed)} reached the {limit:.0f} s --time-limit")
+    # Every trial is --warmup plus --duration of load; what a run's wall time holds beyond that
+    # per trial is a server's start and stop and loadgen's own setup.
+    per_trial = [r["elapsed_s"] / (2 * sum(r["pairs"].values())) for r in counted]
+    load_s = runs[0]["params"]["warmup_s"] + runs[0]["params"]["duration_s"]
+    print(f"Wall time per trial (elapsed_s over twice the pairs): {min(per_trial) * 1000:.0f} to "
+          f"{max(per_trial) * 1000:.0f} ms, median {statistics.median(per_trial) * 1000:.0f} ms, "
+          f"of which {load_s * 1000:.0f} ms is load")
+    # How far a build against itself strays, per model-run, in throughput and in p99: the gate's
+    # estimates, so the noise left after pairing, not the machine's raw drift.
+    for key, what in (("ratio", "throughput"), ("p99_ratio", "p99")):
+        values = [v for r in counted if r["condition"] == "self" for v in r[key].values()]
+        print(f"Self runs' {what} ratios (runs.json {key}): {min(values):.3f} to {max(values):.3f}, "
+              f"standard deviation {statistics.pstdev(values):.1%}")
     print(f"The proof in all (runs.json finished - started): {record['finished'] - record['started']:.0f} s")
 
     # Calibration: the first run gives each model's time per request (1 s over its median
