@@ -7,7 +7,7 @@
 #
 #   scripts/check-results.sh        prints one line per problem and 'N passed, N failed'
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 2
 
 passed=0
 failed=0
