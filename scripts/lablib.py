@@ -2,8 +2,8 @@
 learning its port from the `listening on` line, and writing a run into results/DATE-NAME/.
 
 Imported by idle-connections.py, blocking-handler.py, loadgen-vs-redis-benchmark.py,
-loadgen-pacing.py, prefork-memory.py, thread-memory.py, fork-zombies.py and eventloop-flood.py
-(run them from anywhere: they put
+loadgen-pacing.py, prefork-memory.py, thread-memory.py, fork-zombies.py, fork-descriptors.py
+and eventloop-flood.py (run them from anywhere: they put
 scripts/ on the import path by living in it). book_client.py stays standalone on purpose: it
 is the book's client, and shows the book's JSON framing on its own.
 """
