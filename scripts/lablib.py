@@ -2,8 +2,9 @@
 learning its port from the `listening on` line, and writing a run into results/DATE-NAME/.
 
 Imported by idle-connections.py, blocking-handler.py, loadgen-vs-redis-benchmark.py,
-loadgen-pacing.py, prefork-memory.py, coordinated-omission.py, syscalls-per-request.py and
-wakeup-latency.py (run them from anywhere: they put
+loadgen-pacing.py, prefork-memory.py, coordinated-omission.py, syscalls-per-request.py,
+wakeup-latency.py, thread-memory.py, fork-zombies.py, fork-descriptors.py and
+eventloop-flood.py (run them from anywhere: they put
 scripts/ on the import path by living in it). book_client.py stays standalone on purpose: it
 is the book's client, and shows the book's JSON framing on its own.
 """
@@ -59,10 +60,15 @@ def build_release(*packages):
     subprocess.run(["cargo", "build", "--release", "-q", *flags], cwd=ROOT, check=True)
 
 
-def start_server(binary, *args):
-    """Starts target/release/BINARY on a free port; returns (process, port)."""
-    proc = subprocess.Popen([os.path.join(ROOT, "target", "release", binary), "--addr", "127.0.0.1:0", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+def start_server(binary, *args, bin_dir=None, env=None):
+    """Starts BINARY on a free port; returns (process, port). BIN_DIR is where the binary is
+    (default target/release; eventloop-flood.py passes a debug build, or an old commit's);
+    ENV, if given, is added to this process's environment (thread-memory.py's
+    MALLOC_ARENA_MAX)."""
+    path = os.path.join(bin_dir or os.path.join(ROOT, "target", "release"), binary)
+    proc = subprocess.Popen([path, "--addr", "127.0.0.1:0", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            env={**os.environ, **env} if env else None)
     line = proc.stdout.readline().strip()
     if not line.startswith("listening on "):
         proc.kill()
