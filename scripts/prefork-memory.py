@@ -71,6 +71,8 @@ def main():
     ap.add_argument("--results", default=os.environ.get("RESULTS"))
     args = ap.parse_args()
     build_release()
+    # Before measuring: it refuses a dirty tree, and notes the load the run starts from.
+    path = results_dir("prefork-memory", args.results)
     rows, raw = [], ["workers\tphase\ttotal_pss_kib\tworker_private_dirty_kib\tparent_pss_kib"]
     for n in [int(x) for x in args.workers.split(",")]:
         fresh, used = measure(n)
@@ -87,7 +89,6 @@ def main():
             *rows,
         ]
     )
-    path = results_dir("prefork-memory", args.results)
     with open(os.path.join(path, "raw.tsv"), "w") as f:
         f.write("\n".join(raw) + "\n")
     write_table(path, table)
