@@ -800,6 +800,28 @@ fn out_of_descriptors(backend: &str) {
         held_rounds.load(Relaxed),
         served_after.1
     );
+    // The figures docs/robustness.md quotes, kept when ECHOLAB_FIGURES names a file
+    // (scripts/robustness-tests.py).
+    let model = format!("eventloop --backend {backend}");
+    figures::record(&model, "excess attempts", attempts.load(Relaxed), "count");
+    figures::record(&model, "excess clients served", served_excess, "count");
+    figures::record(&model, "busy then EOF", busy_eof, "count");
+    figures::record(&model, "busy then reset", busy_reset, "count");
+    figures::record(&model, "closed with no reply", closed_at_once, "count");
+    figures::record(
+        &model,
+        "server CPU while out of descriptors",
+        ticks,
+        "ticks",
+    );
+    figures::record_secs(&model, "CPU window", window);
+    figures::record(&model, "clock ticks per second", hz, "ticks/s");
+    figures::record_secs(&model, "held connections' slowest round", worst_held);
+    figures::record_secs(
+        &model,
+        "a new client served after the excess left",
+        served_after.1,
+    );
     assert!(
         ticks * 100 < 15 * hz * window.as_secs().max(1),
         "{test}: the server used {ticks} clock ticks ({hz}/s) of CPU in {window:?} while out \

@@ -61,6 +61,11 @@
 //!
 //! **Recycling.** `--max-requests-per-worker` replaces prefork workers without a client
 //! noticing.
+//!
+//! The figures docs/robustness.md quotes (times, memory growth, counts) are printed on stderr
+//! (`--nocapture`) and, when `ECHOLAB_FIGURES` names a file, appended to it
+//! ([`figures::record`]); `scripts/robustness-tests.py` runs this file that way a few times
+//! and keeps the figures as a results/ run. Recording changes no assertion.
 
 mod common;
 
@@ -199,6 +204,11 @@ fn slowloris(v: &Variant, n: usize, served_throughout: bool) {
              replies, the slowest in {worst:?}, done after {good_done:?}",
             v.name
         );
+        figures::record(v.name, "trickling clients", n, "count");
+        figures::record_secs(v.name, "all trickling clients closed after", took);
+        figures::record(v.name, "good client's replies", answered, "count");
+        figures::record_secs(v.name, "good client's slowest reply", worst);
+        figures::record_secs(v.name, "good client done after", good_done);
         // Blocked behind the tricklers, the good client would wait for their deadline: a
         // model that serves it throughout answers faster than that, a bounded one cannot.
         if served_throughout {
@@ -331,6 +341,19 @@ fn prefork_recycles_without_a_failed_request(v: &Variant) {
         sum("recycled") >= 20,
         "{}: workers should have retired and been replaced\n{stats:#}",
         v.name
+    );
+    figures::record(
+        v.name,
+        "requests answered",
+        stopped.total("requests"),
+        "count",
+    );
+    figures::record(v.name, "workers recycled", sum("recycled"), "count");
+    figures::record(
+        v.name,
+        "workers restarted after dying",
+        sum("restarts"),
+        "count",
     );
     assert_eq!(sum("restarts"), 0, "{}: no worker died\n{stats:#}", v.name);
     assert!(reaped, "{}: a retired worker stayed a zombie", v.name);
@@ -484,6 +507,15 @@ fn header_only_flood(v: &Variant, n: usize) {
         v.name,
         grown / n as u64
     );
+    figures::record(v.name, "header-only connections", n, "count");
+    figures::record(v.name, "PSS before the flood", before, "KiB");
+    figures::record(v.name, "PSS after the flood", after, "KiB");
+    figures::record(
+        v.name,
+        "PSS growth per connection",
+        format_args!("{:.1}", grown as f64 / n as f64),
+        "KiB",
+    );
     assert!(
         grown <= FLOOD_KIB_PER_CONNECTION * n as u64,
         "{}: memory grew by {grown} KiB for {n} headers ({} KiB each): allocating by the declared length?",
@@ -561,6 +593,7 @@ fn parent_killed(v: &Variant) {
         "{}: every child gone {took:?} after SIGKILL to the parent",
         v.name
     );
+    figures::record_secs(v.name, "every child gone after SIGKILL to the parent", took);
     std::net::TcpListener::bind(("127.0.0.1", port)).unwrap_or_else(|e| {
         panic!(
             "{}: port {port} cannot be bound again after the parent died: {e}",
@@ -625,6 +658,9 @@ fn two_hundred_clients_leave_at_once_fork() {
     drop(clients);
     let left = Instant::now();
     let reaped = eventually(Duration::from_secs(2), || children(pid).is_empty());
+    // Read at once, before the census below: the time the last child was found gone (to
+    // within the 5 ms the check is repeated at).
+    let took = left.elapsed();
     let kids = children(pid);
     let zombies = kids.iter().filter(|p| p.state == 'Z').count();
     assert!(
@@ -633,9 +669,22 @@ fn two_hundred_clients_leave_at_once_fork() {
         kids.len(),
         left.elapsed()
     );
+    figures::record_secs("fork", "no child left after 200 clients closed", took);
     let stopped = server.stop();
     stopped.assert_clean("fork");
     let stats = stopped.stats();
+    figures::record(
+        "fork",
+        "children forked",
+        &stats["extra"]["children_forked"],
+        "count",
+    );
+    figures::record(
+        "fork",
+        "children reaped",
+        &stats["extra"]["children_reaped"],
+        "count",
+    );
     assert_eq!(
         stats["extra"]["children_reaped"], stats["extra"]["children_forked"],
         "fork: every child reaped\n{stats:#}"
@@ -755,6 +804,19 @@ fn out_of_descriptors(v: &Variant, within: WithinLimit) {
          {complaints} log lines",
         v.name
     );
+    figures::record(v.name, "idle clients", CLIENTS, "count");
+    figures::record(v.name, "accepted", accepted_after, "count");
+    figures::record(v.name, "waiting in the backlog", queued_after, "count");
+    figures::record(
+        v.name,
+        "server CPU while out of descriptors",
+        ticks,
+        "ticks",
+    );
+    figures::record_secs(v.name, "CPU window", window);
+    figures::record(v.name, "clock ticks per second", hz, "ticks/s");
+    figures::record(v.name, "log lines about running out", complaints, "count");
+    figures::record(v.name, "log window, rounded up", seconds, "s");
     drop(clients);
     let left = Instant::now();
     let served = loop {
@@ -778,6 +840,7 @@ fn out_of_descriptors(v: &Variant, within: WithinLimit) {
             left.elapsed()
         );
     };
+    figures::record_secs(v.name, "a new client served after the crowd left", served);
     assert!(
         served < Duration::from_secs(1),
         "{}: a new client was served only {served:?} after the 200 left",
@@ -856,6 +919,7 @@ fn killed_mid_request(v: &Variant, workers: Option<usize>) {
         other => panic!("{}: the victim got {other:?} instead of the end", v.name),
     }
     let ended = killed.elapsed();
+    figures::record_micros(v.name, "the victim saw the end after SIGKILL", ended);
     let reaped = eventually(Duration::from_secs(1), || {
         !children(pid).iter().any(|p| p.pid == owner)
     });
@@ -1101,6 +1165,8 @@ fn never_reads(v: &Variant) {
          memory grew by at most {grown} KiB",
         v.name
     );
+    figures::record_secs(v.name, "never-reading client closed after", closed_after);
+    figures::record(v.name, "peak PSS growth", grown, "KiB");
     assert!(
         closed_after < Duration::from_secs(5),
         "{}: closed only after {closed_after:?}",

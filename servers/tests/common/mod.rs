@@ -15,6 +15,9 @@
 //! - `/proc` answers what a socket cannot: which processes a server has left behind, how many
 //!   of its children are zombies, and whether (and by which process) a connection has been
 //!   accepted yet ([`accepted_inode`], [`socket_owner`]).
+//! - [`figures::record`] keeps what a test measured (a time, a memory growth, a count) in the
+//!   file `ECHOLAB_FIGURES` names, so the figures the docs quote come from a kept run
+//!   (`scripts/robustness-tests.py`); without the variable it does nothing.
 
 // Each test crate (conformance, lifecycle) compiles this module and uses a different part of it.
 #![allow(dead_code)]
@@ -39,6 +42,7 @@ use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
 
+pub mod figures;
 pub mod variants;
 // Not every test crate uses the table.
 #[allow(unused_imports)]
