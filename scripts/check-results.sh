@@ -20,8 +20,9 @@ if [ "$(git rev-parse --is-shallow-repository 2>/dev/null)" = true ]; then
   git fetch --quiet --unshallow 2>/dev/null || echo "note: could not unshallow; commits are checked against what is here"
 fi
 
-for dir in results/*/; do
-  dir=${dir%/}
+# The runs that are committed (a run just made and not yet added, or one a crash left half
+# written, is not this check's business until it is).
+for dir in $(git ls-files results | awk -F/ 'NF > 2 { print $1 "/" $2 }' | sort -u); do
   m="$dir/machine.txt"
   if [ ! -f "$m" ]; then
     fail "$dir has no machine.txt"
@@ -35,6 +36,9 @@ for dir in results/*/; do
     fail "$m names commit $commit, which this repository does not have"
   elif ! git merge-base --is-ancestor "$commit" HEAD 2>/dev/null; then
     fail "$m names commit $commit, which is not in the history of HEAD"
+  elif echo "$line" | grep -q 'not traceable'; then
+    # machine-info.sh writes this for a trial run made with ECHOLAB_ALLOW_DIRTY=1.
+    fail "$m: a trial run from a tree with uncommitted changes, not to be committed ($line)"
   else
     pass
     # Runs recorded before machine-info.sh refused a dirty tree may say so: they name a real

@@ -28,6 +28,7 @@ import datetime
 import multiprocessing
 import os
 import selectors
+import shutil
 import socket
 import statistics
 import subprocess
@@ -124,12 +125,17 @@ def build(profile, commit=None):
     base = os.path.join(ROOT, "target", f"before-{full}")
     src = os.path.join(base, "src")
     if not os.path.isdir(src):
-        os.makedirs(src)
         # git archive, not a worktree: nothing to register in the repository or clean up after.
+        # Extracted beside `src` and renamed into place when whole, so an interrupted
+        # extraction is never taken for a checkout on the next run.
+        partial = src + ".partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        os.makedirs(partial)
         archive = subprocess.Popen(["git", "archive", full], cwd=ROOT, stdout=subprocess.PIPE)
-        subprocess.run(["tar", "-x", "-C", src], stdin=archive.stdout, check=True)
+        subprocess.run(["tar", "-x", "-C", partial], stdin=archive.stdout, check=True)
         if archive.wait() != 0:
             raise SystemExit(f"git archive {full} failed")
+        os.rename(partial, src)
     subprocess.run(["cargo", "build", "-q", *flags, "-p", "echolab-servers", "--bin", "server-eventloop",
                     "--target-dir", os.path.join(base, "target")], cwd=src, check=True)
     return os.path.join(base, "target", profile)

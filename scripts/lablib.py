@@ -135,6 +135,21 @@ def load_average():
         return f.read().split()[0]
 
 
+def wait_for_idle(limit_s=120):
+    """The 1-minute load average once it is at most half the CPUs', waiting up to LIMIT_S
+    seconds for it: a build just before a run (build_release) leaves its load in the average
+    for a minute or two, and the run would then be marked busy for a load that is gone."""
+    cpus = os.cpu_count() or 1
+    waited = 0
+    while float(load_average()) > cpus / 2 and waited < limit_s:
+        if waited == 0:
+            print(f"waiting for the load average ({load_average()}) to fall below {cpus / 2} "
+                  f"before the run (at most {limit_s} s)", file=sys.stderr)
+        time.sleep(5)
+        waited += 5
+    return load_average()
+
+
 def results_dir(name, override=None):
     """results/DATE-NAME/ (or `override`), created, once the tree is known to be clean: a
     recorded run must name the commit that ran (scripts/machine-info.sh --check exits the
@@ -143,7 +158,7 @@ def results_dir(name, override=None):
     check = subprocess.run([os.path.join(ROOT, "scripts", "machine-info.sh"), "--check"], cwd=ROOT)
     if check.returncode != 0:
         raise SystemExit(check.returncode)
-    _LOAD_BEFORE = load_average()
+    _LOAD_BEFORE = wait_for_idle()
     path = override or os.path.join(ROOT, "results", f"{datetime.date.today()}-{name}")
     os.makedirs(path, exist_ok=True)
     return path

@@ -86,6 +86,10 @@ pub struct Plan {
     pub stop_at: Option<u64>,
     /// Set on Ctrl-C (or by the caller) to end the run early, with a report.
     pub interrupted: Arc<AtomicBool>,
+    /// Whether the collector samples the server at the end of the window (`--server-pid`):
+    /// then a thread keeps its connections open until the sample is taken, so the server's
+    /// per-connection threads and processes are still there to be counted.
+    pub hold_for_sample: bool,
     /// Set when any thread has verified a reply. Until then a run limited by time gives up
     /// early, as one limited by count does, on a server it cannot reach or understand: each
     /// thread checks this and not only its own replies, so a thread whose connections all
@@ -377,6 +381,13 @@ impl Worker<'_> {
                 let _ = self.tx.send(ToCollector::Draining {
                     thread: self.thread,
                 });
+                // With nothing to sample (no --server-pid), there is nothing to keep the
+                // connections open for: close the finished ones now, rather than wait for
+                // every other thread's window to end too (a run limited by -n ends each
+                // thread's window at a different time).
+                if !plan.hold_for_sample {
+                    self.released = true;
+                }
             }
             if self.draining {
                 let idle = self.conns.iter().all(|c| c.in_flight.is_empty());
@@ -920,9 +931,11 @@ impl Worker<'_> {
                         }
                         self.tally.counts.ok += 1;
                         self.interval_ok += 1;
-                        // Served in the window: a connection first answered in the drain, after
-                        // the others left and freed a bounded server's worker, was not.
-                        if !self.draining {
+                        // Served in the window: in a run limited by time, a connection first
+                        // answered after its end (when loadgen's closing connections freed a
+                        // bounded server's worker) was not. A run limited by count has no
+                        // such end: it drains from its last send, and every reply counts.
+                        if plan.stop_at.is_none_or(|stop| now < stop) {
                             self.conns[i].served = true;
                         }
                     }
@@ -937,6 +950,10 @@ impl Worker<'_> {
                     if measured {
                         self.tally.counts.failed += 1;
                     }
+                    // A server that answers every request with an ERROR (refusing it, or
+                    // not knowing the op) answers nothing: before any verified reply, that
+                    // counts towards giving up.
+                    self.reply_failures_in_a_row += 1;
                     self.error(kind, why);
                 }
                 Check::Fatal { why } => {
@@ -972,6 +989,9 @@ impl Worker<'_> {
                 // close it first, so no request is sent into the closing connection only to
                 // be reported as an EOF, and come back after a backoff.
                 self.error(ErrorKind::ErrorReply, why);
+                // A refusal answers nothing: towards giving up, as a failed connect is.
+                self.failures_in_a_row += 1;
+                self.reply_failures_in_a_row += 1;
                 self.charge_unused_connection(i, now);
                 self.retry_later(i, now);
                 false

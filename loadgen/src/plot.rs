@@ -212,10 +212,12 @@ fn pick_x(series: &[Series]) -> Option<u32> {
     }
 }
 
-/// Each series' cell at `x`, if it has one.
+/// Each series' cell at `x`, if it has one that is not partial: a partial cell describes only
+/// the connections it served, and a bar or spectrum beside the others would read as the
+/// model's at `x` (the throughput plot draws them apart, as hollow rings).
 fn at_x<'a>(series: &'a [Series<'a>], x: u32) -> Vec<(&'a Series<'a>, &'a Cell)> {
     (series.iter())
-        .filter_map(|s| s.cells.iter().find(|c| c.x == x).map(|c| (s, *c)))
+        .filter_map(|s| s.cells.iter().find(|c| c.x == x && !c.partial()).map(|c| (s, *c)))
         .collect()
 }
 

@@ -77,6 +77,7 @@ pub fn run(args: &RunArgs) -> Result<Report, RunError> {
         stop_at: cfg.duration.map(|d| measure_from + ns(d)),
         interrupted: Arc::new(AtomicBool::new(false)),
         verified: AtomicBool::new(false),
+        hold_for_sample: args.server_pid.is_some(),
         cfg: cfg.clone(),
     });
 

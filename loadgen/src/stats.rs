@@ -184,8 +184,9 @@ pub struct Counts {
     /// right after an ERROR reply that explains the close ("server busy"). Reopened; not an
     /// error in itself.
     pub closed_idle: u64,
-    /// Connection slots that got at least one verified reply in the measured window (not in
-    /// the drain after it, when other connections closing may have freed a worker). Below
+    /// Connection slots that got at least one verified reply in the measured window (in a run
+    /// limited by time, before its end: not in the drain after it, when other connections
+    /// closing may have freed a worker). Below
     /// the run's connections, some connections were never served: a bounded server (a pool,
     /// pre-forked workers) left them waiting, and the figures describe the others only.
     pub connections_served: u64,

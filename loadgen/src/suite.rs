@@ -831,7 +831,7 @@ pub fn outcome(report: &SuiteReport) -> String {
         .collect();
     if !partial.is_empty() {
         s.push_str(&format!(
-            " **{} row(s) are partial** ({PARTIAL}): the model served only some of its connections in the measured window while the others waited, for a free worker of a bounded model (a pool, pre-forked workers: beyond their number, or under SO_REUSEPORT behind a worker their hash chose), or for fork's parent, which shares its CPU with the children it already forked, to accept them: {}. Their throughput and latency describe the served connections only; they are marked, not ranked beside full rows, and drawn hollow in the plots. That is how the model behaves under this load, so it does not fail the suite.",
+            " **{} row(s) are partial** ({PARTIAL}): the model served only some of its connections in the measured window while the others waited, for a free worker of a bounded model (a pool, pre-forked workers: beyond their number, or under SO_REUSEPORT behind a worker their hash chose), or for fork's parent, which shares its CPU with the children it already forked, to accept them: {}. Their throughput and latency describe the served connections only; they are marked, not ranked beside full rows, drawn as hollow rings in the throughput plot and left out of the others. That is how the model behaves under this load, so it does not fail the suite.",
             partial.len(),
             partial.join("; ")
         ));

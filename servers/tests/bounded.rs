@@ -188,7 +188,13 @@ fn saturation_is_logged(bin: &str, args: &[&str], says: &str, waiting: Option<u6
     );
     let peak = extra(&stopped, "peak_waiting").as_u64().unwrap_or(0);
     match waiting {
-        Some(n) => assert_eq!(peak, n, "{args:?}: peak_waiting"),
+        // n while the clients were held; n + 1 if a sample fell after the probe connected and
+        // before the workers had worked through the closed ones (a loaded machine).
+        Some(n) => assert!(
+            (n..=n + 1).contains(&peak),
+            "{args:?}: peak_waiting {peak}, expected {n} (or {} in a late sample)",
+            n + 1
+        ),
         None => assert!((1..=9).contains(&peak), "{args:?}: peak_waiting {peak}"),
     }
 }
