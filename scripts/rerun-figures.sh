@@ -4,13 +4,14 @@
 # hand-made wrk comparison are left out). Each run refuses a dirty tree and records its
 # machine and the load before it (scripts/machine-info.sh), so this script first builds every
 # binary the runs need, then waits before each run until the 1-minute load average is below
-# IDLE (default 0.8 on this 2-CPU machine), at most 3 minutes, so no run starts busy from the
-# one before. A run that fails stops the whole sequence.
+# IDLE (default 1.0: half of this 2-CPU machine, above which machine-info.sh calls a run
+# busy), at most 3 minutes, so no run starts busy from the one before. A run that fails stops
+# the whole sequence.
 #
 #   scripts/rerun-figures.sh [NAME...]     (default: every run below, in order)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-IDLE=${IDLE:-0.8}
+IDLE=${IDLE:-1.0}
 
 declare -A RUNS=(
   [suite]="scripts/suite-reference.sh"

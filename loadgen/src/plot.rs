@@ -217,7 +217,12 @@ fn pick_x(series: &[Series]) -> Option<u32> {
 /// model's at `x` (the throughput plot draws them apart, as hollow rings).
 fn at_x<'a>(series: &'a [Series<'a>], x: u32) -> Vec<(&'a Series<'a>, &'a Cell)> {
     (series.iter())
-        .filter_map(|s| s.cells.iter().find(|c| c.x == x && !c.partial()).map(|c| (s, *c)))
+        .filter_map(|s| {
+            s.cells
+                .iter()
+                .find(|c| c.x == x && !c.partial())
+                .map(|c| (s, *c))
+        })
         .collect()
 }
 

@@ -367,3 +367,22 @@ fn a_source_address_the_machine_lacks_is_a_local_resource_error() {
         run.output()
     );
 }
+
+/// A server that answers every request with an ERROR reply answers nothing: like one that
+/// refuses connects, the run gives up long before its duration and names the cause.
+#[test]
+fn error_replies_to_everything_fail_fast() {
+    let fake = serve(|c, req| c.error_bytes(req, "server busy"));
+    let run = loadgen(&format!(
+        "--addr {} -c 2 -d 20s --warmup 0 --timeout 1s",
+        fake.addr()
+    ));
+    run.assert_code(1);
+    run.assert_within(Duration::from_secs(3) + SLACK);
+    run.assert_error("error_reply");
+    assert!(
+        run.stdout.contains("refused every request with an ERROR reply"),
+        "{}",
+        run.output()
+    );
+}

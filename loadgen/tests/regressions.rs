@@ -198,3 +198,14 @@ fn the_drain_holds_no_idle_connection_open() {
         run.assert_code(0);
     }
 }
+
+/// A run limited by -n drains from its last send, so all its replies come in the drain: they
+/// count as served (a review found `-n 16 -c 16` reporting "served 0 of 16").
+#[test]
+fn a_count_limited_run_serves_every_connection() {
+    let s = Server::start("server-eventloop", &[]);
+    let run = loadgen(&format!("--addr {} -n 16 -c 16 --warmup 0", s.addr()));
+    run.assert_clean(16);
+    assert_eq!(run.u("counts.connections_served"), 16, "{}", run.output());
+    assert!(!run.stdout.contains("  served "), "{}", run.output());
+}
