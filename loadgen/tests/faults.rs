@@ -381,7 +381,8 @@ fn error_replies_to_everything_fail_fast() {
     run.assert_within(Duration::from_secs(3) + SLACK);
     run.assert_error("error_reply");
     assert!(
-        run.stdout.contains("refused every request with an ERROR reply"),
+        run.stdout
+            .contains("refused every request with an ERROR reply"),
         "{}",
         run.output()
     );
