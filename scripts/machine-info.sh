@@ -5,8 +5,8 @@
 #   scripts/machine-info.sh --check           exit 3, saying why, if the tree is not clean
 #   scripts/machine-info.sh [LOAD_BEFORE]     print the description (machine.txt)
 #
-# A run is recorded only from a clean tree (no change to a tracked file, no untracked file
-# outside results/), so the commit it names is the code that ran. LOAD_BEFORE is the 1-minute
+# A run is recorded only from a clean tree (no change to a file outside results/, tracked or
+# not), so the commit it names is the code that ran. LOAD_BEFORE is the 1-minute
 # load average read before the run (`cut -d' ' -f1 /proc/loadavg`): a run begun with more
 # than half the CPUs' worth of load shared them with other work, and says so.
 # ECHOLAB_ALLOW_DIRTY=1 lets a trial run go ahead; its machine.txt then says it cannot be
@@ -14,8 +14,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Changes under results/ are what runs write, not code: a run that rewrites its own committed
+# directory (same date, same name) must not call itself untraceable.
 dirty() {
-  ! git diff --quiet HEAD 2>/dev/null ||
+  ! git diff --quiet HEAD -- . ':(exclude)results' 2>/dev/null ||
     [ -n "$(git status --porcelain --untracked-files=all -- . ':(exclude)results' 2>/dev/null)" ]
 }
 
