@@ -161,14 +161,15 @@ fn parse_max_frame(s: &str) -> Result<usize, String> {
 
 /// The smallest `--stack-size`, for server-thread's connection and pool threads.
 ///
-/// Measured: the deepest stack a connection handler reached was 24 KiB in a debug build
-/// (the resident pages of a `--pool 1` worker's stack after every protocol's worst cases:
-/// 1 MiB frames, JSON nested to serde_json's depth limit, fatal errors closed with
-/// `linger_close`, whose drain buffer alone is 16 KiB on the stack). 64 KiB leaves more than
-/// twice that. Below it, glibc and std silently raise the size to about 28 KiB anyway
-/// (PTHREAD_STACK_MIN plus thread-local storage), which would fit today with a few KiB to
-/// spare; one more buffer on the stack would then overflow it, and a stack overflow aborts
-/// the whole process, every connection with it.
+/// Measured: the deepest stack a connection handler reached was 24 KiB, in the release and
+/// the debug build alike (`scripts/thread-memory.py`, runs `results/2026-12-07-thread-memory`
+/// and `results/2026-12-07-thread-memory-debug`: the resident pages of a `--pool 1` worker's
+/// stack after every protocol's worst cases: 1 MB echoes, JSON nested to serde_json's depth
+/// limit, fatal errors closed with `linger_close`, whose drain buffer alone is 16 KiB on the
+/// stack). 64 KiB leaves more than twice that. Below it, glibc and std silently raise the size
+/// to their own minimum anyway (glibc's PTHREAD_STACK_MIN, 16 KiB on x86-64, plus
+/// thread-local storage), which leaves that deepest path little room or none, and a stack
+/// overflow aborts the whole process, every connection with it.
 pub const MIN_STACK_SIZE: usize = 64 << 10;
 
 /// The largest `--stack-size`. A stack is address space, touched only as deep as it is used,
@@ -182,7 +183,7 @@ pub fn parse_stack_size(s: &str) -> Result<usize, String> {
     let n = parse_size(s)?;
     if n < MIN_STACK_SIZE {
         return Err(format!(
-            "'{s}' is too small: at least 64K (a connection handler uses up to 24K; a thread whose stack overflows aborts the whole server)"
+            "'{s}' is too small: at least 64K (a connection handler's stack was measured at up to 24K; a thread whose stack overflows aborts the whole server)"
         ));
     }
     if n > MAX_STACK_SIZE {
