@@ -28,13 +28,12 @@ import datetime
 import multiprocessing
 import os
 import selectors
-import shutil
 import socket
 import statistics
 import subprocess
 import time
 
-from lablib import ROOT, results_dir, start_server, write_table
+from lablib import ROOT, build_at_commit, results_dir, start_server, write_table
 
 BURST = b"PING\r\n" * 5000  # as servers/tests/regressions.rs's flooder
 PONG = b"+PONG\r\n"
@@ -120,25 +119,7 @@ def build(profile, commit=None):
         subprocess.run(["cargo", "build", "-q", *flags, "-p", "echolab-servers", "--bin", "server-eventloop"],
                        cwd=ROOT, check=True)
         return os.path.join(ROOT, "target", profile)
-    full = subprocess.run(["git", "rev-parse", "--short", commit], cwd=ROOT, check=True,
-                          capture_output=True, text=True).stdout.strip()
-    base = os.path.join(ROOT, "target", f"before-{full}")
-    src = os.path.join(base, "src")
-    if not os.path.isdir(src):
-        # git archive, not a worktree: nothing to register in the repository or clean up after.
-        # Extracted beside `src` and renamed into place when whole, so an interrupted
-        # extraction is never taken for a checkout on the next run.
-        partial = src + ".partial"
-        shutil.rmtree(partial, ignore_errors=True)
-        os.makedirs(partial)
-        archive = subprocess.Popen(["git", "archive", full], cwd=ROOT, stdout=subprocess.PIPE)
-        subprocess.run(["tar", "-x", "-C", partial], stdin=archive.stdout, check=True)
-        if archive.wait() != 0:
-            raise SystemExit(f"git archive {full} failed")
-        os.rename(partial, src)
-    subprocess.run(["cargo", "build", "-q", *flags, "-p", "echolab-servers", "--bin", "server-eventloop",
-                    "--target-dir", os.path.join(base, "target")], cwd=src, check=True)
-    return os.path.join(base, "target", profile)
+    return build_at_commit(commit, "echolab-servers", "server-eventloop", profile)
 
 
 def main():

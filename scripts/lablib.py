@@ -10,6 +10,7 @@ is the book's client, and shows the book's JSON framing on its own.
 """
 import datetime
 import os
+import shutil
 import socket
 import struct
 import subprocess
@@ -58,6 +59,32 @@ def build_release(*packages):
     """Builds the release binaries of PACKAGES (default: the servers)."""
     flags = [arg for p in (packages or ("echolab-servers",)) for arg in ("-p", p)]
     subprocess.run(["cargo", "build", "--release", "-q", *flags], cwd=ROOT, check=True)
+
+
+def build_at_commit(commit, package, binary, profile="release"):
+    """The directory holding BINARY of PACKAGE as it was at COMMIT, built apart under
+    target/before-COMMIT/ so the current binaries stay as they are: how a script measures a
+    fix against the code before it."""
+    flags = ["--release"] if profile == "release" else []
+    short = subprocess.run(["git", "rev-parse", "--short", commit], cwd=ROOT, check=True,
+                           capture_output=True, text=True).stdout.strip()
+    base = os.path.join(ROOT, "target", f"before-{short}")
+    src = os.path.join(base, "src")
+    if not os.path.isdir(src):
+        # git archive, not a worktree: nothing to register in the repository or clean up after.
+        # Extracted beside `src` and renamed into place when whole, so an interrupted
+        # extraction is never taken for a checkout on the next run.
+        partial = src + ".partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        os.makedirs(partial)
+        archive = subprocess.Popen(["git", "archive", short], cwd=ROOT, stdout=subprocess.PIPE)
+        subprocess.run(["tar", "-x", "-C", partial], stdin=archive.stdout, check=True)
+        if archive.wait() != 0:
+            raise SystemExit(f"git archive {short} failed")
+        os.rename(partial, src)
+    subprocess.run(["cargo", "build", "-q", *flags, "-p", package, "--bin", binary,
+                    "--target-dir", os.path.join(base, "target")], cwd=src, check=True)
+    return os.path.join(base, "target", profile)
 
 
 def start_server(binary, *args, bin_dir=None, env=None):

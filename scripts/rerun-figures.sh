@@ -27,13 +27,15 @@ declare -A RUNS=(
   [eventloop-flood]="python3 scripts/eventloop-flood.py --seconds 8 --pings 20 --before 4ef3ad3"
   [eventloop-flood-debug]="python3 scripts/eventloop-flood.py --seconds 8 --pings 20 --before 4ef3ad3 --profile debug"
   [prefork-memory]="python3 scripts/prefork-memory.py --workers 2,16,256"
+  [drain-errors]="python3 scripts/drain-errors.py --repeat 3"
   [robustness-tests]="python3 scripts/robustness-tests.py --repeat 3"
   [fuzz-counts]="scripts/fuzz-counts.sh 60"
   [cold-gate]="scripts/cold-gate.sh"
 )
 ORDER=(suite loadgen-vs-redis-benchmark loadgen-pacing coordinated-omission wakeup-latency
   syscalls-per-request thread-memory thread-memory-debug fork-zombies fork-descriptors
-  eventloop-flood eventloop-flood-debug prefork-memory robustness-tests fuzz-counts cold-gate)
+  eventloop-flood eventloop-flood-debug prefork-memory drain-errors robustness-tests fuzz-counts
+  cold-gate)
 if [ $# -gt 0 ]; then ORDER=("$@"); fi
 for name in "${ORDER[@]}"; do
   [ -n "${RUNS[$name]:-}" ] || { echo "no run named $name (known: ${!RUNS[*]})" >&2; exit 2; }
