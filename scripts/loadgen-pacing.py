@@ -6,7 +6,8 @@ then open-loop runs at fixed rates and at half that maximum. For each rate the s
 the latency from the schedule (corrected) beside the latency from the actual send
 (uncorrected): when the client keeps its timetable and the server keeps up, the two medians
 must agree, and the client's own lag (how late sends left) must be microseconds. wrk2, which
-paces with a 1 ms timer tick, is off by about a millisecond here.
+paces with whole-millisecond waits (round(us/1000 + 0.5) ms), can send up to a millisecond
+late: arithmetic from its source, not measured here.
 
 Server on CPU 0, loadgen on CPU 1 (as in loadgen-vs-redis-benchmark.py); medians of --repeat
 interleaved runs.

@@ -199,8 +199,8 @@ fn negative_and_zero_model_flags_are_told_the_range() {
 }
 
 /// A stack too small for a connection handler is refused (std would silently round 1 byte up
-/// to glibc's minimum, about 28 KiB, which fits today's handler with a few KiB to spare), as
-/// is one so large that every thread creation would fail.
+/// to glibc's minimum, PTHREAD_STACK_MIN plus thread-local storage, which leaves today's
+/// handler little to spare), as is one so large that every thread creation would fail.
 #[test]
 fn stack_size_outside_what_can_work_is_refused() {
     let bin = thread_bin();

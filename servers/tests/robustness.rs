@@ -270,7 +270,8 @@ fn slowloris_eventloop_select() {
 
 /// Prefork with 4 workers and workers + 10 tricklers: every worker is held until its
 /// trickler's deadline, so the good client waits in the accept queue behind them and is served
-/// once deadlines have freed workers (about ceil(15 / 4) rounds of the deadline).
+/// once deadlines have freed workers (about three rounds of the deadline and its lingering
+/// close: 7.5 s in results/2026-12-07-robustness-tests).
 #[test]
 fn slowloris_prefork_shared() {
     slowloris(&PREFORK_SHARED, 14, false);

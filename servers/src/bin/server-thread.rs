@@ -89,9 +89,9 @@ struct Args {
 
     /// Stack size of each connection or worker thread (e.g. 64K, 2M; 64K to 1G).
     ///
-    /// A connection handler needs up to 24 KiB (measured in a debug build); the floor of 64K
-    /// leaves more than twice that, since a thread that overflows its stack aborts the whole
-    /// server. Only the pages used become memory; the rest is address space.
+    /// A connection handler needs up to 24 KiB (measured in release and debug builds); the
+    /// floor of 64K leaves more than twice that, since a thread that overflows its stack aborts
+    /// the whole server. Only the pages used become memory; the rest is address space.
     #[arg(long, value_name = "SIZE", default_value = "2M", value_parser = parse_stack_size, allow_hyphen_values = true)]
     stack_size: usize,
 }
