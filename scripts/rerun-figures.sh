@@ -32,11 +32,12 @@ declare -A RUNS=(
   [fuzz-counts]="scripts/fuzz-counts.sh 60"
   [cold-gate]="scripts/cold-gate.sh"
   [codec-bench]="python3 scripts/codec-bench.py"
+  [robustness-figures]="python3 scripts/robustness-figures.py --repeat 5 --seconds 3"
 )
 ORDER=(suite loadgen-vs-redis-benchmark loadgen-pacing coordinated-omission wakeup-latency
   syscalls-per-request thread-memory thread-memory-debug fork-zombies fork-descriptors
   eventloop-flood eventloop-flood-debug prefork-memory drain-errors robustness-tests fuzz-counts
-  cold-gate codec-bench)
+  cold-gate codec-bench robustness-figures)
 if [ $# -gt 0 ]; then ORDER=("$@"); fi
 for name in "${ORDER[@]}"; do
   [ -n "${RUNS[$name]:-}" ] || { echo "no run named $name (known: ${!RUNS[*]})" >&2; exit 2; }
