@@ -950,10 +950,10 @@ impl Worker<'_> {
                     if measured {
                         self.tally.counts.failed += 1;
                     }
-                    // A server that answers every request with an ERROR (refusing it, or
-                    // not knowing the op) answers nothing: before any verified reply, that
-                    // counts towards giving up.
-                    self.reply_failures_in_a_row += 1;
+                    // Not towards giving up: an ERROR reply is an answer in the protocol
+                    // ("server busy" means come back later, and a client driving a server at
+                    // its connection cap must keep coming back). The cause line still says
+                    // what it was.
                     self.error(kind, why);
                 }
                 Check::Fatal { why } => {
@@ -989,9 +989,6 @@ impl Worker<'_> {
                 // close it first, so no request is sent into the closing connection only to
                 // be reported as an EOF, and come back after a backoff.
                 self.error(ErrorKind::ErrorReply, why);
-                // A refusal answers nothing: towards giving up, as a failed connect is.
-                self.failures_in_a_row += 1;
-                self.reply_failures_in_a_row += 1;
                 self.charge_unused_connection(i, now);
                 self.retry_later(i, now);
                 false
