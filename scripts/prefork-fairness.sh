@@ -17,6 +17,10 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 RESULTS=${RESULTS:-results/$(date -u +%F)-prefork-fairness}
 mkdir -p "$RESULTS"
+# A recorded run names the code that ran: refuse a tree with uncommitted changes (exit 3), and
+# note the load it starts from, for machine.txt.
+scripts/machine-info.sh --check
+load_before=$(cut -d' ' -f1 /proc/loadavg)
 
 {
 echo "| accept mode | connections per worker | Jain's index |"
@@ -40,5 +44,5 @@ done
 echo
 echo "$WORKERS workers, redis-benchmark -t ping -n $CONNECTIONS -c $CLIENTS -k 0 (PING_INLINE + PING_MBULK: 2 x $CONNECTIONS connections), $(nproc) CPUs, $(date -u +%F)"
 } | tee "$RESULTS/table.md"
-scripts/machine-info.sh >"$RESULTS/machine.txt"
+scripts/machine-info.sh "$load_before" >"$RESULTS/machine.txt"
 echo "(kept in $RESULTS/)" >&2

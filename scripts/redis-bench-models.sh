@@ -70,6 +70,10 @@ rps() { # port keepalive -> requests/s of PING_MBULK
 
 RESULTS=${RESULTS:-results/$(date -u +%F)-redis-bench-models}
 mkdir -p "$RESULTS"
+# A recorded run names the code that ran: refuse a tree with uncommitted changes (exit 3), and
+# note the load it starts from, for machine.txt.
+scripts/machine-info.sh --check
+load_before=$(cut -d' ' -f1 /proc/loadavg)
 printf 'model\trepetition\tkeepalive_rps\tshort_rps\n' >"$RESULTS/raw.tsv"
 for rep in $(seq "$REPEAT"); do
   for model in "${ORDER[@]}"; do
@@ -96,5 +100,5 @@ echo
 echo "redis-benchmark -t ping -n $REQUESTS -c $CLIENTS, median of $REPEAT interleaved runs, $(nproc) CPUs, $(date -u +%F)."
 echo "thread-pool and prefork: $CLIENTS workers. 0 means the run did not finish within ${RUN_TIMEOUT}s."
 } | tee "$RESULTS/table.md"
-scripts/machine-info.sh >"$RESULTS/machine.txt"
+scripts/machine-info.sh "$load_before" >"$RESULTS/machine.txt"
 echo "(kept in $RESULTS/)" >&2
