@@ -35,13 +35,8 @@ fi
 # Build every target first, so that compiling is not part of any target's time.
 (cd protocol && RUSTC_BOOTSTRAP=1 cargo fuzz build)
 
-# The build's load lingers in the 1-minute average: wait (at most 2 minutes) until it is at
-# most half the CPUs', so the run neither shares them nor is marked busy for a load that is gone.
-for _ in $(seq 24); do
-  awk -v l="$(cut -d' ' -f1 /proc/loadavg)" -v c="$(nproc)" 'BEGIN { exit !(l > c / 2) }' || break
-  sleep 5
-done
-before=$(cut -d' ' -f1 /proc/loadavg)
+# The build's load lingers in the 1-minute average: start once it has left.
+before=$(scripts/machine-info.sh --wait-idle)
 dir=${RESULTS:-results/$(date +%F)-fuzz-counts}
 mkdir -p "$dir"
 work=$(mktemp -d)

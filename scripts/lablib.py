@@ -164,17 +164,10 @@ def load_average():
 
 def wait_for_idle(limit_s=120):
     """The 1-minute load average once it is at most half the CPUs', waiting up to LIMIT_S
-    seconds for it: a build just before a run (build_release) leaves its load in the average
-    for a minute or two, and the run would then be marked busy for a load that is gone."""
-    cpus = os.cpu_count() or 1
-    waited = 0
-    while float(load_average()) > cpus / 2 and waited < limit_s:
-        if waited == 0:
-            print(f"waiting for the load average ({load_average()}) to fall below {cpus / 2} "
-                  f"before the run (at most {limit_s} s)", file=sys.stderr)
-        time.sleep(5)
-        waited += 5
-    return load_average()
+    seconds for it (scripts/machine-info.sh --wait-idle: a build just before a run leaves its
+    load in the average for a minute or two)."""
+    return subprocess.run([os.path.join(ROOT, "scripts", "machine-info.sh"), "--wait-idle", str(limit_s)],
+                          cwd=ROOT, check=True, capture_output=True, text=True).stdout.strip()
 
 
 def results_dir(name, override=None):

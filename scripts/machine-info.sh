@@ -3,6 +3,7 @@
 # hardware, kernel, versions and commit that produced them, and how busy the machine was.
 #
 #   scripts/machine-info.sh --check           exit 3, saying why, if the tree is not clean
+#   scripts/machine-info.sh --wait-idle [S]   wait for an idle machine, print the load average
 #   scripts/machine-info.sh [LOAD_BEFORE]     print the description (machine.txt)
 #
 # A run is recorded only from a clean tree (no change to a file outside results/, tracked or
@@ -20,6 +21,21 @@ dirty() {
   ! git diff --quiet HEAD -- . ':(exclude)results' 2>/dev/null ||
     [ -n "$(git status --porcelain --untracked-files=all -- . ':(exclude)results' 2>/dev/null)" ]
 }
+
+# --wait-idle [SECONDS]: wait (at most SECONDS, default 120) until the 1-minute load average is
+# at most half the CPUs', then print it. A build just before a run leaves its load in the
+# average for a minute or two; a run read then would be called busy for a load that is gone.
+if [ "${1:-}" = "--wait-idle" ]; then
+  limit=${2:-120}
+  waited=0
+  while awk -v l="$(cut -d' ' -f1 /proc/loadavg)" -v c="$(nproc)" 'BEGIN { exit !(l > c / 2) }' &&
+    [ "$waited" -lt "$limit" ]; do
+    sleep 5
+    waited=$((waited + 5))
+  done
+  cut -d' ' -f1 /proc/loadavg
+  exit 0
+fi
 
 if [ "${1:-}" = "--check" ]; then
   if dirty; then

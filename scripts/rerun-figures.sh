@@ -3,15 +3,14 @@
 # can redo in minutes (the regression gate's two-hour proof, scripts/gate-proof.py, and the
 # hand-made wrk comparison are left out). Each run refuses a dirty tree and records its
 # machine and the load before it (scripts/machine-info.sh), so this script first builds every
-# binary the runs need, then waits before each run until the 1-minute load average is below
-# IDLE (default 1.0: half of this 2-CPU machine, above which machine-info.sh calls a run
-# busy), at most 3 minutes, so no run starts busy from the one before. A run that fails stops
+# binary the runs need, then waits before each run (at most 3 minutes) until the 1-minute load
+# average is at most half the CPUs' (machine-info.sh --wait-idle, the line above which it calls
+# a run busy), so no run starts busy from the one before. A run that fails stops
 # the whole sequence.
 #
 #   scripts/rerun-figures.sh [NAME...]     (default: every run below, in order)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-IDLE=${IDLE:-1.0}
 
 declare -A RUNS=(
   [suite]="scripts/suite-reference.sh"
@@ -52,21 +51,9 @@ cargo build --release -q -p echolab-servers -p echolab-loadgen
 cargo build -q -p echolab-servers --bin server-thread --bin server-eventloop
 cargo test --release -q -p echolab-servers --no-run --test robustness --test eventloop
 
-wait_idle() {
-  local waited=0
-  while awk -v l="$(cut -d' ' -f1 /proc/loadavg)" -v idle="$IDLE" 'BEGIN { exit !(l >= idle) }'; do
-    if [ "$waited" -ge 180 ]; then
-      echo "   still at load $(cut -d' ' -f1 /proc/loadavg) after 3 min: going on (the run will say it was busy)" >&2
-      return
-    fi
-    sleep 10
-    waited=$((waited + 10))
-  done
-}
-
 for name in "${ORDER[@]}"; do
-  wait_idle
-  echo "== $name (load $(cut -d' ' -f1 /proc/loadavg)): ${RUNS[$name]}" >&2
+  load=$(scripts/machine-info.sh --wait-idle 180)
+  echo "== $name (load $load): ${RUNS[$name]}" >&2
   start=$(date +%s)
   ${RUNS[$name]}
   echo "== $name took $(($(date +%s) - start)) s" >&2

@@ -9,13 +9,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/machine-info.sh --check
 cargo build --release
-# The build's load lingers in the 1-minute average: wait (at most 2 minutes) until it is at
-# most half the CPUs', so the run is not marked busy for a load that is gone.
-for _ in $(seq 24); do
-  awk -v l="$(cut -d' ' -f1 /proc/loadavg)" -v c="$(nproc)" 'BEGIN { exit !(l > c / 2) }' || break
-  sleep 5
-done
-before=$(cut -d' ' -f1 /proc/loadavg)
+# The build's load lingers in the 1-minute average: start once it has left.
+before=$(scripts/machine-info.sh --wait-idle)
 out=$(mktemp)
 status=0
 target/release/loadgen suite "$@" 2> >(tee "$out" >&2) || status=$?
