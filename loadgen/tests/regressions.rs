@@ -117,7 +117,18 @@ fn an_idle_close_is_not_an_error() {
     assert!(run.u("counts.closed_idle") > 0, "{}", run.output());
     assert_eq!(run.u("errors.eof"), 0, "{}", run.output());
     assert_eq!(run.u("counts.ok"), run.u("counts.sent"), "{}", run.output());
-    run.assert_code(0);
+    // Exit 1 would mean errors. Exit 3 (INVALID: the client lagged its 2 req/s schedule by
+    // more than 1 ms) depends on how loaded this machine is, not on the idle close, so it
+    // is accepted only with that verdict.
+    if run.code == Some(3) {
+        assert!(
+            run.stdout.contains("fell behind its own schedule"),
+            "{}",
+            run.output()
+        );
+    } else {
+        run.assert_code(0);
+    }
 }
 
 /// A server that accepts and closes at once never used up a `-n` budget (when it closed
