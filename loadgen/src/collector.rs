@@ -316,9 +316,9 @@ fn finish_interval(
             "[{:>4}s] {:>9.0} req/s  p50 {:>9}  p99 {:>9}  max {:>9}  errors {}",
             index + 1,
             p.ok as f64 * 1e9 / length as f64,
-            crate::report::fmt_us(s.p50),
-            crate::report::fmt_us(s.p99),
-            crate::report::fmt_us(s.max),
+            stats::fmt_us(s.p50),
+            stats::fmt_us(s.p99),
+            stats::fmt_us(s.max),
             p.errors
         );
     }
@@ -333,11 +333,11 @@ fn finish_interval(
 }
 
 /// Whether to print the live line, given `--progress`.
-pub fn want_progress(p: crate::cli::Progress) -> bool {
+pub fn want_progress(p: crate::config::Progress) -> bool {
     match p {
-        crate::cli::Progress::Always => true,
-        crate::cli::Progress::Never => false,
-        crate::cli::Progress::Auto => std::io::stderr().is_terminal(),
+        crate::config::Progress::Always => true,
+        crate::config::Progress::Never => false,
+        crate::config::Progress::Auto => std::io::stderr().is_terminal(),
     }
 }
 

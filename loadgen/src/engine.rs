@@ -35,8 +35,8 @@ use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, Sockadd
 use nix::sys::time::TimeSpec;
 use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
 
-use crate::cli::{Pacing, RunConfig};
 use crate::clock::{ns, Clock, NANOS};
+use crate::config::{Pacing, RunConfig};
 use crate::stats::{self, ErrorKind, Tally};
 use crate::workload::{Check, Workload};
 

@@ -6,30 +6,30 @@
 //! a stalled server shows in the tail). With `--server-pid` it also reports what the server
 //! spent per request: CPU time, context switches, memory.
 //!
-//! Module map, in the order a run uses them:
-//! - [`cli`]: flags, checked into a [`cli::RunConfig`];
+//! Two layers. The **core** measures one run: [`config::RunConfig`] says what to do,
+//! [`run::run`] does it and returns a [`report::Report`]. Its modules, in the order a run uses
+//! them:
+//! - [`config`]: the typed, checked run configuration (the parameters, described once);
+//! - [`cli`]: `loadgen run`'s flags, one adapter that builds a `RunConfig`;
 //! - [`workload`]: request encoding (ids stamped into payloads) and reply verification;
 //! - [`engine`]: the per-thread event loop, connections, pacing, timeouts;
 //! - [`collector`]: per-second intervals, the live line, the interval log, server sampling;
 //! - [`proc`]: /proc sampling of the server's process tree, machine description, own CPU;
 //! - [`stats`]: error kinds, counts, histograms; [`report`]: summary, JSON, `.hgrm`;
-//! - [`run`]: the whole of `loadgen run`.
+//! - [`run`]: the whole of one run; [`clock`]: the run's clock, and dates for results.
 //!
-//! Around it: [`launch`] starts and stops servers under test for [`suite`] (every model side
-//! by side, with [`suite_report`] and [`plot`]) and [`compare`] (the regression gate and its
-//! history); [`clock`] also dates results.
+//! The **[`lab`]** drives the core: it starts servers ([`lab::launch`]), runs every model side
+//! by side ([`lab::suite`]) and gates regressions ([`lab::compare`]). The lab imports the core
+//! and never the other way round (docs/ARCHITECTURE.md; `tests/layering.rs` fails otherwise).
 
 pub mod cli;
 pub mod clock;
 pub mod collector;
-pub mod compare;
+pub mod config;
 pub mod engine;
-pub mod launch;
-pub mod plot;
+pub mod lab;
 pub mod proc;
 pub mod report;
 pub mod run;
 pub mod stats;
-pub mod suite;
-pub mod suite_report;
 pub mod workload;

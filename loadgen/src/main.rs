@@ -4,9 +4,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use echolab_loadgen::cli::RunArgs;
-use echolab_loadgen::compare::{self, CompareArgs, TrendArgs};
+use echolab_loadgen::lab::compare::{self, CompareArgs, TrendArgs};
+use echolab_loadgen::lab::suite::{self, SuiteArgs};
 use echolab_loadgen::run::{self, RunError};
-use echolab_loadgen::suite::{self, SuiteArgs};
 
 /// echolab's load generator: drive an echo server, verify every reply, and report latency
 /// (HdrHistogram), throughput, errors by kind, and the server's cost per request.
@@ -59,7 +59,11 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run(args) => {
             run::install_sigint();
-            match run::run(&args) {
+            match args
+                .config()
+                .map_err(RunError::Usage)
+                .and_then(|cfg| run::run(&cfg))
+            {
                 Ok(report) => {
                     print!("{}", report.summary());
                     ExitCode::from(report.exit_code() as u8)
@@ -143,7 +147,10 @@ fn main() -> ExitCode {
     }
 }
 
-fn report_dir(args: &SuiteArgs, report: &echolab_loadgen::suite_report::SuiteReport) -> String {
+fn report_dir(
+    args: &SuiteArgs,
+    report: &echolab_loadgen::lab::suite::report::SuiteReport,
+) -> String {
     args.results.as_ref().map_or_else(
         || format!("results/{}", report.run_id),
         |p| p.display().to_string(),

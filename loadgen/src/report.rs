@@ -8,10 +8,10 @@ use std::path::Path;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::cli::{Pacing, RunConfig};
 use crate::collector::IntervalSummary;
+use crate::config::RunConfig;
 use crate::proc::{MachineInfo, ServerCost};
-use crate::stats::{Counts, ErrorCounts, ErrorKind, Summary};
+use crate::stats::{fmt_us, fmt_us_f, Counts, ErrorCounts, ErrorKind, Summary};
 use echolab_protocol::Protocol;
 
 /// An open-loop run whose client lag p99 is above this is invalid: the client, not the
@@ -19,70 +19,6 @@ use echolab_protocol::Protocol;
 pub const MAX_LAG_P99_US: u64 = 1_000;
 /// An open-loop run that achieved less than this fraction of `--rate` is invalid.
 pub const MIN_RATE_FRACTION: f64 = 0.99;
-
-/// The run's parameters, as reported.
-#[derive(Debug, Clone, Serialize)]
-pub struct Params {
-    /// Server address.
-    pub addr: String,
-    /// Source addresses (empty: the kernel's choice).
-    pub source_ips: Vec<String>,
-    /// Protocol name.
-    pub protocol: String,
-    /// Connection slots.
-    pub connections: u32,
-    /// Threads.
-    pub threads: u32,
-    /// Measured duration limit, seconds.
-    pub duration_s: Option<f64>,
-    /// Measured request limit.
-    pub requests: Option<u64>,
-    /// Warmup, seconds.
-    pub warmup_s: f64,
-    /// Payload bytes.
-    pub payload: usize,
-    /// The operation (`echo`, `sleep:1000`, ...).
-    pub op: String,
-    /// Requests in flight per connection.
-    pub pipeline: u32,
-    /// Requests per connection (short connections), if any.
-    pub requests_per_conn: Option<u64>,
-    /// Per-request timeout, seconds.
-    pub timeout_s: f64,
-    /// `closed` or `open`.
-    pub mode: &'static str,
-    /// Open loop: target requests per second.
-    pub rate: Option<f64>,
-}
-
-impl Params {
-    /// The parameters of `cfg`.
-    pub fn of(cfg: &RunConfig) -> Params {
-        Params {
-            addr: cfg.addr.to_string(),
-            source_ips: cfg.source_ips.iter().map(|ip| ip.to_string()).collect(),
-            protocol: cfg.protocol.name().to_string(),
-            connections: cfg.connections,
-            threads: cfg.threads,
-            duration_s: cfg.duration.map(|d| d.as_secs_f64()),
-            requests: cfg.requests,
-            warmup_s: cfg.warmup.as_secs_f64(),
-            payload: cfg.payload,
-            op: cfg.op.to_string(),
-            pipeline: cfg.pipeline,
-            requests_per_conn: cfg.requests_per_conn,
-            timeout_s: cfg.timeout.as_secs_f64(),
-            mode: match cfg.pacing {
-                Pacing::Closed => "closed",
-                Pacing::Open { .. } => "open",
-            },
-            rate: match cfg.pacing {
-                Pacing::Closed => None,
-                Pacing::Open { rate } => Some(rate),
-            },
-        }
-    }
-}
 
 /// The open loop's honesty record.
 #[derive(Debug, Clone, Serialize)]
@@ -113,8 +49,8 @@ pub struct ClientCpu {
 pub struct Report {
     /// `loadgen <version>`.
     pub tool: String,
-    /// What was asked for.
-    pub params: Params,
+    /// What was asked for (the checked configuration, serialized by [`RunConfig`] itself).
+    pub params: RunConfig,
     /// Where it ran.
     pub machine: MachineInfo,
     /// The measured window, seconds.
@@ -181,7 +117,7 @@ impl Report {
     pub fn summary(&self) -> String {
         let p = &self.params;
         let mut s = String::new();
-        let limit = match (p.duration_s, p.requests) {
+        let limit = match (p.duration.map(|d| d.as_secs_f64()), p.requests) {
             (Some(d), Some(n)) => format!("{d} s or {n} requests"),
             (Some(d), None) => format!("{d} s"),
             (None, Some(n)) => format!("{n} requests"),
@@ -191,14 +127,14 @@ impl Report {
             Some(k) => format!("short connections of {k} request(s)"),
             None => "persistent connections".into(),
         };
-        let mode = match p.rate {
+        let mode = match p.pacing.rate() {
             Some(r) => format!("open loop at {r} req/s"),
             None => "closed loop".into(),
         };
         let _ = writeln!(
             s,
             "loadgen: {} {} {} {} B, {} connections ({shape}) on {} thread(s), {mode}, pipeline {}, {limit} after {} s warmup",
-            p.addr, p.protocol, p.op, p.payload, p.connections, p.threads, p.pipeline, p.warmup_s
+            p.addr, p.protocol.name(), p.op, p.payload, p.connections, p.threads, p.pipeline, p.warmup.as_secs_f64()
         );
         let _ = writeln!(
             s,
@@ -206,7 +142,7 @@ impl Report {
             self.throughput_rps, self.counts.ok, self.elapsed_s
         );
         let l = &self.latency_us;
-        let label = if p.rate.is_some() {
+        let label = if p.pacing.rate().is_some() {
             "latency (from the schedule)"
         } else {
             "latency"
@@ -302,7 +238,7 @@ impl Report {
         let c = &self.counts;
         // Only where the window, not a count, ended the run: with -n, or an op slower than the
         // window, replies legitimately come after it.
-        let timed = p.duration_s.is_some() && p.requests.is_none();
+        let timed = p.duration.is_some() && p.requests.is_none();
         if timed && c.ok > 0 && c.connections_served < u64::from(p.connections) {
             let _ = writeln!(
                 s,
@@ -397,21 +333,6 @@ fn percentiles(l: &Summary) -> String {
         fmt_us_f(l.mean),
         fmt_us_f(l.stdev)
     )
-}
-
-/// Formats microseconds with a unit that keeps three significant figures.
-pub fn fmt_us(us: u64) -> String {
-    fmt_us_f(us as f64)
-}
-
-fn fmt_us_f(us: f64) -> String {
-    if us < 1_000.0 {
-        format!("{us:.0}µs")
-    } else if us < 1_000_000.0 {
-        format!("{:.2}ms", us / 1e3)
-    } else {
-        format!("{:.2}s", us / 1e6)
-    }
 }
 
 /// HdrHistogram's sub-bucket count for `sigfig` digits: the smallest power of two holding

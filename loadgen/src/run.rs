@@ -5,12 +5,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 
-use crate::cli::{Pacing, RunArgs};
 use crate::clock::{ns, Clock};
 use crate::collector::{self, Setup};
+use crate::config::{Pacing, RunConfig};
 use crate::engine::{self, Plan};
 use crate::proc::{self, TreeSampler};
-use crate::report::{self, ClientCpu, OpenLoop, Params, Report};
+use crate::report::{self, ClientCpu, OpenLoop, Report};
 use crate::stats::{Summary, Tally};
 use crate::workload::Workload;
 
@@ -57,11 +57,12 @@ impl std::fmt::Display for RunError {
 
 impl std::error::Error for RunError {}
 
-/// Runs the load described by `args` and returns its report (also writing the files it asks
-/// for). Progress goes to stderr when asked for.
-pub fn run(args: &RunArgs) -> Result<Report, RunError> {
-    let cfg = args.config().map_err(RunError::Usage)?;
-    let sampler = match args.server_pid {
+/// Runs the load described by `config` and returns its report (also writing the files it
+/// asks for). Progress goes to stderr when asked for. A configuration the engine cannot carry
+/// out is refused here ([`RunConfig::checked`]) with [`RunError::Usage`].
+pub fn run(config: &RunConfig) -> Result<Report, RunError> {
+    let cfg = config.checked().map_err(RunError::Usage)?;
+    let sampler = match cfg.server_pid {
         Some(pid) => Some(
             TreeSampler::new(pid)
                 .map_err(|e| RunError::Setup(format!("--server-pid {pid}: {e}")))?,
@@ -77,7 +78,7 @@ pub fn run(args: &RunArgs) -> Result<Report, RunError> {
         stop_at: cfg.duration.map(|d| measure_from + ns(d)),
         interrupted: Arc::new(AtomicBool::new(false)),
         verified: AtomicBool::new(false),
-        hold_for_sample: args.server_pid.is_some(),
+        hold_for_sample: cfg.server_pid.is_some(),
         cfg: cfg.clone(),
     });
 
@@ -87,8 +88,8 @@ pub fn run(args: &RunArgs) -> Result<Report, RunError> {
         threads: cfg.threads as usize,
         clock,
         measure_from,
-        progress: collector::want_progress(args.progress),
-        hlog: args.hlog.clone(),
+        progress: collector::want_progress(cfg.outputs.progress),
+        hlog: cfg.outputs.hlog.clone(),
         sampler,
     };
     let collector = thread::Builder::new()
@@ -231,11 +232,11 @@ pub fn run(args: &RunArgs) -> Result<Report, RunError> {
     let server = collected
         .server
         .as_ref()
-        .zip(args.server_pid)
+        .zip(cfg.server_pid)
         .map(|((a, b, peaks), pid)| proc::server_cost(pid, a, b, peaks, requests));
     let report = Report {
         tool: format!("loadgen {}", env!("CARGO_PKG_VERSION")),
-        params: Params::of(&cfg),
+        params: cfg.clone(),
         machine: proc::machine_info(),
         elapsed_s,
         throughput_rps: per_s(tally.counts.ok),
@@ -271,14 +272,14 @@ pub fn run(args: &RunArgs) -> Result<Report, RunError> {
         ok,
     };
     let mut write_notes = Vec::new();
-    if let Some(path) = &args.hgrm {
+    if let Some(path) = &cfg.outputs.hgrm {
         if let Err(e) = report::write_hgrm(&tally.latency, path) {
             write_notes.push(format!("cannot write {}: {e}", path.display()));
         }
     }
     let mut report = report;
     report.notes.extend(write_notes);
-    if let Some(path) = &args.json {
+    if let Some(path) = &cfg.outputs.json {
         if let Err(e) = report.write_json(path) {
             report
                 .notes

@@ -311,6 +311,22 @@ pub fn median(mut xs: Vec<f64>) -> f64 {
     }
 }
 
+/// Formats microseconds with a unit that keeps three significant figures.
+pub fn fmt_us(us: u64) -> String {
+    fmt_us_f(us as f64)
+}
+
+/// [`fmt_us`] for a mean or a deviation.
+pub fn fmt_us_f(us: f64) -> String {
+    if us < 1_000.0 {
+        format!("{us:.0}µs")
+    } else if us < 1_000_000.0 {
+        format!("{:.2}ms", us / 1e3)
+    } else {
+        format!("{:.2}s", us / 1e6)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,7 +7,7 @@
 
 use echolab_protocol::{Codec, Command, Decoded, Protocol, ProtocolError, Request, Status};
 
-use crate::cli::Op;
+use crate::config::Op;
 use crate::stats::ErrorKind;
 
 /// Hex digits in the id stamp at the start of each payload.

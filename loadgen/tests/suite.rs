@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::{kill_all_mentioning, run_guarded, server_bin, survivors, When};
-use echolab_loadgen::suite_report::{CellStatus, SuiteReport, Workload};
+use echolab_loadgen::lab::suite::report::{CellStatus, SuiteReport, Workload};
 use nix::sys::signal::Signal;
 
 /// The longest one suite may take before the guard kills it (and its servers) and fails.

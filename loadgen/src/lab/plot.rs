@@ -25,7 +25,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use crate::suite_report::{Cell, CellStatus, SuiteReport, Workload};
+use crate::lab::suite::report::{Cell, CellStatus, SuiteReport, Workload};
 
 /// Writes every plot the report has data for into `dir` (created if missing); returns the
 /// files written, as names relative to `dir`.
@@ -851,7 +851,7 @@ fn idle(report: &SuiteReport) -> Plot {
 /// the candidate's throughput per gate run. The ratio is what the gate decides on; the
 /// absolute rate is there to show how far the machine itself drifts between runs, which is
 /// why the gate never compares with a stored figure.
-pub fn trend(runs: &[crate::compare::CompareReport]) -> Plot {
+pub fn trend(runs: &[crate::lab::compare::CompareReport]) -> Plot {
     let mut names: Vec<&str> = Vec::new();
     for r in runs {
         for m in &r.models {
@@ -990,7 +990,7 @@ pub fn trend(runs: &[crate::compare::CompareReport]) -> Plot {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::suite_report::{AcceptDistribution, ModelInfo, SuiteParams};
+    use crate::lab::suite::report::{AcceptDistribution, ModelInfo, SuiteParams};
 
     fn cell(model: &str, workload: Workload, x: u32, scale: f64) -> Cell {
         Cell {

@@ -40,8 +40,10 @@ use echolab_protocol::units::{parse_duration, parse_size, parse_timeout};
 use echolab_protocol::Protocol;
 use serde::{Deserialize, Serialize};
 
-use crate::cli::{self, Op, Progress, RunArgs};
-use crate::launch::{describe_placement, find_bin_dir, pin_halves, standard_models, Model, Server};
+use crate::config::{self, Op, Outputs, Progress, RunConfig};
+use crate::lab::launch::{
+    describe_placement, find_bin_dir, pin_halves, standard_models, Model, Server,
+};
 use crate::run;
 use crate::stats::median;
 
@@ -114,7 +116,7 @@ pub struct CompareArgs {
     pub workers: u32,
 
     /// Wire protocol the servers speak.
-    #[arg(long, default_value = "binary", value_parser = cli::parse_protocol)]
+    #[arg(long, default_value = "binary", value_parser = config::parse_protocol)]
     pub protocol: Protocol,
 
     /// Connections per trial.
@@ -139,7 +141,7 @@ pub struct CompareArgs {
     pub payload: usize,
 
     /// What each request asks: echo, ping, sleep:US, spin:US.
-    #[arg(long, default_value = "echo", value_parser = cli::parse_op)]
+    #[arg(long, default_value = "echo", value_parser = config::parse_op)]
     pub op: Op,
 
     /// Requests in flight per connection.
@@ -589,8 +591,8 @@ impl Side {
     fn start(&self) -> ModelComparison {
         ModelComparison {
             name: self.baseline.name.clone(),
-            baseline_command: crate::launch::display_command(&self.baseline),
-            candidate_command: crate::launch::display_command(&self.candidate),
+            baseline_command: crate::lab::launch::display_command(&self.baseline),
+            candidate_command: crate::lab::launch::display_command(&self.candidate),
             baseline_rps: 0.0,
             candidate_rps: 0.0,
             throughput: None,
@@ -717,7 +719,7 @@ pub fn compare(args: &CompareArgs) -> Result<CompareReport, String> {
     let sides = sides(args)?;
     // Check the workload flags once, before any server starts.
     run_args(args, "127.0.0.1:1".parse().map_err(|_| "address")?, 0)
-        .config()
+        .checked()
         .map_err(|e| format!("the workload: {e}"))?;
     let placement = if args.no_pin { None } else { pin_halves() };
     let interrupted = || run::INTERRUPTED.load(Ordering::Relaxed);
@@ -828,27 +830,25 @@ fn history_entry(report: &CompareReport) -> CompareReport {
     entry
 }
 
-fn run_args(args: &CompareArgs, addr: std::net::SocketAddr, pid: i32) -> RunArgs {
-    RunArgs {
+fn run_args(args: &CompareArgs, addr: std::net::SocketAddr, pid: i32) -> RunConfig {
+    RunConfig {
         addr,
-        source_ips: None,
         protocol: args.protocol,
         connections: args.connections,
         threads: args.threads,
         duration: Some(args.duration),
-        requests: None,
         warmup: args.warmup,
-        payload: Some(args.payload),
+        payload: args.payload,
         op: args.op,
         pipeline: args.pipeline,
         requests_per_conn: args.requests_per_conn,
         timeout: args.timeout,
-        rate: None,
         server_pid: (pid > 0).then_some(pid),
-        json: None,
-        hgrm: None,
-        hlog: None,
-        progress: Progress::Never,
+        outputs: Outputs {
+            progress: Progress::Never,
+            ..Outputs::default()
+        },
+        ..RunConfig::default()
     }
 }
 
@@ -1487,7 +1487,7 @@ pub fn trend(args: &TrendArgs) -> Result<String, String> {
         .svg
         .clone()
         .unwrap_or_else(|| args.history.with_extension("svg"));
-    match crate::plot::trend(&runs) {
+    match crate::lab::plot::trend(&runs) {
         Ok(Some(svg)) => {
             fs::write(&svg_path, svg)
                 .map_err(|e| format!("cannot write {}: {e}", svg_path.display()))?;

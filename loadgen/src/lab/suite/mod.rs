@@ -14,6 +14,8 @@
 //! serve at most their worker count at once: the suite shows what that does at 256
 //! connections and marks the idle workload as beyond them, rather than hiding it.
 
+pub mod report;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{Read, Write};
@@ -25,16 +27,16 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use echolab_protocol::{Command as Op, Decoded, Protocol, Request};
 
-use crate::cli::{self, Progress, RunArgs};
-use crate::launch::{
+use crate::config::{self, Outputs, Progress, RunConfig};
+use crate::lab::launch::{
     custom_model, describe_placement, display_command, find_bin_dir, pin_halves, raise_nofile,
     standard_models, Model, Server,
 };
-use crate::run;
-use crate::stats::median;
-use crate::suite_report::{
+use crate::lab::suite::report::{
     AcceptDistribution, Cell, CellStatus, ModelInfo, SuiteParams, SuiteReport, Workload,
 };
+use crate::run;
+use crate::stats::median;
 
 /// `loadgen suite`: run every model through the lab's workloads and write a report.
 #[derive(Debug, Clone, Args)]
@@ -426,11 +428,13 @@ fn run_one(
             args.requests_per_conn = Some(1);
             // Each address has its own ephemeral ports; a suite makes tens of thousands of
             // connections, each leaving a port in TIME_WAIT on this side.
-            args.source_ips = cli::parse_source_ips("127.0.0.2-127.0.0.254").ok();
+            args.source_ips = config::parse_source_ips("127.0.0.2-127.0.0.254")
+                .map(|ips| ips.0)
+                .unwrap_or_default();
         }
         Workload::Sleep => {
             args.connections = SLOTS;
-            args.op = cli::Op::Sleep(1000);
+            args.op = config::Op::Sleep(1000);
         }
         Workload::Idle => {
             args.connections = 1;
@@ -491,28 +495,25 @@ fn run_one(
     }
 }
 
-fn run_args(addr: SocketAddr, protocol: Protocol, plan: &Plan, hgrm: &Path, pid: i32) -> RunArgs {
-    RunArgs {
+fn run_args(addr: SocketAddr, protocol: Protocol, plan: &Plan, hgrm: &Path, pid: i32) -> RunConfig {
+    RunConfig {
         addr,
-        source_ips: None,
         protocol,
         connections: 1,
         threads: 1,
         duration: Some(plan.duration),
-        requests: None,
         warmup: plan.warmup,
-        payload: Some(64),
-        op: cli::Op::Echo,
-        pipeline: 1,
-        requests_per_conn: None,
+        payload: 64,
+        op: config::Op::Echo,
         // Short enough that starved connections of a bounded model do not stall the suite.
         timeout: Duration::from_secs(1),
-        rate: None,
         server_pid: Some(pid),
-        json: None,
-        hgrm: Some(hgrm.to_path_buf()),
-        hlog: None,
-        progress: Progress::Never,
+        outputs: Outputs {
+            hgrm: Some(hgrm.to_path_buf()),
+            progress: Progress::Never,
+            ..Outputs::default()
+        },
+        ..RunConfig::default()
     }
 }
 
@@ -754,7 +755,7 @@ fn write_report(report: &SuiteReport, dir: &Path) -> Result<(), String> {
     let json = serde_json::to_string_pretty(report).map_err(|e| e.to_string())?;
     fs::write(dir.join("report.json"), json + "\n")
         .map_err(|e| format!("cannot write report.json: {e}"))?;
-    let plots = crate::plot::write_all(report, dir).unwrap_or_else(|e| {
+    let plots = crate::lab::plot::write_all(report, dir).unwrap_or_else(|e| {
         eprintln!("plots not written: {e}");
         Vec::new()
     });

@@ -1,0 +1,404 @@
+//! What a run is: the typed, checked [`RunConfig`] that [`crate::run::run`] carries out.
+//!
+//! This is the core's one description of a run's parameters. The command line
+//! ([`crate::cli::RunArgs`]) is one adapter that builds a `RunConfig`; the lab's drivers
+//! (`suite`, `compare`) build theirs in code, starting from [`RunConfig::default`], which is
+//! what `loadgen run` does with no flags. The report's `params` are this struct serialized, so
+//! a parameter is named, typed and documented here once. [`RunConfig::checked`] refuses the
+//! combinations the engine cannot carry out, with a message that names the flag, before a
+//! socket is opened; `run` calls it, so no caller can skip it.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::ValueEnum;
+use echolab_protocol::{Protocol, MAX_ARG_MICROS};
+use serde::ser::SerializeStruct;
+use serde::{Serialize, Serializer};
+
+/// A run configuration. Build one from [`RunConfig::default`]; [`RunConfig::checked`] (called
+/// by [`crate::run::run`]) says whether the engine can carry it out.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunConfig {
+    /// Server address.
+    #[serde(serialize_with = "as_text")]
+    pub addr: SocketAddr,
+    /// Source addresses, spread round-robin over connections (empty: the kernel's choice).
+    #[serde(serialize_with = "all_as_text")]
+    pub source_ips: Vec<IpAddr>,
+    /// Wire protocol.
+    #[serde(serialize_with = "protocol_name")]
+    pub protocol: Protocol,
+    /// Connection slots.
+    pub connections: u32,
+    /// Event-loop threads (the checked configuration has at most `connections`).
+    pub threads: u32,
+    /// Measured duration, if limited by time (neither this nor `requests`: 10 s).
+    #[serde(rename = "duration_s", serialize_with = "opt_seconds")]
+    pub duration: Option<Duration>,
+    /// Measured requests, if limited by count.
+    pub requests: Option<u64>,
+    /// Unrecorded lead-in.
+    #[serde(rename = "warmup_s", serialize_with = "seconds")]
+    pub warmup: Duration,
+    /// Payload bytes as sent on the wire (for JSON, including the quotes).
+    pub payload: usize,
+    /// The operation.
+    #[serde(serialize_with = "as_text")]
+    pub op: Op,
+    /// Requests in flight per connection.
+    pub pipeline: u32,
+    /// Requests per connection before it is closed and reopened (short connections).
+    pub requests_per_conn: Option<u64>,
+    /// Per-request (and connect, and blocked-write) limit.
+    #[serde(rename = "timeout_s", serialize_with = "seconds")]
+    pub timeout: Duration,
+    /// Closed or open loop (reported as `mode` and `rate`).
+    #[serde(flatten)]
+    pub pacing: Pacing,
+    /// Sample this process tree's CPU, context switches and memory over the window.
+    #[serde(skip)]
+    pub server_pid: Option<i32>,
+    /// Files to write and the live line.
+    #[serde(skip)]
+    pub outputs: Outputs,
+}
+
+/// What a run writes besides its [`crate::report::Report`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Outputs {
+    /// The report as JSON.
+    pub json: Option<PathBuf>,
+    /// The latency distribution in HdrHistogram's percentile text format.
+    pub hgrm: Option<PathBuf>,
+    /// One histogram per second in HdrHistogram's interval log format.
+    pub hlog: Option<PathBuf>,
+    /// The live line on stderr.
+    pub progress: Progress,
+}
+
+/// Payload bytes when none is given (and the op carries one).
+pub const DEFAULT_PAYLOAD: usize = 64;
+
+/// The duration used when neither a duration nor a request count is given.
+pub const DEFAULT_DURATION: Duration = Duration::from_secs(10);
+
+impl Default for RunConfig {
+    /// `loadgen run` with no flags (a test in cli.rs holds the two together).
+    fn default() -> Self {
+        RunConfig {
+            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 7000)),
+            source_ips: Vec::new(),
+            protocol: Protocol::Binary,
+            connections: 16,
+            threads: 1,
+            duration: None,
+            requests: None,
+            warmup: Duration::from_secs(1),
+            payload: DEFAULT_PAYLOAD,
+            op: Op::Echo,
+            pipeline: 1,
+            requests_per_conn: None,
+            timeout: Duration::from_secs(5),
+            pacing: Pacing::Closed,
+            server_pid: None,
+            outputs: Outputs::default(),
+        }
+    }
+}
+
+impl RunConfig {
+    /// Checks the parameters against each other and returns the configuration the engine
+    /// runs: threads at most connections, and the default duration when no limit is given.
+    pub fn checked(&self) -> Result<RunConfig, String> {
+        let payload = self.payload;
+        match (self.op, self.protocol) {
+            (Op::Ping, Protocol::Resp) if payload != 0 => {
+                return Err(format!(
+                    "--op ping carries no payload: leave out --payload {payload}"
+                ))
+            }
+            (Op::Ping, Protocol::Resp) => {}
+            (Op::Ping, _) => {
+                return Err("--op ping is RESP's bare PING: use --protocol resp".into())
+            }
+            (Op::Sleep(_) | Op::Spin(_), Protocol::Resp | Protocol::Json) => {
+                return Err(format!(
+                    "--op {} needs --protocol binary (RESP and JSON have no SLEEP or SPIN)",
+                    self.op
+                ))
+            }
+            _ => {}
+        }
+        if self.protocol == Protocol::Json && payload < 2 {
+            return Err(
+                "--payload must be at least 2 with --protocol json (a JSON string \"\")".into(),
+            );
+        }
+        if payload > echolab_protocol::DEFAULT_MAX_FRAME - 64 {
+            return Err(format!(
+                "--payload {} is larger than the servers accept by default (about {} bytes)",
+                payload,
+                echolab_protocol::DEFAULT_MAX_FRAME - 64
+            ));
+        }
+        if let Some(bad) = self
+            .source_ips
+            .iter()
+            .find(|ip| ip.is_ipv4() != self.addr.is_ipv4())
+        {
+            return Err(format!(
+                "--source-ips {bad} is not the same address family as --addr {}",
+                self.addr
+            ));
+        }
+        // The flags' own ranges, for callers that build a configuration in code (the command
+        // line's parsers refuse these first, with the same words).
+        if !(1..=MAX_CONNECTIONS).contains(&self.connections) {
+            return Err(format!("--connections must be 1 to {MAX_CONNECTIONS}"));
+        }
+        if self.threads == 0 || self.pipeline == 0 {
+            return Err("--threads and --pipeline must be at least 1".into());
+        }
+        if self.requests == Some(0) || self.requests_per_conn == Some(0) {
+            return Err("--requests and --requests-per-conn must be at least 1".into());
+        }
+        if self.timeout.is_zero() {
+            return Err("--timeout must be above 0".into());
+        }
+        if let Pacing::Open { rate } = self.pacing {
+            check_rate(rate).map_err(|range| format!("--rate {rate}: {range}"))?;
+        }
+        let duration = match (self.duration, self.requests) {
+            (None, None) => Some(DEFAULT_DURATION),
+            (d, _) => d,
+        };
+        if duration == Some(Duration::ZERO) {
+            return Err("--duration must be above 0".into());
+        }
+        Ok(RunConfig {
+            threads: self.threads.min(self.connections),
+            duration,
+            ..self.clone()
+        })
+    }
+}
+
+/// The most connections one run opens.
+pub const MAX_CONNECTIONS: u32 = 1_000_000;
+
+/// When to print the live line.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum Progress {
+    /// When stderr is a terminal.
+    #[default]
+    Auto,
+    /// Always (useful when piping to a log).
+    Always,
+    /// Never.
+    Never,
+}
+
+/// What each request asks the server to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "kind", content = "micros", rename_all = "snake_case")]
+pub enum Op {
+    /// Echo the payload.
+    Echo,
+    /// RESP's bare PING (answered by PONG; no payload).
+    Ping,
+    /// Sleep this many µs, then echo.
+    Sleep(u32),
+    /// Burn CPU this many µs, then echo.
+    Spin(u32),
+}
+
+impl std::fmt::Display for Op {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Op::Echo => f.write_str("echo"),
+            Op::Ping => f.write_str("ping"),
+            Op::Sleep(us) => write!(f, "sleep:{us}"),
+            Op::Spin(us) => write!(f, "spin:{us}"),
+        }
+    }
+}
+
+/// Whether requests are paced by replies or by the clock.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Pacing {
+    /// Each connection sends its next request when a reply frees a slot in its pipeline.
+    Closed,
+    /// Requests leave on a fixed timetable at this many per second in total.
+    Open {
+        /// Requests per second over all connections.
+        rate: f64,
+    },
+}
+
+impl Pacing {
+    /// The open loop's target rate, requests per second.
+    pub fn rate(&self) -> Option<f64> {
+        match self {
+            Pacing::Closed => None,
+            Pacing::Open { rate } => Some(*rate),
+        }
+    }
+}
+
+// The report names the pacing `mode` (closed or open) and gives its `rate` (null when closed):
+// two flat fields, which scripts and the suite read.
+impl Serialize for Pacing {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut s = serializer.serialize_struct("Pacing", 2)?;
+        match self {
+            Pacing::Closed => {
+                s.serialize_field("mode", "closed")?;
+                s.serialize_field("rate", &None::<f64>)?;
+            }
+            Pacing::Open { rate } => {
+                s.serialize_field("mode", "open")?;
+                s.serialize_field("rate", &Some(rate))?;
+            }
+        }
+        s.end()
+    }
+}
+
+fn as_text<T: std::fmt::Display, S: Serializer>(value: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(value)
+}
+
+fn all_as_text<S: Serializer>(ips: &[IpAddr], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(ips.iter().map(|ip| ip.to_string()))
+}
+
+fn protocol_name<S: Serializer>(p: &Protocol, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(p.name())
+}
+
+fn seconds<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
+fn opt_seconds<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_some(&d.as_secs_f64()),
+        None => s.serialize_none(),
+    }
+}
+
+/// Source addresses for outgoing connections.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceIps(pub Vec<IpAddr>);
+
+/// The most source addresses a range may expand to.
+const MAX_SOURCE_IPS: u32 = 65_536;
+
+/// Parses `binary`, `resp` or `json`.
+pub fn parse_protocol(s: &str) -> Result<Protocol, String> {
+    s.parse()
+}
+
+pub fn parse_rate(s: &str) -> Result<f64, String> {
+    let r: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a rate in requests per second"))?;
+    check_rate(r).map_err(|range| format!("'{s}': {range}"))
+}
+
+fn check_rate(r: f64) -> Result<f64, String> {
+    if !(r.is_finite() && (0.01..=100e6).contains(&r)) {
+        return Err("the rate must be between 0.01 and 100000000 requests/s".into());
+    }
+    Ok(r)
+}
+
+/// Parses `echo`, `ping`, `sleep:US`, `spin:US`.
+pub fn parse_op(s: &str) -> Result<Op, String> {
+    let micros = |arg: &str| -> Result<u32, String> {
+        let us: u64 = arg
+            .parse()
+            .map_err(|_| format!("'{s}': expected microseconds after ':' (e.g. sleep:1000)"))?;
+        if us > MAX_ARG_MICROS {
+            return Err(format!(
+                "'{s}': at most {MAX_ARG_MICROS} µs (the servers' limit)"
+            ));
+        }
+        u32::try_from(us).map_err(|e| e.to_string())
+    };
+    match s.split_once(':') {
+        None if s == "echo" => Ok(Op::Echo),
+        None if s == "ping" => Ok(Op::Ping),
+        Some(("sleep", arg)) => Ok(Op::Sleep(micros(arg)?)),
+        Some(("spin", arg)) => Ok(Op::Spin(micros(arg)?)),
+        _ => Err(format!(
+            "'{s}' is not an op (echo, ping, sleep:US or spin:US)"
+        )),
+    }
+}
+
+/// Parses `127.0.0.2-127.0.0.9` (IPv4 range, inclusive) or a comma-separated list.
+pub fn parse_source_ips(s: &str) -> Result<SourceIps, String> {
+    if let Some((a, b)) = s.split_once('-') {
+        let first: Ipv4Addr = a.trim().parse().map_err(|e| format!("'{a}': {e}"))?;
+        let last: Ipv4Addr = b.trim().parse().map_err(|e| format!("'{b}': {e}"))?;
+        let (lo, hi) = (u32::from(first), u32::from(last));
+        if hi < lo {
+            return Err(format!("'{s}': the range ends before it starts"));
+        }
+        if hi - lo >= MAX_SOURCE_IPS {
+            return Err(format!("'{s}': at most {MAX_SOURCE_IPS} addresses"));
+        }
+        return Ok(SourceIps(
+            (lo..=hi).map(|n| IpAddr::V4(Ipv4Addr::from(n))).collect(),
+        ));
+    }
+    let ips = s
+        .split(',')
+        .map(|part| {
+            part.trim()
+                .parse::<IpAddr>()
+                .map_err(|e| format!("'{part}': {e}"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(SourceIps(ips))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ops() {
+        assert_eq!(parse_op("echo"), Ok(Op::Echo));
+        assert_eq!(parse_op("sleep:1000"), Ok(Op::Sleep(1000)));
+        assert_eq!(parse_op("spin:5"), Ok(Op::Spin(5)));
+        assert!(parse_op("sleep").is_err());
+        assert!(parse_op("sleep:-1").is_err());
+        assert!(parse_op("sleep:2000000").is_err());
+        assert!(parse_op("nap:5").is_err());
+    }
+
+    #[test]
+    fn source_ips() {
+        let r = parse_source_ips("127.0.0.2-127.0.0.4").expect("range");
+        assert_eq!(r.0.len(), 3);
+        assert_eq!(r.0[2], "127.0.0.4".parse::<IpAddr>().expect("ip"));
+        assert_eq!(parse_source_ips("127.0.0.2,::1").expect("list").0.len(), 2);
+        assert!(parse_source_ips("127.0.0.9-127.0.0.2").is_err());
+        assert!(parse_source_ips("10.0.0.0-10.255.255.255").is_err());
+        assert!(parse_source_ips("localhost").is_err());
+    }
+
+    #[test]
+    fn rates() {
+        assert_eq!(parse_rate("1000"), Ok(1000.0));
+        assert!(parse_rate("0").is_err());
+        assert!(parse_rate("1e-12").is_err());
+        assert!(parse_rate("NaN").is_err());
+        assert!(parse_rate("inf").is_err());
+    }
+}

@@ -1,0 +1,18 @@
+//! The lab: experiment drivers built on the measurement core.
+//!
+//! Everything here starts and stops servers, runs the core's [`crate::run::run`] against
+//! them through its typed [`crate::config::RunConfig`], and turns many runs into tables,
+//! plots and verdicts. The dependency points one way only: the lab imports the core, the core
+//! never imports the lab (docs/ARCHITECTURE.md, checked by `loadgen/tests/layering.rs`), so
+//! the core stays a library another driver (a rate sweep, a many-machine run) can call.
+//!
+//! - [`launch`]: start a server under test in its own process group, wait for its
+//!   `listening on` line, and stop the whole group (also the tests' harness);
+//! - [`suite`]: every model through the lab's workloads, side by side, with its report;
+//! - [`compare`]: the regression gate (paired trials, bootstrap verdict) and its history;
+//! - [`plot`]: SVG chart primitives the suite's and the gate's figures are drawn with.
+
+pub mod compare;
+pub mod launch;
+pub mod plot;
+pub mod suite;
