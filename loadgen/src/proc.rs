@@ -40,11 +40,11 @@
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::fmt;
-use std::fs::File;
 use std::io::{self, Read};
 
 use nix::sys::resource::{getrusage, UsageWho};
 use nix::sys::time::TimeVal;
+use procfs::process::Process;
 
 /// CPU time in microseconds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
@@ -284,8 +284,6 @@ pub struct TreeSampler {
     ticks_per_second: u64,
     /// Every task seen in the last sample, and what vanished tasks left behind.
     ledger: TaskLedger,
-    /// Buffers reused across reads: about a thousand files a second on a busy tree.
-    reader: Reader,
 }
 
 impl fmt::Debug for TreeSampler {
@@ -312,9 +310,8 @@ impl TreeSampler {
             // only for a sysconf that cannot answer.
             ticks_per_second: sysconf(libc::_SC_CLK_TCK).unwrap_or(100),
             ledger: TaskLedger::default(),
-            reader: Reader::default(),
         };
-        sampler.root_start = sampler.read_root_stat()?.starttime;
+        sampler.root_start = sampler.read_root_stat()?.stat.starttime;
         Ok(sampler)
     }
 
@@ -336,8 +333,9 @@ impl TreeSampler {
         // Ticks lost to per-process truncation, recovered from schedstat (see sample_tasks).
         let mut extra_us = 0u64;
         let mut pss = with_memory.then_some(0u64);
-        for (index, process) in tree.iter().enumerate() {
+        for (index, node) in tree.iter().enumerate() {
             let is_root = index == 0;
+            let process = &node.stat;
             // The CPU fields come from the same scan as the tree, so the sum is of one
             // moment even if the process has been reaped since (its time then moves to its
             // parent's cutime, which was read before).
@@ -345,7 +343,7 @@ impl TreeSampler {
             stime = stime.saturating_add(process.stime);
             cutime = cutime.saturating_add(process.cutime);
             cstime = cstime.saturating_add(process.cstime);
-            let Some(tasks) = self.sample_tasks(process, is_root)? else {
+            let Some(tasks) = self.sample_tasks(node, is_root)? else {
                 continue;
             };
             // A process's CPU is the larger of its ticks (which include its exited threads)
@@ -357,7 +355,7 @@ impl TreeSampler {
             sample.threads += tasks.threads;
             sample.rss_kib = sample.rss_kib.saturating_add(tasks.rss_kib);
             if let Some(total) = pss.as_mut() {
-                match self.read_pss(process.pid) {
+                match self.read_pss(&node.process) {
                     Some(kib) => *total = total.saturating_add(kib),
                     // Only the root decides: a child may have just exited.
                     None if is_root => pss = None,
@@ -399,67 +397,53 @@ impl TreeSampler {
 
     /// Reads the root's stat; NoSuchProcess if it is gone or its pid now names another
     /// process (same pid, different start time).
-    fn read_root_stat(&mut self) -> Result<ProcStat, ProcError> {
+    fn read_root_stat(&mut self) -> Result<Node, ProcError> {
         let pid = self.root;
-        let stat = match self.reader.read(format_args!("/proc/{pid}/stat")) {
-            Ok(text) => parse_stat(text).map(ProcStat::from),
-            Err(error) if is_gone(&error) => return Err(ProcError::NoSuchProcess(pid)),
-            Err(error) => return Err(self.reader.unreadable(error)),
-        };
-        let stat = stat.map_err(|what| self.reader.malformed(what))?;
-        if self.root_start != 0 && stat.starttime != self.root_start {
+        let gone = |e: &procfs::ProcError| matches!(e, procfs::ProcError::NotFound(_));
+        let node = Process::new(pid).and_then(Node::read).map_err(|e| {
+            if gone(&e) {
+                ProcError::NoSuchProcess(pid)
+            } else {
+                e.into()
+            }
+        })?;
+        if self.root_start != 0 && node.stat.starttime != self.root_start {
             return Err(ProcError::NoSuchProcess(pid));
         }
-        Ok(stat)
+        Ok(node)
     }
 
     /// The root and its descendants, root first, from one pass over `/proc/*/stat`.
-    fn find_tree(&mut self, root: ProcStat) -> Result<Vec<ProcStat>, ProcError> {
-        let dir = std::fs::read_dir("/proc").map_err(|error| ProcError::Unreadable {
-            path: "/proc".to_string(),
-            error,
-        })?;
+    fn find_tree(&mut self, root: Node) -> Result<Vec<Node>, ProcError> {
         let mut all = Vec::new();
-        for entry in dir {
-            let entry = entry.map_err(|error| ProcError::Unreadable {
-                path: "/proc".to_string(),
-                error,
-            })?;
-            // /proc lists thread-group leaders only (and non-numeric names like "self").
-            let Some(pid) = numeric_name(&entry) else {
-                continue;
-            };
-            if pid == self.root {
-                continue;
-            }
-            let stat = match self.reader.read(format_args!("/proc/{pid}/stat")) {
-                Ok(text) => parse_stat(text).map(ProcStat::from),
+        // /proc lists thread-group leaders only (and non-numeric names like "self", which
+        // the iterator passes over).
+        for process in procfs::process::all_processes()? {
+            match process.and_then(Node::read) {
+                Ok(node) if node.stat.pid == self.root => {}
+                Ok(node) => all.push(node),
                 // The process exited after the listing. PermissionDenied: another user's
                 // process under hidepid=1, which a server we may read cannot have forked.
-                Err(error)
-                    if is_gone(&error) || error.kind() == io::ErrorKind::PermissionDenied =>
-                {
-                    continue
-                }
-                Err(error) => return Err(self.reader.unreadable(error)),
-            };
-            all.push(stat.map_err(|what| self.reader.malformed(what))?);
+                Err(procfs::ProcError::NotFound(_) | procfs::ProcError::PermissionDenied(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
         }
 
         let mut children: HashMap<i32, Vec<usize>> = HashMap::new();
-        for (index, process) in all.iter().enumerate() {
-            children.entry(process.ppid).or_default().push(index);
+        for (index, node) in all.iter().enumerate() {
+            children.entry(node.stat.ppid).or_default().push(index);
         }
         // Breadth-first from the root. `taken` guards against a cycle, which pid reuse in
         // the middle of the scan could fake.
         let mut taken = vec![false; all.len()];
+        let mut slots: Vec<Option<Node>> = all.into_iter().map(Some).collect();
         let mut tree = vec![root];
         let mut next = 0;
-        while let Some(parent) = tree.get(next).map(|p| p.pid) {
+        while let Some(parent) = tree.get(next).map(|n| n.stat.pid) {
             next += 1;
             for &index in children.get(&parent).map(Vec::as_slice).unwrap_or_default() {
                 if !std::mem::replace(&mut taken[index], true) {
-                    tree.push(all[index]);
+                    tree.extend(slots[index].take());
                 }
             }
         }
@@ -470,10 +454,10 @@ impl TreeSampler {
     /// is gone (an error, for the root).
     fn sample_tasks(
         &mut self,
-        process: &ProcStat,
+        node: &Node,
         is_root: bool,
     ) -> Result<Option<TaskTotals>, ProcError> {
-        let pid = process.pid;
+        let pid = node.stat.pid;
         let gone = || {
             if is_root {
                 Err(ProcError::NoSuchProcess(pid))
@@ -481,35 +465,32 @@ impl TreeSampler {
                 Ok(None)
             }
         };
-        let dir = match std::fs::read_dir(self.reader.set_path(format_args!("/proc/{pid}/task"))) {
-            Ok(dir) => dir,
-            Err(error) if is_gone(&error) => return gone(),
-            Err(error) => return Err(self.reader.unreadable(error)),
+        let tasks = match node.process.tasks() {
+            Ok(tasks) => tasks,
+            Err(procfs::ProcError::NotFound(_)) => return gone(),
+            Err(e) => return Err(e.into()),
         };
         let mut totals = TaskTotals::default();
         let mut rss = None;
-        for entry in dir {
-            let Ok(entry) = entry else {
-                // A task directory can go away while it is being listed.
+        for task in tasks {
+            // A task directory can go away while it is being listed.
+            let Ok(task) = task else {
                 continue;
             };
-            let Some(tid) = numeric_name(&entry) else {
-                continue;
-            };
-            let status = match self
-                .reader
-                .read(format_args!("/proc/{pid}/task/{tid}/status"))
-            {
-                Ok(text) => parse_status(text),
+            let status = match task.status() {
+                Ok(status) => status,
                 // This thread has exited; the others carry on.
-                Err(error) if is_gone(&error) => continue,
-                Err(error) => return Err(self.reader.unreadable(error)),
+                Err(procfs::ProcError::NotFound(_)) => continue,
+                Err(e) => return Err(e.into()),
             };
-            let status = status.map_err(|what| self.reader.malformed(what))?;
+            let status = TaskStatus::of(&status).map_err(|what| ProcError::Malformed {
+                path: format!("/proc/{pid}/task/{}/status", task.tid),
+                what,
+            })?;
             // The process's start time tells apart two processes that had the same pid.
             let key = TaskKey {
-                tid,
-                process_start: process.starttime,
+                tid: task.tid,
+                process_start: node.stat.starttime,
             };
             self.ledger
                 .observe(key, status.voluntary, status.involuntary);
@@ -518,17 +499,8 @@ impl TreeSampler {
             // utime/stime are whole clock ticks; without it 256 fork children that each ran
             // 3 ms would sum to 0 (each truncated to 0 ticks). Missing (no CONFIG_SCHED_INFO,
             // or the task just exited): the ticks serve.
-            if let Ok(text) = self
-                .reader
-                .read(format_args!("/proc/{pid}/task/{tid}/schedstat"))
-            {
-                if let Some(ns) = text
-                    .split_whitespace()
-                    .next()
-                    .and_then(|f| f.parse::<u64>().ok())
-                {
-                    totals.runtime_ns = totals.runtime_ns.saturating_add(ns);
-                }
+            if let Ok(schedstat) = task.schedstat() {
+                totals.runtime_ns = totals.runtime_ns.saturating_add(schedstat.sum_exec_runtime);
             }
             // Every thread shows its process's VmRSS (they share one mm); a zombie main
             // thread shows none, so take the first that has it.
@@ -544,15 +516,61 @@ impl TreeSampler {
 
     /// `Pss` of one process from its `smaps_rollup` (Linux 4.14+), in KiB; `None` if it
     /// cannot be read (gone, a zombie, no ptrace permission, an older kernel).
-    fn read_pss(&mut self, pid: i32) -> Option<u64> {
-        let text = self
-            .reader
-            .read(format_args!("/proc/{pid}/smaps_rollup"))
-            .ok()?;
-        text.lines()
-            .find_map(|line| line.strip_prefix("Pss:"))
-            .and_then(parse_kib)
+    fn read_pss(&mut self, process: &Process) -> Option<u64> {
+        let rollup = process.smaps_rollup().ok()?;
+        // procfs gives sizes in bytes; the file says kB.
+        rollup
+            .memory_map_rollup
+            .iter()
+            .find_map(|map| map.extension.map.get("Pss"))
+            .map(|bytes| bytes / 1024)
     }
+}
+
+/// One process of the tree: its open `/proc/P` directory (procfs keeps it open, so later
+/// reads name the same process even if the pid is reused) and the stat fields read from it.
+struct Node {
+    process: Process,
+    stat: ProcStat,
+}
+
+impl Node {
+    fn read(process: Process) -> procfs::ProcResult<Node> {
+        let mut text = String::new();
+        // open(2), read(2) on /proc: std retries EINTR in read_to_string. One read of the
+        // whole file, since /proc files are generated on each read.
+        process
+            .open_relative("stat")?
+            .read_to_string(&mut text)
+            .map_err(|e| match e.raw_os_error() {
+                // ESRCH: the process is being torn down.
+                Some(libc::ESRCH) => procfs::ProcError::NotFound(None),
+                _ => procfs::ProcError::from(e),
+            })?;
+        let stat = ProcStat::of(&parse_stat_text(&text)?);
+        Ok(Node { process, stat })
+    }
+}
+
+/// procfs's parse of a stat line, after checking the one thing it takes on trust: field 2,
+/// the command name, in parentheses. Any program can set that name (prctl(PR_SET_NAME)) to
+/// up to 15 bytes including spaces and ')', so it ends at the LAST ')'; procfs slices the line
+/// around the parentheses without checking they are there, and would panic on a line without
+/// them. The kernel always prints them; this keeps a strange /proc an error, not a crash.
+fn parse_stat_text(text: &str) -> procfs::ProcResult<procfs::process::Stat> {
+    use procfs::FromRead;
+    let line = text.trim();
+    let shape_ok = match (line.find(" ("), line.rfind(") ")) {
+        (Some(open), Some(close)) => open > 0 && close > open,
+        _ => false,
+    };
+    if !shape_ok {
+        return Err(procfs::ProcError::Other(format!(
+            "a stat line without \"PID (COMMAND) \": {:?}",
+            line.chars().take(40).collect::<String>()
+        )));
+    }
+    procfs::process::Stat::from_read(line.as_bytes())
 }
 
 /// The threads and memory of one process, from its tasks' status files.
@@ -564,97 +582,48 @@ struct TaskTotals {
     runtime_ns: u64,
 }
 
-/// The pid or tid a `/proc` directory entry names, if its name is a number.
-fn numeric_name(entry: &std::fs::DirEntry) -> Option<i32> {
-    entry.file_name().to_str().and_then(|n| n.parse().ok())
-}
-
 /// Whether process group `pgid` has a member that has not exited. A zombie (exited, waiting
 /// to be reaped) does not count. `None` if `/proc` cannot be listed.
 pub fn group_has_running_member(pgid: i32) -> Option<bool> {
-    let dir = std::fs::read_dir("/proc").ok()?;
-    let pgid = pgid.to_string();
-    let running = |pid: i32| {
-        let Ok(line) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            return false;
-        };
-        // Fields 3 (state) and 5 (pgrp), after the command name, which ends at the last ')'.
-        let mut fields = line
-            .rfind(')')
-            .map_or("", |close| &line[close + 1..])
-            .split_ascii_whitespace();
-        let (state, pgrp) = (fields.next(), fields.nth(1));
-        state.is_some_and(|s| s != "Z") && pgrp == Some(pgid.as_str())
-    };
+    let all = procfs::process::all_processes().ok()?;
     Some(
-        dir.filter_map(Result::ok)
-            .filter_map(|entry| numeric_name(&entry))
-            .any(running),
+        all.filter_map(|p| p.and_then(|p| p.stat()).ok())
+            .any(|stat| stat.state != 'Z' && stat.pgrp == pgid),
     )
 }
 
-/// True for the errors of a `/proc` file whose process or thread has exited: ENOENT once the
-/// directory is gone, ESRCH while the task is being torn down.
-fn is_gone(error: &io::Error) -> bool {
-    error.kind() == io::ErrorKind::NotFound || error.raw_os_error() == Some(libc::ESRCH)
-}
-
-/// Reads `/proc` files into buffers reused from one read to the next, and remembers the last
-/// path for error messages.
-#[derive(Debug, Default)]
-struct Reader {
-    path: String,
-    buf: String,
-}
-
-impl Reader {
-    fn set_path(&mut self, path: fmt::Arguments<'_>) -> &str {
-        use std::fmt::Write as _;
-        self.path.clear();
-        // Writing into a String cannot fail.
-        let _ = self.path.write_fmt(path);
-        &self.path
-    }
-
-    /// Reads the whole file in one go: `/proc` files are generated on each read, so
-    /// several reads could see several states.
-    fn read(&mut self, path: fmt::Arguments<'_>) -> io::Result<&str> {
-        self.set_path(path);
-        self.buf.clear();
-        // open(2), read(2) on /proc: std retries EINTR in read_to_string.
-        File::open(&self.path)?.read_to_string(&mut self.buf)?;
-        Ok(&self.buf)
-    }
-
-    fn unreadable(&self, error: io::Error) -> ProcError {
-        ProcError::Unreadable {
-            path: self.path.clone(),
-            error,
-        }
-    }
-
-    fn malformed(&self, what: String) -> ProcError {
-        ProcError::Malformed {
-            path: self.path.clone(),
-            what,
+impl From<procfs::ProcError> for ProcError {
+    fn from(e: procfs::ProcError) -> Self {
+        let path = |p: &Option<std::path::PathBuf>| {
+            p.as_ref()
+                .map_or_else(|| "/proc".to_string(), |p| p.display().to_string())
+        };
+        match e {
+            procfs::ProcError::Io(error, p) => ProcError::Unreadable {
+                path: path(&p),
+                error,
+            },
+            procfs::ProcError::PermissionDenied(p) => ProcError::Unreadable {
+                path: path(&p),
+                error: io::Error::from(io::ErrorKind::PermissionDenied),
+            },
+            procfs::ProcError::NotFound(p) => ProcError::Unreadable {
+                path: path(&p),
+                error: io::Error::from(io::ErrorKind::NotFound),
+            },
+            procfs::ProcError::Incomplete(p) => ProcError::Malformed {
+                path: path(&p),
+                what: "incomplete contents".to_string(),
+            },
+            other => ProcError::Malformed {
+                path: "/proc".to_string(),
+                what: other.to_string(),
+            },
         }
     }
 }
 
-/// The fields of `/proc/P/stat` this module uses, borrowed from the line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Stat<'a> {
-    pid: i32,
-    comm: &'a str,
-    ppid: i32,
-    utime: u64,
-    stime: u64,
-    cutime: u64,
-    cstime: u64,
-    starttime: u64,
-}
-
-/// The same, owned, for the tree.
+/// The fields of `/proc/P/stat` the tree needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct ProcStat {
     pid: i32,
@@ -666,67 +635,19 @@ struct ProcStat {
     starttime: u64,
 }
 
-impl From<Stat<'_>> for ProcStat {
-    fn from(s: Stat<'_>) -> Self {
+impl ProcStat {
+    fn of(s: &procfs::process::Stat) -> ProcStat {
         ProcStat {
             pid: s.pid,
             ppid: s.ppid,
             utime: s.utime,
             stime: s.stime,
-            cutime: s.cutime,
-            cstime: s.cstime,
+            // Printed as signed longs; never negative in practice.
+            cutime: u64::try_from(s.cutime).unwrap_or(0),
+            cstime: u64::try_from(s.cstime).unwrap_or(0),
             starttime: s.starttime,
         }
     }
-}
-
-/// Parses a `/proc/P/stat` line (proc(5), fields numbered from 1).
-fn parse_stat(line: &str) -> Result<Stat<'_>, String> {
-    // Field 2, comm, is the thread's name in parentheses, printed as is: any program can set
-    // it (prctl(PR_SET_NAME)) to up to 15 bytes including spaces and ')'. Nothing after it
-    // can contain ')', so the name ends at the LAST ')'.
-    let open = line.find('(').ok_or("no '(' before the command name")?;
-    let close = line.rfind(')').ok_or("no ')' after the command name")?;
-    if close < open {
-        return Err("')' before '('".to_string());
-    }
-    let pid = number(line[..open].trim(), "pid")?;
-    // Fields 3 (state) to 22 (starttime); later kernels add more at the end.
-    let mut fields = [""; 20];
-    let mut found = 0;
-    for (slot, value) in fields
-        .iter_mut()
-        .zip(line[close + 1..].split_ascii_whitespace())
-    {
-        *slot = value;
-        found += 1;
-    }
-    if found < fields.len() {
-        return Err(format!(
-            "{} fields after the command name, expected at least {}",
-            found,
-            fields.len()
-        ));
-    }
-    let field = |n: usize| fields[n - 3];
-    // cutime and cstime are printed as signed longs; they are never negative in practice.
-    let children_time =
-        |n: usize, name: &str| number::<i64>(field(n), name).map(|v| u64::try_from(v).unwrap_or(0));
-    Ok(Stat {
-        pid,
-        comm: &line[open + 1..close],
-        ppid: number(field(4), "ppid")?,
-        utime: number(field(14), "utime")?,
-        stime: number(field(15), "stime")?,
-        cutime: children_time(16, "cutime")?,
-        cstime: children_time(17, "cstime")?,
-        starttime: number(field(22), "starttime")?,
-    })
-}
-
-fn number<T: std::str::FromStr>(text: &str, name: &str) -> Result<T, String> {
-    text.parse()
-        .map_err(|_| format!("{name} is {text:?}, not a number"))
 }
 
 /// What the sampler needs from a `/proc/P/task/T/status` file.
@@ -738,36 +659,18 @@ struct TaskStatus {
     rss_kib: Option<u64>,
 }
 
-/// Parses a status file (proc(5)): `Key:\tvalue` lines, of which three matter.
-fn parse_status(text: &str) -> Result<TaskStatus, String> {
-    let (mut voluntary, mut involuntary, mut rss_kib) = (None, None, None);
-    for line in text.lines() {
-        let Some((key, value)) = line.split_once(':') else {
-            continue;
-        };
-        match key {
-            "voluntary_ctxt_switches" => voluntary = Some(number(value.trim(), key)?),
-            "nonvoluntary_ctxt_switches" => involuntary = Some(number(value.trim(), key)?),
-            "VmRSS" => {
-                rss_kib = Some(parse_kib(value).ok_or_else(|| format!("VmRSS is {value:?}"))?)
-            }
-            _ => {}
+impl TaskStatus {
+    fn of(s: &procfs::process::Status) -> Result<TaskStatus, String> {
+        match (s.voluntary_ctxt_switches, s.nonvoluntary_ctxt_switches) {
+            (Some(voluntary), Some(involuntary)) => Ok(TaskStatus {
+                voluntary,
+                involuntary,
+                rss_kib: s.vmrss,
+            }),
+            // Every kernel since 2.6.23 prints both.
+            _ => Err("no voluntary_ctxt_switches or nonvoluntary_ctxt_switches line".to_string()),
         }
     }
-    match (voluntary, involuntary) {
-        (Some(voluntary), Some(involuntary)) => Ok(TaskStatus {
-            voluntary,
-            involuntary,
-            rss_kib,
-        }),
-        // Every kernel since 2.6.23 prints both.
-        _ => Err("no voluntary_ctxt_switches or nonvoluntary_ctxt_switches line".to_string()),
-    }
-}
-
-/// Parses "   1234 kB", the unit of every size in status and smaps_rollup.
-fn parse_kib(value: &str) -> Option<u64> {
-    value.trim().strip_suffix("kB")?.trim().parse().ok()
 }
 
 /// Identifies a task across samples. A tid alone is not enough: at thousands of forks a
@@ -1042,15 +945,29 @@ mod tests {
         format!("4242 ({comm}) {}\n", fields.join(" "))
     }
 
+    /// What the sampler makes of a stat line: procfs's parse, then the fields it keeps.
+    fn parse_stat(line: &str) -> Result<ProcStat, String> {
+        parse_stat_text(line)
+            .map(|s| ProcStat::of(&s))
+            .map_err(|e| e.to_string())
+    }
+
+    /// What the sampler makes of a status file.
+    fn parse_status(text: &str) -> Result<TaskStatus, String> {
+        use procfs::FromRead;
+        procfs::process::Status::from_read(text.as_bytes())
+            .map_err(|e| e.to_string())
+            .and_then(|s| TaskStatus::of(&s))
+    }
+
     #[test]
     fn stat_comm_with_parentheses_and_spaces() {
         let line = stat_line("a) (b c) S 1 (");
         let stat = parse_stat(&line).unwrap();
         assert_eq!(
             stat,
-            Stat {
+            ProcStat {
                 pid: 4242,
-                comm: "a) (b c) S 1 (",
                 ppid: 77,
                 utime: 1400,
                 stime: 1500,
@@ -1059,6 +976,8 @@ mod tests {
                 starttime: 2200,
             }
         );
+        let comm = parse_stat_text(&line).unwrap().comm;
+        assert_eq!(comm, "a) (b c) S 1 (");
     }
 
     #[test]
@@ -1088,10 +1007,23 @@ mod tests {
 
     #[test]
     fn status_lines() {
-        let text = "Name:\tsleep\nState:\tS (sleeping)\nVmRSS:\t    2164 kB\nThreads:\t1\n\
-                    voluntary_ctxt_switches:\t30\nnonvoluntary_ctxt_switches:\t4\n";
+        // This process's own status, as this kernel prints it, with the three lines the
+        // sampler uses replaced by known values.
+        let own = std::fs::read_to_string("/proc/self/status").unwrap();
+        let base: String = own
+            .lines()
+            .filter(|l| {
+                !(l.starts_with("VmRSS:")
+                    || l.starts_with("voluntary_ctxt_switches:")
+                    || l.starts_with("nonvoluntary_ctxt_switches:"))
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let text = format!(
+            "{base}VmRSS:\t    2164 kB\nvoluntary_ctxt_switches:\t30\nnonvoluntary_ctxt_switches:\t4\n"
+        );
         assert_eq!(
-            parse_status(text),
+            parse_status(&text),
             Ok(TaskStatus {
                 voluntary: 30,
                 involuntary: 4,
@@ -1099,11 +1031,14 @@ mod tests {
             })
         );
         // A zombie has no VmRSS.
-        let zombie = "Name:\tx\nState:\tZ (zombie)\nvoluntary_ctxt_switches:\t1\n\
-                      nonvoluntary_ctxt_switches:\t0\n";
-        assert_eq!(parse_status(zombie).unwrap().rss_kib, None);
+        let zombie = format!("{base}voluntary_ctxt_switches:\t1\nnonvoluntary_ctxt_switches:\t0\n");
+        assert_eq!(parse_status(&zombie).unwrap().rss_kib, None);
+        assert!(parse_status(&base).is_err(), "no context switch lines");
         assert!(parse_status("Name:\tx\n").is_err());
-        assert!(parse_status("voluntary_ctxt_switches:\tmany\n").is_err());
+        assert!(parse_status(&format!(
+            "{base}voluntary_ctxt_switches:\tmany\nnonvoluntary_ctxt_switches:\t0\n"
+        ))
+        .is_err());
     }
 
     #[test]
