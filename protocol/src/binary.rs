@@ -11,15 +11,17 @@
 //! delimiter (which is why binary payloads need no escaping, unlike RESP's inline form). It is
 //! also the one field the receiver must distrust most: it is checked against `max_frame`
 //! *before* anything is allocated or buffered for the body, so a prefix claiming 4 GiB costs
-//! the server four bytes, not four gigabytes.
+//! the server four bytes, not four gigabytes. That framing, check included, is shared with the
+//! JSON protocol and lives in [`crate::frame`]; this module only says "big-endian".
 //!
 //! The full contract, with hex examples, is `docs/protocol.md`.
 
+use crate::frame::{ByteOrder, LengthPrefix};
 use crate::varint::{get_uvarint, put_uvarint, uvarint_len};
 use crate::{Codec, Command, Decoded, Protocol, ProtocolError, Reply, Request, Response, Status};
 
 /// Bytes in the length prefix.
-pub const HEADER_LEN: usize = 4;
+pub const HEADER_LEN: usize = crate::frame::PREFIX_LEN;
 
 /// Op byte of ECHO.
 pub const OP_ECHO: u8 = 0x01;
@@ -36,7 +38,7 @@ pub const STATUS_ERROR: u8 = 0x01;
 /// The binary v1 codec.
 #[derive(Debug, Clone)]
 pub struct BinaryCodec {
-    max_frame: usize,
+    framing: LengthPrefix,
 }
 
 impl BinaryCodec {
@@ -44,52 +46,19 @@ impl BinaryCodec {
     /// length the prefix can state).
     pub fn new(max_frame: usize) -> Self {
         BinaryCodec {
-            max_frame: max_frame.min(u32::MAX as usize),
+            framing: LengthPrefix::new(ByteOrder::Big, max_frame),
         }
     }
 
-    /// Splits off the next frame body, checking the declared length before anything else.
-    fn frame<'a>(&self, buf: &'a [u8]) -> Result<Option<&'a [u8]>, ProtocolError> {
-        let Some(header) = buf.first_chunk::<HEADER_LEN>() else {
-            return Ok(None);
-        };
-        let len = u32::from_be_bytes(*header) as usize;
-        if len == 0 {
-            return Err(ProtocolError::EmptyFrame {
-                max: self.max_frame,
-            });
-        }
-        if len > self.max_frame {
-            return Err(ProtocolError::FrameTooLarge {
-                len: len as u64,
-                max: self.max_frame,
-            });
-        }
-        Ok(buf.get(HEADER_LEN..HEADER_LEN + len))
-    }
-
-    /// Writes the length prefix of a body of `body_len` bytes, refusing one that the peer
-    /// would reject.
-    fn put_header(&self, out: &mut Vec<u8>, body_len: usize) -> Result<(), ProtocolError> {
-        if body_len > self.max_frame {
-            return Err(ProtocolError::FrameTooLarge {
-                len: body_len as u64,
-                max: self.max_frame,
-            });
-        }
-        // The constructor caps max_frame at u32::MAX, so this cannot truncate.
-        out.extend_from_slice(&(body_len as u32).to_be_bytes());
-        Ok(())
-    }
-
-    /// Writes a response frame. The caller makes sure it fits in `max_frame`.
+    /// Writes a response frame. Not held to `max_frame`: the callers keep success replies
+    /// within it, and an error reply must go out even when the id alone is too long.
     fn put_response(&self, out: &mut Vec<u8>, status: u8, id: u64, payload: &[u8]) {
-        let body_len = 1 + uvarint_len(id) + payload.len();
-        out.reserve(HEADER_LEN + body_len);
-        out.extend_from_slice(&(body_len as u32).to_be_bytes());
-        out.push(status);
-        put_uvarint(out, id);
-        out.extend_from_slice(payload);
+        out.reserve(HEADER_LEN + 1 + uvarint_len(id) + payload.len());
+        self.framing.put_frame_unlimited(out, |out| {
+            out.push(status);
+            put_uvarint(out, id);
+            out.extend_from_slice(payload);
+        });
     }
 }
 
@@ -154,11 +123,11 @@ impl Codec for BinaryCodec {
     }
 
     fn max_frame(&self) -> usize {
-        self.max_frame
+        self.framing.max_frame()
     }
 
     fn decode_request<'a>(&self, buf: &'a [u8]) -> Result<Decoded<Request<'a>>, ProtocolError> {
-        let Some(body) = self.frame(buf)? else {
+        let Some(body) = self.framing.split(buf)? else {
             return Ok(Decoded::Incomplete);
         };
         let len = HEADER_LEN + body.len();
@@ -181,7 +150,7 @@ impl Codec for BinaryCodec {
         // An echo is never longer than the request it answers (the reply's header is the
         // shorter), so this only fires for a caller's own oversized payload; the client gets
         // an error it can act on instead of a frame it would have to refuse.
-        if 1 + uvarint_len(id) + payload.len() > self.max_frame {
+        if !self.framing.fits(1 + uvarint_len(id) + payload.len()) {
             self.encode_error(Some(id), "reply would exceed max_frame", out);
         } else {
             self.put_response(out, STATUS_OK, id, payload);
@@ -191,7 +160,7 @@ impl Codec for BinaryCodec {
     fn encode_error(&self, id: Option<u64>, message: &str, out: &mut Vec<u8>) {
         let id = id.unwrap_or(0);
         // Messages are short, but a tiny max_frame must still yield a valid frame.
-        let room = self.max_frame.saturating_sub(1 + uvarint_len(id));
+        let room = self.framing.max_frame().saturating_sub(1 + uvarint_len(id));
         self.put_response(
             out,
             STATUS_ERROR,
@@ -231,7 +200,7 @@ impl Codec for BinaryCodec {
         let id = request.id.unwrap_or(0);
         let body_len = 1 + uvarint_len(id) + uvarint_len(arg) + request.payload.len();
         out.reserve(HEADER_LEN + body_len);
-        self.put_header(out, body_len)?;
+        self.framing.put_prefix(out, body_len)?;
         out.push(op);
         put_uvarint(out, id);
         put_uvarint(out, arg);
@@ -240,7 +209,7 @@ impl Codec for BinaryCodec {
     }
 
     fn decode_response<'a>(&self, buf: &'a [u8]) -> Result<Decoded<Response<'a>>, ProtocolError> {
-        let Some(body) = self.frame(buf)? else {
+        let Some(body) = self.framing.split(buf)? else {
             return Ok(Decoded::Incomplete);
         };
         let len = HEADER_LEN + body.len();

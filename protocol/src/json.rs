@@ -4,7 +4,9 @@
 //! `"I"` without a byte-order prefix means the machine's native order, which is little-endian
 //! on every machine the book's readers have (x86 and ARM), so on the wire the length is
 //! **little-endian** — the opposite of the binary protocol's network order. echolab keeps that
-//! quirk so the book's clients work unchanged, and documents it rather than fixing it.
+//! quirk so the book's clients work unchanged, and documents it rather than fixing it. The
+//! byte order is the only difference: the framing and its `max_frame` check are the binary
+//! protocol's, shared through [`crate::frame`].
 //!
 //! ```text
 //! request:  {"in": "ping", "params": <any JSON>}   ->  {"out": "pong", "result": <params>}
@@ -25,10 +27,11 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use crate::frame::{ByteOrder, LengthPrefix};
 use crate::{Codec, Command, Decoded, Protocol, ProtocolError, Reply, Request, Response, Status};
 
 /// Bytes in the length prefix.
-pub const HEADER_LEN: usize = 4;
+pub const HEADER_LEN: usize = crate::frame::PREFIX_LEN;
 
 /// The largest `n` that `pi` accepts. Each term costs a few nanoseconds, so this bounds one
 /// request to well under a second (measured in `docs/protocol.md`).
@@ -53,7 +56,7 @@ pub fn pi(n: u64) -> f64 {
 /// The JSON codec.
 #[derive(Debug, Clone)]
 pub struct JsonCodec {
-    max_frame: usize,
+    framing: LengthPrefix,
 }
 
 /// A request body, borrowing from the input. `in` is a `Cow` because a string with escapes
@@ -92,51 +95,8 @@ impl JsonCodec {
     /// A codec accepting bodies of `1..=max_frame` bytes (capped at `u32::MAX`).
     pub fn new(max_frame: usize) -> Self {
         JsonCodec {
-            max_frame: max_frame.min(u32::MAX as usize),
+            framing: LengthPrefix::new(ByteOrder::Little, max_frame),
         }
-    }
-
-    fn frame<'a>(&self, buf: &'a [u8]) -> Result<Option<&'a [u8]>, ProtocolError> {
-        let Some(header) = buf.first_chunk::<HEADER_LEN>() else {
-            return Ok(None);
-        };
-        let len = u32::from_le_bytes(*header) as usize;
-        if len == 0 {
-            return Err(ProtocolError::EmptyFrame {
-                max: self.max_frame,
-            });
-        }
-        if len > self.max_frame {
-            return Err(ProtocolError::FrameTooLarge {
-                len: len as u64,
-                max: self.max_frame,
-            });
-        }
-        Ok(buf.get(HEADER_LEN..HEADER_LEN + len))
-    }
-
-    /// Writes a frame whose body `body` produces, patching the length in afterwards so the
-    /// body is serialised once, straight into `out`. With `limit`, a body over `max_frame` is
-    /// taken back out and reported instead.
-    fn put_frame(
-        &self,
-        out: &mut Vec<u8>,
-        limit: bool,
-        body: impl FnOnce(&mut Vec<u8>),
-    ) -> Result<(), ProtocolError> {
-        let start = out.len();
-        out.extend_from_slice(&[0; HEADER_LEN]);
-        body(out);
-        let len = out.len() - start - HEADER_LEN;
-        if limit && len > self.max_frame {
-            out.truncate(start);
-            return Err(ProtocolError::FrameTooLarge {
-                len: len as u64,
-                max: self.max_frame,
-            });
-        }
-        out[start..start + HEADER_LEN].copy_from_slice(&(len as u32).to_le_bytes());
-        Ok(())
     }
 
     fn put_response(
@@ -155,7 +115,7 @@ impl JsonCodec {
             out.push(b'}');
         };
         let mut result = Some(result);
-        let framed = self.put_frame(out, true, |out| {
+        let framed = self.framing.put_frame(out, |out| {
             envelope(out, kind, &mut |out| {
                 if let Some(f) = result.take() {
                     f(out)
@@ -167,7 +127,7 @@ impl JsonCodec {
         // message sent even if it is itself over the limit: a reply must go out either way.
         if let Err(e) = framed {
             let message = e.to_string();
-            let _ = self.put_frame(out, false, |out| {
+            self.framing.put_frame_unlimited(out, |out| {
                 envelope(out, "error", &mut |out| put_string(out, &message))
             });
         }
@@ -227,11 +187,11 @@ impl Codec for JsonCodec {
     }
 
     fn max_frame(&self) -> usize {
-        self.max_frame
+        self.framing.max_frame()
     }
 
     fn decode_request<'a>(&self, buf: &'a [u8]) -> Result<Decoded<Request<'a>>, ProtocolError> {
-        let Some(body) = self.frame(buf)? else {
+        let Some(body) = self.framing.split(buf)? else {
             return Ok(Decoded::Incomplete);
         };
         let len = HEADER_LEN + body.len();
@@ -284,7 +244,7 @@ impl Codec for JsonCodec {
                 })
             }
         };
-        self.put_frame(out, true, |out| {
+        self.framing.put_frame(out, |out| {
             out.extend_from_slice(b"{\"in\":\"");
             out.extend_from_slice(method.as_bytes());
             out.extend_from_slice(b"\",\"params\":");
@@ -295,7 +255,7 @@ impl Codec for JsonCodec {
     }
 
     fn decode_response<'a>(&self, buf: &'a [u8]) -> Result<Decoded<Response<'a>>, ProtocolError> {
-        let Some(body) = self.frame(buf)? else {
+        let Some(body) = self.framing.split(buf)? else {
             return Ok(Decoded::Incomplete);
         };
         let len = HEADER_LEN + body.len();

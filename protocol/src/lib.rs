@@ -11,6 +11,10 @@
 //! - [`json`]: the framing of the book echolab grew from (a little-endian 4-byte length and a
 //!   JSON body, `{"in": "ping", "params": ...}`), so its Python examples work unchanged.
 //!
+//! Binary and JSON frame messages alike, a 4-byte length and then the body, and differ only
+//! in the length's byte order; both go through [`frame`], so the `max_frame` check on that
+//! length, the one a hostile peer aims at, is written once.
+//!
 //! A server can also speak binary and RESP at once, choosing per connection from its first
 //! byte ([`detect`], `--protocol auto`); JSON's first byte says nothing, so it is only ever
 //! chosen explicitly.
@@ -51,6 +55,7 @@ pub mod binary;
 pub mod buffer;
 pub mod detect;
 mod error;
+pub mod frame;
 pub mod json;
 pub mod resp;
 pub mod units;
