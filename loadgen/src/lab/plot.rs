@@ -443,9 +443,13 @@ fn legend(area: &Area<'_>, entries: &[(String, RGBColor)], notes: &[&str]) -> Re
     Ok(())
 }
 
-/// Points drawn apart from the lines, as hollow rings: partial cells, whose figures describe
-/// only some of their connections.
-type Hollow = Vec<((f64, f64), RGBColor)>;
+/// Points drawn apart from the lines, as hollow rings (the suite's partial cells, which belong
+/// on no model's line), and what a ring means, for the legend when any is drawn.
+#[derive(Default)]
+struct Hollow<'a> {
+    points: Vec<((f64, f64), RGBColor)>,
+    note: &'a [&'a str],
+}
 
 /// What a hollow ring means, for the legend.
 const HOLLOW_NOTE: [&str; 2] = [
@@ -473,7 +477,7 @@ fn lines(
             chart.draw_series(points.iter().map(|p| Circle::new(*p, 4, c.filled())))?;
         }
     }
-    for (p, c) in hollow {
+    for (p, c) in &hollow.points {
         chart.draw_series([
             Circle::new(*p, 6, WHITE.filled()),
             Circle::new(*p, 6, c.stroke_width(2)),
@@ -500,7 +504,11 @@ fn lines(
         .iter()
         .map(|(name, c, _)| (name.to_string(), *c))
         .collect();
-    let notes: &[&str] = if hollow.is_empty() { &[] } else { &HOLLOW_NOTE };
+    let notes: &[&str] = if hollow.points.is_empty() {
+        &[]
+    } else {
+        hollow.note
+    };
     legend(&side, &entries, notes)
 }
 
@@ -562,7 +570,7 @@ fn throughput(report: &SuiteReport) -> Plot {
         .iter()
         .map(|s| line(s, |c| at_least(c.throughput_rps, 0.0)))
         .collect();
-    let hollow: Hollow = all
+    let points = all
         .iter()
         .flat_map(|s| {
             s.cells
@@ -575,8 +583,12 @@ fn throughput(report: &SuiteReport) -> Plot {
             (p, colour)
         })
         .collect();
+    let hollow = Hollow {
+        points,
+        note: &HOLLOW_NOTE,
+    };
     let max = ys(&data)
-        .chain(hollow.iter().map(|h| h.0 .1))
+        .chain(hollow.points.iter().map(|h| h.0 .1))
         .fold(0.0, f64::max);
     let x = Axis::log_counts(&xs_of(&all), "connections (log scale)");
     let y = Axis::linear(max, "throughput (verified replies/s)");
@@ -633,7 +645,7 @@ fn spectrum(report: &SuiteReport, w: Workload) -> Plot {
     let y = Axis::log(ys(&data), "latency (µs, log scale)");
     page(
         &format!("Latency by percentile: {}", describe(w, at)),
-        |area| lines(area, &x, &y, &data, false, &[], &Vec::new()),
+        |area| lines(area, &x, &y, &data, false, &[], &Hollow::default()),
     )
 }
 
@@ -840,7 +852,7 @@ fn idle(report: &SuiteReport) -> Plot {
         "p50 latency of the busy connection (µs, log scale)",
     );
     page("Echo latency with idle connections held open", |area| {
-        lines(area, &x, &y, &data, true, &marks, &Vec::new())
+        lines(area, &x, &y, &data, true, &marks, &Hollow::default())
     })
 }
 
