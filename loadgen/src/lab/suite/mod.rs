@@ -14,6 +14,7 @@
 //! serve at most their worker count at once: the suite shows what that does at 256
 //! connections and marks the idle workload as beyond them, rather than hiding it.
 
+mod figures;
 pub mod report;
 
 use std::collections::BTreeMap;
@@ -755,7 +756,7 @@ fn write_report(report: &SuiteReport, dir: &Path) -> Result<(), String> {
     let json = serde_json::to_string_pretty(report).map_err(|e| e.to_string())?;
     fs::write(dir.join("report.json"), json + "\n")
         .map_err(|e| format!("cannot write report.json: {e}"))?;
-    let plots = crate::lab::plot::write_all(report, dir).unwrap_or_else(|e| {
+    let plots = figures::write_all(report, dir).unwrap_or_else(|e| {
         eprintln!("plots not written: {e}");
         Vec::new()
     });
