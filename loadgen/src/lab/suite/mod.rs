@@ -38,9 +38,9 @@ use clap::Args;
 
 use crate::lab::launch::{
     custom_model, describe_placement, display_command, find_bin_dir, pin_halves, raise_nofile,
-    standard_models, Server,
+    standard_models, Model, Server,
 };
-use crate::lab::suite::report::{AcceptDistribution, ModelInfo, SuiteParams, SuiteReport};
+use crate::lab::suite::report::{AcceptDistribution, Cell, ModelInfo, SuiteParams, SuiteReport};
 use crate::run;
 use crate::stats::median;
 use cells::{jain, make_cell, worker_accepts, Sample};
@@ -115,6 +115,68 @@ pub struct SuiteArgs {
 pub fn suite(args: &SuiteArgs) -> Result<SuiteReport, String> {
     let started = Instant::now();
     let load_before = crate::proc::load_average();
+    let mut failures = Vec::new();
+    let (repeat, plan) = plan(args, &mut failures)?;
+    let bin_dir = find_bin_dir(args.bin_dir.as_deref())?;
+    let placement = if args.no_pin { None } else { pin_halves() };
+    let models = models(args, &bin_dir)?;
+    let (run_id, dir, scratch) = results_dir(args)?;
+
+    let runs = run_all(
+        &models,
+        repeat,
+        &plan,
+        placement.as_ref(),
+        &scratch,
+        &mut failures,
+    );
+    let cells = assemble_cells(&models, &plan, &runs, &dir);
+    if interrupted() {
+        failures.push("interrupted: the report covers the runs completed before Ctrl-C".into());
+    }
+    let accept = accept_distributions(&models, runs.accepts);
+
+    let machine = proc_machine();
+    let report = SuiteReport {
+        run_id,
+        tool: format!("loadgen {}", env!("CARGO_PKG_VERSION")),
+        machine,
+        params: SuiteParams {
+            repeat,
+            duration_s: plan.duration.as_secs_f64(),
+            warmup_s: plan.warmup.as_secs_f64(),
+            connections: plan.connections,
+            idle: plan.idle,
+            full: args.full,
+            placement: describe_placement(placement.as_ref()),
+        },
+        models: models
+            .iter()
+            .map(|m| ModelInfo {
+                name: m.name.clone(),
+                command: display_command(m),
+            })
+            .collect(),
+        cells,
+        accept,
+        failures,
+        elapsed_s: started.elapsed().as_secs_f64(),
+        load_before,
+        load_after: crate::proc::load_average(),
+    };
+    let _ = fs::remove_dir_all(&scratch);
+    write_report(&report, &dir)?;
+    Ok(report)
+}
+
+/// Whether Ctrl-C has cut the suite short.
+fn interrupted() -> bool {
+    run::INTERRUPTED.load(Ordering::Relaxed)
+}
+
+/// The matrix asked for, `--full`'s where a flag is not given: the repetitions, and the plan
+/// of one. Idle counts the open-file limit cannot hold are dropped, with a note in `failures`.
+fn plan(args: &SuiteArgs, failures: &mut Vec<String>) -> Result<(u32, Plan), String> {
     let full = args.full;
     let repeat = args.repeat.unwrap_or(if full { 5 } else { 3 }).max(1);
     let duration = args.duration.unwrap_or(if full {
@@ -144,7 +206,6 @@ pub fn suite(args: &SuiteArgs) -> Result<SuiteReport, String> {
         list.dedup();
     }
 
-    let mut failures = Vec::new();
     let nofile = raise_nofile();
     let most_idle = idle.iter().copied().max().unwrap_or(0);
     if u64::from(most_idle) + 200 > nofile {
@@ -154,10 +215,20 @@ pub fn suite(args: &SuiteArgs) -> Result<SuiteReport, String> {
             "note: the open-file limit is {nofile}: idle counts above {fit} were dropped"
         ));
     }
+    let plan = Plan {
+        duration,
+        warmup,
+        connections,
+        idle,
+        workloads,
+    };
+    Ok((repeat, plan))
+}
 
-    let bin_dir = find_bin_dir(args.bin_dir.as_deref())?;
-    let placement = if args.no_pin { None } else { pin_halves() };
-    let mut models = standard_models(&bin_dir, args.workers);
+/// The models to run: the standard ones built in `bin_dir`, then `--server`'s, less those
+/// `--only` leaves out.
+fn models(args: &SuiteArgs, bin_dir: &Path) -> Result<Vec<Model>, String> {
+    let mut models = standard_models(bin_dir, args.workers);
     for spec in &args.servers {
         let model = custom_model(spec)?;
         if models.iter().any(|m| m.name == model.name) {
@@ -175,7 +246,12 @@ pub fn suite(args: &SuiteArgs) -> Result<SuiteReport, String> {
         }
         models.retain(|m| only.contains(&m.name));
     }
+    Ok(models)
+}
 
+/// The run's id, its results directory, and the scratch directory inside it where the runs
+/// leave their files until the report is written; both directories created.
+fn results_dir(args: &SuiteArgs) -> Result<(String, PathBuf, PathBuf), String> {
     let run_id = crate::clock::run_id("suite");
     let dir = args
         .results
@@ -185,125 +261,161 @@ pub fn suite(args: &SuiteArgs) -> Result<SuiteReport, String> {
     let scratch = dir.join("runs");
     fs::create_dir_all(&scratch)
         .map_err(|e| format!("cannot create {}: {e}", scratch.display()))?;
+    Ok((run_id, dir, scratch))
+}
 
-    // (model, workload, x) -> samples; and the accept counts of prefork workers.
-    let mut samples: BTreeMap<(String, &'static str, u32), Vec<Sample>> = BTreeMap::new();
-    let mut unable: BTreeMap<(String, &'static str, u32), String> = BTreeMap::new();
-    let mut failed: BTreeMap<(String, &'static str, u32), String> = BTreeMap::new();
-    let mut accepts: BTreeMap<String, (Vec<u64>, Vec<f64>)> = BTreeMap::new();
+/// A cell's key: (model, workload, x).
+type Key = (String, &'static str, u32);
 
-    let plan = Plan {
-        duration,
-        warmup,
-        connections: connections.clone(),
-        idle: idle.clone(),
-        workloads: workloads.clone(),
-    };
+/// What the runs gathered: by cell, the samples measured and why a run was unable or failed;
+/// by model, the accept counts of prefork's workers summed over the repetitions, and each
+/// repetition's Jain index.
+#[derive(Debug, Default)]
+struct Runs {
+    samples: BTreeMap<Key, Vec<Sample>>,
+    unable: BTreeMap<Key, String>,
+    failed: BTreeMap<Key, String>,
+    accepts: BTreeMap<String, (Vec<u64>, Vec<f64>)>,
+}
+
+/// Every repetition of every model, interleaved (A B C A B C), until done or Ctrl-C.
+fn run_all(
+    models: &[Model],
+    repeat: u32,
+    plan: &Plan,
+    placement: Option<&nix::sched::CpuSet>,
+    scratch: &Path,
+    failures: &mut Vec<String>,
+) -> Runs {
+    let mut runs = Runs::default();
     let total = repeat as usize * models.len();
     let mut done = 0;
-    let interrupted = || run::INTERRUPTED.load(Ordering::Relaxed);
     'reps: for rep in 0..repeat {
-        for model in &models {
+        for model in models {
             if interrupted() {
                 break 'reps;
             }
             done += 1;
             eprintln!("[{done}/{total}] {} (repetition {})", model.name, rep + 1);
-            let stats_file = scratch.join(format!("{}-r{rep}.stats.json", model.name));
-            let mut server = match Server::start(model, Some(&stats_file), placement.as_ref()) {
-                Ok(s) => s,
-                Err(e) => {
-                    failures.push(format!("{}: did not start: {e}", model.name));
-                    for (workload, x) in plan.runs() {
-                        let key = (model.name.clone(), workload.name(), x);
-                        failed.insert(key, format!("the server did not start: {e}"));
-                    }
-                    continue;
-                }
-            };
+            run_model(model, rep, plan, placement, scratch, &mut runs, failures);
+        }
+    }
+    runs
+}
+
+/// Repetition `rep` of one model: a fresh server, every workload of the plan against it, the
+/// server stopped and checked, and its workers' accept counts read.
+fn run_model(
+    model: &Model,
+    rep: u32,
+    plan: &Plan,
+    placement: Option<&nix::sched::CpuSet>,
+    scratch: &Path,
+    runs: &mut Runs,
+    failures: &mut Vec<String>,
+) {
+    let stats_file = scratch.join(format!("{}-r{rep}.stats.json", model.name));
+    let mut server = match Server::start(model, Some(&stats_file), placement) {
+        Ok(s) => s,
+        Err(e) => {
+            failures.push(format!("{}: did not start: {e}", model.name));
             for (workload, x) in plan.runs() {
                 let key = (model.name.clone(), workload.name(), x);
-                if let Some(why) = cannot(model, workload, x) {
-                    unable.insert(key, why);
-                    continue;
-                }
-                if interrupted() {
-                    break;
-                }
-                if !server.alive() {
-                    failed
-                        .entry(key)
-                        .or_insert_with(|| "not run: the server had died".into());
-                    continue;
-                }
-                let hgrm = scratch.join(format!(
-                    "{}-{}-{x}-r{rep}.hgrm",
+                runs.failed
+                    .insert(key, format!("the server did not start: {e}"));
+            }
+            return;
+        }
+    };
+    for (workload, x) in plan.runs() {
+        let key = (model.name.clone(), workload.name(), x);
+        if let Some(why) = cannot(model, workload, x) {
+            runs.unable.insert(key, why);
+            continue;
+        }
+        if interrupted() {
+            break;
+        }
+        if !server.alive() {
+            runs.failed
+                .entry(key)
+                .or_insert_with(|| "not run: the server had died".into());
+            continue;
+        }
+        let hgrm = scratch.join(format!(
+            "{}-{}-{x}-r{rep}.hgrm",
+            model.name,
+            workload.name()
+        ));
+        match run_one(model, &mut server, workload, x, plan, &hgrm) {
+            // A run cut short by Ctrl-C is not a measurement.
+            Ok(Outcome::Measured(report)) if report.interrupted => {}
+            Err(_) if interrupted() => {}
+            Ok(Outcome::Measured(report)) => {
+                runs.samples.entry(key).or_default().push(Sample {
+                    report: *report,
+                    hgrm,
+                });
+            }
+            Ok(Outcome::Unable(why)) => {
+                runs.unable.insert(key, why);
+            }
+            Err(e) => {
+                failures.push(format!(
+                    "{} {} x{x} (repetition {}): {e}",
                     model.name,
-                    workload.name()
+                    workload.name(),
+                    rep + 1
                 ));
-                match run_one(model, &mut server, workload, x, &plan, &hgrm) {
-                    // A run cut short by Ctrl-C is not a measurement.
-                    Ok(Outcome::Measured(report)) if report.interrupted => {}
-                    Err(_) if interrupted() => {}
-                    Ok(Outcome::Measured(report)) => {
-                        samples.entry(key).or_default().push(Sample {
-                            report: *report,
-                            hgrm,
-                        });
-                    }
-                    Ok(Outcome::Unable(why)) => {
-                        unable.insert(key, why);
-                    }
-                    Err(e) => {
-                        failures.push(format!(
-                            "{} {} x{x} (repetition {}): {e}",
-                            model.name,
-                            workload.name(),
-                            rep + 1
-                        ));
-                        failed.insert(key, e);
-                    }
-                }
-            }
-            match server.stop() {
-                Ok(()) => {}
-                Err(e) => failures.push(format!("{}: {e}", model.name)),
-            }
-            if model.echolab {
-                if let Some(per_worker) = worker_accepts(&stats_file) {
-                    // Jain's index per repetition: worker i of one repetition is not worker
-                    // i of the next, so summing first would even out what was uneven.
-                    let (sum, jains) = accepts.entry(model.name.clone()).or_default();
-                    jains.push(jain(&per_worker));
-                    sum.resize(sum.len().max(per_worker.len()), 0);
-                    for (s, n) in sum.iter_mut().zip(per_worker) {
-                        *s += n;
-                    }
-                }
+                runs.failed.insert(key, e);
             }
         }
     }
+    match server.stop() {
+        Ok(()) => {}
+        Err(e) => failures.push(format!("{}: {e}", model.name)),
+    }
+    if model.echolab {
+        if let Some(per_worker) = worker_accepts(&stats_file) {
+            // Jain's index per repetition: worker i of one repetition is not worker
+            // i of the next, so summing first would even out what was uneven.
+            let (sum, jains) = runs.accepts.entry(model.name.clone()).or_default();
+            jains.push(jain(&per_worker));
+            sum.resize(sum.len().max(per_worker.len()), 0);
+            for (s, n) in sum.iter_mut().zip(per_worker) {
+                *s += n;
+            }
+        }
+    }
+}
 
+/// One cell per model and (workload, x) of the plan, model by model: the tables' order.
+fn assemble_cells(models: &[Model], plan: &Plan, runs: &Runs, dir: &Path) -> Vec<Cell> {
     let mut cells = Vec::new();
-    for model in &models {
+    for model in models {
         for (workload, x) in plan.runs() {
             let key = (model.name.clone(), workload.name(), x);
             cells.push(make_cell(
                 &model.name,
                 workload,
                 x,
-                samples.get(&key).map(Vec::as_slice).unwrap_or(&[]),
-                unable.get(&key),
-                failed.get(&key),
-                &dir,
+                runs.samples.get(&key).map(Vec::as_slice).unwrap_or(&[]),
+                runs.unable.get(&key),
+                runs.failed.get(&key),
+                dir,
             ));
         }
     }
-    if interrupted() {
-        failures.push("interrupted: the report covers the runs completed before Ctrl-C".into());
-    }
-    // In model order, not the map's.
-    let accept = models
+    cells
+}
+
+/// Prefork's accept distributions, one per prefork model that has counts, in model order
+/// (not the map's).
+fn accept_distributions(
+    models: &[Model],
+    mut accepts: BTreeMap<String, (Vec<u64>, Vec<f64>)>,
+) -> Vec<AcceptDistribution> {
+    models
         .iter()
         .filter(|m| m.name.starts_with("prefork"))
         .filter_map(|m| accepts.remove(&m.name).map(|a| (m.name.clone(), a)))
@@ -312,38 +424,7 @@ pub fn suite(args: &SuiteArgs) -> Result<SuiteReport, String> {
             model,
             per_worker,
         })
-        .collect();
-    let machine = proc_machine();
-    let report = SuiteReport {
-        run_id,
-        tool: format!("loadgen {}", env!("CARGO_PKG_VERSION")),
-        machine,
-        params: SuiteParams {
-            repeat,
-            duration_s: duration.as_secs_f64(),
-            warmup_s: warmup.as_secs_f64(),
-            connections,
-            idle,
-            full,
-            placement: describe_placement(placement.as_ref()),
-        },
-        models: models
-            .iter()
-            .map(|m| ModelInfo {
-                name: m.name.clone(),
-                command: display_command(m),
-            })
-            .collect(),
-        cells,
-        accept,
-        failures,
-        elapsed_s: started.elapsed().as_secs_f64(),
-        load_before,
-        load_after: crate::proc::load_average(),
-    };
-    let _ = fs::remove_dir_all(&scratch);
-    write_report(&report, &dir)?;
-    Ok(report)
+        .collect()
 }
 
 fn proc_machine() -> serde_json::Value {
