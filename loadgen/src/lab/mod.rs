@@ -11,6 +11,11 @@
 //! - [`suite`]: every model through the lab's workloads, side by side, with its report;
 //! - [`compare`]: the regression gate (paired trials, bootstrap verdict) and its history;
 //! - [`plot`]: SVG chart primitives the suite's and the gate's figures are drawn with.
+//!
+//! Inside the lab, imports point one way too. [`plot`] knows neither the suite nor the gate:
+//! each draws its own figures (`suite/figures.rs`, `compare/trend.rs`) beside its data. And
+//! each of [`suite`] and [`compare`] keeps the types its files share in a leaf `report.rs`, so
+//! no file imports one that imports it back.
 
 pub mod compare;
 pub mod launch;

@@ -1,16 +1,13 @@
-//! The suite's plots: SVG files drawn from a [`SuiteReport`] with `plotters`.
+//! Chart primitives for the lab's SVG figures, drawn with `plotters`: a page, axes with ticks
+//! of our choosing, lines, horizontal bars and a legend panel.
 //!
-//! Tables give the numbers; these show the shapes the lab is about: where each model's
-//! throughput stops growing with connections, how its latency tail bends (HdrHistogram's
-//! percentile spectrum), what a request costs the server in CPU and context switches, what a
-//! connection costs in memory (PSS against RSS, which counts pages that forked processes
-//! share once in every process), how evenly prefork workers share `accept`, and what idle
-//! connections do to the latency of a busy one.
+//! The figures themselves are drawn elsewhere, beside the data they show: the suite's in
+//! [`crate::lab::suite`], the regression gate's history in [`crate::lab::compare`]. This file
+//! knows neither, so either can change its figures without touching the other's, and neither
+//! imports the other through it.
 //!
-//! Every model keeps one colour in every plot, chosen by its place in `report.models`. A plot
-//! with no data is not written; cells that did not measure (`Unable`, `Failed`) draw nothing,
-//! except that the idle plot marks where a model was unable. Log axes are drawn as linear
-//! axes over `log10` of values clamped to a floor, so a zero never reaches a logarithm.
+//! Log axes are drawn as linear axes over `log10` of values clamped to a floor, so a zero
+//! never reaches a logarithm.
 //!
 //! Text is written as SVG `<text>` elements and laid out by the viewer's fonts: `plotters`
 //! is built without its font features, which would need system fonts, and only estimates
@@ -18,73 +15,32 @@
 
 use std::error::Error;
 use std::ops::Range;
-use std::path::Path;
 
 use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use crate::lab::suite::report::{Cell, CellStatus, SuiteReport, Workload};
-
-/// Writes every plot the report has data for into `dir` (created if missing); returns the
-/// files written, as names relative to `dir`.
-pub fn write_all(report: &SuiteReport, dir: &Path) -> Result<Vec<String>, String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-    let plots = [
-        ("throughput-vs-connections.svg", throughput(report)),
-        (
-            "latency-spectrum-echo.svg",
-            spectrum(report, Workload::Echo),
-        ),
-        (
-            "latency-spectrum-sleep.svg",
-            spectrum(report, Workload::Sleep),
-        ),
-        (
-            "latency-spectrum-short.svg",
-            spectrum(report, Workload::Short),
-        ),
-        ("cost-per-request.svg", cost(report)),
-        ("memory-per-connection.svg", memory(report)),
-        ("accept-distribution.svg", accept(report)),
-        ("idle-vs-latency.svg", idle(report)),
-    ];
-    let mut written = Vec::new();
-    for (name, svg) in plots {
-        let path = dir.join(name);
-        match svg {
-            Ok(None) => {}
-            Ok(Some(svg)) => {
-                std::fs::write(&path, svg)
-                    .map_err(|e| format!("writing {}: {e}", path.display()))?;
-                written.push(name.to_string());
-            }
-            Err(e) => return Err(format!("drawing {name}: {e}")),
-        }
-    }
-    Ok(written)
-}
-
 /// What drawing returns: plotters' errors are boxed, as they are only ever reported.
-type Res<T = ()> = Result<T, Box<dyn Error>>;
+pub(crate) type Res<T = ()> = Result<T, Box<dyn Error>>;
 /// A plot: its SVG text, or `None` when the report has no data for it.
-type Plot = Res<Option<String>>;
+pub(crate) type Plot = Res<Option<String>>;
 /// A region of an SVG page, in pixels.
-type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
-/// One model's line: its name, its colour, its points in plotted units.
-type Line<'a> = (&'a str, RGBColor, Vec<(f64, f64)>);
+pub(crate) type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
+/// One series' line: its name, its colour, its points in plotted units.
+pub(crate) type Line<'a> = (&'a str, RGBColor, Vec<(f64, f64)>);
 /// A chart on an [`Area`].
-type Chart<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<Ticked, Ticked>>;
+pub(crate) type Chart<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<Ticked, Ticked>>;
 
 /// Page size in pixels.
-const SIZE: (u32, u32) = (800, 500);
+pub(crate) const SIZE: (u32, u32) = (800, 500);
 /// Width of the plot beside a legend panel; the legend gets the rest of the page.
-const PLOT_W: i32 = 590;
+pub(crate) const PLOT_W: i32 = 590;
 
-/// One colour per model, by its index in `report.models` (Tableau 10: distinct, and still
-/// distinguishable to most colour-blind readers). Past ten models the colours repeat.
-fn colour(index: usize) -> RGBColor {
+/// One colour per series, by its index (a model's place in the suite's report, or in the
+/// gate's history), so a model keeps its colour in every figure (Tableau 10: distinct, and
+/// still distinguishable to most colour-blind readers). Past ten the colours repeat.
+pub(crate) fn colour(index: usize) -> RGBColor {
     const PALETTE: [RGBColor; 10] = [
         RGBColor(31, 119, 180),
         RGBColor(255, 127, 14),
@@ -100,23 +56,14 @@ fn colour(index: usize) -> RGBColor {
     PALETTE[index % PALETTE.len()]
 }
 
-/// The colour of the model called `name` (dark grey if the report does not list it).
-fn colour_of(report: &SuiteReport, name: &str) -> RGBColor {
-    report
-        .models
-        .iter()
-        .position(|m| m.name == name)
-        .map_or(RGBColor(60, 60, 60), colour)
-}
-
 /// `c` mixed with white: 0 keeps it, 1 is white.
-fn lighten(c: RGBColor, by: f64) -> RGBColor {
+pub(crate) fn lighten(c: RGBColor, by: f64) -> RGBColor {
     let mix = |v: u8| (f64::from(v) + (255.0 - f64::from(v)) * by.clamp(0.0, 1.0)).round() as u8;
     RGBColor(mix(c.0), mix(c.1), mix(c.2))
 }
 
 /// `v` if it is a finite number of at least `floor`, else `floor`: what a log axis can take.
-fn at_least(v: f64, floor: f64) -> f64 {
+pub(crate) fn at_least(v: f64, floor: f64) -> f64 {
     if v.is_finite() && v > floor {
         v
     } else {
@@ -125,17 +72,12 @@ fn at_least(v: f64, floor: f64) -> f64 {
 }
 
 /// `log10` of `v` clamped to `floor`.
-fn lg(v: f64, floor: f64) -> f64 {
+pub(crate) fn lg(v: f64, floor: f64) -> f64 {
     at_least(v, floor).log10()
 }
 
-/// A figure that can be drawn: finite and not negative.
-fn usable(v: Option<f64>) -> Option<f64> {
-    v.filter(|v| v.is_finite() && *v >= 0.0)
-}
-
 /// `v` with a k or M suffix and at most two decimals: `250`, `1.5k`, `0.02`, `2M`.
-fn si(v: f64) -> String {
+pub(crate) fn si(v: f64) -> String {
     let (div, suffix) = if v.abs() >= 1e6 {
         (1e6, "M")
     } else if v.abs() >= 1e3 {
@@ -149,95 +91,12 @@ fn si(v: f64) -> String {
 }
 
 /// A font of the viewer's sans-serif family.
-fn font(size: f64) -> TextStyle<'static> {
+pub(crate) fn font(size: f64) -> TextStyle<'static> {
     (FontFamily::SansSerif, size).into_font().into()
 }
 
-/// One model's cells of one workload with one status, in x order: what a line is drawn from.
-#[derive(Debug)]
-struct Series<'a> {
-    name: &'a str,
-    colour: RGBColor,
-    cells: Vec<&'a Cell>,
-}
-
-/// The series of workload `w` with `status`, one per model that has any, in model order.
-/// Cells of models the report does not list are left out: they have no colour.
-fn series(report: &SuiteReport, w: Workload, status: CellStatus) -> Vec<Series<'_>> {
-    let mut all = Vec::new();
-    for (i, m) in report.models.iter().enumerate() {
-        let mut cells: Vec<&Cell> = (report.cells.iter())
-            .filter(|c| c.model == m.name && c.workload == w && c.status == status)
-            .collect();
-        cells.sort_by_key(|c| c.x);
-        if !cells.is_empty() {
-            all.push(Series {
-                name: &m.name,
-                colour: colour(i),
-                cells,
-            });
-        }
-    }
-    all
-}
-
-/// Every x the series have, once each, in order.
-fn xs_of<'a>(series: impl IntoIterator<Item = &'a Series<'a>>) -> Vec<u32> {
-    let mut xs: Vec<u32> = (series.into_iter())
-        .flat_map(|s| s.cells.iter().map(|c| c.x))
-        .collect();
-    xs.sort_unstable();
-    xs.dedup();
-    xs
-}
-
-/// A series as a line over log10(x), with `y` of each cell.
-fn line<'a>(s: &Series<'a>, y: impl Fn(&Cell) -> f64) -> Line<'a> {
-    let points = s.cells.iter().map(|c| (lg(f64::from(c.x), 1.0), y(c)));
-    (s.name, s.colour, points.collect())
-}
-
-/// The y of every point of `lines`.
-fn ys<'a>(lines: &'a [Line]) -> impl Iterator<Item = f64> + 'a {
-    lines.iter().flat_map(|l| l.2.iter().map(|p| p.1))
-}
-
-/// The x the single-x plots use: 16 if measured, else the median x measured.
-fn pick_x(series: &[Series]) -> Option<u32> {
-    let xs = xs_of(series);
-    if xs.contains(&16) {
-        Some(16)
-    } else {
-        xs.get(xs.len() / 2).copied()
-    }
-}
-
-/// Each series' cell at `x`, if it has one that is not partial: a partial cell describes only
-/// the connections it served, and a bar or spectrum beside the others would read as the
-/// model's at `x` (the throughput plot draws them apart, as hollow rings).
-fn at_x<'a>(series: &'a [Series<'a>], x: u32) -> Vec<(&'a Series<'a>, &'a Cell)> {
-    (series.iter())
-        .filter_map(|s| {
-            s.cells
-                .iter()
-                .find(|c| c.x == x && !c.partial())
-                .map(|c| (s, *c))
-        })
-        .collect()
-}
-
-/// What a workload's x means, for titles.
-fn describe(w: Workload, x: u32) -> String {
-    match w {
-        Workload::Echo => format!("echo 64 B at {x} connections"),
-        Workload::Sleep => format!("SLEEP 1 ms at {x} connections"),
-        Workload::Short => format!("one request per connection, {x} slots"),
-        Workload::Idle => format!("echo with {x} idle connections"),
-    }
-}
-
 /// One axis: its range and labelled ticks in plotted units, how a tick reads, what it shows.
-struct Axis<'a> {
+pub(crate) struct Axis<'a> {
     range: Range<f64>,
     ticks: Vec<f64>,
     label: Box<dyn Fn(f64) -> String + 'a>,
@@ -248,7 +107,7 @@ struct Axis<'a> {
 
 impl<'a> Axis<'a> {
     /// An axis with grid lines.
-    fn new(
+    pub(crate) fn new(
         range: Range<f64>,
         ticks: Vec<f64>,
         label: impl Fn(f64) -> String + 'a,
@@ -264,7 +123,7 @@ impl<'a> Axis<'a> {
     }
 
     /// From 0 to a little above `max`, with ticks at a round step.
-    fn linear(max: f64, desc: &str) -> Axis<'a> {
+    pub(crate) fn linear(max: f64, desc: &str) -> Axis<'a> {
         let top = if max.is_finite() && max > 0.0 {
             max * 1.08
         } else {
@@ -283,7 +142,7 @@ impl<'a> Axis<'a> {
 
     /// Log scale over whole decades around `logs` (values already through [`lg`]); over
     /// three decades or fewer, ticks at 1, 2 and 5 times each power of ten.
-    fn log(logs: impl IntoIterator<Item = f64>, desc: &str) -> Axis<'a> {
+    pub(crate) fn log(logs: impl IntoIterator<Item = f64>, desc: &str) -> Axis<'a> {
         let logs: Vec<f64> = logs.into_iter().filter(|v| v.is_finite()).collect();
         let lo = logs.iter().copied().fold(f64::INFINITY, f64::min);
         let lo = if lo.is_finite() { lo.floor() } else { 0.0 };
@@ -302,7 +161,7 @@ impl<'a> Axis<'a> {
     }
 
     /// Log scale with a tick at each of `xs` (connection counts), labelled as the count.
-    fn log_counts(xs: &[u32], desc: &str) -> Axis<'a> {
+    pub(crate) fn log_counts(xs: &[u32], desc: &str) -> Axis<'a> {
         let ticks: Vec<f64> = xs.iter().map(|x| lg(f64::from(*x), 1.0)).collect();
         let lo = ticks.iter().copied().fold(f64::INFINITY, f64::min);
         let hi = ticks.iter().copied().fold(f64::NEG_INFINITY, f64::max);
@@ -322,7 +181,7 @@ impl<'a> Axis<'a> {
     }
 
     /// One category per name, at 0, 1, ..., labelled with the name.
-    fn categories(names: Vec<String>, desc: &str) -> Axis<'a> {
+    pub(crate) fn categories(names: Vec<String>, desc: &str) -> Axis<'a> {
         let n = names.len() as f64;
         let ticks = (0..names.len()).map(|i| i as f64).collect();
         let label = move |v: f64| {
@@ -340,7 +199,7 @@ impl<'a> Axis<'a> {
 /// A linear coordinate with ticks of our choosing, over plotted (possibly `log10`) values.
 /// (plotters' own `WithKeyPoints` over `f64` cannot take a label formatter.)
 #[derive(Debug)]
-struct Ticked {
+pub(crate) struct Ticked {
     range: Range<f64>,
     ticks: Vec<f64>,
 }
@@ -374,7 +233,7 @@ impl Ranged for Ticked {
 }
 
 /// Renders one page: white, `title` on top; `draw` gets the area below it.
-fn page(title: &str, draw: impl FnOnce(&Area<'_>) -> Res) -> Plot {
+pub(crate) fn page(title: &str, draw: impl FnOnce(&Area<'_>) -> Res) -> Plot {
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
@@ -388,7 +247,7 @@ fn page(title: &str, draw: impl FnOnce(&Area<'_>) -> Res) -> Plot {
 
 /// A chart on `area` with the axes' ticks, labels and grid; `y_area` is the width of the
 /// y labels in pixels (wide for model names).
-fn chart<'a, 'b>(
+pub(crate) fn chart<'a, 'b>(
     area: &'a Area<'b>,
     caption: Option<&str>,
     x: &Axis,
@@ -428,7 +287,7 @@ fn chart<'a, 'b>(
 }
 
 /// A legend panel: a swatch and a label per entry, then lines of notes.
-fn legend(area: &Area<'_>, entries: &[(String, RGBColor)], notes: &[&str]) -> Res {
+pub(crate) fn legend(area: &Area<'_>, entries: &[(String, RGBColor)], notes: &[&str]) -> Res {
     let style = font(14.0).pos(Pos::new(HPos::Left, VPos::Center));
     let mut y = 40;
     for (label, c) in entries {
@@ -443,20 +302,18 @@ fn legend(area: &Area<'_>, entries: &[(String, RGBColor)], notes: &[&str]) -> Re
     Ok(())
 }
 
-/// Points drawn apart from the lines, as hollow rings: partial cells, whose figures describe
-/// only some of their connections.
-type Hollow = Vec<((f64, f64), RGBColor)>;
-
-/// What a hollow ring means, for the legend.
-const HOLLOW_NOTE: [&str; 2] = [
-    "hollow ring: partial, only some",
-    "connections served (see report.md)",
-];
+/// Points drawn apart from the lines, as hollow rings (the suite's partial cells, which belong
+/// on no model's line), and what a ring means, for the legend when any is drawn.
+#[derive(Default)]
+pub(crate) struct Hollow<'a> {
+    pub(crate) points: Vec<((f64, f64), RGBColor)>,
+    pub(crate) note: &'a [&'a str],
+}
 
 /// A line with points per model, with a legend panel naming the models. `unable` marks
 /// cells that could not be measured: an x, and a label, near the bottom at their x.
 /// `hollow` points are drawn as rings on no line.
-fn lines(
+pub(crate) fn lines(
     area: &Area<'_>,
     x: &Axis,
     y: &Axis,
@@ -473,7 +330,7 @@ fn lines(
             chart.draw_series(points.iter().map(|p| Circle::new(*p, 4, c.filled())))?;
         }
     }
-    for (p, c) in hollow {
+    for (p, c) in &hollow.points {
         chart.draw_series([
             Circle::new(*p, 6, WHITE.filled()),
             Circle::new(*p, 6, c.stroke_width(2)),
@@ -500,21 +357,25 @@ fn lines(
         .iter()
         .map(|(name, c, _)| (name.to_string(), *c))
         .collect();
-    let notes: &[&str] = if hollow.is_empty() { &[] } else { &HOLLOW_NOTE };
+    let notes: &[&str] = if hollow.points.is_empty() {
+        &[]
+    } else {
+        hollow.note
+    };
     legend(&side, &entries, notes)
 }
 
 /// One row of a horizontal bar chart: a model and its bars, top to bottom, each lighter than
 /// the one above. `None` is drawn as "n/a".
-struct Row {
-    name: String,
-    colour: RGBColor,
-    values: Vec<Option<f64>>,
+pub(crate) struct Row {
+    pub(crate) name: String,
+    pub(crate) colour: RGBColor,
+    pub(crate) values: Vec<Option<f64>>,
 }
 
 /// Horizontal bars, one row per model (the first at the top), each bar labelled with its
 /// value; the model names are the categories, so the axis is the legend.
-fn hbars(area: &Area<'_>, caption: Option<&str>, desc: &str, rows: &[Row]) -> Res {
+pub(crate) fn hbars(area: &Area<'_>, caption: Option<&str>, desc: &str, rows: &[Row]) -> Res {
     let max =
         (rows.iter().flat_map(|r| r.values.iter().flatten())).fold(0.0, |m: f64, v| m.max(*v));
     // Room on the right for the value labels.
@@ -542,693 +403,12 @@ fn hbars(area: &Area<'_>, caption: Option<&str>, desc: &str, rows: &[Row]) -> Re
     Ok(())
 }
 
-/// Echo throughput against connections, a line per model.
-fn throughput(report: &SuiteReport) -> Plot {
-    let all = series(report, Workload::Echo, CellStatus::Ok);
-    if all.is_empty() {
-        return Ok(None);
-    }
-    // A partial cell (a bounded model that served only some connections) is no point on its
-    // model's line: its throughput is that of the served connections alone.
-    let full: Vec<Series> = all
-        .iter()
-        .map(|s| Series {
-            name: s.name,
-            colour: s.colour,
-            cells: s.cells.iter().copied().filter(|c| !c.partial()).collect(),
-        })
-        .collect();
-    let data: Vec<Line> = full
-        .iter()
-        .map(|s| line(s, |c| at_least(c.throughput_rps, 0.0)))
-        .collect();
-    let hollow: Hollow = all
-        .iter()
-        .flat_map(|s| {
-            s.cells
-                .iter()
-                .filter(|c| c.partial())
-                .map(|c| (s.colour, c))
-        })
-        .map(|(colour, c)| {
-            let p = (lg(f64::from(c.x), 1.0), at_least(c.throughput_rps, 0.0));
-            (p, colour)
-        })
-        .collect();
-    let max = ys(&data)
-        .chain(hollow.iter().map(|h| h.0 .1))
-        .fold(0.0, f64::max);
-    let x = Axis::log_counts(&xs_of(&all), "connections (log scale)");
-    let y = Axis::linear(max, "throughput (verified replies/s)");
-    page(
-        "Echo throughput against connections (64 B, closed loop)",
-        |area| lines(area, &x, &y, &data, true, &[], &hollow),
-    )
-}
-
-/// `log10(1 / (1 - p))` for a percentile `p` in 0..100: HdrHistogram's spectrum axis, where
-/// 90%, 99%, 99.9% ... are evenly spaced. Kept below 7 (99.99999%).
-fn spectrum_x(p: f64) -> f64 {
-    let q = at_least(p / 100.0, 0.0).min(1.0 - 1e-7);
-    -(1.0 - q).log10()
-}
-
-/// The label of spectrum tick `k`: 0%, 90%, 99%, 99.9%, ...
-fn nines(k: f64) -> String {
-    let k = k.round().max(0.0);
-    format!(
-        "{:.*}%",
-        (k as usize).saturating_sub(2),
-        100.0 - 10f64.powf(2.0 - k)
-    )
-}
-
-/// HdrHistogram's percentile spectrum of workload `w` at its usual x, a line per model.
-fn spectrum(report: &SuiteReport, w: Workload) -> Plot {
-    let all = series(report, w, CellStatus::Ok);
-    let Some(at) = pick_x(&all) else {
-        return Ok(None);
-    };
-    let data: Vec<_> = (at_x(&all, at).into_iter())
-        .map(|(s, c)| {
-            // The 100% point (the max) has no place on this axis, as in HdrHistogram's plots.
-            let points = (c.spectrum.iter()).filter(|(p, _)| p.is_finite() && *p < 100.0);
-            let points = points
-                .map(|(p, us)| (spectrum_x(*p), lg(*us, 1.0)))
-                .collect::<Vec<_>>();
-            (s.name, s.colour, points)
-        })
-        .filter(|d| !d.2.is_empty())
-        .collect();
-    if data.is_empty() {
-        return Ok(None);
-    }
-    let right = data
-        .iter()
-        .flat_map(|d| d.2.iter().map(|p| p.0))
-        .fold(2.0, f64::max)
-        .ceil();
-    let ticks = (0..=right as u32).map(f64::from).collect();
-    let x = Axis::new(0.0..right, ticks, nines, "percentile");
-    let y = Axis::log(ys(&data), "latency (µs, log scale)");
-    page(
-        &format!("Latency by percentile: {}", describe(w, at)),
-        |area| lines(area, &x, &y, &data, false, &[], &Vec::new()),
-    )
-}
-
-/// Server CPU and context switches per echo request, per model, side by side.
-fn cost(report: &SuiteReport) -> Plot {
-    let all = series(report, Workload::Echo, CellStatus::Ok);
-    let Some(at) = pick_x(&all) else {
-        return Ok(None);
-    };
-    let cells = at_x(&all, at);
-    let rows = |f: fn(&Cell) -> Option<f64>| -> Vec<Row> {
-        (cells.iter())
-            .map(|(s, c)| Row {
-                name: s.name.into(),
-                colour: s.colour,
-                values: vec![usable(f(c))],
-            })
-            .collect()
-    };
-    let (cpu, ctx) = (
-        rows(|c| c.server_cpu_us_per_req),
-        rows(|c| c.server_ctx_per_req),
-    );
-    if cpu
-        .iter()
-        .chain(&ctx)
-        .all(|r| r.values.iter().all(Option::is_none))
-    {
-        return Ok(None);
-    }
-    page(
-        &format!("Server cost per request: {}", describe(Workload::Echo, at)),
-        |area| {
-            let panels = area.split_evenly((1, 2));
-            hbars(&panels[0], Some("CPU"), "server CPU per request (µs)", &cpu)?;
-            hbars(
-                &panels[1],
-                Some("Context switches"),
-                "context switches per request",
-                &ctx,
-            )
-        },
-    )
-}
-
-/// Server PSS and RSS per added connection, per model: the slope between the smallest and
-/// largest echo x, so a server's fixed base memory is not spread over its connections. Models
-/// whose largest run has a note (a bounded model whose extra connections only waited in the
-/// accept queue) are left out: they did not hold those connections.
-fn memory(report: &SuiteReport) -> Plot {
-    let all = series(report, Workload::Echo, CellStatus::Ok);
-    let measured = |c: &Cell| c.x > 0 && (c.server_pss_kib.is_some() || c.server_rss_kib.is_some());
-    let xs: Vec<u32> = all
-        .iter()
-        .flat_map(|s| s.cells.iter())
-        .filter(|c| measured(c))
-        .map(|c| c.x)
-        .collect();
-    let (Some(&lo), Some(&at)) = (xs.iter().min(), xs.iter().max()) else {
-        return Ok(None);
-    };
-    if lo == at {
-        return Ok(None);
-    }
-    let low: Vec<_> = at_x(&all, lo);
-    let slope = |hi: Option<f64>, base: Option<f64>| {
-        usable(hi)
-            .zip(usable(base))
-            .map(|(h, b)| ((h - b) / f64::from(at - lo)).max(0.0))
-    };
-    // A partial cell held fewer connections than its x: its slope would be too low.
-    let rows: Vec<Row> = (at_x(&all, at).into_iter())
-        .filter(|(_, c)| c.note.is_none() && !c.partial())
-        .filter_map(|(s, c)| {
-            let (_, base) = low.iter().find(|(l, _)| l.name == s.name)?;
-            Some(Row {
-                name: s.name.into(),
-                colour: s.colour,
-                values: vec![
-                    slope(c.server_pss_kib, base.server_pss_kib),
-                    slope(c.server_rss_kib, base.server_rss_kib),
-                ],
-            })
-        })
-        .collect();
-    if rows.is_empty() {
-        return Ok(None);
-    }
-    let grey = RGBColor(90, 90, 90);
-    let entries = [
-        ("PSS per added connection".into(), grey),
-        ("RSS (lighter)".into(), lighten(grey, 0.55)),
-    ];
-    let notes = [
-        "RSS counts a page shared by",
-        "forked processes in full in",
-        "every one of them; PSS splits",
-        "it among them, so PSS adds up.",
-    ];
-    page(
-        &format!("Server memory per added connection: echo, {lo} to {at} connections"),
-        |area| {
-            let (plot, side) = area.split_horizontally(PLOT_W);
-            hbars(&plot, None, "KiB per connection", &rows)?;
-            legend(&side, &entries, &notes)
-        },
-    )
-}
-
-/// Prefork: connections accepted per worker, a group of bars per accept mode.
-fn accept(report: &SuiteReport) -> Plot {
-    let modes: Vec<_> = report
-        .accept
-        .iter()
-        .filter(|a| !a.per_worker.is_empty())
-        .collect();
-    if modes.is_empty() {
-        return Ok(None);
-    }
-    let max = modes
-        .iter()
-        .flat_map(|a| a.per_worker.iter())
-        .max()
-        .copied()
-        .unwrap_or(0);
-    let names = modes.iter().map(|a| a.model.clone()).collect();
-    // Categories at 0, 1, ..., shifted so that group g spans g - 0.5 .. g + 0.5.
-    let x = Axis::categories(
-        names,
-        "accept mode (one bar per worker, worker 0 on the left)",
-    );
-    let y = Axis::linear(max as f64, "connections accepted (all runs)");
-    let mut entries: Vec<(String, RGBColor)> = (modes.iter())
-        .map(|a| {
-            let jain = if a.jain.is_finite() {
-                format!("{:.3}", a.jain)
-            } else {
-                "n/a".into()
-            };
-            (
-                format!("{} (Jain {jain})", a.model),
-                colour_of(report, &a.model),
-            )
-        })
-        .collect();
-    entries.push(("even share (mean)".into(), BLACK));
-    page("Prefork: connections accepted per worker", |area| {
-        let (plot, side) = area.split_horizontally(PLOT_W);
-        let mut chart = chart(&plot, None, &x, &y, 70)?;
-        for (g, a) in modes.iter().enumerate() {
-            let c = colour_of(report, &a.model);
-            let w = 0.8 / a.per_worker.len() as f64;
-            let left = g as f64 - 0.4;
-            chart.draw_series(a.per_worker.iter().enumerate().map(|(i, n)| {
-                let x0 = left + w * i as f64;
-                Rectangle::new(
-                    [(x0 + w * 0.08, 0.0), (x0 + w * 0.92, *n as f64)],
-                    c.filled(),
-                )
-            }))?;
-            let mean = a.per_worker.iter().sum::<u64>() as f64 / a.per_worker.len() as f64;
-            let line = vec![(left - 0.03, mean), (left + 0.83, mean)];
-            chart.draw_series([PathElement::new(line, BLACK.stroke_width(2))])?;
-        }
-        legend(&side, &entries, &[])
-    })
-}
-
-/// Echo p50 latency against idle connections held open, a line per model; where a model was
-/// unable (select past FD_SETSIZE), a marked x.
-fn idle(report: &SuiteReport) -> Plot {
-    let ok = series(report, Workload::Idle, CellStatus::Ok);
-    let unable = series(report, Workload::Idle, CellStatus::Unable);
-    if ok.is_empty() {
-        return Ok(None);
-    }
-    let data: Vec<Line> = ok.iter().map(|s| line(s, |c| lg(c.p50_us, 1.0))).collect();
-    // Only models that tried and were refused get a mark: a bounded model that was not run
-    // (its workers would all be held by idle connections) is left out, not placed at an
-    // arbitrary height.
-    let marks: Vec<_> = (unable.iter())
-        .flat_map(|s| s.cells.iter().map(move |c| (s, c)))
-        .filter(|(_, c)| c.note.as_deref().is_some_and(|n| n.contains("refused")))
-        .map(|(s, c)| {
-            let why = c.note.as_deref().unwrap_or("");
-            let why = if why.contains("FD_SETSIZE") {
-                " (FD_SETSIZE)"
-            } else {
-                ""
-            };
-            (
-                lg(f64::from(c.x), 1.0),
-                s.colour,
-                format!("{}: unable{why}", s.name),
-            )
-        })
-        .collect();
-    let x = Axis::log_counts(
-        &xs_of(ok.iter().chain(&unable)),
-        "idle connections held open (log scale)",
-    );
-    let y = Axis::log(
-        ys(&data),
-        "p50 latency of the busy connection (µs, log scale)",
-    );
-    page("Echo latency with idle connections held open", |area| {
-        lines(area, &x, &y, &data, true, &marks, &Vec::new())
-    })
-}
-
-// ----- the regression gate's history -----------------------------------------------------
-
-/// The regression gate's history (`loadgen trend`): above, each model's throughput ratio
-/// (candidate / baseline) per gate run with its interval, between the threshold lines; below,
-/// the candidate's throughput per gate run. The ratio is what the gate decides on; the
-/// absolute rate is there to show how far the machine itself drifts between runs, which is
-/// why the gate never compares with a stored figure.
-pub fn trend(runs: &[crate::lab::compare::CompareReport]) -> Plot {
-    let mut names: Vec<&str> = Vec::new();
-    for r in runs {
-        for m in &r.models {
-            if m.throughput.is_some() && !names.contains(&m.name.as_str()) {
-                names.push(&m.name);
-            }
-        }
-    }
-    if names.is_empty() {
-        return Ok(None);
-    }
-    let n = runs.len();
-    let x_ticks: Vec<f64> = (1..=n).map(|i| i as f64).collect();
-    let step = (n / 10).max(1);
-    let x_axis = || {
-        Axis::new(
-            0.5..n as f64 + 0.5,
-            x_ticks.iter().copied().step_by(step).collect(),
-            |v| format!("{v:.0}"),
-            "gate run (oldest first)",
-        )
-    };
-    let threshold = runs.last().map_or(0.05, |r| r.params.threshold);
-    let (mut lo, mut hi) = (1.0 - 2.0 * threshold, 1.0 + 2.0 * threshold);
-    for r in runs {
-        for e in r.models.iter().filter_map(|m| m.throughput) {
-            lo = f64::min(lo, e.low);
-            hi = f64::max(hi, e.high);
-        }
-    }
-    let pad = (hi - lo) * 0.05;
-    let raw_step = (hi - lo) / 6.0;
-    let mag = 10f64.powf(raw_step.log10().floor());
-    let tick = [1.0, 2.0, 5.0, 10.0]
-        .map(|m| m * mag)
-        .into_iter()
-        .find(|s| *s >= raw_step)
-        .unwrap_or(10.0 * mag);
-    let first = ((lo - pad) / tick).ceil() as i64;
-    let last = ((hi + pad) / tick).floor() as i64;
-    let ratio_ticks = (first..=last).map(|k| k as f64 * tick).collect();
-    let ratio_axis = Axis::new(
-        lo - pad..hi + pad,
-        ratio_ticks,
-        |v| format!("{v:.2}"),
-        "throughput, candidate / baseline",
-    );
-    let max_rps = runs
-        .iter()
-        .flat_map(|r| r.models.iter().map(|m| m.candidate_rps))
-        .fold(0.0, f64::max);
-    let rps_axis = Axis::linear(max_rps, "candidate req/s");
-    // Each run's x, nudged per model so that the intervals of one run do not overlap.
-    let spread = 0.5 / names.len() as f64;
-    let x_of = |run: usize, model: usize| {
-        (run + 1) as f64 + (model as f64 - (names.len() - 1) as f64 / 2.0) * spread
-    };
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (SIZE.0, 800)).into_drawing_area();
-        root.fill(&WHITE)?;
-        let body = root.titled("Regression gate: every run, every model", font(22.0))?;
-        let (top, bottom) = body.split_vertically(430);
-        let (plot, side) = top.split_horizontally(PLOT_W);
-        let mut upper = chart(&plot, None, &x_axis(), &ratio_axis, 70)?;
-        for t in [1.0 - threshold, 1.0, 1.0 + threshold] {
-            let style = if t == 1.0 {
-                BLACK.mix(0.6).stroke_width(1)
-            } else {
-                RGBColor(214, 39, 40).mix(0.7).stroke_width(1)
-            };
-            upper.draw_series(LineSeries::new([(0.5, t), (n as f64 + 0.5, t)], style))?;
-        }
-        for (k, name) in names.iter().enumerate() {
-            let c = colour(k);
-            for (i, r) in runs.iter().enumerate() {
-                let Some(m) = r.models.iter().find(|m| m.name == *name) else {
-                    continue;
-                };
-                let Some(e) = m.throughput else { continue };
-                let x = x_of(i, k);
-                upper.draw_series([PathElement::new(
-                    vec![(x, e.low), (x, e.high)],
-                    c.stroke_width(2),
-                )])?;
-                let regressed = m.regressed();
-                let dot: DynElement<SVGBackend, (f64, f64)> = if regressed {
-                    Cross::new((x, e.ratio), 6, c.stroke_width(3)).into_dyn()
-                } else {
-                    Circle::new((x, e.ratio), 3, c.filled()).into_dyn()
-                };
-                upper.draw_series([dot])?;
-            }
-        }
-        let entries: Vec<(String, RGBColor)> = names
-            .iter()
-            .enumerate()
-            .map(|(k, n)| (n.to_string(), colour(k)))
-            .collect();
-        let band = format!("red lines: ±{:.0}% threshold", threshold * 100.0);
-        legend(
-            &side,
-            &entries,
-            &[
-                "bars: confidence interval",
-                "x: flagged a regression",
-                &band,
-            ],
-        )?;
-        let (plot, _) = bottom.split_horizontally(PLOT_W);
-        let data: Vec<Line> = names
-            .iter()
-            .enumerate()
-            .map(|(k, name)| {
-                let points = runs
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, r)| {
-                        let m = r.models.iter().find(|m| m.name == *name)?;
-                        m.throughput.map(|_| ((i + 1) as f64, m.candidate_rps))
-                    })
-                    .collect();
-                (*name, colour(k), points)
-            })
-            .collect();
-        let mut lower = chart(&plot, None, &x_axis(), &rps_axis, 70)?;
-        for (_, c, points) in &data {
-            lower.draw_series(LineSeries::new(points.iter().copied(), c.stroke_width(2)))?;
-            lower.draw_series(points.iter().map(|p| Circle::new(*p, 3, c.filled())))?;
-        }
-        root.present()?;
-    }
-    Ok(Some(svg))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lab::suite::report::{AcceptDistribution, ModelInfo, SuiteParams};
-
-    fn cell(model: &str, workload: Workload, x: u32, scale: f64) -> Cell {
-        Cell {
-            model: model.into(),
-            workload,
-            x,
-            status: CellStatus::Ok,
-            note: None,
-            runs: 3,
-            connections: x,
-            served: Some(f64::from(x)),
-            errors: 0,
-            throughput_rps: 20_000.0 * scale * f64::from(x).sqrt(),
-            p50_us: 40.0 * scale,
-            p90_us: 60.0 * scale,
-            p99_us: 120.0 * scale,
-            p999_us: 400.0 * scale,
-            max_us: 2_000.0 * scale,
-            server_cpu_us_per_req: Some(12.0 * scale),
-            server_ctx_per_req: Some(0.8 * scale),
-            server_pss_kib: Some(4_000.0 * scale),
-            server_rss_kib: Some(9_000.0 * scale),
-            server_processes: Some(1.0),
-            server_threads: Some(1.0),
-            spectrum: [0.0, 50.0, 90.0, 99.0, 99.9, 99.99, 99.999, 100.0]
-                .iter()
-                .enumerate()
-                .map(|(i, p)| (*p, 30.0 * scale * 1.8f64.powi(i as i32)))
-                .collect(),
-            hgrm: None,
-        }
-    }
-
-    fn report() -> SuiteReport {
-        let names = [
-            "thread",
-            "fork",
-            "prefork-shared",
-            "prefork-reuseport",
-            "eventloop-select",
-            "eventloop-epoll",
-        ];
-        let mut cells = Vec::new();
-        for (i, m) in names.iter().enumerate() {
-            let scale = 1.0 + i as f64 * 0.3;
-            for x in [1, 16, 256] {
-                cells.push(cell(m, Workload::Echo, x, scale));
-            }
-            cells.push(cell(m, Workload::Sleep, 16, scale));
-            for x in [10, 100, 1000, 10_000] {
-                cells.push(cell(
-                    m,
-                    Workload::Idle,
-                    x,
-                    scale * (1.0 + f64::from(x) / 2_000.0),
-                ));
-            }
-        }
-        // What the plots must survive: zeros, missing figures, NaN, cells that did not run.
-        cells[0].throughput_rps = 0.0;
-        cells[1].server_cpu_us_per_req = None;
-        cells[1].server_pss_kib = Some(f64::NAN);
-        cells[2].spectrum.push((f64::NAN, 0.0));
-        cells[3].spectrum[0].1 = 0.0;
-        let select = cells.iter_mut().find(|c| {
-            c.model == "eventloop-select" && c.workload == Workload::Idle && c.x == 10_000
-        });
-        let select = select.expect("select idle cell");
-        select.status = CellStatus::Unable;
-        select.note = Some("served 1015 of 2000 idle connections, then refused (select's FD_SETSIZE is 1024): server busy".into());
-        let failed = cells
-            .iter_mut()
-            .find(|c| c.model == "fork" && c.workload == Workload::Echo && c.x == 256);
-        let failed = failed.expect("fork echo cell");
-        failed.status = CellStatus::Failed;
-        failed.throughput_rps = f64::NAN;
-        SuiteReport {
-            run_id: "2026-01-01-000000-suite".into(),
-            tool: "loadgen test".into(),
-            machine: serde_json::Value::Null,
-            params: SuiteParams {
-                repeat: 3,
-                duration_s: 5.0,
-                warmup_s: 1.0,
-                connections: vec![1, 16, 256],
-                idle: vec![10, 100, 1000, 10_000],
-                full: false,
-                placement: String::new(),
-            },
-            models: names
-                .iter()
-                .map(|n| ModelInfo {
-                    name: (*n).into(),
-                    command: format!("server-{n}"),
-                })
-                .collect(),
-            cells,
-            accept: vec![
-                AcceptDistribution {
-                    model: "prefork-shared".into(),
-                    per_worker: vec![900, 40, 30, 30],
-                    jain: 0.33,
-                },
-                AcceptDistribution {
-                    model: "prefork-reuseport".into(),
-                    per_worker: vec![250, 251, 249, 250],
-                    jain: 0.9999,
-                },
-            ],
-            failures: vec![],
-            elapsed_s: 60.0,
-            load_before: None,
-            load_after: None,
-        }
-    }
-
-    fn temp_dir(name: &str) -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!("echolab-plot-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        dir
-    }
-
-    /// A bounded model that served 32 of 256 connections is no point on its line: it is a
-    /// hollow ring, and the legend says what a ring means. Full reports draw no ring.
-    #[test]
-    fn a_partial_cell_is_a_hollow_ring_with_a_legend() {
-        let mut report = report();
-        let plain = throughput(&report).expect("draws").expect("has data");
-        assert!(!plain.contains(HOLLOW_NOTE[0]), "no partial cell, no note");
-        let c = (report.cells.iter_mut())
-            .find(|c| c.workload == Workload::Echo && c.x == 256)
-            .expect("a cell at 256");
-        c.served = Some(32.0);
-        let svg = throughput(&report).expect("draws").expect("has data");
-        assert!(svg.contains(HOLLOW_NOTE[0]), "the legend explains the ring");
-        assert!(
-            svg.matches("fill=\"#FFFFFF\"").count() > plain.matches("fill=\"#FFFFFF\"").count(),
-            "a white-filled ring is drawn"
-        );
-    }
-
-    #[test]
-    fn every_plot_is_written_and_names_its_models() {
-        let dir = temp_dir("all");
-        let report = report();
-        let written = write_all(&report, &dir).expect("plots");
-        let expected = [
-            "throughput-vs-connections.svg",
-            "latency-spectrum-echo.svg",
-            "latency-spectrum-sleep.svg",
-            "cost-per-request.svg",
-            "memory-per-connection.svg",
-            "accept-distribution.svg",
-            "idle-vs-latency.svg",
-        ];
-        assert_eq!(
-            written, expected,
-            "no short workload in the report, so no short spectrum"
-        );
-        for name in expected {
-            let svg = std::fs::read_to_string(dir.join(name)).expect(name);
-            assert!(
-                svg.starts_with("<svg"),
-                "{name}: {}",
-                &svg[..40.min(svg.len())]
-            );
-            assert!(svg.len() > 3_000, "{name}: only {} bytes", svg.len());
-            assert!(svg.contains("<text"), "{name}: no text");
-            for bad in ["NaN", "\"inf", "\"-inf"] {
-                assert!(!svg.contains(bad), "{name} contains {bad}");
-            }
-            let models: &[&str] = if name == "accept-distribution.svg" {
-                &[
-                    "prefork-shared (Jain 0.330)",
-                    "prefork-reuseport (Jain 1.000)",
-                ]
-            } else {
-                &["thread", "prefork-shared", "eventloop-epoll"]
-            };
-            for m in models {
-                assert!(svg.contains(m), "{name} does not name {m}");
-            }
-        }
-        let idle = std::fs::read_to_string(dir.join("idle-vs-latency.svg")).expect("idle");
-        assert!(idle.contains("eventloop-select: unable (FD_SETSIZE)"));
-        std::fs::remove_dir_all(&dir).expect("clean up");
-    }
-
-    #[test]
-    fn an_empty_report_writes_nothing() {
-        let dir = temp_dir("empty");
-        let mut report = report();
-        report.cells.clear();
-        report.accept.clear();
-        assert_eq!(
-            write_all(&report, &dir).expect("no plots"),
-            Vec::<String>::new()
-        );
-        std::fs::remove_dir_all(&dir).expect("clean up");
-    }
-
-    #[test]
-    fn one_x_and_sparse_figures_still_plot() {
-        let dir = temp_dir("sparse");
-        let mut report = report();
-        report
-            .cells
-            .retain(|c| c.workload == Workload::Echo && c.x == 256);
-        report.accept.clear();
-        for c in &mut report.cells {
-            c.spectrum.retain(|(p, _)| *p >= 99.0);
-            (c.server_cpu_us_per_req, c.server_rss_kib) = (None, None);
-        }
-        let written = write_all(&report, &dir).expect("plots");
-        // Memory per added connection needs two connection counts: with one, no plot.
-        assert_eq!(written.len(), 3, "{written:?}");
-        assert!(
-            !written.iter().any(|n| n.starts_with("memory")),
-            "{written:?}"
-        );
-        for name in &written {
-            let svg = std::fs::read_to_string(dir.join(name)).expect("svg");
-            assert!(
-                svg.contains("eventloop-epoll") && !svg.contains("NaN"),
-                "{name}"
-            );
-        }
-        std::fs::remove_dir_all(&dir).expect("clean up");
-    }
 
     #[test]
     fn helpers_keep_to_their_ranges() {
-        assert_eq!(nines(0.0), "0%");
-        assert_eq!(nines(1.0), "90%");
-        assert_eq!(nines(2.0), "99%");
-        assert_eq!(nines(5.0), "99.999%");
-        assert!((spectrum_x(100.0) - 7.0).abs() < 1e-6);
-        assert!(spectrum_x(99.0) > 1.99 && spectrum_x(99.0) < 2.01);
         assert_eq!(lg(0.0, 1.0), 0.0);
         assert_eq!(lg(f64::NAN, 1.0), 0.0);
         assert_eq!(si(1_500.0), "1.5k");

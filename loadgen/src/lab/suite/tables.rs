@@ -1,0 +1,475 @@
+//! The suite's report as text: the Markdown of `report.md`, the tables `loadgen suite` prints,
+//! and the outcome line that opens both.
+//!
+//! These read only a [`SuiteReport`], never the runs, so a stored `report.json` renders as
+//! the live suite did; each table links to the experiment in docs/experiments.md it answers.
+
+use std::path::Path;
+
+use super::report::{CellStatus, SuiteReport, Workload};
+
+/// docs/experiments.md relative to the report directory `dir`, if `dir` lies inside an
+/// echolab checkout (so the report's links work where it is committed, under results/).
+pub(super) fn experiments_doc(dir: &Path) -> Option<String> {
+    let dir = dir.canonicalize().ok()?;
+    let root = dir
+        .ancestors()
+        .find(|a| a.join("docs/experiments.md").is_file())?;
+    let depth = dir.strip_prefix(root).ok()?.components().count();
+    Some(format!("{}docs/experiments.md", "../".repeat(depth)))
+}
+
+/// The load averages, and a warning when the machine was busy before the suite began.
+fn load_line(report: &SuiteReport) -> Option<String> {
+    let before = report.load_before?;
+    let cores = report
+        .machine
+        .get("cores")
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(1) as usize;
+    let after = report
+        .load_after
+        .map_or("unknown".into(), |a| format!("{:.2}", a[0]));
+    let mut s = format!(
+        "Load average (1 min) {:.2} before the first run, {after} after the last, on {cores} CPUs.",
+        before[0]
+    );
+    if crate::proc::busy(before[0], cores) {
+        s.push_str(" **Busy machine**: other work was using more than half the CPUs when the suite began, so these figures are lower and noisier than on an idle one.");
+    }
+    Some(s)
+}
+
+/// The first lines of the report: what happened, before any table.
+pub fn outcome(report: &SuiteReport) -> String {
+    let failures: Vec<&String> = report
+        .failures
+        .iter()
+        .filter(|f| !f.starts_with("note:"))
+        .collect();
+    let mut s = String::new();
+    if failures.is_empty() {
+        s.push_str("Every server started, ran each workload it can, exited cleanly on SIGTERM and left no process behind.");
+    } else {
+        s.push_str(&format!(
+            "**{} failure(s)**: a model crashed, left a process behind, or a run failed (listed under Failures; exit 1).",
+            failures.len()
+        ));
+    }
+    let partial: Vec<String> = report
+        .cells
+        .iter()
+        .filter(|c| c.partial())
+        .map(|c| {
+            format!(
+                "{} at {} ({:.0} of {} served, {} errors over {} runs)",
+                c.model,
+                match c.workload {
+                    Workload::Echo => format!("{} connections", c.x),
+                    w => format!("{} x{}", w.name(), c.x),
+                },
+                c.served.unwrap_or(0.0),
+                c.connections,
+                c.errors,
+                c.runs
+            )
+        })
+        .collect();
+    if !partial.is_empty() {
+        s.push_str(&format!(
+            " **{} row(s) are partial** ({PARTIAL}): the model served only some of its connections in the measured window while the others waited, for a free worker of a bounded model (a pool, pre-forked workers: beyond their number, or under SO_REUSEPORT behind a worker their hash chose), or for fork's parent, which shares its CPU with the children it already forked, to accept them: {}. Their throughput and latency describe the served connections only; they are marked, not ranked beside full rows, drawn as hollow rings in the throughput plot and left out of the others. That is how the model behaves under this load, so it does not fail the suite.",
+            partial.len(),
+            partial.join("; ")
+        ));
+    }
+    let other_errors: u64 = report
+        .cells
+        .iter()
+        .filter(|c| !c.partial())
+        .map(|c| c.errors)
+        .sum();
+    if other_errors > 0 {
+        s.push_str(&format!(
+            " {other_errors} error(s) in rows that served every connection (†, explained under their tables)."
+        ));
+    }
+    s
+}
+
+fn fmt_opt(v: Option<f64>, digits: usize) -> String {
+    v.map_or("–".into(), |v| format!("{v:.digits$}"))
+}
+
+/// The experiment in docs/experiments.md that explains each table: (heading as written
+/// there, what the table shows of it). The headings are checked against the file by a test.
+fn experiment(w: Workload, x: u32) -> &'static str {
+    match (w, x) {
+        (Workload::Echo, x) if x > 32 => "6. What happens to a bounded model past its workers?",
+        (Workload::Echo, _) => {
+            "2. How does throughput grow with connections, and what does a context switch cost?"
+        }
+        (Workload::Short, _) => "1. What does a process per connection cost?",
+        (Workload::Sleep, _) => "3. What happens when a handler blocks in an event loop?",
+        (Workload::Idle, _) => {
+            "4. What do idle connections cost `select` and `poll`, and not `epoll`?"
+        }
+    }
+}
+
+/// The experiment on memory per connection, and the one on prefork's accept distribution.
+const MEMORY_EXPERIMENT: &str =
+    "5. What does a connection cost in memory, and why does RSS lie about fork?";
+const ACCEPT_EXPERIMENT: &str =
+    "7. How evenly does the kernel spread connections over pre-forked workers?";
+
+/// A Markdown heading's anchor as GitHub makes it: lower case, spaces to hyphens, and
+/// everything but letters, digits, hyphens and underscores dropped.
+fn anchor(heading: &str) -> String {
+    heading
+        .to_lowercase()
+        .chars()
+        .filter_map(|c| match c {
+            ' ' => Some('-'),
+            c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The marker of a partial row (some connections never served).
+pub const PARTIAL: &str = "◐";
+
+/// What the columns mean, once, under the tables' heading.
+const LEGEND: &str = "Columns: **req/s** verified replies per second; **p50/p99/max µs** latency \
+from each request's send to its verified reply; **server CPU µs/req** the server's user + \
+system CPU time over the window, per reply; **ctx switches/req** the server's voluntary + \
+involuntary context switches per reply (about 1 for a blocking model, which sleeps in `read` \
+between requests; near 0 for an event loop that finds more work on each wake-up); **server PSS \
+MiB** proportional set size at the end of the window, summed over the server's processes (a \
+page shared by n processes counts 1/n in each, so PSS adds up across a forked tree where RSS \
+does not); **processes, threads** the server's, at the peak; **served** connections that got \
+at least one verified reply, of those opened.\n\n\
+Marks: **◐** a partial row: a bounded model (a pool, pre-forked workers) served only some of \
+its connections and the rest waited, so its figures describe the served ones only and are not \
+comparable with full rows; **†** the row had errors, explained under its table; **unable** \
+the model cannot run this workload by its nature. Prefork's table gives **Jain's index** of \
+the connections each worker accepted: (Σx)² / (n·Σx²), 1.0 when every worker got as many, 1/n \
+when one got all.\n";
+
+/// The side-by-side tables: one per workload and x, a row per model. `docs` is the path of
+/// docs/experiments.md relative to the report, if the report sits in an echolab checkout.
+pub fn tables(report: &SuiteReport) -> String {
+    tables_linked(report, None)
+}
+
+fn tables_linked(report: &SuiteReport, docs: Option<&str>) -> String {
+    let explained = |heading: &str| match docs {
+        Some(path) => format!(
+            "Explained in [experiment {heading}]({path}#{})\n\n",
+            anchor(heading)
+        ),
+        None => format!("Explained in docs/experiments.md, experiment {heading}\n\n"),
+    };
+    let mut s = String::new();
+    let mut keys: Vec<(Workload, u32)> = Vec::new();
+    for c in &report.cells {
+        if !keys.contains(&(c.workload, c.x)) {
+            keys.push((c.workload, c.x));
+        }
+    }
+    for (w, x) in keys {
+        let connections = |n: u32| {
+            if n == 1 {
+                "1 connection".to_string()
+            } else {
+                format!("{n} connections")
+            }
+        };
+        let title = match w {
+            Workload::Echo => format!("echo 64 B, closed loop, {}", connections(x)),
+            Workload::Short => format!("a new connection per request ({x} at a time)"),
+            Workload::Sleep => format!("SLEEP 1 ms (a blocking handler), {}", connections(x)),
+            Workload::Idle => format!("{x} idle connections beside 1 measuring connection"),
+        };
+        s.push_str(&format!("\n### {title}\n\n"));
+        s.push_str(&explained(experiment(w, x)));
+        s.push_str("| model | req/s | p50 µs | p99 µs | max µs | server CPU µs/req | ctx switches/req | server PSS MiB | processes | threads | served |\n");
+        s.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        for c in report.cells.iter().filter(|c| c.workload == w && c.x == x) {
+            if c.status != CellStatus::Ok {
+                s.push_str(&format!(
+                    "| {} | {} | | | | | | | | | |\n",
+                    c.model,
+                    match c.status {
+                        CellStatus::Unable =>
+                            format!("unable: {}", c.note.as_deref().unwrap_or("")),
+                        _ => format!("**FAILED**: {}", c.note.as_deref().unwrap_or("")),
+                    }
+                ));
+                continue;
+            }
+            let served = match c.served {
+                Some(n) if c.partial() => format!("**{n:.0} of {}** {PARTIAL}", c.connections),
+                Some(n) => format!("{n:.0}"),
+                None => "–".into(),
+            };
+            s.push_str(&format!(
+                "| {}{}{} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {} | {} | {} | {} | {served} |\n",
+                c.model,
+                if c.partial() {
+                    format!(" {PARTIAL}")
+                } else {
+                    String::new()
+                },
+                if c.note.is_some() { " †" } else { "" },
+                c.throughput_rps,
+                c.p50_us,
+                c.p99_us,
+                c.max_us,
+                fmt_opt(c.server_cpu_us_per_req, 1),
+                fmt_opt(c.server_ctx_per_req, 2),
+                fmt_opt(c.server_pss_kib.map(|k| k / 1024.0), 1),
+                fmt_opt(c.server_processes, 0),
+                fmt_opt(c.server_threads, 0),
+            ));
+        }
+        let notes: Vec<String> = report
+            .cells
+            .iter()
+            .filter(|c| c.workload == w && c.x == x && c.status == CellStatus::Ok)
+            .filter_map(|c| c.note.as_ref().map(|n| format!("† {}: {n}", c.model)))
+            .collect();
+        if !notes.is_empty() {
+            s.push('\n');
+            s.push_str(&notes.join("\n"));
+            s.push('\n');
+        }
+    }
+    if !report.accept.is_empty() {
+        s.push_str(
+            "\n### prefork: connections accepted per worker (all workloads, all repetitions)\n\n",
+        );
+        s.push_str(&explained(ACCEPT_EXPERIMENT));
+        s.push_str(
+            "| accept mode | per worker (min / median / max) | Jain's index |\n|---|---|---:|\n",
+        );
+        for a in &report.accept {
+            let mut v = a.per_worker.clone();
+            v.sort_unstable();
+            let (min, med, max) = (
+                v.first().copied().unwrap_or(0),
+                v.get(v.len() / 2).copied().unwrap_or(0),
+                v.last().copied().unwrap_or(0),
+            );
+            s.push_str(&format!(
+                "| {} | {min} / {med} / {max} over {} workers | {:.3} |\n",
+                a.model,
+                v.len(),
+                a.jain
+            ));
+        }
+    }
+    s
+}
+
+pub(super) fn markdown(report: &SuiteReport, plots: &[String], docs: Option<&str>) -> String {
+    let p = &report.params;
+    let mut s = format!(
+        "# echolab suite {}\n\n{} repetitions, interleaved across models; {} s measured after {} s warmup per run; \
+         every figure is the median of the repetitions; {}. Machine: {}. {} models, {:.0} s in all.\n\
+         echolab's servers speak the binary protocol; redis-server (a reference, when installed) speaks RESP (ECHO).\n",
+        report.run_id,
+        p.repeat,
+        p.duration_s,
+        p.warmup_s,
+        p.placement,
+        report.machine.get("cpu_model").and_then(|v| v.as_str()).unwrap_or("unknown"),
+        report.models.len(),
+        report.elapsed_s
+    );
+    let (notes, failures): (Vec<&String>, Vec<&String>) =
+        report.failures.iter().partition(|f| f.starts_with("note:"));
+    if let Some(load) = load_line(report) {
+        s.push_str(&load);
+        s.push('\n');
+    }
+    s.push_str(&format!("\n{}\n", outcome(report)));
+    if !failures.is_empty() {
+        s.push_str("\n## Failures\n\n");
+        for f in &failures {
+            s.push_str(&format!("- {f}\n"));
+        }
+    }
+    for n in notes {
+        s.push_str(&format!("\n{n}\n"));
+    }
+    if !plots.is_empty() {
+        s.push_str("\n## Plots\n\n");
+        for p in plots {
+            s.push_str(&format!("![{p}]({p})\n"));
+        }
+    }
+    s.push_str("\n## Tables\n\n");
+    s.push_str(LEGEND);
+    s.push_str(&match docs {
+        Some(path) => format!(
+            "What PSS and RSS measure, and why they differ for fork: [experiment {MEMORY_EXPERIMENT}]({path}#{}).\n",
+            anchor(MEMORY_EXPERIMENT)
+        ),
+        None => format!(
+            "What PSS and RSS measure, and why they differ for fork: docs/experiments.md, experiment {MEMORY_EXPERIMENT}\n"
+        ),
+    });
+    s.push_str(&tables_linked(report, docs));
+    s.push_str("\n## Models\n\n");
+    for m in &report.models {
+        s.push_str(&format!("- `{}`: `{}`\n", m.name, m.command));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lab::suite::report::{Cell, ModelInfo, SuiteParams};
+    use std::fs;
+
+    fn cell(model: &str, workload: Workload, x: u32, served: f64, errors: u64) -> Cell {
+        Cell {
+            model: model.into(),
+            workload,
+            x,
+            status: CellStatus::Ok,
+            note: (errors > 0).then(|| format!("{errors} errors")),
+            runs: 3,
+            connections: x,
+            served: Some(served),
+            errors,
+            throughput_rps: 100_000.0,
+            p50_us: 100.0,
+            p90_us: 150.0,
+            p99_us: 200.0,
+            p999_us: 300.0,
+            max_us: 900.0,
+            server_cpu_us_per_req: Some(5.0),
+            server_ctx_per_req: Some(1.0),
+            server_pss_kib: Some(2048.0),
+            server_rss_kib: Some(4096.0),
+            server_processes: Some(1.0),
+            server_threads: Some(33.0),
+            spectrum: vec![],
+            hgrm: None,
+        }
+    }
+
+    fn report(cells: Vec<Cell>) -> SuiteReport {
+        SuiteReport {
+            run_id: "test".into(),
+            tool: "loadgen test".into(),
+            machine: serde_json::json!({}),
+            params: SuiteParams {
+                repeat: 3,
+                duration_s: 0.5,
+                warmup_s: 0.2,
+                connections: vec![1, 256],
+                idle: vec![],
+                full: false,
+                placement: "unpinned".into(),
+            },
+            models: ["thread", "thread-pool"]
+                .iter()
+                .map(|m| ModelInfo {
+                    name: (*m).into(),
+                    command: (*m).into(),
+                })
+                .collect(),
+            cells,
+            accept: vec![],
+            failures: vec![],
+            elapsed_s: 1.0,
+            load_before: Some([1.5, 1.0, 0.5]),
+            load_after: Some([2.0, 1.2, 0.6]),
+        }
+    }
+
+    /// Issue 12: a pool that served 32 of 256 connections must not read as the better model.
+    /// Its row says how many were served and is marked partial, the first lines say so, and
+    /// a row that served everyone is not marked.
+    #[test]
+    fn a_partial_row_says_how_many_were_served() {
+        let r = report(vec![
+            cell("thread", Workload::Echo, 256, 256.0, 0),
+            cell("thread-pool", Workload::Echo, 256, 32.0, 2400),
+            cell("thread", Workload::Echo, 1, 1.0, 0),
+        ]);
+        let md = markdown(&r, &[], Some("../../docs/experiments.md"));
+        let row = |model: &str| {
+            md.lines()
+                .find(|l| l.starts_with(&format!("| {model} ")))
+                .unwrap_or_else(|| panic!("no row for {model}\n{md}"))
+                .to_string()
+        };
+        assert!(
+            row("thread-pool").contains(&format!("thread-pool {PARTIAL} †")),
+            "{md}"
+        );
+        assert!(row("thread-pool").contains("**32 of 256**"), "{md}");
+        assert!(!row("thread").contains(PARTIAL), "{md}");
+        let first = md
+            .lines()
+            .find(|l| l.starts_with("Every server"))
+            .expect("outcome");
+        assert!(first.contains("1 row(s) are partial"), "{first}");
+        assert!(
+            first.contains("thread-pool at 256 connections (32 of 256 served, 2400 errors"),
+            "{first}"
+        );
+        assert!(
+            md.contains("### echo 64 B, closed loop, 1 connection\n"),
+            "{md}"
+        );
+        assert!(md.contains("Columns: **req/s**"), "a legend\n{md}");
+        // 1.5 before, and the machine's cores unknown (1): busy, and said.
+        assert!(md.contains("**Busy machine**"), "{md}");
+        assert!(
+            md.contains(
+                "](../../docs/experiments.md#6-what-happens-to-a-bounded-model-past-its-workers)"
+            ),
+            "{md}"
+        );
+    }
+
+    /// Every table links to a heading that exists in docs/experiments.md.
+    #[test]
+    fn every_experiment_link_has_its_heading() {
+        let doc = fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/experiments.md"),
+        )
+        .expect("docs/experiments.md");
+        let headings: Vec<String> = doc
+            .lines()
+            .filter_map(|l| l.strip_prefix("## "))
+            .map(anchor)
+            .collect();
+        let mut wanted: Vec<&str> = [
+            Workload::Echo,
+            Workload::Short,
+            Workload::Sleep,
+            Workload::Idle,
+        ]
+        .iter()
+        .flat_map(|&w| [experiment(w, 1), experiment(w, 256)])
+        .collect();
+        wanted.extend([MEMORY_EXPERIMENT, ACCEPT_EXPERIMENT]);
+        for h in wanted {
+            assert!(
+                headings.contains(&anchor(h)),
+                "no heading '## {h}' in docs/experiments.md"
+            );
+        }
+        assert_eq!(
+            anchor("4. What do idle connections cost `select` and `poll`, and not `epoll`?"),
+            "4-what-do-idle-connections-cost-select-and-poll-and-not-epoll"
+        );
+    }
+}
