@@ -32,17 +32,9 @@ pub struct RunArgs {
     #[arg(long, value_name = "IPS", value_parser = parse_source_ips)]
     pub source_ips: Option<SourceIps>,
 
-    /// Wire protocol: binary, resp or json.
-    #[arg(long, default_value = "binary", value_parser = parse_protocol)]
-    pub protocol: Protocol,
-
-    /// Connections kept open (or, with --requests-per-conn, connection slots).
-    #[arg(short, long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_CONNECTIONS)))]
-    pub connections: u32,
-
-    /// Threads; each drives its share of the connections with one nonblocking event loop.
-    #[arg(short, long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
-    pub threads: u32,
+    /// What load to offer.
+    #[command(flatten)]
+    pub load: LoadArgs,
 
     /// How long to measure, after the warmup (e.g. 10s, 500ms). Default 10s unless --requests is given.
     #[arg(short, long, value_parser = parse_duration)]
@@ -55,25 +47,6 @@ pub struct RunArgs {
     /// Run this long first without recording (replies are still verified).
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     pub warmup: Duration,
-
-    /// Payload bytes per request (64, 1K, ...). JSON wraps it in quotes: at least 2.
-    /// [default: 64; 0 with --op ping, which carries none]
-    #[arg(long, value_parser = parse_size, allow_hyphen_values = true)]
-    pub payload: Option<usize>,
-
-    /// What each request asks: echo, ping (RESP's bare PING), sleep:US or spin:US (binary only;
-    /// the server sleeps or burns CPU for US microseconds, then echoes).
-    #[arg(long, default_value = "echo", value_parser = parse_op)]
-    pub op: Op,
-
-    /// Requests in flight per connection (1 = request/response; 16 = like redis-benchmark -P 16).
-    #[arg(short, long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=65_536))]
-    pub pipeline: u32,
-
-    /// Short connections: connect, send this many requests, close, reconnect. Connect latency
-    /// gets its own histogram. Default: connections stay open.
-    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u64).range(1..))]
-    pub requests_per_conn: Option<u64>,
 
     /// Per-request limit: a reply (or a connect, or a blocked write) that takes longer is an
     /// error of its kind, and the connection is closed and reopened.
@@ -107,40 +80,91 @@ pub struct RunArgs {
     pub progress: Progress,
 }
 
-impl RunArgs {
-    /// Checks the flags against each other and builds the configuration.
-    pub fn config(&self) -> Result<RunConfig, String> {
+/// The flags that say what load to offer, shared by `loadgen run` and `loadgen compare`
+/// (whose trials are runs), so each is declared, documented and range-checked once.
+#[derive(Debug, Clone, Args)]
+pub struct LoadArgs {
+    /// Wire protocol: binary, resp or json.
+    #[arg(long, default_value = "binary", value_parser = parse_protocol)]
+    pub protocol: Protocol,
+
+    /// Connections kept open (or, with --requests-per-conn, connection slots).
+    #[arg(short, long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_CONNECTIONS)))]
+    pub connections: u32,
+
+    /// Threads; each drives its share of the connections with one nonblocking event loop.
+    #[arg(short, long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub threads: u32,
+
+    /// Payload bytes per request (64, 1K, ...). JSON wraps it in quotes: at least 2.
+    /// [default: 64; 0 with --op ping, which carries none]
+    #[arg(long, value_parser = parse_size, allow_hyphen_values = true)]
+    pub payload: Option<usize>,
+
+    /// What each request asks: echo, ping (RESP's bare PING), sleep:US or spin:US (binary only;
+    /// the server sleeps or burns CPU for US microseconds, then echoes).
+    #[arg(long, default_value = "echo", value_parser = parse_op)]
+    pub op: Op,
+
+    /// Requests in flight per connection (1 = request/response; 16 = like redis-benchmark -P 16).
+    #[arg(short, long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    pub pipeline: u32,
+
+    /// Short connections: connect, send this many requests, close, reconnect. Connect latency
+    /// gets its own histogram. Default: connections stay open.
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u64).range(1..))]
+    pub requests_per_conn: Option<u64>,
+}
+
+impl LoadArgs {
+    /// The payload sent: as given, else none for PING and the default for every other op.
+    pub fn payload(&self) -> usize {
+        self.payload.unwrap_or(match self.op {
+            Op::Ping => 0,
+            _ => DEFAULT_PAYLOAD,
+        })
+    }
+
+    /// `config` with this load.
+    pub fn apply(&self, config: RunConfig) -> RunConfig {
         RunConfig {
-            addr: self.addr,
-            source_ips: self.source_ips.clone().map(|s| s.0).unwrap_or_default(),
             protocol: self.protocol,
             connections: self.connections,
             threads: self.threads,
-            duration: self.duration,
-            requests: self.requests,
-            warmup: self.warmup,
-            // PING carries nothing; every other op a payload unless told otherwise.
-            payload: self.payload.unwrap_or(match self.op {
-                Op::Ping => 0,
-                _ => DEFAULT_PAYLOAD,
-            }),
+            payload: self.payload(),
             op: self.op,
             pipeline: self.pipeline,
             requests_per_conn: self.requests_per_conn,
-            timeout: self.timeout,
-            pacing: match self.rate {
-                None => Pacing::Closed,
-                Some(rate) => Pacing::Open { rate },
-            },
-            server_pid: self.server_pid,
-            outputs: Outputs {
-                json: self.json.clone(),
-                hgrm: self.hgrm.clone(),
-                hlog: self.hlog.clone(),
-                progress: self.progress,
-            },
+            ..config
         }
-        .checked()
+    }
+}
+
+impl RunArgs {
+    /// Checks the flags against each other and builds the configuration.
+    pub fn config(&self) -> Result<RunConfig, String> {
+        self.load
+            .apply(RunConfig {
+                addr: self.addr,
+                source_ips: self.source_ips.clone().map(|s| s.0).unwrap_or_default(),
+                duration: self.duration,
+                requests: self.requests,
+                warmup: self.warmup,
+                timeout: self.timeout,
+                pacing: match self.rate {
+                    None => Pacing::Closed,
+                    Some(rate) => Pacing::Open { rate },
+                },
+                server_pid: self.server_pid,
+                outputs: Outputs {
+                    json: self.json.clone(),
+                    hgrm: self.hgrm.clone(),
+                    hlog: self.hlog.clone(),
+                    progress: self.progress,
+                },
+                ..RunConfig::default()
+            })
+            .checked()
     }
 }
 

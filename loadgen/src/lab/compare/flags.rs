@@ -8,11 +8,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
-use echolab_protocol::units::{parse_duration, parse_size, parse_timeout};
-use echolab_protocol::Protocol;
+use echolab_protocol::units::{parse_duration, parse_timeout};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{self, Op};
+use crate::cli::LoadArgs;
 
 /// `loadgen compare`: paired, interleaved trials of a baseline and a candidate server, and a
 /// verdict on the candidate's throughput and p99 latency.
@@ -82,17 +81,9 @@ pub struct CompareArgs {
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub workers: u32,
 
-    /// Wire protocol the servers speak.
-    #[arg(long, default_value = "binary", value_parser = config::parse_protocol)]
-    pub protocol: Protocol,
-
-    /// Connections per trial.
-    #[arg(short, long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=100_000))]
-    pub connections: u32,
-
-    /// loadgen threads per trial.
-    #[arg(short, long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
-    pub threads: u32,
+    /// What load each trial offers: the flags of `loadgen run`.
+    #[command(flatten)]
+    pub load: LoadArgs,
 
     /// Measured time per trial. Short, so that the two trials of a pair run within a fraction
     /// of a second of each other, where a shared machine's drift is still the same for both.
@@ -102,22 +93,6 @@ pub struct CompareArgs {
     /// Unrecorded lead-in per trial (connections opened, first requests answered).
     #[arg(long, default_value = "50ms", value_parser = parse_duration)]
     pub warmup: Duration,
-
-    /// Payload bytes per request.
-    #[arg(long, default_value = "64", value_parser = parse_size)]
-    pub payload: usize,
-
-    /// What each request asks: echo, ping, sleep:US, spin:US.
-    #[arg(long, default_value = "echo", value_parser = config::parse_op)]
-    pub op: Op,
-
-    /// Requests in flight per connection.
-    #[arg(short, long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=65_536))]
-    pub pipeline: u32,
-
-    /// Short connections: this many requests per connection, then reconnect.
-    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u64).range(1..))]
-    pub requests_per_conn: Option<u64>,
 
     /// Per-request limit inside a trial.
     #[arg(long, default_value = "1s", value_parser = parse_timeout)]

@@ -60,16 +60,21 @@ use history::write_outputs;
 use trials::{precise_enough, run_args, run_pair, sides, summarise};
 
 fn workload_words(args: &CompareArgs) -> String {
-    let conns = match args.requests_per_conn {
+    let conns = match args.load.requests_per_conn {
         Some(k) => format!(
             "{} connection slots, {k} request(s) per connection",
-            args.connections
+            args.load.connections
         ),
-        None => format!("{} connections", args.connections),
+        None => format!("{} connections", args.load.connections),
     };
     format!(
         "{} {} {} B, {conns}, pipeline {}, closed loop; {:?} measured after {:?} warmup per trial",
-        args.protocol, args.op, args.payload, args.pipeline, args.duration, args.warmup
+        args.load.protocol,
+        args.load.op,
+        args.load.payload(),
+        args.load.pipeline,
+        args.duration,
+        args.warmup
     )
 }
 

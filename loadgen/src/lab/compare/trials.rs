@@ -68,8 +68,8 @@ pub(super) fn sides(args: &CompareArgs) -> Result<Vec<Side>, String> {
                 return Err("--name must not be empty".into());
             }
             out.push((
-                Model::command(&args.name, b, args.protocol),
-                Model::command(&args.name, c, args.protocol),
+                Model::command(&args.name, b, args.load.protocol),
+                Model::command(&args.name, c, args.load.protocol),
             ));
         }
         _ => {
@@ -79,7 +79,7 @@ pub(super) fn sides(args: &CompareArgs) -> Result<Vec<Side>, String> {
                         .into(),
                 );
             };
-            if args.protocol != Protocol::Binary {
+            if args.load.protocol != Protocol::Binary {
                 return Err(
                     "--protocol: the bin-dir mode drives echolab's servers in binary".into(),
                 );
@@ -142,17 +142,10 @@ pub(super) fn sides(args: &CompareArgs) -> Result<Vec<Side>, String> {
 }
 
 pub(super) fn run_args(args: &CompareArgs, addr: std::net::SocketAddr, pid: i32) -> RunConfig {
-    RunConfig {
+    args.load.apply(RunConfig {
         addr,
-        protocol: args.protocol,
-        connections: args.connections,
-        threads: args.threads,
         duration: Some(args.duration),
         warmup: args.warmup,
-        payload: args.payload,
-        op: args.op,
-        pipeline: args.pipeline,
-        requests_per_conn: args.requests_per_conn,
         timeout: args.timeout,
         server_pid: (pid > 0).then_some(pid),
         outputs: Outputs {
@@ -160,7 +153,7 @@ pub(super) fn run_args(args: &CompareArgs, addr: std::net::SocketAddr, pid: i32)
             ..Outputs::default()
         },
         ..RunConfig::default()
-    }
+    })
 }
 
 /// Why a trial gave no figure.
