@@ -437,15 +437,8 @@ fn half_close_every_model() {
 
 /// PSS of `pid` and all its descendants, KiB (`/proc/PID/smaps_rollup`).
 fn tree_pss_kib(pid: i32) -> u64 {
-    let own = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Pss:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .unwrap_or(0);
-    let kids: u64 = children(nix::unistd::Pid::from_raw(pid))
+    let own = pss_kib(Pid::from_raw(pid)).unwrap_or(0);
+    let kids: u64 = children(Pid::from_raw(pid))
         .iter()
         .map(|c| tree_pss_kib(c.pid))
         .sum();
