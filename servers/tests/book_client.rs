@@ -55,8 +55,5 @@ fn book_client_fork() {
 
 #[test]
 fn book_client_prefork() {
-    match prefork_bin() {
-        Some(bin) => book_client_against(bin, &["--workers", "2"]),
-        None => skip("book_client_prefork", "server-prefork is not built"),
-    }
+    book_client_against(prefork_bin(), &["--workers", "2"]);
 }

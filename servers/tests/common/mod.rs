@@ -8,6 +8,8 @@
 //!   same one `loadgen suite` uses) in its own process group, so that one `killpg(SIGKILL)` in
 //!   `Drop` takes the server *and* every child or worker it forked with it, even when a test
 //!   fails half-way. Its stderr goes to a log file that is printed when a test panics.
+//! - [`models`] is the one table of the server models (binary, flags, what each promises)
+//!   that every test running "each model" takes its rows from.
 //! - Tests never sleep to synchronise: they wait for the ready line, for a reply, for EOF, or
 //!   poll `/proc` for a condition with a deadline ([`wait_until`]).
 //! - [`Client`] decodes replies with the same codec the servers use, so a test compares
@@ -47,10 +49,10 @@ use nix::unistd::Pid;
 use serde_json::Value;
 
 pub mod figures;
-pub mod variants;
+pub mod models;
 // Not every test crate uses the table.
 #[allow(unused_imports)]
-pub use variants::*;
+pub use models::*;
 // The harness's process listing, shared with loadgen's tests.
 #[allow(unused_imports)]
 pub use echolab_loadgen::lab::launch::{group, Proc, READY_TIMEOUT};
@@ -73,10 +75,9 @@ pub fn fork_bin() -> &'static str {
     env!("CARGO_BIN_EXE_server-fork")
 }
 
-/// The pre-forked server, once it exists: `None` until `src/bin/server-prefork.rs` is part of
-/// the package, so the tests that need it can say they skip instead of failing to compile.
-pub fn prefork_bin() -> Option<&'static str> {
-    option_env!("CARGO_BIN_EXE_server-prefork")
+/// The pre-forked server (`--workers N --accept shared|locked|reuseport`).
+pub fn prefork_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_server-prefork")
 }
 
 /// The single-threaded event-loop server (`--backend select|poll|epoll`).
