@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::{kill_all_mentioning, run_guarded, server_bin, survivors, When};
+use common::{kill_all_mentioning, run_guarded, server_bin, skip, survivors, When};
 use echolab_loadgen::lab::suite::report::{CellStatus, SuiteReport, Workload};
 use nix::sys::signal::Signal;
 
@@ -556,8 +556,10 @@ fn select_past_fd_setsize_is_unable_not_a_crash() {
     use nix::sys::resource::{getrlimit, Resource};
     let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit(RLIMIT_NOFILE)");
     if hard < 1400 {
-        eprintln!("skipped: the open-file hard limit is {hard}; 1100 idle connections need ~1400");
-        return;
+        return skip(
+            "select_past_fd_setsize_is_unable_not_a_crash",
+            &format!("the open-file hard limit is {hard}; 1100 idle connections need ~1400"),
+        );
     }
     let dir = ResultsDir::new("select");
     let run = suite(

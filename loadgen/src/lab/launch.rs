@@ -12,7 +12,7 @@
 //! SIGTERM and then checked: a clean exit status, and nothing left of its process group two
 //! seconds later. The tests wrap [`ServerProcess`] in their own `Server`s, with a log file,
 //! and check what they check from the same [`group`] and [`children`] listings (read from
-//! `/proc` by procfs).
+//! `/proc` by procfs), and skip a test the machine cannot run by the one rule of [`skip`].
 
 use std::collections::VecDeque;
 use std::fs;
@@ -1006,6 +1006,24 @@ fn group_running(pgid: Pid) -> bool {
             all.iter()
                 .any(|p| p.pgrp == pgid.as_raw() && !p.is_zombie())
         })
+}
+
+// ----- skipping a test ------------------------------------------------------------------
+
+/// The environment variable that turns every skip into a failure: `.ci/run` sets it to `1`,
+/// because CI installs everything a test may need, so a test that skips there is a test that
+/// silently stopped testing.
+pub const NO_SKIP_VAR: &str = "ECHOLAB_NO_SKIP";
+
+/// The one rule for a test that cannot run here (a tool not installed, a limit too low, no
+/// cgroup): it says so on stderr and passes, unless [`NO_SKIP_VAR`] is `1`, when it fails with
+/// what is missing. For the servers' and loadgen's integration tests.
+#[track_caller]
+pub fn skip(test: &str, why: &str) {
+    if std::env::var_os(NO_SKIP_VAR).is_some_and(|v| v == "1") {
+        panic!("{test} cannot run here: {why} ({NO_SKIP_VAR}=1 makes a skip a failure)");
+    }
+    eprintln!("SKIPPED {test}: {why}");
 }
 
 #[cfg(test)]

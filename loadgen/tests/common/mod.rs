@@ -22,6 +22,8 @@
 //!   the harness's process listing (`launch::processes`, procfs underneath), so a test can check
 //!   that nothing it started outlived it: every server a test starts carries a marker argument
 //!   unique to the test (a `--stats-file` path, say), and only its command line holds it.
+//! - [`skip`] is the harness's rule for a test the machine cannot run: it says so and passes,
+//!   or fails where `ECHOLAB_NO_SKIP=1` (CI).
 
 // Each test crate uses a different part of this module.
 #![allow(dead_code)]
@@ -44,6 +46,10 @@ use nix::sys::signal::{kill, killpg, Signal};
 use nix::sys::socket::{self, MsgFlags};
 use nix::unistd::Pid;
 use serde_json::Value;
+
+// The skip rule the servers' tests follow too: fails instead under ECHOLAB_NO_SKIP=1.
+#[allow(unused_imports)]
+pub use echolab_loadgen::lab::launch::skip;
 
 /// The longest any one loadgen run may take before the harness kills it and fails the test.
 pub const WALL_LIMIT: Duration = Duration::from_secs(30);

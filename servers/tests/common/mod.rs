@@ -20,6 +20,8 @@
 //!   the harness), how many of its children are zombies, its descriptors and memory, and
 //!   whether (and by which process) a connection has been accepted yet ([`accepted_inode`],
 //!   [`socket_owner`]).
+//! - [`skip`] is the one rule for a test the machine cannot run: it says so and passes, or
+//!   fails where `ECHOLAB_NO_SKIP=1` (CI, which installs everything a test needs).
 //! - [`figures::record`] keeps what a test measured (a time, a memory growth, a count) in the
 //!   file `ECHOLAB_FIGURES` names, so the figures the docs quote come from a kept run
 //!   (`scripts/robustness-tests.py`); without the variable it does nothing.
@@ -53,9 +55,9 @@ pub mod models;
 // Not every test crate uses the table.
 #[allow(unused_imports)]
 pub use models::*;
-// The harness's process listing, shared with loadgen's tests.
+// The harness's process listing and skip rule, shared with loadgen's tests.
 #[allow(unused_imports)]
-pub use echolab_loadgen::lab::launch::{group, Proc, READY_TIMEOUT};
+pub use echolab_loadgen::lab::launch::{group, skip, Proc, READY_TIMEOUT};
 
 /// Read timeout of every test client: a reply that takes longer is a failure, not a wait.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -83,11 +85,6 @@ pub fn prefork_bin() -> &'static str {
 /// The single-threaded event-loop server (`--backend select|poll|epoll`).
 pub fn eventloop_bin() -> &'static str {
     env!("CARGO_BIN_EXE_server-eventloop")
-}
-
-/// Says (on the test's captured stderr) that a test is skipped, and why.
-pub fn skip(test: &str, why: &str) {
-    eprintln!("SKIPPED {test}: {why}");
 }
 
 static SERVERS_STARTED: AtomicUsize = AtomicUsize::new(0);
