@@ -204,7 +204,9 @@ fn many_connections(server: &Server) {
 
 /// `model.parallel` connections open and served *at the same moment*: each is answered once,
 /// then all wait for each other, then each is answered again. A model that served fewer
-/// clients at once than it claims would leave some stuck before the gate.
+/// clients at once than it claims would leave some stuck before the gate. Each waits at the
+/// gate as long as the slowest may take to get its connection served ([`Model::served_within`]:
+/// under SO_REUSEPORT that includes reconnecting until the kernel hashes it to a free worker).
 fn simultaneous_connections(server: &Server, model: &Model) {
     let gate = Gate::new(model.parallel);
     thread::scope(|s| {
@@ -214,7 +216,7 @@ fn simultaneous_connections(server: &Server, model: &Model) {
                 let mut c = model.connect(server);
                 c.label = format!("simultaneous client {t} of {}", model.parallel);
                 c.echo(b"first");
-                gate.wait(IO_TIMEOUT);
+                gate.wait(model.served_within());
                 c.echo(b"second");
             });
         }

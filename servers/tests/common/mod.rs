@@ -606,6 +606,17 @@ pub fn content(protocol: Protocol, len: usize, seed: usize) -> Vec<u8> {
     }
 }
 
+/// How long [`Client::connect_accepted`] waits for a connection that may be queued behind a
+/// busy worker to be accepted before it tries again from another source port.
+pub const REQUEUE_PATIENCE: Duration = Duration::from_millis(300);
+/// How many connections [`Client::connect_accepted`] tries before it gives up.
+pub const REQUEUE_TRIES: u32 = 100;
+/// The longest [`Client::connect_accepted`] may take to hand over a connection to a server
+/// whose connections may queue behind a busy worker: every try's patience, plus a connect and
+/// a look at `/proc` for each (on a loaded machine neither is instant).
+pub const REQUEUE_WITHIN: Duration =
+    Duration::from_millis((REQUEUE_PATIENCE.as_millis() as u64 + 100) * REQUEUE_TRIES as u64);
+
 /// A blocking test client: one connection, the protocol's client codec, a read buffer.
 #[derive(Debug)]
 pub struct Client {
@@ -659,11 +670,11 @@ impl Client {
         may_queue_behind_busy_worker: bool,
     ) -> Client {
         let patience = if may_queue_behind_busy_worker {
-            Duration::from_millis(300)
+            REQUEUE_PATIENCE
         } else {
             IO_TIMEOUT
         };
-        for _ in 0..100 {
+        for _ in 0..REQUEUE_TRIES {
             let client = Client::connect(addr, protocol);
             let port = client.local_port();
             if eventually(patience, || {
@@ -676,7 +687,7 @@ impl Client {
                 "connection from port {port} to {addr} not accepted within {patience:?}"
             );
         }
-        panic!("no connection to {addr} was accepted in 100 tries");
+        panic!("no connection to {addr} was accepted in {REQUEUE_TRIES} tries");
     }
 
     /// The socket, for tests that read or write below the protocol.

@@ -178,4 +178,16 @@ impl Model {
             server.client()
         }
     }
+
+    /// How long a connection from [`Model::connect`] or [`Model::client`] may take to be
+    /// served, and so how long a thread that has one may wait for others that are getting
+    /// theirs: an I/O timeout, plus, where a connection can queue behind a busy worker, every
+    /// retry [`Client::connect_accepted`] may make.
+    pub fn served_within(&self) -> Duration {
+        if self.may_queue {
+            IO_TIMEOUT + REQUEUE_WITHIN
+        } else {
+            IO_TIMEOUT
+        }
+    }
 }
