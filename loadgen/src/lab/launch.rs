@@ -1055,7 +1055,8 @@ mod tests {
     #[test]
     fn ready_on_the_listening_line_and_what_came_after_is_kept() {
         let mut p = spawn(
-            "echo 'listening on 127.0.0.1:7'; echo after; exec sleep 30",
+            // One write, so the second line is out before the signal can arrive.
+            "printf 'listening on 127.0.0.1:7\\nafter\\n'; exec sleep 30",
             Ready::FirstLine,
         )
         .expect("ready");
