@@ -582,16 +582,6 @@ struct TaskTotals {
     runtime_ns: u64,
 }
 
-/// Whether process group `pgid` has a member that has not exited. A zombie (exited, waiting
-/// to be reaped) does not count. `None` if `/proc` cannot be listed.
-pub fn group_has_running_member(pgid: i32) -> Option<bool> {
-    let all = procfs::process::all_processes().ok()?;
-    Some(
-        all.filter_map(|p| p.and_then(|p| p.stat()).ok())
-            .any(|stat| stat.state != 'Z' && stat.pgrp == pgid),
-    )
-}
-
 impl From<procfs::ProcError> for ProcError {
     fn from(e: procfs::ProcError) -> Self {
         let path = |p: &Option<std::path::PathBuf>| {
@@ -978,22 +968,6 @@ mod tests {
         );
         let comm = parse_stat_text(&line).unwrap().comm;
         assert_eq!(comm, "a) (b c) S 1 (");
-    }
-
-    #[test]
-    fn a_group_of_zombies_has_no_running_member() {
-        use nix::sys::wait::{waitid, Id, WaitPidFlag};
-        let group = Group::spawn("sleep", &["30"]);
-        assert_eq!(group_has_running_member(group.pid()), Some(true));
-        killpg(Pid::from_raw(group.pid()), Signal::SIGKILL).unwrap();
-        // Waits for it to exit and leaves it unreaped: a zombie, still in its group.
-        waitid(
-            Id::Pid(Pid::from_raw(group.pid())),
-            WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT,
-        )
-        .unwrap();
-        assert!(killpg(Pid::from_raw(group.pid()), None).is_ok());
-        assert_eq!(group_has_running_member(group.pid()), Some(false));
     }
 
     #[test]

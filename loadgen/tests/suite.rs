@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::{kill_all_mentioning, run_guarded, server_bin, survivors, When};
+use common::{kill_all_mentioning, run_guarded, server_bin, skip, survivors, Run, When};
 use echolab_loadgen::lab::suite::report::{CellStatus, SuiteReport, Workload};
 use nix::sys::signal::Signal;
 
@@ -67,6 +67,15 @@ impl ResultsDir {
     fn file(&self, name: &str) -> PathBuf {
         self.0.join(name)
     }
+
+    /// The `report.json` `run` wrote here, parsed into the type loadgen wrote it from.
+    fn report(&self, run: &Run) -> SuiteReport {
+        let path = self.file("report.json");
+        let text = fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}\n{}", path.display(), run.output()));
+        serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("report.json does not parse: {e}\n{text}"))
+    }
 }
 
 impl Drop for ResultsDir {
@@ -104,46 +113,9 @@ impl Drop for Marker {
     }
 }
 
-/// What one `loadgen suite` run produced.
-#[derive(Debug)]
-struct SuiteRun {
-    args: Vec<String>,
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-    elapsed: Duration,
-}
-
-impl SuiteRun {
-    /// Everything a failing assertion should show.
-    fn output(&self) -> String {
-        format!(
-            "loadgen {}\nexit {:?} after {:?}\n--- stdout\n{}--- stderr\n{}",
-            self.args.join(" "),
-            self.code,
-            self.elapsed,
-            self.stdout,
-            self.stderr
-        )
-    }
-
-    fn assert_code(&self, code: i32) {
-        assert_eq!(self.code, Some(code), "exit code\n{}", self.output());
-    }
-
-    /// `report.json` in `dir`, parsed into the type loadgen wrote it from.
-    fn report(&self, dir: &ResultsDir) -> SuiteReport {
-        let path = dir.file("report.json");
-        let text = fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("cannot read {}: {e}\n{}", path.display(), self.output()));
-        serde_json::from_str(&text)
-            .unwrap_or_else(|e| panic!("report.json does not parse: {e}\n{text}"))
-    }
-}
-
 /// The failures that count (exit 1): every entry not starting with "note:".
 /// Asserts one of the report's real failures matches `what` (e.g. names the model).
-fn assert_a_failure(report: &SuiteReport, run: &SuiteRun, what: impl Fn(&str) -> bool) {
+fn assert_a_failure(report: &SuiteReport, run: &Run, what: impl Fn(&str) -> bool) {
     let failures = real_failures(report);
     assert!(
         failures.iter().any(|f| what(f)),
@@ -163,16 +135,12 @@ fn real_failures(report: &SuiteReport) -> Vec<&String> {
 /// Runs `loadgen suite` with the quick matrix, `--bin-dir` the servers' directory, `--results
 /// dir`, `--duration 200ms` unless `args` gives one, and `args`. Past [`SUITE_LIMIT`] the
 /// guard kills the suite's servers and the suite, and fails the test.
-fn suite(dir: &ResultsDir, args: &[&str]) -> SuiteRun {
+fn suite(dir: &ResultsDir, args: &[&str]) -> Run {
     suite_signalled(dir, args, None)
 }
 
 /// [`suite`], sending loadgen `signal` once `after` has passed.
-fn suite_signalled(
-    dir: &ResultsDir,
-    args: &[&str],
-    signal: Option<(Duration, Signal)>,
-) -> SuiteRun {
+fn suite_signalled(dir: &ResultsDir, args: &[&str], signal: Option<(Duration, Signal)>) -> Run {
     let bin_dir = server_bin("server-thread")
         .parent()
         .expect("the server binary has a directory")
@@ -193,12 +161,13 @@ fn suite_signalled(
         (sig, at)
     });
     let guarded = run_guarded(&full, SUITE_LIMIT, when);
-    let run = SuiteRun {
+    let run = Run {
         args: full,
         code: guarded.status.and_then(|s| s.code()),
         stdout: guarded.stdout,
         stderr: guarded.stderr,
         elapsed: guarded.elapsed,
+        json: None,
     };
     assert!(
         guarded.status.is_some(),
@@ -211,7 +180,7 @@ fn suite_signalled(
 // ----- processes -------------------------------------------------------------------------
 
 /// Asserts that no process mentioning `needle` outlived the suite.
-fn assert_none_left(needle: &str, what: &str, run: &SuiteRun) {
+fn assert_none_left(needle: &str, what: &str, run: &Run) {
     let left = survivors(needle);
     assert!(
         left.is_empty(),
@@ -253,7 +222,7 @@ fn the_tiny_suite_covers_every_model_and_workload() {
         ],
     );
     run.assert_code(0);
-    let report = run.report(&dir);
+    let report = dir.report(&run);
     assert!(
         real_failures(&report).is_empty(),
         "failures: {:?}\n{}",
@@ -397,7 +366,7 @@ fn a_model_that_crashes_fails_the_suite_and_is_named() {
         "stderr does not name the model\n{}",
         run.output()
     );
-    let report = run.report(&dir);
+    let report = dir.report(&run);
     assert_a_failure(&report, &run, |f| f.starts_with("crasher"));
     let cell = report
         .cells
@@ -437,7 +406,7 @@ fn a_model_that_leaves_a_process_behind_fails_the_suite() {
         ],
     );
     run.assert_code(1);
-    let report = run.report(&dir);
+    let report = dir.report(&run);
     assert_a_failure(&report, &run, |f| {
         f.starts_with("stray") && f.contains("left processes behind")
     });
@@ -480,7 +449,7 @@ fn a_model_that_crashes_has_its_leftovers_killed() {
         ],
     );
     run.assert_code(1);
-    let report = run.report(&dir);
+    let report = dir.report(&run);
     assert_a_failure(&report, &run, |f| f.starts_with("crashstray"));
     assert_none_left(&marker.needle(), "the crashed model's stray", &run);
 }
@@ -511,7 +480,7 @@ fn a_model_that_never_gets_ready_is_not_left_running() {
         ],
     );
     run.assert_code(1);
-    let report = run.report(&dir);
+    let report = dir.report(&run);
     assert_a_failure(&report, &run, |f| f.starts_with("mute: did not start"));
     assert_none_left(&marker.needle(), "the model's stray", &run);
 }
@@ -556,8 +525,10 @@ fn select_past_fd_setsize_is_unable_not_a_crash() {
     use nix::sys::resource::{getrlimit, Resource};
     let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit(RLIMIT_NOFILE)");
     if hard < 1400 {
-        eprintln!("skipped: the open-file hard limit is {hard}; 1100 idle connections need ~1400");
-        return;
+        return skip(
+            "select_past_fd_setsize_is_unable_not_a_crash",
+            &format!("the open-file hard limit is {hard}; 1100 idle connections need ~1400"),
+        );
     }
     let dir = ResultsDir::new("select");
     let run = suite(
@@ -572,7 +543,7 @@ fn select_past_fd_setsize_is_unable_not_a_crash() {
         ],
     );
     run.assert_code(0);
-    let report = run.report(&dir);
+    let report = dir.report(&run);
     assert!(
         real_failures(&report).is_empty(),
         "failures: {:?}\n{}",
@@ -607,7 +578,7 @@ fn ctrl_c_stops_the_suite_with_a_report() {
     );
     run.assert_code(1);
     assert!(run.elapsed < Duration::from_secs(10), "{}", run.output());
-    let report = run.report(&dir);
+    let report = dir.report(&run);
     let failures = real_failures(&report);
     assert_eq!(failures.len(), 1, "{failures:?}\n{}", run.output());
     assert!(failures[0].starts_with("interrupted"), "{failures:?}");
@@ -635,7 +606,7 @@ fn a_custom_server_without_exec_stops_cleanly() {
     );
     run.assert_code(0);
     assert!(
-        real_failures(&run.report(&dir)).is_empty(),
+        real_failures(&dir.report(&run)).is_empty(),
         "{}",
         run.output()
     );
@@ -672,7 +643,7 @@ fn a_bounded_model_past_its_workers_is_reported_as_partial() {
         ],
     );
     run.assert_code(0);
-    let report = run.report(&dir);
+    let report = dir.report(&run);
     let cell = |model: &str| {
         report
             .cells

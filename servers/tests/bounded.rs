@@ -26,9 +26,7 @@ const CLIENTS: usize = 50;
 /// worker of its own. Binary protocol, plain `TcpStream`s: runs wherever the tests run.
 #[test]
 fn regression_prefork_default_workers_serve_50_concurrent_clients() {
-    let Some(bin) = prefork_bin() else {
-        return skip("prefork_default_workers", "server-prefork is not built");
-    };
+    let bin = prefork_bin();
     let server = Server::start(bin, &[]);
     let all_connected = Barrier::new(CLIENTS);
     let all_answered = Barrier::new(CLIENTS);
@@ -73,9 +71,7 @@ fn regression_prefork_default_workers_serve_50_concurrent_clients() {
 /// prefork started with no --workers at all. Before the fix this never finished.
 #[test]
 fn regression_prefork_default_workers_take_redis_benchmark_50_clients() {
-    let Some(bin) = prefork_bin() else {
-        return skip("prefork_redis_benchmark", "server-prefork is not built");
-    };
+    let bin = prefork_bin();
     let server = Server::start(bin, &["--protocol", "resp"]);
     let port = server.addr.port().to_string();
     let args = [
@@ -200,9 +196,7 @@ fn saturation_is_logged(bin: &str, args: &[&str], says: &str, waiting: Option<u6
 }
 
 fn prefork_saturation(mode: &str) {
-    let Some(bin) = prefork_bin() else {
-        return skip("prefork_saturation", "server-prefork is not built");
-    };
+    let bin = prefork_bin();
     let args = ["--workers", "2", "--accept", mode, "--grace", "1s"];
     if mode == "reuseport" {
         saturation_is_logged(bin, &args, "raise --workers (now 2)", None);

@@ -11,20 +11,16 @@ mod common;
 
 use std::process::Command;
 
-use common::{eventloop_bin, fork_bin, prefork_bin, skip, thread_bin, Client, Server};
+use common::{eventloop_bin, fork_bin, prefork_bin, thread_bin, Client, Server};
 
-/// Every server binary that is built, with its short name.
+/// Every server binary, with its short name.
 fn binaries() -> Vec<(&'static str, &'static str)> {
-    let mut all = vec![
+    vec![
         ("server-thread", thread_bin()),
         ("server-fork", fork_bin()),
         ("server-eventloop", eventloop_bin()),
-    ];
-    match prefork_bin() {
-        Some(bin) => all.push(("server-prefork", bin)),
-        None => skip("cli (prefork cases)", "server-prefork is not built"),
-    }
-    all
+        ("server-prefork", prefork_bin()),
+    ]
 }
 
 /// Runs `bin args` to completion (every case here exits at once) and returns its exit code
@@ -165,34 +161,33 @@ fn negative_and_zero_model_flags_are_told_the_range() {
             &["is not a size"],
         ),
     ];
-    if let Some(bin) = prefork_bin() {
-        cases.extend([
-            (
-                "server-prefork",
-                bin,
-                &["--workers", "-1"][..],
-                &["-1 is not in 1..=1024"][..],
-            ),
-            (
-                "server-prefork",
-                bin,
-                &["--workers", "0"],
-                &["0 is not in 1..=1024"],
-            ),
-            (
-                "server-prefork",
-                bin,
-                &["--max-requests-per-worker", "-1"],
-                &["-1 is not in 0..="],
-            ),
-            (
-                "server-prefork",
-                bin,
-                &["--stats-interval", "-1s"],
-                &["is not a duration"],
-            ),
-        ]);
-    }
+    let bin = prefork_bin();
+    cases.extend([
+        (
+            "server-prefork",
+            bin,
+            &["--workers", "-1"][..],
+            &["-1 is not in 1..=1024"][..],
+        ),
+        (
+            "server-prefork",
+            bin,
+            &["--workers", "0"],
+            &["0 is not in 1..=1024"],
+        ),
+        (
+            "server-prefork",
+            bin,
+            &["--max-requests-per-worker", "-1"],
+            &["-1 is not in 0..="],
+        ),
+        (
+            "server-prefork",
+            bin,
+            &["--stats-interval", "-1s"],
+            &["is not a duration"],
+        ),
+    ]);
     for (name, bin, args, says) in cases {
         assert_refused(name, bin, args, says);
     }
@@ -337,18 +332,17 @@ fn help_puts_testing_aids_apart_and_keeps_short_help_short() {
 fn max_connections_help_says_what_the_limit_is() {
     let thread = help_entry(&short_help(thread_bin()), "--max-connections");
     assert!(thread.contains("--pool"), "{thread}");
-    if let Some(bin) = prefork_bin() {
-        let prefork = help_entry(&short_help(bin), "--max-connections");
-        assert!(
-            prefork.contains("Ignored") && prefork.contains("--workers"),
-            "{prefork}"
-        );
-        let workers = long_help(bin);
-        assert!(
-            workers.contains("[default: 256]") && workers.contains("redis-benchmark"),
-            "--workers' help should give the default and why"
-        );
-    }
+    let bin = prefork_bin();
+    let prefork = help_entry(&short_help(bin), "--max-connections");
+    assert!(
+        prefork.contains("Ignored") && prefork.contains("--workers"),
+        "{prefork}"
+    );
+    let workers = long_help(bin);
+    assert!(
+        workers.contains("[default: 256]") && workers.contains("redis-benchmark"),
+        "--workers' help should give the default and why"
+    );
 }
 
 /// The floor works: at `--stack-size 64K`, per-connection threads and pool workers come

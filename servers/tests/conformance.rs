@@ -13,8 +13,6 @@
 //!
 //! The event loop (`server-eventloop`) has a row per readiness backend (select, poll, epoll):
 //! the backend changes how the loop learns that a socket is ready, never what a client sees.
-//!
-//! Prefork rows skip (saying so) until `server-prefork` is part of the package.
 
 mod common;
 
@@ -24,138 +22,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use echolab_protocol::varint::{put_uvarint, uvarint_len};
 use echolab_protocol::{json, Command, Protocol, Request, Status};
-
-/// One row of the model table.
-#[derive(Debug)]
-struct Model {
-    name: &'static str,
-    bin: fn() -> Option<&'static str>,
-    args: &'static [&'static str],
-    /// How many connections the model serves at the same moment. Thread per connection and
-    /// fork serve every connection at once; the pool and prefork serve one connection per
-    /// worker at a time and queue the rest, so holding 64 long connections open at once
-    /// against 4 workers would wait forever: their "all at once" check uses 4.
-    parallel: usize,
-    /// prefork with SO_REUSEPORT: the kernel hashes each new connection onto one worker's
-    /// listen queue, so a connection can wait behind a worker that holds another client (see
-    /// [`Client::connect_accepted`]).
-    may_queue_behind_busy_worker: bool,
-    /// Worker processes the stats file must list (prefork), if any.
-    workers: Option<usize>,
-    /// The event loop's readiness backend, which the stats must name (`model`
-    /// `eventloop/<backend>`, `extra.backend`), with no `workers` list: one thread has none.
-    backend: Option<&'static str>,
-}
-
-impl Model {
-    /// A new connection. Where connections can queue behind a busy worker, one that some
-    /// worker has accepted (retrying from other source ports); elsewhere a plain connect, as
-    /// every connection is served or queued for the next free worker anyway.
-    fn connect(&self, server: &Server) -> Client {
-        if self.may_queue_behind_busy_worker {
-            Client::connect_accepted(server.addr, server.protocol, true)
-        } else {
-            server.client()
-        }
-    }
-}
-
-fn thread() -> Option<&'static str> {
-    Some(thread_bin())
-}
-
-fn fork() -> Option<&'static str> {
-    Some(fork_bin())
-}
-
-const THREAD: Model = Model {
-    name: "thread",
-    bin: thread,
-    args: &[],
-    parallel: 64,
-    may_queue_behind_busy_worker: false,
-    workers: None,
-    backend: None,
-};
-const THREAD_POOL: Model = Model {
-    name: "thread --pool 4",
-    bin: thread,
-    args: &["--pool", "4"],
-    parallel: 4,
-    may_queue_behind_busy_worker: false,
-    workers: None,
-    backend: None,
-};
-const FORK: Model = Model {
-    name: "fork",
-    bin: fork,
-    args: &[],
-    parallel: 64,
-    may_queue_behind_busy_worker: false,
-    workers: None,
-    backend: None,
-};
-const PREFORK_SHARED: Model = Model {
-    name: "prefork --accept shared",
-    bin: prefork_bin,
-    args: &["--workers", "4", "--accept", "shared"],
-    parallel: 4,
-    may_queue_behind_busy_worker: false,
-    workers: Some(4),
-    backend: None,
-};
-const PREFORK_LOCKED: Model = Model {
-    name: "prefork --accept locked",
-    bin: prefork_bin,
-    args: &["--workers", "4", "--accept", "locked"],
-    parallel: 4,
-    may_queue_behind_busy_worker: false,
-    workers: Some(4),
-    backend: None,
-};
-const PREFORK_REUSEPORT: Model = Model {
-    name: "prefork --accept reuseport",
-    bin: prefork_bin,
-    args: &["--workers", "4", "--accept", "reuseport"],
-    parallel: 4,
-    may_queue_behind_busy_worker: true,
-    workers: Some(4),
-    backend: None,
-};
-
-fn eventloop() -> Option<&'static str> {
-    Some(eventloop_bin())
-}
-
-/// The event loop serves every connection at once from one thread, like thread per
-/// connection serves them from many: 64 held connections are all answered.
-const EVENTLOOP_SELECT: Model = Model {
-    name: "eventloop --backend select",
-    bin: eventloop,
-    args: &["--backend", "select"],
-    parallel: 64,
-    may_queue_behind_busy_worker: false,
-    workers: None,
-    backend: Some("select"),
-};
-const EVENTLOOP_POLL: Model = Model {
-    name: "eventloop --backend poll",
-    bin: eventloop,
-    args: &["--backend", "poll"],
-    parallel: 64,
-    may_queue_behind_busy_worker: false,
-    workers: None,
-    backend: Some("poll"),
-};
-const EVENTLOOP_EPOLL: Model = Model {
-    name: "eventloop --backend epoll",
-    bin: eventloop,
-    args: &["--backend", "epoll"],
-    parallel: 64,
-    may_queue_behind_busy_worker: false,
-    workers: None,
-    backend: Some("epoll"),
-};
 
 /// One test per (model, protocol), so they run in parallel and fail separately.
 macro_rules! model_table {
@@ -188,17 +54,7 @@ macro_rules! model_table {
     };
 }
 
-model_table! {
-    thread_per_connection => THREAD,
-    thread_pool => THREAD_POOL,
-    fork => FORK,
-    prefork_shared => PREFORK_SHARED,
-    prefork_locked => PREFORK_LOCKED,
-    prefork_reuseport => PREFORK_REUSEPORT,
-    eventloop_select => EVENTLOOP_SELECT,
-    eventloop_poll => EVENTLOOP_POLL,
-    eventloop_epoll => EVENTLOOP_EPOLL,
-}
+every_model!(model_table);
 
 /// `--debug-spin-ns`, the regression gate's testing aid (docs/ci.md), slows every request of
 /// every model by at least the time given, and changes nothing else a client sees. A lower
@@ -206,15 +62,9 @@ model_table! {
 /// lengthen the round trip, never shorten it.
 fn debug_spin_slows_every_request(model: &Model) {
     let test = format!("{} / --debug-spin-ns", model.name);
-    let Some(bin) = (model.bin)() else {
-        skip(&test, "server-prefork is not built yet");
-        return;
-    };
     const SPIN: Duration = Duration::from_millis(3);
     let spin_ns = SPIN.as_nanos().to_string();
-    let mut args = model.args.to_vec();
-    args.extend(["--debug-spin-ns", &spin_ns]);
-    let server = Server::start(bin, &args);
+    let server = model.start(&["--debug-spin-ns", &spin_ns]);
     let mut c = model.connect(&server);
     c.label = test.clone();
     for i in 0..3 {
@@ -242,16 +92,7 @@ struct Expected {
 /// Runs every check against one server of `model` speaking `protocol`.
 fn conform(model: &Model, protocol: Protocol) {
     let test = format!("{} / {protocol}", model.name);
-    let Some(bin) = (model.bin)() else {
-        skip(
-            &test,
-            "server-prefork is not built yet (CARGO_BIN_EXE_server-prefork is unset)",
-        );
-        return;
-    };
-    let mut args = model.args.to_vec();
-    args.extend(["--protocol", protocol.name()]);
-    let server = Server::start(bin, &args);
+    let server = model.start(&["--protocol", protocol.name()]);
     let mut expected = Expected::default();
 
     one_connection(&server);
@@ -363,7 +204,9 @@ fn many_connections(server: &Server) {
 
 /// `model.parallel` connections open and served *at the same moment*: each is answered once,
 /// then all wait for each other, then each is answered again. A model that served fewer
-/// clients at once than it claims would leave some stuck before the gate.
+/// clients at once than it claims would leave some stuck before the gate. Each waits at the
+/// gate as long as the slowest may take to get its connection served ([`Model::served_within`]:
+/// under SO_REUSEPORT that includes reconnecting until the kernel hashes it to a free worker).
 fn simultaneous_connections(server: &Server, model: &Model) {
     let gate = Gate::new(model.parallel);
     thread::scope(|s| {
@@ -373,7 +216,7 @@ fn simultaneous_connections(server: &Server, model: &Model) {
                 let mut c = model.connect(server);
                 c.label = format!("simultaneous client {t} of {}", model.parallel);
                 c.echo(b"first");
-                gate.wait(IO_TIMEOUT);
+                gate.wait(model.served_within());
                 c.echo(b"second");
             });
         }

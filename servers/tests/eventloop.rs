@@ -874,15 +874,8 @@ fn out_of_descriptors_select() {
 /// Whether the request `client` wrote has reached the server's kernel (acknowledged, waiting
 /// in the server's receive queue) without the server process having read it yet.
 fn waiting_unread(server_port: u16, client: &Client) -> bool {
-    let client_port = client.local_port();
-    let table = tcp_table();
-    let sent = table
-        .iter()
-        .any(|r| r.local == client_port && r.remote == server_port && r.tx_queue == 0);
-    let unread = table
-        .iter()
-        .any(|r| r.local == server_port && r.remote == client_port && r.rx_queue > 0);
-    sent && unread
+    let (sent, unread) = request_bytes(server_port, client);
+    sent && unread.is_some_and(|n| n > 0)
 }
 
 /// A request that has fully arrived before SIGTERM is answered before the connection closes,

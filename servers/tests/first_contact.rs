@@ -23,8 +23,8 @@ use echolab_protocol::{Command, Protocol, Request, Status};
 /// The log line a RESP client at a binary or JSON server causes.
 const HINT: &str = "this looks like RESP: start the server with --protocol resp (or auto)";
 
-/// One test per variant and check, so they run in parallel and fail separately.
-macro_rules! variant_table {
+/// One test per model and check, so they run in parallel and fail separately.
+macro_rules! model_table {
     ($($module:ident => $variant:expr),* $(,)?) => {
         $(
             mod $module {
@@ -44,17 +44,7 @@ macro_rules! variant_table {
     };
 }
 
-variant_table! {
-    thread_per_connection => THREAD,
-    thread_pool => THREAD_POOL,
-    fork => FORK,
-    prefork_shared => PREFORK_SHARED,
-    prefork_locked => PREFORK_LOCKED,
-    prefork_reuseport => PREFORK_REUSEPORT,
-    eventloop_select => EVENTLOOP_SELECT,
-    eventloop_poll => EVENTLOOP_POLL,
-    eventloop_epoll => EVENTLOOP_EPOLL,
-}
+every_model!(model_table);
 
 /// Runs `redis-cli -p PORT args` and asserts it prints `expect`; false (after saying so) when
 /// redis-cli is not installed.
@@ -78,11 +68,9 @@ fn redis_cli(server: &Server, test: &str, args: &[&str], expect: &str) -> bool {
 /// A server started with no `--protocol` serves binary and RESP clients side by side: a
 /// binary connection and a RESP connection held open together, each answered in its own
 /// protocol, interleaved, and `redis-cli` on a third connection meanwhile.
-fn default_flags_serve_redis_cli_and_binary_at_once(variant: &Variant) {
+fn default_flags_serve_redis_cli_and_binary_at_once(variant: &Model) {
     let test = format!("{} / default flags", variant.name);
-    let Some(server) = variant.start(&test, &[]) else {
-        return;
-    };
+    let server = variant.start(&[]);
     // The harness's default client speaks binary to an auto server.
     assert_eq!(server.protocol, Protocol::Binary);
 
@@ -175,11 +163,9 @@ fn resp_ping_until_eof(server: &Server) -> Vec<u8> {
 /// protocol's ERROR reply and a close, as before; now the server also says why in its log,
 /// at most once a second, however many such connections come (and, in the forking models,
 /// whichever process serves them: the limit is kept in memory they all share).
-fn resp_at_a_fixed_server_is_hinted(variant: &Variant, protocol: Protocol) {
+fn resp_at_a_fixed_server_is_hinted(variant: &Model, protocol: Protocol) {
     let test = format!("{} / RESP at --protocol {protocol}", variant.name);
-    let Some(server) = variant.start(&test, &["--protocol", protocol.name()]) else {
-        return;
-    };
+    let server = variant.start(&["--protocol", protocol.name()]);
     const CONNECTIONS: u32 = 10;
     let started = Instant::now();
     for i in 0..CONNECTIONS {
@@ -271,11 +257,9 @@ benchmark_table! {
 /// `redis-benchmark -q -n 2000 -c N -t ping` against a server with default flags: no
 /// "Could not fetch server CONFIG" warning, and no error in the server's counts (before
 /// CONFIG GET was answered, each run cost two unknown-command errors).
-fn redis_benchmark_gets_its_config(variant: &Variant, clients: u32) {
+fn redis_benchmark_gets_its_config(variant: &Model, clients: u32) {
     let test = format!("{} / redis-benchmark", variant.name);
-    let Some(server) = variant.start(&test, &[]) else {
-        return;
-    };
+    let server = variant.start(&[]);
     let port = server.addr.port().to_string();
     let clients = clients.to_string();
     let args = [

@@ -14,7 +14,6 @@
 //! leaked zombies, hung on shutdown or dropped clients when a worker died would distort every
 //! measurement taken with it. Timing-sensitive checks wait for events (a reply, EOF, a state
 //! in `/proc`) and use wide margins, because this runs on two loaded cores in debug builds.
-//! Prefork cases skip (saying so) until `server-prefork` is part of the package.
 
 mod common;
 
@@ -35,10 +34,8 @@ use nix::unistd::Pid;
 /// completes a request every 100 ms stays open for as long as it keeps doing so (for 2 s,
 /// four timeouts' worth). The timeout is 500 ms rather than 300 ms so that the chatty client
 /// has 400 ms of slack for scheduling delays on a loaded two-core machine.
-fn idle_timeout(v: &Variant) {
-    let Some(server) = v.start("idle_timeout", &["--idle-timeout", "500ms"]) else {
-        return;
-    };
+fn idle_timeout(v: &Model) {
+    let server = v.start(&["--idle-timeout", "500ms"]);
     // Each connection's idle clock starts when the server takes it, after these instants.
     let silent_from = Instant::now();
     let mut silent = v.client(&server);
@@ -351,10 +348,8 @@ fn start_sleep(server: &Server, c: &mut Client, micros: u32, count: u64) {
 /// SIGTERM while a SLEEP 300000 us request is in flight and another client sits idle: the
 /// SLEEP is still answered, then both clients see EOF, and the server exits 0 within
 /// `--grace` with no process left in its group.
-fn sigterm_in_flight(v: &Variant) {
-    let Some(server) = v.start("sigterm_in_flight", &["--grace", "5s"]) else {
-        return;
-    };
+fn sigterm_in_flight(v: &Model) {
+    let server = v.start(&["--grace", "5s"]);
     let mut idle = v.client(&server);
     idle.label = format!("{}: idle client at shutdown", v.name);
     idle.echo(b"idle");
@@ -426,10 +421,8 @@ fn sigterm_in_flight_eventloop_epoll() {
 /// which the handler runs back to back): the server does not wait for them; it exits 0
 /// within the grace period (plus the harness's margin, far below five seconds) and leaves no
 /// process behind.
-fn grace_period_is_a_limit(v: &Variant) {
-    let Some(server) = v.start("grace_period_is_a_limit", &["--grace", "100ms"]) else {
-        return;
-    };
+fn grace_period_is_a_limit(v: &Model) {
+    let server = v.start(&["--grace", "100ms"]);
     let mut slow = v.client(&server);
     slow.echo(b"slow");
     start_sleep(&server, &mut slow, 1_000_000, 5);
@@ -461,10 +454,8 @@ fn grace_period_is_a_limit_prefork() {
 // pending output to a client that does not read it: `eventloop.rs` tests that.
 
 /// SIGINT (Ctrl-C) is a graceful shutdown too: an idle client sees EOF, exit code 0.
-fn sigint(v: &Variant) {
-    let Some(server) = v.start("sigint", &[]) else {
-        return;
-    };
+fn sigint(v: &Model) {
+    let server = v.start(&[]);
     let mut c = v.client(&server);
     c.echo(b"before Ctrl-C");
     let signalled = Instant::now();
@@ -562,10 +553,8 @@ fn fork_reaps_every_child() {
 /// SIGKILL one worker while a client is mid-session on another: that client notices nothing,
 /// new connections are served meanwhile, the parent starts a replacement that serves too, and
 /// the stats file counts the restart.
-fn prefork_worker_killed(v: &Variant) {
-    let Some(server) = v.start("prefork_worker_killed", &[]) else {
-        return;
-    };
+fn prefork_worker_killed(v: &Model) {
+    let server = v.start(&[]);
     let pid = server.pid();
     let port = server.addr.port();
     wait_until(Duration::from_secs(5), "4 live workers", || {
@@ -691,14 +680,9 @@ fn prefork_worker_killed_reuseport() {
 /// (What happens *after* the reply is another matter: the blocking models count idle time from
 /// the request, so they close the connection as soon as the long write ends; the test does
 /// not look.)
-fn slow_reader_of_a_large_reply(v: &Variant) {
+fn slow_reader_of_a_large_reply(v: &Model) {
     const PAYLOAD: usize = 16 << 20;
-    let Some(server) = v.start(
-        "slow_reader_of_a_large_reply",
-        &["--idle-timeout", "1s", "--max-frame", "33554432"],
-    ) else {
-        return;
-    };
+    let server = v.start(&["--idle-timeout", "1s", "--max-frame", "33554432"]);
     let mut c = v.client(&server);
     c.label = format!("{}: slow reader of a 16 MiB reply", v.name);
     c.echo(b"small first");

@@ -6,9 +6,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{
-    eventloop_bin, group, live_children, prefork_bin, skip, thread_bin, wait_until, Server,
-};
+use common::{eventloop_bin, group, live_children, prefork_bin, thread_bin, wait_until, Server};
 use echolab_protocol::{Command as Op, Protocol, Request, Status, DEFAULT_MAX_FRAME};
 use nix::sys::signal::{kill, killpg, Signal};
 
@@ -16,12 +14,7 @@ use nix::sys::signal::{kill, killpg, Signal};
 /// parent was SIGKILLed, holding the port.
 #[test]
 fn regression_prefork_workers_die_with_a_killed_parent() {
-    let Some(bin) = prefork_bin() else {
-        return skip(
-            "regression_prefork_workers_die_with_a_killed_parent",
-            "server-prefork is not built",
-        );
-    };
+    let bin = prefork_bin();
     for mode in ["shared", "locked", "reuseport"] {
         let server = Server::start(bin, &["--workers", "2", "--accept", mode]);
         let pgrp = server.pid().as_raw();
@@ -43,12 +36,7 @@ fn regression_prefork_workers_die_with_a_killed_parent() {
 /// parent saw it, and the parent counted and restarted them as deaths.
 #[test]
 fn regression_prefork_ctrl_c_is_not_a_worker_death() {
-    let Some(bin) = prefork_bin() else {
-        return skip(
-            "regression_prefork_ctrl_c_is_not_a_worker_death",
-            "server-prefork is not built",
-        );
-    };
+    let bin = prefork_bin();
     let server = Server::start(bin, &["--workers", "2"]);
     wait_until(Duration::from_secs(5), "two workers", || {
         live_children(server.pid()).len() == 2
@@ -132,10 +120,8 @@ fn regression_absurd_flags_are_refused_not_panicked_on() {
         (thread_bin(), vec!["--protocol", "xml"]),
     ];
     cases.push((eventloop_bin(), vec!["--max-pending-output", "0"]));
-    if let Some(bin) = prefork_bin() {
-        cases.push((bin, vec!["--stats-interval", "0"]));
-        cases.push((bin, vec!["--workers", "0"]));
-    }
+    cases.push((prefork_bin(), vec!["--stats-interval", "0"]));
+    cases.push((prefork_bin(), vec!["--workers", "0"]));
     for (bin, args) in cases {
         let out = Command::new(bin)
             .args(&args)

@@ -6,9 +6,10 @@
 //! - [`Loadgen`] runs the real binary, as a person would, with `--json` pointed at a temporary
 //!   file and `--progress never`. A run that outlives [`WALL_LIMIT`] is killed and the test
 //!   fails: a load generator that hangs on a broken server is exactly the bug these tests hunt.
-//! - [`Server`] starts a server binary in its own process group and waits for its
-//!   `listening on ADDR` line (never a sleep); `Drop` kills the whole group, so a failing test
-//!   leaves nothing behind. The server binaries belong to another package, so
+//! - [`Server`] starts a server binary with the lab's harness (`launch::ServerProcess`, the
+//!   one the servers' tests and `loadgen suite` use too): in its own process group, ready on
+//!   its `listening on ADDR` line (never a sleep); `Drop` kills the whole group, so a failing
+//!   test leaves nothing behind. The server binaries belong to another package, so
 //!   [`server_bin`] builds them once if they are missing.
 //! - [`FakeServer`] is a `TcpListener` in a thread that hands each connection to a scripted
 //!   handler speaking the binary protocol through the protocol crate's server half: the tests
@@ -17,26 +18,28 @@
 //!   under a wall-clock guard that, when it fires, kills the process group of every server
 //!   loadgen started as well as loadgen: those servers lead their own groups, so killing
 //!   loadgen alone would leave them running.
-//! - The process helpers ([`survivors`], [`kill_all_mentioning`], ...) read `/proc`, so a test
-//!   can check that nothing it started outlived it: every server a test starts carries a
-//!   marker argument unique to the test (a `--stats-file` path, say), and only its command line
-//!   holds it.
+//! - The process helpers ([`survivors`], [`kill_all_mentioning`], ...) read `/proc` through
+//!   the harness's process listing (`launch::processes`, procfs underneath), so a test can check
+//!   that nothing it started outlived it: every server a test starts carries a marker argument
+//!   unique to the test (a `--stats-file` path, say), and only its command line holds it.
+//! - [`skip`] is the harness's rule for a test the machine cannot run: it says so and passes,
+//!   or fails where `ECHOLAB_NO_SKIP=1` (CI).
 
 // Each test crate uses a different part of this module.
 #![allow(dead_code)]
 
 use std::fs;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use echolab_loadgen::lab::launch::{self, Ready, ServerProcess, Spawn, Stderr};
 use echolab_protocol::{Codec, Command as Op, Decoded, Protocol, Reply, Request};
 use nix::errno::Errno;
 use nix::sys::signal::{kill, killpg, Signal};
@@ -44,10 +47,12 @@ use nix::sys::socket::{self, MsgFlags};
 use nix::unistd::Pid;
 use serde_json::Value;
 
+// The skip rule the servers' tests follow too: fails instead under ECHOLAB_NO_SKIP=1.
+#[allow(unused_imports)]
+pub use echolab_loadgen::lab::launch::skip;
+
 /// The longest any one loadgen run may take before the harness kills it and fails the test.
 pub const WALL_LIMIT: Duration = Duration::from_secs(30);
-/// How long a server may take to print its `listening on` line.
-pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// What a run may take beyond `--duration` + `--timeout` on a loaded two-core machine running
 /// debug builds: process start, the final drain, writing the report.
 pub const SLACK: Duration = Duration::from_secs(3);
@@ -470,30 +475,12 @@ pub fn run_guarded(
 /// How long a process that was killed (or told to stop) may take to disappear from `/proc`.
 pub const GONE_WITHIN: Duration = Duration::from_secs(2);
 
-/// The fields of `/proc/PID/stat` after the command name: state, ppid, pgrp, ...
-pub fn stat_fields(pid: i32) -> Option<Vec<String>> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name is in parentheses and may itself hold spaces or parentheses.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    Some(rest.split_whitespace().map(str::to_owned).collect())
-}
-
-/// Every process id in `/proc`.
-pub fn all_pids() -> Vec<i32> {
-    fs::read_dir("/proc")
-        .map(|entries| {
-            entries
-                .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// The live children of `parent`.
+/// The live children of `parent` (zombies excluded).
 pub fn children_of(parent: i32) -> Vec<i32> {
-    all_pids()
+    launch::children(parent)
         .into_iter()
-        .filter(|&pid| stat_fields(pid).is_some_and(|f| f[0] != "Z" && f[1] == parent.to_string()))
+        .filter(|p| !p.is_zombie())
+        .map(|p| p.pid)
         .collect()
 }
 
@@ -501,14 +488,12 @@ pub fn children_of(parent: i32) -> Vec<i32> {
 /// line).
 pub fn processes_mentioning(needle: &str) -> Vec<(i32, String)> {
     let me = std::process::id() as i32;
-    all_pids()
+    launch::processes()
         .into_iter()
-        .filter(|&pid| pid != me)
-        .filter_map(|pid| {
-            let raw = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-            let cmdline = String::from_utf8_lossy(&raw).replace('\0', " ");
-            let live = stat_fields(pid).is_some_and(|f| f[0] != "Z");
-            (live && cmdline.contains(needle)).then_some((pid, cmdline))
+        .filter(|p| p.pid != me && !p.is_zombie())
+        .filter_map(|p| {
+            let cmdline = p.cmdline()?;
+            cmdline.contains(needle).then_some((p.pid, cmdline))
         })
         .collect()
 }
@@ -590,7 +575,7 @@ pub fn server_bin(name: &str) -> PathBuf {
 /// A running server binary, killed with its whole process group when dropped.
 #[derive(Debug)]
 pub struct Server {
-    child: Child,
+    process: ServerProcess,
     /// Where it listens, from its `listening on` line.
     pub addr: SocketAddr,
     name: String,
@@ -602,49 +587,19 @@ impl Server {
     pub fn start(name: &str, args: &[&str]) -> Server {
         let bin = server_bin(name);
         let log = TempPath::new(&format!("-{name}.log"));
-        let log_file = fs::File::create(&log.0).expect("create the server's log file");
-        let mut child = Command::new(&bin)
-            .args(["--addr", "127.0.0.1:0"])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log_file)
-            // Its own process group, so Drop takes its forked children and workers too.
-            .process_group(0)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-        // A thread reads the ready line and then keeps draining stdout, so the server never
-        // blocks on a full pipe.
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = mpsc::channel::<Result<String, String>>();
-        thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            let first = match lines.next() {
-                Some(Ok(line)) => line
-                    .strip_prefix("listening on ")
-                    .map(str::to_owned)
-                    .ok_or(format!("first stdout line is {line:?}")),
-                _ => Err("stdout closed before a `listening on` line".into()),
-            };
-            let _ = tx.send(first);
-            for _ in lines {}
+        let mut command = Command::new(&bin);
+        command.args(["--addr", "127.0.0.1:0"]).args(args);
+        let how = Spawn::new(Ready::FirstLine, Stderr::File(log.0.clone()));
+        let process = ServerProcess::spawn(command, &how).unwrap_or_else(|e| {
+            let said = fs::read_to_string(&log.0).unwrap_or_default();
+            panic!("{name} {args:?} did not get ready: {e}\n{said}")
         });
-        let mut server = Server {
-            child,
-            addr: "127.0.0.1:0".parse().expect("an address"),
+        Server {
+            addr: process.addr(),
+            process,
             name: name.to_owned(),
             log,
-        };
-        match rx.recv_timeout(READY_TIMEOUT) {
-            Ok(Ok(addr)) => {
-                server.addr = addr
-                    .parse()
-                    .unwrap_or_else(|e| panic!("bad address in `listening on {addr}`: {e}"));
-            }
-            Ok(Err(why)) => panic!("{name} {args:?} did not get ready: {why}\n{}", server.log()),
-            Err(_) => panic!("{name} {args:?} printed no `listening on` line in {READY_TIMEOUT:?}"),
         }
-        server
     }
 
     /// `--addr` for loadgen.
@@ -654,23 +609,24 @@ impl Server {
 
     /// The server's pid (also its process group id).
     pub fn pid(&self) -> i32 {
-        self.child.id() as i32
+        self.process.pid().as_raw()
     }
 
     /// Sends `signal` to the server process alone.
     pub fn signal(&self, signal: Signal) {
-        kill(Pid::from_raw(self.pid()), signal).unwrap_or_else(|e| panic!("kill({signal}): {e}"));
+        self.process
+            .signal(signal)
+            .unwrap_or_else(|e| panic!("{e}"));
     }
 
     /// Kills the server and everything it started, at once, and reaps it.
     pub fn kill_now(&mut self) {
-        let _ = killpg(Pid::from_raw(self.pid()), Signal::SIGKILL);
-        let _ = self.child.wait();
+        self.process.kill();
     }
 
     /// Its stderr so far.
     pub fn log(&self) -> String {
-        fs::read_to_string(&self.log.0).unwrap_or_default()
+        self.process.stderr()
     }
 }
 

@@ -4,17 +4,24 @@
 //! sure nothing it started outlives the test.
 //!
 //! Why these pieces:
-//! - [`Server`] starts each binary in its own process group, so that one `killpg(SIGKILL)` in
+//! - [`Server`] starts each binary with loadgen's harness (`echolab_loadgen::lab::launch`, the
+//!   same one `loadgen suite` uses) in its own process group, so that one `killpg(SIGKILL)` in
 //!   `Drop` takes the server *and* every child or worker it forked with it, even when a test
 //!   fails half-way. Its stderr goes to a log file that is printed when a test panics.
+//! - [`models`] is the one table of the server models (binary, flags, what each promises)
+//!   that every test running "each model" takes its rows from.
 //! - Tests never sleep to synchronise: they wait for the ready line, for a reply, for EOF, or
 //!   poll `/proc` for a condition with a deadline ([`wait_until`]).
 //! - [`Client`] decodes replies with the same codec the servers use, so a test compares
 //!   messages, not bytes, except where it writes malformed bytes on purpose
 //!   ([`Client::send_raw`]).
-//! - `/proc` answers what a socket cannot: which processes a server has left behind, how many
-//!   of its children are zombies, and whether (and by which process) a connection has been
-//!   accepted yet ([`accepted_inode`], [`socket_owner`]).
+//! - `/proc`, read with procfs (the workspace's one `/proc` reader), answers what a socket
+//!   cannot: which processes a server has left behind ([`group`], [`children`], shared with
+//!   the harness), how many of its children are zombies, its descriptors and memory, and
+//!   whether (and by which process) a connection has been accepted yet ([`accepted_inode`],
+//!   [`socket_owner`]).
+//! - [`skip`] is the one rule for a test the machine cannot run: it says so and passes, or
+//!   fails where `ECHOLAB_NO_SKIP=1` (CI, which installs everything a test needs).
 //! - [`figures::record`] keeps what a test measured (a time, a memory growth, a count) in the
 //!   file `ECHOLAB_FIGURES` names, so the figures the docs quote come from a kept run
 //!   (`scripts/robustness-tests.py`); without the variable it does nothing.
@@ -23,33 +30,35 @@
 #![allow(dead_code)]
 
 use std::fs;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Condvar, Mutex};
+use std::sync::{Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use echolab_loadgen::lab::launch::{Ready, ServerProcess, Spawn, Stderr};
 use echolab_protocol::{
     Codec, Command as Op, Decoded, Protocol, ReadBuffer, Request, Response, Status,
     DEFAULT_MAX_FRAME,
 };
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
-use nix::sys::signal::{kill, killpg, Signal};
+use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use serde_json::Value;
 
 pub mod figures;
-pub mod variants;
+pub mod models;
 // Not every test crate uses the table.
 #[allow(unused_imports)]
-pub use variants::*;
+pub use models::*;
+// The harness's process listing and skip rule, shared with loadgen's tests.
+#[allow(unused_imports)]
+pub use echolab_loadgen::lab::launch::{group, skip, Proc, READY_TIMEOUT};
 
-/// How long a server may take to print its ready line.
-pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Read timeout of every test client: a reply that takes longer is a failure, not a wait.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long after `--grace` a server may take to exit before the harness calls it hung.
@@ -68,10 +77,9 @@ pub fn fork_bin() -> &'static str {
     env!("CARGO_BIN_EXE_server-fork")
 }
 
-/// The pre-forked server, once it exists: `None` until `src/bin/server-prefork.rs` is part of
-/// the package, so the tests that need it can say they skip instead of failing to compile.
-pub fn prefork_bin() -> Option<&'static str> {
-    option_env!("CARGO_BIN_EXE_server-prefork")
+/// The pre-forked server (`--workers N --accept shared|locked|reuseport`).
+pub fn prefork_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_server-prefork")
 }
 
 /// The single-threaded event-loop server (`--backend select|poll|epoll`).
@@ -79,17 +87,12 @@ pub fn eventloop_bin() -> &'static str {
     env!("CARGO_BIN_EXE_server-eventloop")
 }
 
-/// Says (on the test's captured stderr) that a test is skipped, and why.
-pub fn skip(test: &str, why: &str) {
-    eprintln!("SKIPPED {test}: {why}");
-}
-
 static SERVERS_STARTED: AtomicUsize = AtomicUsize::new(0);
 
 /// A running server binary; killed with its whole process group when dropped.
 #[derive(Debug)]
 pub struct Server {
-    child: Child,
+    process: ServerProcess,
     /// Where it listens (from its `listening on` line).
     pub addr: SocketAddr,
     /// The protocol [`Server::client`] speaks: the one given with `--protocol`, or binary
@@ -102,9 +105,6 @@ pub struct Server {
     name: String,
     log: PathBuf,
     stats: PathBuf,
-    exited: bool,
-    // In a Mutex only so that `&Server` can be shared with client threads.
-    stdout_rest: Mutex<mpsc::Receiver<Vec<String>>>,
 }
 
 /// How a server ended, as [`Server::stop`] saw it.
@@ -172,8 +172,9 @@ impl Stopped {
 
 impl Server {
     /// Starts `bin` with `args` plus `--addr 127.0.0.1:0 --stats-file <tmp>`, and waits (up
-    /// to [`READY_TIMEOUT`]) for its `listening on ADDR` line. An `--addr` in `args` replaces
-    /// the harness's own (it must still be a loopback address).
+    /// to [`READY_TIMEOUT`]) for its `listening on ADDR` line, which must be its first line on
+    /// stdout. An `--addr` in `args` replaces the harness's own (it must still be a loopback
+    /// address).
     pub fn start(bin: &str, args: &[&str]) -> Server {
         Server::spawn(bin, args, None)
     }
@@ -195,7 +196,6 @@ impl Server {
         let log = dir.join(format!("{name}.log"));
         let stats = dir.join(format!("{name}.stats.json"));
         let _ = fs::remove_file(&stats);
-        let log_file = fs::File::create(&log).expect("create the server's log file");
 
         let flag = |flag: &str| {
             args.iter()
@@ -218,100 +218,41 @@ impl Server {
         if flag("--addr").is_none() {
             command.args(["--addr", "127.0.0.1:0"]);
         }
-        command
-            .arg("--stats-file")
-            .arg(&stats)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log_file)
-            // Its own process group (pgid = its pid): Drop can kill everything it forked.
-            .process_group(0);
-        if let Some(limit) = nofile {
-            // Read in the parent: the closure below runs in the forked child, where only
-            // async-signal-safe calls are allowed.
-            let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit(RLIMIT_NOFILE)");
-            let soft = limit.min(hard);
-            // SAFETY: the closure runs in the child between fork and exec, where the test
-            // process's other threads do not exist (a lock one of them held stays held), so
-            // it may only do async-signal-safe work. setrlimit(2) is: nix's wrapper fills a
-            // struct on the stack and makes the system call, which glibc passes straight to
-            // the kernel with no lock and no allocation (POSIX does not list it in
-            // signal-safety(7), but it is a bare system call, like the setuid and setgroups
-            // std itself calls here). The error, if any, is built from the errno without
-            // allocating.
-            unsafe {
-                command.pre_exec(move || {
-                    setrlimit(Resource::RLIMIT_NOFILE, soft, hard)
-                        .map_err(|e| io::Error::from_raw_os_error(e as i32))
-                });
+        command.arg("--stats-file").arg(&stats).args(args);
+        let how = Spawn {
+            nofile,
+            ..Spawn::new(Ready::FirstLine, Stderr::File(log.clone()))
+        };
+        let process = match ServerProcess::spawn(command, &how) {
+            Ok(process) => process,
+            Err(why) => {
+                let said = fs::read_to_string(&log).unwrap_or_default();
+                let _ = fs::remove_file(&log);
+                let _ = fs::remove_file(&stats);
+                panic!("{short} {args:?} did not get ready: {why}\n---- its stderr ----\n{said}");
             }
-        }
-        let mut child = command
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
-
-        // A thread reads stdout, so the wait can time out, and keeps draining it afterwards,
-        // so the server can never block on (or fail writing to) a full or closed pipe.
-        // The lines after the first are handed over when stdout closes (every process that
-        // holds it has exited), so a test can check that the ready line was the only one.
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = mpsc::channel::<Result<String, String>>();
-        let (rest_tx, rest_rx) = mpsc::channel::<Vec<String>>();
-        thread::spawn(move || {
-            let mut tx = Some(tx);
-            let mut rest = Vec::new();
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(tx) = tx.take() {
-                    let first = match line.strip_prefix("listening on ") {
-                        Some(addr) => Ok(addr.to_owned()),
-                        None => Err(format!("first stdout line is {line:?}")),
-                    };
-                    let _ = tx.send(first);
-                } else {
-                    rest.push(line);
-                }
-            }
-            if let Some(tx) = tx {
-                let _ = tx.send(Err("stdout closed before a `listening on` line".into()));
-            }
-            let _ = rest_tx.send(rest);
-        });
-
-        let mut server = Server {
-            child,
-            addr: "127.0.0.1:0".parse().expect("an address"),
+        };
+        let addr = process.addr();
+        let server = Server {
+            process,
+            addr,
             protocol,
             max_frame,
             grace,
             name,
             log,
             stats,
-            exited: false,
-            stdout_rest: Mutex::new(rest_rx),
         };
-        match rx.recv_timeout(READY_TIMEOUT) {
-            Ok(Ok(addr)) => {
-                server.addr = addr
-                    .parse()
-                    .unwrap_or_else(|e| panic!("bad address in `listening on {addr}`: {e}"));
-                assert!(
-                    server.addr.ip().is_loopback() && server.addr.port() != 0,
-                    "`listening on {addr}`: expected 127.0.0.1 and the port the kernel chose"
-                );
-            }
-            Ok(Err(why)) => panic!("{short} {args:?} did not get ready: {why}"),
-            Err(_) => {
-                panic!("{short} {args:?} printed no `listening on` line within {READY_TIMEOUT:?}")
-            }
-        }
+        assert!(
+            addr.ip().is_loopback() && addr.port() != 0,
+            "`listening on {addr}`: expected 127.0.0.1 and the port the kernel chose"
+        );
         server
     }
 
     /// The server's pid, which is also its process group id.
     pub fn pid(&self) -> Pid {
-        Pid::from_raw(self.child.id() as i32)
+        self.process.pid()
     }
 
     /// Where its `--stats-file` goes.
@@ -321,13 +262,15 @@ impl Server {
 
     /// Its stderr so far.
     pub fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
+        self.process.stderr()
     }
 
     /// Sends `signal` to the server process (not its group: the server decides what its
     /// children get).
     pub fn signal(&self, signal: Signal) {
-        kill(self.pid(), signal).unwrap_or_else(|e| panic!("kill({signal}): {e}"));
+        self.process
+            .signal(signal)
+            .unwrap_or_else(|e| panic!("{e}"));
     }
 
     /// Connects a client speaking the server's protocol.
@@ -337,23 +280,15 @@ impl Server {
 
     /// Waits up to `timeout` for the server to exit; on timeout kills the group and panics.
     pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            match self.child.try_wait() {
-                Ok(Some(status)) => {
-                    self.exited = true;
-                    return status;
-                }
-                Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(5)),
-                Ok(None) => {
-                    self.kill_group();
-                    panic!(
-                        "{} did not exit within {timeout:?}; killed it\n{}",
-                        self.name,
-                        self.log()
-                    );
-                }
-                Err(e) => panic!("waitpid on {}: {e}", self.name),
+        match self.process.wait_timeout(timeout) {
+            Some(status) => status,
+            None => {
+                self.process.kill();
+                panic!(
+                    "{} did not exit within {timeout:?}; killed it\n{}",
+                    self.name,
+                    self.log()
+                );
             }
         }
     }
@@ -385,12 +320,7 @@ impl Server {
         let stats = fs::read(&self.stats).ok().map(|bytes| {
             serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("stats file is not JSON: {e}"))
         });
-        let stdout_after_ready = self
-            .stdout_rest
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .recv_timeout(Duration::from_secs(2))
-            .ok();
+        let stdout_after_ready = self.process.stdout_after_ready(Duration::from_secs(2));
         Stopped {
             status,
             elapsed,
@@ -401,20 +331,11 @@ impl Server {
             stdout_after_ready,
         }
     }
-
-    fn kill_group(&mut self) {
-        // ESRCH when the group is already empty: nothing to do.
-        let _ = killpg(self.pid(), Signal::SIGKILL);
-        if !self.exited {
-            let _ = self.child.wait();
-            self.exited = true;
-        }
-    }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        self.kill_group();
+        self.process.kill();
         if thread::panicking() {
             eprintln!("---- stderr of {} ----\n{}", self.name, self.log());
         }
@@ -423,102 +344,58 @@ impl Drop for Server {
     }
 }
 
-/// One process as `/proc/PID/stat` describes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Proc {
-    /// Process id.
-    pub pid: i32,
-    /// State letter: R, S, D, Z (zombie), T, ...
-    pub state: char,
-    /// Parent's pid.
-    pub ppid: i32,
-    /// Process group id.
-    pub pgrp: i32,
-}
-
-/// Every process in `/proc` (those that vanish while being read are skipped).
-pub fn processes() -> Vec<Proc> {
-    let Ok(dir) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.filter_map(|entry| {
-        let entry = entry.ok()?;
-        let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
-        let stat = fs::read_to_string(entry.path().join("stat")).ok()?;
-        // "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses, so split
-        // after the last ')'.
-        let (_, rest) = stat.rsplit_once(')')?;
-        let mut fields = rest.split_whitespace();
-        let state = fields.next()?.chars().next()?;
-        let ppid = fields.next()?.parse().ok()?;
-        let pgrp = fields.next()?.parse().ok()?;
-        Some(Proc {
-            pid,
-            state,
-            ppid,
-            pgrp,
-        })
-    })
-    .collect()
-}
-
-/// The processes in process group `pgrp`.
-pub fn group(pgrp: i32) -> Vec<Proc> {
-    processes().into_iter().filter(|p| p.pgrp == pgrp).collect()
-}
-
 /// The children of `pid` (zombies included).
 pub fn children(pid: Pid) -> Vec<Proc> {
-    processes()
-        .into_iter()
-        .filter(|p| p.ppid == pid.as_raw())
-        .collect()
+    echolab_loadgen::lab::launch::children(pid.as_raw())
 }
 
 /// The children of `pid` that are alive (not zombies).
 pub fn live_children(pid: Pid) -> Vec<i32> {
     children(pid)
         .into_iter()
-        .filter(|p| p.state != 'Z')
+        .filter(|p| !p.is_zombie())
         .map(|p| p.pid)
         .collect()
 }
 
+/// Process `pid`, to read its `/proc` files.
+fn process(pid: Pid) -> Option<procfs::process::Process> {
+    procfs::process::Process::new(pid.as_raw()).ok()
+}
+
 /// The resident memory of process `pid` in KiB (`VmRSS` in `/proc/PID/status`).
 pub fn vm_rss_kib(pid: Pid) -> Option<u64> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    process(pid)?.status().ok()?.vmrss
+}
+
+/// The proportional set size of process `pid` in KiB (`Pss` in `/proc/PID/smaps_rollup`).
+pub fn pss_kib(pid: Pid) -> Option<u64> {
+    let rollup = process(pid)?.smaps_rollup().ok()?;
+    let pss = rollup
+        .memory_map_rollup
+        .iter()
+        .find_map(|m| m.extension.map.get("Pss").copied())?;
+    // procfs gives bytes.
+    Some(pss / 1024)
 }
 
 /// The CPU time process `pid` has used, user plus system, in clock ticks (`utime` and
-/// `stime`, fields 14 and 15 of `/proc/PID/stat`; see [`clock_ticks_per_second`]).
+/// `stime` of `/proc/PID/stat`; see [`clock_ticks_per_second`]).
 pub fn cpu_ticks(pid: Pid) -> Option<u64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Split after the last ')' (comm may hold anything): the next field is field 3, state.
-    let (_, rest) = stat.rsplit_once(')')?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: u64 = fields.get(14 - 3)?.parse().ok()?;
-    let stime: u64 = fields.get(15 - 3)?.parse().ok()?;
-    Some(utime + stime)
+    let stat = process(pid)?.stat().ok()?;
+    Some(stat.utime + stat.stime)
 }
 
 /// Clock ticks per second, the unit of [`cpu_ticks`] (`USER_HZ`: 100 on Linux).
 pub fn clock_ticks_per_second() -> u64 {
-    // SAFETY: sysconf(3) takes a constant and touches no memory of ours.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    u64::try_from(hz).ok().filter(|&hz| hz > 0).unwrap_or(100)
+    procfs::ticks_per_second()
 }
 
 /// The descriptor numbers process `pid` has open, sorted.
 pub fn open_fds(pid: Pid) -> Vec<i32> {
-    let mut fds: Vec<i32> = fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|dir| {
-            dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-                .collect()
-        })
+    let mut fds: Vec<i32> = process(pid)
+        .and_then(|p| p.fd().ok())
+        .map(|fds| fds.filter_map(|fd| Some(fd.ok()?.fd)).collect())
         .unwrap_or_default();
     fds.sort_unstable();
     fds
@@ -576,27 +453,18 @@ pub struct TcpRow {
 
 /// The IPv4 TCP sockets of this network namespace (the tests only use 127.0.0.1).
 pub fn tcp_table() -> Vec<TcpRow> {
-    let Ok(table) = fs::read_to_string("/proc/net/tcp") else {
+    let Ok(table) = procfs::net::tcp() else {
         return Vec::new();
     };
-    let port = |addr: &str| {
-        addr.rsplit_once(':')
-            .and_then(|(_, p)| u16::from_str_radix(p, 16).ok())
-    };
     table
-        .lines()
-        .skip(1)
-        .filter_map(|line| {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            let (tx, rx) = f.get(4)?.split_once(':')?;
-            Some(TcpRow {
-                local: port(f.get(1)?)?,
-                remote: port(f.get(2)?)?,
-                state: u8::from_str_radix(f.get(3)?, 16).ok()?,
-                tx_queue: u64::from_str_radix(tx, 16).ok()?,
-                rx_queue: u64::from_str_radix(rx, 16).ok()?,
-                inode: f.get(9)?.parse().ok()?,
-            })
+        .into_iter()
+        .map(|r| TcpRow {
+            local: r.local_address.port(),
+            remote: r.remote_address.port(),
+            state: r.state.to_u8(),
+            tx_queue: r.tx_queue.into(),
+            rx_queue: r.rx_queue.into(),
+            inode: r.inode,
         })
         .collect()
 }
@@ -612,29 +480,41 @@ pub fn accepted_inode(server_port: u16, client_port: u16) -> Option<u64> {
         .map(|r| r.inode)
 }
 
-/// Whether everything `client` wrote has reached the server *and* been read by the server
-/// process: the client's send queue is acknowledged (empty) and the server's end has no unread
-/// bytes. Used to know that a request is being executed without sleeping.
-pub fn request_taken(server_port: u16, client: &Client) -> bool {
+/// Where the bytes `client` wrote to the server at `server_port` are: whether the client's send
+/// queue is acknowledged (empty), and the unread bytes on the server's end of the connection
+/// (`None` if there is no such end).
+pub fn request_bytes(server_port: u16, client: &Client) -> (bool, Option<u64>) {
     let client_port = client.local_port();
     let table = tcp_table();
     let sent = table
         .iter()
         .any(|r| r.local == client_port && r.remote == server_port && r.tx_queue == 0);
-    let read = table
+    let unread = table
         .iter()
-        .any(|r| r.local == server_port && r.remote == client_port && r.rx_queue == 0);
-    sent && read
+        .find(|r| r.local == server_port && r.remote == client_port)
+        .map(|r| r.rx_queue);
+    (sent, unread)
+}
+
+/// Whether everything `client` wrote has reached the server *and* been read by the server
+/// process: the client's send queue is acknowledged (empty) and the server's end has no unread
+/// bytes. Used to know that a request is being executed without sleeping.
+pub fn request_taken(server_port: u16, client: &Client) -> bool {
+    let (sent, unread) = request_bytes(server_port, client);
+    sent && unread == Some(0)
 }
 
 /// Which of `pids` holds a descriptor for socket `inode`.
 pub fn socket_owner(pids: &[i32], inode: u64) -> Option<i32> {
-    let want = format!("socket:[{inode}]");
-    pids.iter().copied().find(|pid| {
-        fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
-            fds.filter_map(Result::ok)
-                .any(|fd| fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == want.as_str()))
-        })
+    use procfs::process::FDTarget;
+    pids.iter().copied().find(|&pid| {
+        process(Pid::from_raw(pid))
+            .and_then(|p| p.fd().ok())
+            .is_some_and(|mut fds| {
+                fds.any(|fd| {
+                    fd.is_ok_and(|fd| matches!(fd.target, FDTarget::Socket(i) if i == inode))
+                })
+            })
     })
 }
 
@@ -726,6 +606,17 @@ pub fn content(protocol: Protocol, len: usize, seed: usize) -> Vec<u8> {
     }
 }
 
+/// How long [`Client::connect_accepted`] waits for a connection that may be queued behind a
+/// busy worker to be accepted before it tries again from another source port.
+pub const REQUEUE_PATIENCE: Duration = Duration::from_millis(300);
+/// How many connections [`Client::connect_accepted`] tries before it gives up.
+pub const REQUEUE_TRIES: u32 = 100;
+/// The longest [`Client::connect_accepted`] may take to hand over a connection to a server
+/// whose connections may queue behind a busy worker: every try's patience, plus a connect and
+/// a look at `/proc` for each (on a loaded machine neither is instant).
+pub const REQUEUE_WITHIN: Duration =
+    Duration::from_millis((REQUEUE_PATIENCE.as_millis() as u64 + 100) * REQUEUE_TRIES as u64);
+
 /// A blocking test client: one connection, the protocol's client codec, a read buffer.
 #[derive(Debug)]
 pub struct Client {
@@ -779,11 +670,11 @@ impl Client {
         may_queue_behind_busy_worker: bool,
     ) -> Client {
         let patience = if may_queue_behind_busy_worker {
-            Duration::from_millis(300)
+            REQUEUE_PATIENCE
         } else {
             IO_TIMEOUT
         };
-        for _ in 0..100 {
+        for _ in 0..REQUEUE_TRIES {
             let client = Client::connect(addr, protocol);
             let port = client.local_port();
             if eventually(patience, || {
@@ -796,7 +687,7 @@ impl Client {
                 "connection from port {port} to {addr} not accepted within {patience:?}"
             );
         }
-        panic!("no connection to {addr} was accepted in 100 tries");
+        panic!("no connection to {addr} was accepted in {REQUEUE_TRIES} tries");
     }
 
     /// The socket, for tests that read or write below the protocol.

@@ -1,0 +1,193 @@
+//! The one table of the server models every "each model" test runs against: each binary with
+//! the flags that select one model (thread per connection, a pool of 4, fork, prefork with 4
+//! workers in each accept mode, the event loop on each backend), and what a test needs to know
+//! about it — how many clients it serves at once, whether a connection can queue behind a busy
+//! worker, its workers and its backend.
+//!
+//! Why one table: conformance, first contact, lifecycle and robustness all run "every model",
+//! and a model added, renamed or given other flags must change in all of them at once.
+//! [`every_model!`] hands the whole list to a test file's macro, which makes a module of tests
+//! per model.
+
+use super::*;
+
+/// A server binary, the flags that select its model, and what it promises.
+#[derive(Debug)]
+pub struct Model {
+    /// How the model is named in messages.
+    pub name: &'static str,
+    /// Its binary.
+    pub bin: fn() -> &'static str,
+    /// The flags that select the model.
+    pub args: &'static [&'static str],
+    /// How many connections the model serves at the same moment. Thread per connection, fork
+    /// and the event loop serve every connection at once; the pool and prefork serve one
+    /// connection per worker at a time and queue the rest, so holding 64 long connections open
+    /// at once against 4 workers would wait forever: their "all at once" checks use 4.
+    pub parallel: usize,
+    /// prefork with SO_REUSEPORT: the kernel hashes each new connection onto one worker's
+    /// listen queue, so a connection can wait behind a worker that holds another client (see
+    /// [`Client::connect_accepted`]).
+    pub may_queue: bool,
+    /// Worker processes the stats file must list (prefork), if any.
+    pub workers: Option<usize>,
+    /// The event loop's readiness backend, which the stats must name (`model`
+    /// `eventloop/<backend>`, `extra.backend`), with no `workers` list: one thread has none.
+    pub backend: Option<&'static str>,
+}
+
+pub const THREAD: Model = Model {
+    name: "thread",
+    bin: thread_bin,
+    args: &[],
+    parallel: 64,
+    may_queue: false,
+    workers: None,
+    backend: None,
+};
+pub const THREAD_POOL: Model = Model {
+    name: "thread --pool 4",
+    bin: thread_bin,
+    args: &["--pool", "4"],
+    parallel: 4,
+    may_queue: false,
+    workers: None,
+    backend: None,
+};
+pub const FORK: Model = Model {
+    name: "fork",
+    bin: fork_bin,
+    args: &[],
+    parallel: 64,
+    may_queue: false,
+    workers: None,
+    backend: None,
+};
+pub const PREFORK_SHARED: Model = Model {
+    name: "prefork --accept shared",
+    bin: prefork_bin,
+    args: &["--workers", "4", "--accept", "shared"],
+    parallel: 4,
+    may_queue: false,
+    workers: Some(4),
+    backend: None,
+};
+pub const PREFORK_LOCKED: Model = Model {
+    name: "prefork --accept locked",
+    bin: prefork_bin,
+    args: &["--workers", "4", "--accept", "locked"],
+    parallel: 4,
+    may_queue: false,
+    workers: Some(4),
+    backend: None,
+};
+pub const PREFORK_REUSEPORT: Model = Model {
+    name: "prefork --accept reuseport",
+    bin: prefork_bin,
+    args: &["--workers", "4", "--accept", "reuseport"],
+    parallel: 4,
+    may_queue: true,
+    workers: Some(4),
+    backend: None,
+};
+pub const EVENTLOOP_SELECT: Model = Model {
+    name: "eventloop --backend select",
+    bin: eventloop_bin,
+    args: &["--backend", "select"],
+    parallel: 64,
+    may_queue: false,
+    workers: None,
+    backend: Some("select"),
+};
+pub const EVENTLOOP_POLL: Model = Model {
+    name: "eventloop --backend poll",
+    bin: eventloop_bin,
+    args: &["--backend", "poll"],
+    parallel: 64,
+    may_queue: false,
+    workers: None,
+    backend: Some("poll"),
+};
+pub const EVENTLOOP_EPOLL: Model = Model {
+    name: "eventloop --backend epoll",
+    bin: eventloop_bin,
+    args: &["--backend", "epoll"],
+    parallel: 64,
+    may_queue: false,
+    workers: None,
+    backend: Some("epoll"),
+};
+
+/// Every model, in the table's order.
+pub const ALL: [&Model; 9] = [
+    &THREAD,
+    &THREAD_POOL,
+    &FORK,
+    &PREFORK_SHARED,
+    &PREFORK_LOCKED,
+    &PREFORK_REUSEPORT,
+    &EVENTLOOP_SELECT,
+    &EVENTLOOP_POLL,
+    &EVENTLOOP_EPOLL,
+];
+
+/// Calls the macro `$table` with every model as `module => MODEL` pairs, for a test file that
+/// makes a module of tests per model (`mod thread_per_connection { #[test] fn binary() ... }`).
+// Not every test crate makes a module per model.
+#[allow(unused_macros)]
+macro_rules! every_model {
+    ($table:ident) => {
+        $table! {
+            thread_per_connection => THREAD,
+            thread_pool => THREAD_POOL,
+            fork => FORK,
+            prefork_shared => PREFORK_SHARED,
+            prefork_locked => PREFORK_LOCKED,
+            prefork_reuseport => PREFORK_REUSEPORT,
+            eventloop_select => EVENTLOOP_SELECT,
+            eventloop_poll => EVENTLOOP_POLL,
+            eventloop_epoll => EVENTLOOP_EPOLL,
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use every_model;
+
+impl Model {
+    /// Starts the server with the model's flags plus `extra`.
+    pub fn start(&self, extra: &[&str]) -> Server {
+        let mut args = self.args.to_vec();
+        args.extend_from_slice(extra);
+        Server::start((self.bin)(), &args)
+    }
+
+    /// A connection some worker has accepted (see [`Client::connect_accepted`]): where
+    /// connections can queue behind a busy worker, retried from other source ports until one
+    /// is; elsewhere, one accepted within [`IO_TIMEOUT`].
+    pub fn client(&self, server: &Server) -> Client {
+        Client::connect_accepted(server.addr, server.protocol, self.may_queue)
+    }
+
+    /// A new connection. Where connections can queue behind a busy worker, one that some
+    /// worker has accepted (as [`Model::client`]); elsewhere a plain connect, as every
+    /// connection is served or queued for the next free worker anyway.
+    pub fn connect(&self, server: &Server) -> Client {
+        if self.may_queue {
+            Client::connect_accepted(server.addr, server.protocol, true)
+        } else {
+            server.client()
+        }
+    }
+
+    /// How long a connection from [`Model::connect`] or [`Model::client`] may take to be
+    /// served, and so how long a thread that has one may wait for others that are getting
+    /// theirs: an I/O timeout, plus, where a connection can queue behind a busy worker, every
+    /// retry [`Client::connect_accepted`] may make.
+    pub fn served_within(&self) -> Duration {
+        if self.may_queue {
+            IO_TIMEOUT + REQUEUE_WITHIN
+        } else {
+            IO_TIMEOUT
+        }
+    }
+}
