@@ -31,10 +31,11 @@ use std::time::{Duration, Instant};
 
 use echolab_protocol::{detect, Codec, Command, Decoded, Protocol, ReadBuffer, ServerCodecs};
 use nix::errno::Errno;
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::poll::{poll, PollFd, PollFlags};
 use nix::sys::socket::{recv, MsgFlags};
 
 use crate::exec::execute;
+use crate::poller::poll_timeout;
 use crate::stats::Counters;
 
 /// How much to ask of each `read`: big enough that a pipelined burst or a large frame takes
@@ -373,14 +374,11 @@ enum Wait {
 /// poll(2) on the socket and the shutdown pipe. Input already waiting wins over shutdown, so
 /// requests the client sent before the shutdown are still answered.
 fn wait_readable(sock: BorrowedFd<'_>, shutdown: BorrowedFd<'_>, timeout: Duration) -> Wait {
-    // Round up: a poll that returns a hair early would spin through the loop until the deadline.
-    let millis = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
-    let timeout = PollTimeout::try_from(millis).unwrap_or(PollTimeout::MAX);
     let mut fds = [
         PollFd::new(sock, PollFlags::POLLIN),
         PollFd::new(shutdown, PollFlags::POLLIN),
     ];
-    match poll(&mut fds, timeout) {
+    match poll(&mut fds, poll_timeout(timeout)) {
         Ok(0) => Wait::TimedOut,
         // poll(2): EINTR is never restarted (SA_RESTART does not apply); the caller loops.
         Err(Errno::EINTR) => Wait::TimedOut,
@@ -455,9 +453,8 @@ fn drain(stream: &TcpStream, patience: Duration) {
                 if left.is_zero() {
                     return;
                 }
-                let millis = left.as_millis().clamp(1, 1000) as u16;
                 let mut fds = [PollFd::new(stream.as_fd(), PollFlags::POLLIN)];
-                let _ = poll(&mut fds, PollTimeout::from(millis));
+                let _ = poll(&mut fds, poll_timeout(left));
             }
             Err(_) => return,
         }

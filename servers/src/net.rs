@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::log::OnceASecond;
+use crate::poller::poll_timeout;
 use crate::signals::{Pending, SignalPipe};
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -170,6 +171,8 @@ pub struct Acceptor {
 impl Acceptor {
     /// How long accepting pauses after running out of descriptors or memory.
     pub const PAUSE: Duration = Duration::from_millis(100);
+    /// How often a paused acceptor's wait looks whether the pause is over.
+    const PAUSED_LOOK: Duration = Duration::from_millis(10);
 
     /// Takes over `listener` (made nonblocking, so accepting can stop at `EAGAIN`).
     pub fn new(listener: TcpListener) -> io::Result<Acceptor> {
@@ -208,13 +211,15 @@ impl Acceptor {
             PollFd::new(signals.fd(), PollFlags::POLLIN),
             PollFd::new(self.listener.as_fd(), PollFlags::POLLIN),
         ];
-        let tick_ms = tick.map(|t| t.as_millis().clamp(1, u128::from(u16::MAX)) as u16);
-        let (watched, timeout) = match (paused, tick_ms) {
-            (true, Some(ms)) => (1, PollTimeout::from(ms.min(10))),
-            (true, None) => (1, PollTimeout::from(10u16)),
-            (false, Some(ms)) => (2, PollTimeout::from(ms)),
-            (false, None) => (2, PollTimeout::NONE),
+        let (watched, timeout) = if paused {
+            // The signal pipe only, and a look every few milliseconds at whether the pause
+            // is over.
+            let look = tick.map_or(Self::PAUSED_LOOK, |t| t.min(Self::PAUSED_LOOK));
+            (1, Some(look))
+        } else {
+            (2, tick)
         };
+        let timeout = timeout.map_or(PollTimeout::NONE, poll_timeout);
         // poll(2): a signal interrupts it with EINTR (never restarted), which is the point;
         // ENOMEM is the only other failure, and a short pause is all we can do about it.
         if let Err(e) = poll(&mut fds[..watched], timeout) {
