@@ -25,6 +25,7 @@ pub mod conn;
 pub mod exec;
 pub mod log;
 pub mod net;
+pub mod outbuf;
 pub mod poller;
 pub mod saturation;
 pub mod signals;

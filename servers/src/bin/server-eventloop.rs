@@ -44,7 +44,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::process::ExitCode;
@@ -53,7 +53,8 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use echolab_protocol::{Codec, Protocol, ReadBuffer, ServerCodecs};
 use echolab_servers::cli::{parse_size, ServerArgs};
-use echolab_servers::conn::{self, Answered, Ended, Limits, Outcome, Tally};
+use echolab_servers::conn::{self, Answered, Ended, Limits, Outcome, Tally, READ_CHUNK};
+use echolab_servers::outbuf::OutBuf;
 use echolab_servers::poller::{Backend, Event, Interest, Poller};
 use echolab_servers::signals::SignalPipe;
 use echolab_servers::stats::{Counters, Report, SharedCounters};
@@ -102,8 +103,6 @@ const READ_BUDGET: usize = 64 * 1024;
 
 /// How often the loop wakes with nothing ready, to enforce the idle and write timeouts.
 const TICK: Duration = Duration::from_millis(100);
-/// Bytes asked of each read(2).
-const READ_CHUNK: usize = 16 * 1024;
 
 fn parse_pending_cap(s: &str) -> Result<usize, String> {
     let n = parse_size(s)?;
@@ -129,9 +128,8 @@ struct Connection {
     /// The protocol this connection speaks, once its first byte has said
     /// (`--protocol auto`; a fixed server's one protocol, then).
     protocol: Option<Protocol>,
-    /// Replies not yet taken by the kernel; `output[sent..]` is what is left.
-    output: Vec<u8>,
-    sent: usize,
+    /// Replies not yet taken by the kernel.
+    output: OutBuf,
     tally: Tally,
     last_request: Instant,
     /// When the first byte of the partial request in `input` arrived (`--request-timeout`).
@@ -147,7 +145,7 @@ struct Connection {
 
 impl Connection {
     fn pending(&self) -> usize {
-        self.output.len() - self.sent
+        self.output.pending()
     }
 
     /// This connection's codec: chosen from its first byte the first time one is there, the
@@ -159,12 +157,11 @@ impl Connection {
         self.protocol.map(|p| codecs.codec(p))
     }
 
-    /// [`write_some`] of this connection's output, within `allowance`.
-    fn write_out(&mut self, allowance: &mut usize) -> Result<(), Ended> {
-        write_some(
+    /// [`send`] of this connection's output, within `allowance`.
+    fn send(&mut self, allowance: &mut usize) -> Result<(), Ended> {
+        send(
             &mut self.stream,
             &mut self.output,
-            &mut self.sent,
             &mut self.last_write,
             allowance,
         )
@@ -434,8 +431,7 @@ impl EventLoop {
                 peer,
                 input: ReadBuffer::new(READ_CHUNK),
                 protocol: None,
-                output: Vec::new(),
-                sent: 0,
+                output: OutBuf::default(),
                 tally: Tally::default(),
                 last_request: now,
                 partial_since: None,
@@ -561,10 +557,10 @@ impl EventLoop {
                 Some(p) => self.codecs.codec(p),
                 None => self.codecs.before_first_byte(),
             };
-            codec.encode_error(None, conn::REQUEST_TIMEOUT_MESSAGE, &mut c.output);
+            codec.encode_error(None, conn::REQUEST_TIMEOUT_MESSAGE, c.output.appender());
             c.finishing = Some(Ended::RequestTimeout);
             let mut unlimited = usize::MAX;
-            if let Err(ended) = c.write_out(&mut unlimited) {
+            if let Err(ended) = c.send(&mut unlimited) {
                 self.close(token, Some(ended));
                 continue;
             }
@@ -614,7 +610,7 @@ fn drive(
         // or backpressure says the client must first take its replies.
         while c.finishing.is_none() && c.pending() < max_pending {
             if budget == 0 {
-                c.write_out(&mut allowance)?;
+                c.send(&mut allowance)?;
                 return Ok(Turn::BudgetSpent);
             }
             match c.stream.read(c.input.spare(READ_CHUNK)) {
@@ -638,14 +634,9 @@ fn drive(
                     // loop, and every other client waits: the lesson of this model. Replies
                     // computed before it are handed to the kernel first, as far as it takes them
                     // and this turn's write budget allows.
-                    let (stream, sent, last_write, allowance) = (
-                        &mut c.stream,
-                        &mut c.sent,
-                        &mut c.last_write,
-                        &mut allowance,
-                    );
-                    let before_slow =
-                        |out: &mut Vec<u8>| write_some(stream, out, sent, last_write, allowance);
+                    let before_slow = |out: &mut OutBuf| {
+                        send(&mut c.stream, out, &mut c.last_write, &mut allowance)
+                    };
                     match conn::answer_all(
                         codec,
                         &mut c.input,
@@ -677,7 +668,7 @@ fn drive(
         }
         let was_throttled = c.finishing.is_none() && c.pending() >= max_pending;
 
-        c.write_out(&mut allowance)?;
+        c.send(&mut allowance)?;
         // Output left and the write budget spent: the socket may well take more, but others
         // get their turn first (edge triggering would not report it again: still-ready list).
         if c.pending() > 0 && allowance == 0 {
@@ -699,42 +690,18 @@ fn drive(
     }
 }
 
-/// Writes `output[sent..]` until the kernel takes no more (`EAGAIN`), it is all sent, or
-/// `allowance` bytes have gone (it is decreased by what was written); empties the buffer once
-/// everything went.
-fn write_some(
+/// Hands the kernel what it takes of `output` without blocking, at most `allowance` bytes
+/// (decreased by what went). Any progress restarts the write timeout's clock.
+fn send(
     stream: &mut TcpStream,
-    output: &mut Vec<u8>,
-    sent: &mut usize,
+    output: &mut OutBuf,
     last_write: &mut Instant,
     allowance: &mut usize,
 ) -> Result<(), Ended> {
-    while *sent < output.len() && *allowance > 0 {
-        let end = output.len().min(sent.saturating_add(*allowance));
-        match stream.write(&output[*sent..end]) {
-            Ok(0) => return Err(Ended::Failed(io::ErrorKind::WriteZero.into())),
-            Ok(n) => {
-                *sent += n;
-                *allowance -= n;
-                *last_write = Instant::now();
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            // write(2): EINTR if a signal arrived before anything was written.
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(Ended::Failed(e)),
-        }
-    }
-    if *sent == output.len() {
-        output.clear();
-        *sent = 0;
-        // A burst of large replies should not pin its memory for the connection's life.
-        output.shrink_to(READ_CHUNK);
-    } else if *sent >= READ_CHUNK && *sent * 2 >= output.len() {
-        // A client that keeps reading, but never quite catches up, would otherwise keep the
-        // sent prefix forever while new replies are appended: drop it once it is half the
-        // buffer (moving the unsent rest is then cheap, amortised).
-        output.drain(..*sent);
-        *sent = 0;
+    let written = output.write_to(stream, *allowance).map_err(Ended::Failed)?;
+    *allowance -= written;
+    if written > 0 {
+        *last_write = Instant::now();
     }
     Ok(())
 }
