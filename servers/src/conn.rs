@@ -435,7 +435,7 @@ pub fn linger_close(stream: &TcpStream) {
 /// Reads and discards input until EOF, `patience` passes, or 1 MiB has been thrown away.
 fn drain(stream: &TcpStream, patience: Duration) {
     let deadline = Instant::now() + patience;
-    let mut sink = [0u8; 16 * 1024];
+    let mut sink = [0u8; READ_CHUNK];
     let mut budget = 1 << 20;
     while budget > 0 {
         // recv(2) with MSG_DONTWAIT: a nonblocking read without changing the socket's mode.
