@@ -329,7 +329,7 @@ impl Acceptor {
             "accept: {cause}; refusing new connections until descriptors free up"
         ));
         drop(spare);
-        let shed_one = match self.listener.accept() {
+        let refused = match self.listener.accept() {
             Ok((stream, peer)) => {
                 // A refusal writes its reply with a timeout, which needs a blocking socket.
                 let _ = stream.set_nonblocking(false);
@@ -342,7 +342,7 @@ impl Acceptor {
         if self.spare.is_none() {
             crate::info!("cannot reopen the spare descriptor; accepts will pause instead");
         }
-        shed_one
+        refused
     }
 
     fn log_once_a_second(&mut self, message: &str) {
