@@ -97,14 +97,15 @@ impl Backend {
     }
 }
 
-/// `timeout` as poll(2)'s timeout, in whole milliseconds, for every poll(2) in the servers
-/// (the poll backend, the blocking handler's wait, the accept loops, prefork's supervisor).
+/// `timeout` as poll(2)'s timeout, in whole milliseconds: every wait the servers compute as a
+/// `Duration` (the poll backend, the blocking handler's wait and its lingering close, the
+/// acceptor, prefork's supervisor) goes to poll(2) through here.
 ///
 /// Rounded *up*: a wait computed to end at a deadline must not end a hair before it, or the
 /// loop finds the deadline not yet passed and polls again with a timeout of zero, spinning
 /// until it is. At most `i32::MAX` ms (about 24 days), which is what poll(2) can take.
 pub fn poll_timeout(timeout: Duration) -> PollTimeout {
-    let millis = timeout.as_micros().div_ceil(1000);
+    let millis = timeout.as_nanos().div_ceil(1_000_000);
     PollTimeout::try_from(millis).unwrap_or(PollTimeout::MAX)
 }
 
@@ -345,5 +346,25 @@ impl Poller for EpollPoller {
             });
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn poll_timeout_rounds_up_and_saturates() {
+        let ms = |d: Duration| i32::from(poll_timeout(d));
+        assert_eq!(ms(Duration::ZERO), 0);
+        assert_eq!(
+            ms(Duration::from_nanos(1)),
+            1,
+            "a sub-microsecond wait still waits"
+        );
+        assert_eq!(ms(Duration::from_micros(1)), 1);
+        assert_eq!(ms(Duration::from_millis(250)), 250);
+        assert_eq!(ms(Duration::from_micros(250_001)), 251);
+        assert_eq!(ms(Duration::MAX), i32::MAX);
     }
 }
