@@ -31,16 +31,18 @@ use std::time::{Duration, Instant};
 
 use echolab_protocol::{detect, Codec, Command, Decoded, Protocol, ReadBuffer, ServerCodecs};
 use nix::errno::Errno;
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::poll::{poll, PollFd, PollFlags};
 use nix::sys::socket::{recv, MsgFlags};
 
 use crate::exec::execute;
+use crate::outbuf::OutBuf;
+use crate::poller::poll_timeout;
 use crate::stats::Counters;
 
-/// How much to ask of each `read`: big enough that a pipelined burst or a large frame takes
-/// few calls, small enough that a thousand idle connections cost little (the buffer is
-/// allocated on first use).
-const READ_CHUNK: usize = 16 * 1024;
+/// How much to ask of each `read`, in every model: big enough that a pipelined burst or a
+/// large frame takes few calls, small enough that a thousand idle connections cost little (the
+/// buffer is allocated on first use).
+pub const READ_CHUNK: usize = 16 * 1024;
 
 /// What a connection needs to know, the same for every connection of a server.
 #[derive(Debug, Clone, Copy)]
@@ -113,9 +115,9 @@ pub enum Answered {
 pub fn answer_all(
     codec: &dyn Codec,
     input: &mut ReadBuffer,
-    output: &mut Vec<u8>,
+    output: &mut OutBuf,
     tally: &mut Tally,
-    mut before_slow: impl FnMut(&mut Vec<u8>) -> Result<(), Ended>,
+    mut before_slow: impl FnMut(&mut OutBuf) -> Result<(), Ended>,
 ) -> Result<Answered, Ended> {
     let mut answered = 0;
     loop {
@@ -126,12 +128,12 @@ pub fn answer_all(
                     before_slow(output)?;
                 }
                 let reply = execute(&message);
-                codec.encode_reply(&message, reply, output);
+                codec.encode_reply(&message, reply, output.appender());
                 tally.requests += 1;
                 len
             }
             Ok(Decoded::Invalid { id, error, len }) => {
-                codec.encode_error(id, &error.to_string(), output);
+                codec.encode_error(id, &error.to_string(), output.appender());
                 tally.errors += 1;
                 len
             }
@@ -144,7 +146,7 @@ pub fn answer_all(
                 {
                     tally.looked_like_resp = true;
                 }
-                codec.encode_error(None, &error.to_string(), output);
+                codec.encode_error(None, &error.to_string(), output.appender());
                 return Ok(Answered::Fatal(error.to_string()));
             }
         };
@@ -186,7 +188,7 @@ fn serve_loop(
     let _ = stream.set_nodelay(true);
 
     let mut input = ReadBuffer::new(READ_CHUNK);
-    let mut output = Vec::new();
+    let mut output = OutBuf::default();
     // This connection's codec, once its first byte has said which.
     let mut chosen: Option<&dyn Codec> = None;
     let mut last_request = Instant::now();
@@ -294,8 +296,8 @@ pub fn partial_request_since(input: &ReadBuffer, since: Option<Instant>) -> Opti
 /// The ERROR reply a client gets when its request took too long to arrive. Best effort: the
 /// client may not be reading either.
 fn send_request_timeout(stream: &mut TcpStream, codec: &dyn Codec) {
-    let mut reply = Vec::new();
-    codec.encode_error(None, REQUEST_TIMEOUT_MESSAGE, &mut reply);
+    let mut reply = OutBuf::default();
+    codec.encode_error(None, REQUEST_TIMEOUT_MESSAGE, reply.appender());
     let _ = flush(stream, &mut reply);
 }
 
@@ -303,22 +305,16 @@ fn send_request_timeout(stream: &mut TcpStream, codec: &dyn Codec) {
 /// ERROR reply, before its connection is closed.
 pub const REQUEST_TIMEOUT_MESSAGE: &str = "request timeout";
 
-/// Writes out (and empties) the pending replies. write(2) via `write_all`, which retries
-/// EINTR; EAGAIN after SO_SNDTIMEO means the client stopped reading.
-fn flush(stream: &mut TcpStream, output: &mut Vec<u8>) -> Result<(), Ended> {
+/// Writes out (and empties) the pending replies. EAGAIN after SO_SNDTIMEO means the client
+/// stopped reading.
+fn flush(stream: &mut TcpStream, output: &mut OutBuf) -> Result<(), Ended> {
     if output.is_empty() {
         return Ok(());
     }
-    if let Err(e) = stream.write_all(output) {
-        return Err(match e.kind() {
-            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Ended::WriteTimeout,
-            _ => Ended::Failed(e),
-        });
-    }
-    output.clear();
-    // A one-off large reply should not pin its memory for the connection's lifetime.
-    output.shrink_to(READ_CHUNK);
-    Ok(())
+    output.write_all_to(stream).map_err(|e| match e.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Ended::WriteTimeout,
+        _ => Ended::Failed(e),
+    })
 }
 
 /// Whether a command may take long enough that earlier replies should not wait for it.
@@ -373,14 +369,11 @@ enum Wait {
 /// poll(2) on the socket and the shutdown pipe. Input already waiting wins over shutdown, so
 /// requests the client sent before the shutdown are still answered.
 fn wait_readable(sock: BorrowedFd<'_>, shutdown: BorrowedFd<'_>, timeout: Duration) -> Wait {
-    // Round up: a poll that returns a hair early would spin through the loop until the deadline.
-    let millis = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
-    let timeout = PollTimeout::try_from(millis).unwrap_or(PollTimeout::MAX);
     let mut fds = [
         PollFd::new(sock, PollFlags::POLLIN),
         PollFd::new(shutdown, PollFlags::POLLIN),
     ];
-    match poll(&mut fds, timeout) {
+    match poll(&mut fds, poll_timeout(timeout)) {
         Ok(0) => Wait::TimedOut,
         // poll(2): EINTR is never restarted (SA_RESTART does not apply); the caller loops.
         Err(Errno::EINTR) => Wait::TimedOut,
@@ -442,7 +435,7 @@ pub fn linger_close(stream: &TcpStream) {
 /// Reads and discards input until EOF, `patience` passes, or 1 MiB has been thrown away.
 fn drain(stream: &TcpStream, patience: Duration) {
     let deadline = Instant::now() + patience;
-    let mut sink = [0u8; 16 * 1024];
+    let mut sink = [0u8; READ_CHUNK];
     let mut budget = 1 << 20;
     while budget > 0 {
         // recv(2) with MSG_DONTWAIT: a nonblocking read without changing the socket's mode.
@@ -455,9 +448,8 @@ fn drain(stream: &TcpStream, patience: Duration) {
                 if left.is_zero() {
                     return;
                 }
-                let millis = left.as_millis().clamp(1, 1000) as u16;
                 let mut fds = [PollFd::new(stream.as_fd(), PollFlags::POLLIN)];
-                let _ = poll(&mut fds, PollTimeout::from(millis));
+                let _ = poll(&mut fds, poll_timeout(left));
             }
             Err(_) => return,
         }

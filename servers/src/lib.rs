@@ -6,14 +6,23 @@
 //! so that a difference measured between two models is the model's and not the code's:
 //!
 //! - [`cli`]: the flags every server takes;
-//! - [`net`]: the listening socket and the `listening on ADDR` line harnesses wait for;
-//! - [`conn`]: the blocking connection handler (thread, fork and prefork all call it);
+//! - [`net`]: the listening socket, the `listening on ADDR` line harnesses wait for, and the
+//!   [`net::Acceptor`] that thread, fork and the event loop accept with, including what they
+//!   do when descriptors run out (pause, or shed with a spare descriptor);
+//! - [`conn`]: the request step every model shares (`answer_all`), and the blocking connection
+//!   handler (thread, fork and prefork all call it);
+//! - [`outbuf`]: a connection's output buffer, written all at once by the blocking handler and
+//!   as far as the socket takes it by the event loop;
+//! - [`poller`]: the event loop's readiness backends (select, poll, epoll), and the one
+//!   rounding of a wait to poll(2)'s milliseconds ([`poller::poll_timeout`]);
 //! - [`exec`]: what a request does (ECHO, SLEEP, SPIN, pi);
 //! - [`signals`]: signal handlers that only set flags, the self-pipe, the shutdown broadcast;
 //! - [`stats`]: counters in fork-shared memory and the report written on shutdown;
 //! - [`saturation`]: for the bounded models, a log line and two figures when every worker
 //!   is busy and connections wait;
-//! - [`children`]: reaping, for the models that fork.
+//! - [`children`]: reaping, for the models that fork;
+//! - [`log`]: `info!` and `debug!`, and the once-a-second limit on lines about a lasting
+//!   condition.
 //!
 //! EINTR policy, in one place (also in docs/ARCHITECTURE.md): std's `accept` and `write_all`
 //! retry EINTR themselves; a plain `read` and raw nix calls return it, and each call site says
@@ -25,6 +34,7 @@ pub mod conn;
 pub mod exec;
 pub mod log;
 pub mod net;
+pub mod outbuf;
 pub mod poller;
 pub mod saturation;
 pub mod signals;

@@ -6,7 +6,7 @@
 //! program and the pid, because with `fork` several processes share one stderr.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::time::{clock_gettime, ClockId};
 
@@ -27,14 +27,12 @@ pub fn verbose() -> bool {
 /// Whether a line rate-limited by `last` may be logged now: true at most once a second for
 /// every thread and process that shares `last`, which holds the time of the last `true`.
 ///
-/// The accept loops' limiters (`net::Acceptor`, the event loop's `EMFILE` log, the
-/// saturation line) are an [`OnceASecond`] of their own, which is right for a loop in one
-/// process. A line any connection
-/// handler may log needs one limit for the whole server, fork children and prefork workers
-/// included, so `last` is an atomic in the fork-shared stats page and the clock is
-/// CLOCK_MONOTONIC in milliseconds: the same clock in every process, which an `Instant`
-/// cannot be stored as. Of several callers within the same second, the compare-exchange lets
-/// exactly one through.
+/// This is the one limiter. A line any connection handler may log needs one limit for the
+/// whole server, fork children and prefork workers included, so `last` can be an atomic in
+/// the fork-shared stats page, and the clock is CLOCK_MONOTONIC in milliseconds: the same
+/// clock in every process, which an `Instant` cannot be stored as. Of several callers within
+/// the same second, the compare-exchange lets exactly one through. A loop in one process
+/// (the acceptor, the saturation line) keeps its `last` to itself: [`OnceASecond`].
 pub fn once_a_second(last: &AtomicU64) -> bool {
     // clock_gettime(2) cannot fail for CLOCK_MONOTONIC; if it did, logging is the safe side.
     let Ok(now) = clock_gettime(ClockId::CLOCK_MONOTONIC) else {
@@ -43,7 +41,7 @@ pub fn once_a_second(last: &AtomicU64) -> bool {
     // Never 0, which `last` holds until the first line.
     let now_ms = (now.tv_sec() as u64 * 1000 + now.tv_nsec() as u64 / 1_000_000).max(1);
     let prev = last.load(Ordering::Relaxed);
-    if prev != 0 && now_ms.saturating_sub(prev) < 1000 {
+    if prev != 0 && u128::from(now_ms.saturating_sub(prev)) < OnceASecond::PERIOD.as_millis() {
         return false;
     }
     last.compare_exchange(prev, now_ms, Ordering::Relaxed, Ordering::Relaxed)
@@ -63,9 +61,11 @@ pub fn prefix() -> String {
 /// busy): the first line says it at once, and the condition may go on for minutes, so later
 /// ones are dropped until a second has passed. A line per event would flood the log, and
 /// slow the server down, exactly when it is already in trouble.
+///
+/// It is [`once_a_second`] with a `last` of its own, for a loop in one process.
 #[derive(Debug, Default)]
 pub struct OnceASecond {
-    last: Option<Instant>,
+    last: AtomicU64,
 }
 
 impl OnceASecond {
@@ -74,11 +74,7 @@ impl OnceASecond {
 
     /// Whether a line may be logged now; if so, the next one must wait a second.
     pub fn ready(&mut self) -> bool {
-        if self.last.is_some_and(|t| t.elapsed() < Self::PERIOD) {
-            return false;
-        }
-        self.last = Some(Instant::now());
-        true
+        once_a_second(&self.last)
     }
 }
 

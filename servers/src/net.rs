@@ -1,10 +1,12 @@
-//! Opening the listening socket, and the one line that tells a harness it is ready.
+//! Opening the listening socket, the one line that tells a harness it is ready, and accepting
+//! ([`Acceptor`]), with what running out of descriptors takes.
 //!
 //! `std::net::TcpListener::bind` hard-codes the `listen(2)` backlog (128) and cannot set
 //! `SO_REUSEPORT`, and both are knobs the lab turns: the backlog is where connections wait when
 //! a server is saturated, and `SO_REUSEPORT` is one of prefork's accept strategies. So the
 //! socket is built step by step with the same calls a C server makes, then handed to std.
 
+use std::fs::File;
 use std::io::{self, Write};
 use std::mem::MaybeUninit;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -13,6 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::log::OnceASecond;
+use crate::poller::poll_timeout;
 use crate::signals::{Pending, SignalPipe};
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -151,34 +154,58 @@ pub fn announce(addr: SocketAddr) -> io::Result<()> {
     out.flush()
 }
 
-/// The accept loop's two halves, for the models where one process accepts: wait until a
-/// connection or a signal is there, then accept until the queue is empty.
+/// Accepting, for every model where one process accepts (all but prefork, whose workers each
+/// block in `accept` on the listener they share): [`Acceptor::wait`] until a connection or a
+/// signal is there (the blocking models; the event loop has its poller tell it), then
+/// [`Acceptor::accept`] until the queue is empty.
 ///
-/// Running out of descriptors is handled here, once: `accept` fails with `EMFILE`, the pending
+/// Running out of descriptors is handled here, once. `accept` fails with `EMFILE`, the pending
 /// connection stays in the backlog, and the listener stays readable, so a loop that simply went
-/// round again would spin at 100% CPU. The acceptor instead stops watching the listener for
-/// [`Acceptor::PAUSE`] (the clients wait in the backlog; existing connections keep being
-/// served) and logs at most once a second. libuv and libev keep a spare descriptor to accept
-/// and close such connections at once; the lab shows the simpler pause.
+/// round again would spin at 100% CPU. The acceptor does one of two things, logging the
+/// condition at most once a second:
+///
+/// - **Pause** ([`Acceptor::new`], the blocking models): stop accepting for
+///   [`Acceptor::PAUSE`]. The clients wait in the backlog; existing connections keep being
+///   served, and one that closes frees a descriptor for the next.
+/// - **Shed** ([`Acceptor::with_spare`], the event loop): keep a spare descriptor (an open
+///   `/dev/null`) in reserve; on `EMFILE`, close it, accept the client into the descriptor
+///   just freed, hand it to the caller to be told "server busy" and closed, and open the spare
+///   again (libuv and libev do the same). Clients over the limit get an answer at once instead
+///   of waiting. If the spare cannot be had, or for any other error (`ENOBUFS`, `ENOMEM`),
+///   it pauses.
 #[derive(Debug)]
 pub struct Acceptor {
     listener: TcpListener,
     paused_until: Option<Instant>,
+    /// The descriptor held in reserve for shedding; `None` for an acceptor that pauses, and
+    /// from the time the spare could not be opened again.
+    spare: Option<File>,
     log_limit: OnceASecond,
 }
 
 impl Acceptor {
     /// How long accepting pauses after running out of descriptors or memory.
     pub const PAUSE: Duration = Duration::from_millis(100);
+    /// How often a paused acceptor's wait looks whether the pause is over.
+    const PAUSED_LOOK: Duration = Duration::from_millis(10);
 
-    /// Takes over `listener` (made nonblocking, so accepting can stop at `EAGAIN`).
+    /// Takes over `listener` (made nonblocking, so accepting can stop at `EAGAIN`); out of
+    /// descriptors, it pauses.
     pub fn new(listener: TcpListener) -> io::Result<Acceptor> {
         listener.set_nonblocking(true)?;
         Ok(Acceptor {
             listener,
             paused_until: None,
+            spare: None,
             log_limit: OnceASecond::default(),
         })
+    }
+
+    /// [`Acceptor::new`], but out of descriptors it sheds, with a spare opened now.
+    pub fn with_spare(listener: TcpListener) -> io::Result<Acceptor> {
+        let mut acceptor = Acceptor::new(listener)?;
+        acceptor.spare = Some(File::open("/dev/null")?);
+        Ok(acceptor)
     }
 
     /// The address it listens on.
@@ -186,7 +213,7 @@ impl Acceptor {
         self.listener.local_addr()
     }
 
-    /// The listening socket (to read its accept queue, say).
+    /// The listening socket (to read its accept queue, or to register it with a poller).
     pub fn listener(&self) -> &TcpListener {
         &self.listener
     }
@@ -200,21 +227,20 @@ impl Acceptor {
     /// [`Acceptor::wait`], but back after `tick` at the latest even if nothing happened, for
     /// a loop that also has periodic work (the thread pool watches for saturation).
     pub fn wait_at_most(&mut self, signals: &SignalPipe, tick: Option<Duration>) -> Pending {
-        let paused = self.paused_until.is_some_and(|t| Instant::now() < t);
-        if !paused {
-            self.paused_until = None;
-        }
+        self.resume_if_due();
         let mut fds = [
             PollFd::new(signals.fd(), PollFlags::POLLIN),
             PollFd::new(self.listener.as_fd(), PollFlags::POLLIN),
         ];
-        let tick_ms = tick.map(|t| t.as_millis().clamp(1, u128::from(u16::MAX)) as u16);
-        let (watched, timeout) = match (paused, tick_ms) {
-            (true, Some(ms)) => (1, PollTimeout::from(ms.min(10))),
-            (true, None) => (1, PollTimeout::from(10u16)),
-            (false, Some(ms)) => (2, PollTimeout::from(ms)),
-            (false, None) => (2, PollTimeout::NONE),
+        let (watched, timeout) = if self.is_paused() {
+            // The signal pipe only, and a look every few milliseconds at whether the pause
+            // is over.
+            let look = tick.map_or(Self::PAUSED_LOOK, |t| t.min(Self::PAUSED_LOOK));
+            (1, Some(look))
+        } else {
+            (2, tick)
         };
+        let timeout = timeout.map_or(PollTimeout::NONE, poll_timeout);
         // poll(2): a signal interrupts it with EINTR (never restarted), which is the point;
         // ENOMEM is the only other failure, and a short pause is all we can do about it.
         if let Err(e) = poll(&mut fds[..watched], timeout) {
@@ -226,32 +252,97 @@ impl Acceptor {
         signals.take()
     }
 
-    /// The next pending connection, or `None` when there is none (or accepting is paused).
-    /// Call until `None` after each [`Acceptor::wait`].
+    /// The next pending connection, as a blocking socket, or `None` when there is none (or
+    /// accepting is paused). Call until `None` after each [`Acceptor::wait`]. A connection
+    /// shed for want of descriptors is closed without a word.
     pub fn accept(&mut self) -> Option<(TcpStream, SocketAddr)> {
-        if self.paused_until.is_some() {
+        let (stream, peer) = self.accept_or_shed(|stream, _| drop(stream))?;
+        // Accepted sockets do not inherit O_NONBLOCK on Linux; say what we rely on.
+        let _ = stream.set_nonblocking(false);
+        Some((stream, peer))
+    }
+
+    /// The next pending connection, as accept(2) made it (blocking, on Linux), or `None` when
+    /// there is none or accepting is paused. Out of descriptors, an acceptor
+    /// [`with_spare`](Acceptor::with_spare) hands each connection it sheds to `shed`, as a
+    /// blocking socket, to be refused and closed; the spare is taken back after `shed` returns.
+    pub fn accept_or_shed(
+        &mut self,
+        mut shed: impl FnMut(TcpStream, SocketAddr),
+    ) -> Option<(TcpStream, SocketAddr)> {
+        if self.is_paused() {
             return None;
         }
         loop {
             // accept4(2) via std, which retries EINTR itself (in server-fork a SIGCHLD lands
             // here often).
             match self.listener.accept() {
-                Ok((stream, peer)) => {
-                    // Accepted sockets do not inherit O_NONBLOCK on Linux; say what we rely on.
-                    let _ = stream.set_nonblocking(false);
-                    return Some((stream, peer));
-                }
+                Ok(accepted) => return Some(accepted),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
                 // ECONNABORTED: the client gave up while queued; the next one may be fine.
                 Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
+                Err(e)
+                    if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+                        && self.shed_one(&e, &mut shed) => {}
                 Err(e) => {
-                    // EMFILE, ENFILE, ENOBUFS, ENOMEM: out of something; see the type's docs.
-                    self.log_once_a_second(&format!("accept: {e}; pausing accepts"));
+                    // ENOBUFS, ENOMEM, or out of descriptors with no spare: retrying at once
+                    // would fail again. See the type's docs.
+                    self.log_once_a_second(&format!(
+                        "accept: {e}; pausing accepts for {:?}",
+                        Self::PAUSE
+                    ));
                     self.paused_until = Some(Instant::now() + Self::PAUSE);
                     return None;
                 }
             }
         }
+    }
+
+    /// Whether accepting is paused. An event loop stops watching the listener meanwhile: a
+    /// level-triggered poller would report it ready on every wait.
+    pub fn is_paused(&self) -> bool {
+        self.paused_until.is_some()
+    }
+
+    /// Ends a pause whose time is up; true if one just ended. An event loop then watches the
+    /// listener again and accepts at once, since an edge-triggered poller will not report the
+    /// connections that queued up meanwhile.
+    pub fn resume_if_due(&mut self) -> bool {
+        let due = self.paused_until.is_some_and(|t| Instant::now() >= t);
+        if due {
+            self.paused_until = None;
+        }
+        due
+    }
+
+    /// Sheds one pending connection with the spare descriptor (see the type's docs); false if
+    /// there is no spare or no connection came of it.
+    fn shed_one(
+        &mut self,
+        cause: &io::Error,
+        shed: &mut impl FnMut(TcpStream, SocketAddr),
+    ) -> bool {
+        let Some(spare) = self.spare.take() else {
+            return false;
+        };
+        self.log_once_a_second(&format!(
+            "accept: {cause}; refusing new connections until descriptors free up"
+        ));
+        drop(spare);
+        let refused = match self.listener.accept() {
+            Ok((stream, peer)) => {
+                // A refusal writes its reply with a timeout, which needs a blocking socket.
+                let _ = stream.set_nonblocking(false);
+                shed(stream, peer);
+                true
+            }
+            Err(_) => false,
+        };
+        self.spare = File::open("/dev/null").ok();
+        if self.spare.is_none() {
+            crate::info!("cannot reopen the spare descriptor; accepts will pause instead");
+        }
+        refused
     }
 
     fn log_once_a_second(&mut self, message: &str) {

@@ -27,6 +27,7 @@ use std::io;
 use std::os::fd::{BorrowedFd, RawFd};
 use std::time::Duration;
 
+use nix::poll::PollTimeout;
 use nix::sys::select::{select, FdSet, FD_SETSIZE};
 use nix::sys::time::{TimeVal, TimeValLike};
 
@@ -96,11 +97,16 @@ impl Backend {
     }
 }
 
-fn millis(timeout: Option<Duration>) -> i32 {
-    // Round up, so a wait never ends a hair before the deadline it was computed for.
-    timeout.map_or(-1, |t| {
-        t.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32
-    })
+/// `timeout` as poll(2)'s timeout, in whole milliseconds: every wait the servers compute as a
+/// `Duration` (the poll backend, the blocking handler's wait and its lingering close, the
+/// acceptor, prefork's supervisor) goes to poll(2) through here.
+///
+/// Rounded *up*: a wait computed to end at a deadline must not end a hair before it, or the
+/// loop finds the deadline not yet passed and polls again with a timeout of zero, spinning
+/// until it is. At most `i32::MAX` ms (about 24 days), which is what poll(2) can take.
+pub fn poll_timeout(timeout: Duration) -> PollTimeout {
+    let millis = timeout.as_nanos().div_ceil(1_000_000);
+    PollTimeout::try_from(millis).unwrap_or(PollTimeout::MAX)
 }
 
 /// select(2). The registry is a map; the bitmaps are rebuilt from it on every wait, because
@@ -239,7 +245,7 @@ impl Poller for PollPoller {
             libc::poll(
                 self.fds.as_mut_ptr(),
                 self.fds.len() as libc::nfds_t,
-                millis(timeout),
+                timeout.map_or(PollTimeout::NONE, poll_timeout).into(),
             )
         };
         if n < 0 {
@@ -340,5 +346,25 @@ impl Poller for EpollPoller {
             });
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn poll_timeout_rounds_up_and_saturates() {
+        let ms = |d: Duration| i32::from(poll_timeout(d));
+        assert_eq!(ms(Duration::ZERO), 0);
+        assert_eq!(
+            ms(Duration::from_nanos(1)),
+            1,
+            "a sub-microsecond wait still waits"
+        );
+        assert_eq!(ms(Duration::from_micros(1)), 1);
+        assert_eq!(ms(Duration::from_millis(250)), 250);
+        assert_eq!(ms(Duration::from_micros(250_001)), 251);
+        assert_eq!(ms(Duration::MAX), i32::MAX);
     }
 }

@@ -14,6 +14,9 @@
 //!   are registered with the poller under a token; the loop sleeps in `wait` until something
 //!   is ready (or the 100 ms housekeeping tick).
 //! - Listener ready: accept until `EAGAIN`, make each socket nonblocking, register it for reading.
+//!   Out of descriptors, the acceptor keeps the loop idle by shedding: a spare descriptor, held
+//!   in reserve, is freed to accept the client, who is told "server busy" and closed at once
+//!   (`net::Acceptor::with_spare`). Other accept failures pause accepting until a later tick.
 //! - Connection ready: read until `EAGAIN`, answer every complete request (the same `answer_all`
 //!   the blocking servers use), write until `EAGAIN`. Writability is watched only while output
 //!   is pending; reading stops while more than `--max-pending-output` bytes wait (backpressure:
@@ -43,9 +46,8 @@
 //! `docs/models/eventloop.md`.
 
 use std::collections::HashMap;
-use std::fs::File;
-use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::{self, Read};
+use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -53,11 +55,13 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use echolab_protocol::{Codec, Protocol, ReadBuffer, ServerCodecs};
 use echolab_servers::cli::{parse_size, ServerArgs};
-use echolab_servers::conn::{self, Answered, Ended, Limits, Outcome, Tally};
+use echolab_servers::conn::{self, Answered, Ended, Limits, Outcome, Tally, READ_CHUNK};
+use echolab_servers::net::{self, Acceptor};
+use echolab_servers::outbuf::OutBuf;
 use echolab_servers::poller::{Backend, Event, Interest, Poller};
 use echolab_servers::signals::SignalPipe;
 use echolab_servers::stats::{Counters, Report, SharedCounters};
-use echolab_servers::{debug, info, net};
+use echolab_servers::{debug, info};
 
 /// One thread, nonblocking sockets, a readiness API.
 #[derive(Debug, Parser)]
@@ -102,73 +106,12 @@ const READ_BUDGET: usize = 64 * 1024;
 
 /// How often the loop wakes with nothing ready, to enforce the idle and write timeouts.
 const TICK: Duration = Duration::from_millis(100);
-/// Bytes asked of each read(2).
-const READ_CHUNK: usize = 16 * 1024;
-
-fn parse_pending_cap(s: &str) -> Result<usize, String> {
-    let n = parse_size(s)?;
-    if n < READ_CHUNK * 4 {
-        return Err(format!("'{s}' is too small (at least 64K)"));
-    }
-    Ok(n)
-}
 
 fn main() -> ExitCode {
     let args = Args::parse();
     echolab_servers::main_with("server-eventloop", args.server.process_settings(), || {
         run(args)
     })
-}
-
-/// One client: its socket and the state a blocking server would keep on a thread's stack.
-struct Connection {
-    stream: TcpStream,
-    peer: SocketAddr,
-    /// Bytes received and not yet answered: at most one partial request after each turn.
-    input: ReadBuffer,
-    /// The protocol this connection speaks, once its first byte has said
-    /// (`--protocol auto`; a fixed server's one protocol, then).
-    protocol: Option<Protocol>,
-    /// Replies not yet taken by the kernel; `output[sent..]` is what is left.
-    output: Vec<u8>,
-    sent: usize,
-    tally: Tally,
-    last_request: Instant,
-    /// When the first byte of the partial request in `input` arrived (`--request-timeout`).
-    partial_since: Option<Instant>,
-    /// When output last made progress (for the write timeout).
-    last_write: Instant,
-    /// What the poller watches for now.
-    interest: Interest,
-    /// Set once nothing more will be read (EOF, protocol error, shutdown): the connection
-    /// closes, for this reason, as soon as its output is sent.
-    finishing: Option<Ended>,
-}
-
-impl Connection {
-    fn pending(&self) -> usize {
-        self.output.len() - self.sent
-    }
-
-    /// This connection's codec: chosen from its first byte the first time one is there, the
-    /// same ever after. `None` until a byte has arrived.
-    fn codec<'a>(&mut self, codecs: &'a ServerCodecs) -> Option<&'a dyn Codec> {
-        if self.protocol.is_none() {
-            self.protocol = self.input.data().first().map(|&b| codecs.protocol_for(b));
-        }
-        self.protocol.map(|p| codecs.codec(p))
-    }
-
-    /// [`write_some`] of this connection's output, within `allowance`.
-    fn write_out(&mut self, allowance: &mut usize) -> Result<(), Ended> {
-        write_some(
-            &mut self.stream,
-            &mut self.output,
-            &mut self.sent,
-            &mut self.last_write,
-            allowance,
-        )
-    }
 }
 
 /// The loop's state. Everything the single thread touches is here, and nothing is shared.
@@ -183,22 +126,41 @@ struct EventLoop {
     write_budget: usize,
     max_connections: usize,
     counters: SharedCounters,
-    /// A descriptor held in reserve for EMFILE (see `shed_one`).
-    spare: Option<File>,
-    last_emfile_log: Option<Instant>,
     /// Connections that used up their read budget with data still waiting: an edge-triggered
     /// poller will not report them again, so the loop serves them again itself.
     still_ready: Vec<usize>,
-    /// Accepting is paused until then, after an accept error that retrying cannot fix at once.
-    accept_paused_until: Option<Instant>,
+}
+
+/// One client: its socket and the state a blocking server would keep on a thread's stack.
+struct Connection {
+    stream: TcpStream,
+    peer: SocketAddr,
+    /// Bytes received and not yet answered: at most one partial request after each turn.
+    input: ReadBuffer,
+    /// The protocol this connection speaks, once its first byte has said
+    /// (`--protocol auto`; a fixed server's one protocol, then).
+    protocol: Option<Protocol>,
+    /// Replies not yet taken by the kernel.
+    output: OutBuf,
+    tally: Tally,
+    last_request: Instant,
+    /// When the first byte of the partial request in `input` arrived (`--request-timeout`).
+    partial_since: Option<Instant>,
+    /// When output last made progress (for the write timeout).
+    last_write: Instant,
+    /// What the poller watches for now.
+    interest: Interest,
+    /// Set once nothing more will be read (EOF, protocol error, shutdown): the connection
+    /// closes, for this reason, as soon as its output is sent.
+    finishing: Option<Ended>,
 }
 
 fn run(args: Args) -> io::Result<()> {
     let started = Instant::now();
     let cfg = &args.server;
     let signals = SignalPipe::install(false)?;
-    let listener = net::bind(cfg.addr, cfg.backlog, false)?;
-    listener.set_nonblocking(true)?;
+    // With a spare descriptor: out of descriptors, the loop sheds clients rather than pause.
+    let acceptor = Acceptor::with_spare(net::bind(cfg.addr, cfg.backlog, false)?)?;
     let mut ev = EventLoop {
         poller: args.backend.create()?,
         connections: HashMap::new(),
@@ -212,20 +174,19 @@ fn run(args: Args) -> io::Result<()> {
         },
         max_connections: cfg.max_connections as usize,
         counters: SharedCounters::new(1)?,
-        // Without the spare, running out of descriptors would leave the listener ready forever.
-        spare: Some(File::open("/dev/null")?),
-        last_emfile_log: None,
         still_ready: Vec::new(),
-        accept_paused_until: None,
     };
     ev.poller
-        .register(listener.as_raw_fd(), LISTENER, Interest::READ)?;
+        .register(acceptor.listener().as_raw_fd(), LISTENER, Interest::READ)?;
     ev.poller
         .register(signals.fd().as_raw_fd(), SIGNALS, Interest::READ)?;
-    net::announce(listener.local_addr()?)?;
+    net::announce(acceptor.local_addr()?)?;
     info!("backend {}", ev.poller.name());
 
-    let mut listener = Some(listener);
+    // The loop: wait for readiness, then serve whatever is ready — the listener (accept), the
+    // signal pipe (begin shutdown), a connection (read, answer, write, maybe close) — and on
+    // each tick, the timeouts. The acceptor is dropped, and the listener closed, at shutdown.
+    let mut acceptor = Some(acceptor);
     let mut shutdown_deadline: Option<Instant> = None;
     let mut events: Vec<Event> = Vec::with_capacity(1024);
     let mut next_tick = Instant::now() + TICK;
@@ -242,15 +203,15 @@ fn run(args: Args) -> io::Result<()> {
         for event in &events {
             match event.token {
                 LISTENER => {
-                    if let Some(listener) = &listener {
-                        ev.accept_all(listener);
+                    if let Some(a) = &mut acceptor {
+                        ev.accept_all(a);
                     }
                 }
                 SIGNALS => {
                     if signals.take().terminate && shutdown_deadline.is_none() {
                         // Stop accepting (deregister before close), then stop reading.
-                        if let Some(l) = listener.take() {
-                            let _ = ev.poller.deregister(l.as_raw_fd(), LISTENER);
+                        if let Some(a) = acceptor.take() {
+                            let _ = ev.poller.deregister(a.listener().as_raw_fd(), LISTENER);
                         }
                         info!(
                             "shutting down: {} connections; waiting up to {:?}",
@@ -275,15 +236,15 @@ fn run(args: Args) -> io::Result<()> {
             ev.enforce_timeouts();
             // An accept pause is over: watch the listener again, and accept what queued up
             // meanwhile (edge-triggered epoll would not report it).
-            if ev.accept_paused_until.is_some_and(|t| Instant::now() >= t) {
-                ev.accept_paused_until = None;
-                if let Some(l) = &listener {
+            if let Some(a) = &mut acceptor {
+                if a.resume_if_due() {
                     ev.poller
-                        .register(l.as_raw_fd(), LISTENER, Interest::READ)?;
-                    ev.accept_all(l);
+                        .register(a.listener().as_raw_fd(), LISTENER, Interest::READ)?;
+                    ev.accept_all(a);
                 }
             }
         }
+        // Shutting down: done once the last connection has closed, or at `--grace`.
         if let Some(deadline) = shutdown_deadline {
             if ev.connections.is_empty() {
                 break;
@@ -302,6 +263,7 @@ fn run(args: Args) -> io::Result<()> {
         }
     }
 
+    // Every connection is closed: the statistics.
     let model = format!("eventloop/{}", ev.poller.name());
     let mut report = Report::new(
         "server-eventloop",
@@ -320,86 +282,29 @@ fn run(args: Args) -> io::Result<()> {
 impl EventLoop {
     /// Accepts until `EAGAIN`: with edge-triggered epoll, a connection left in the queue would
     /// not be reported again until another one arrived.
-    fn accept_all(&mut self, listener: &TcpListener) {
+    fn accept_all(&mut self, acceptor: &mut Acceptor) {
         loop {
-            // accept4(2) via std, which retries EINTR.
-            let (stream, peer) = match listener.accept() {
-                Ok(conn) => conn,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
-                    if !self.shed_one(listener, &e) {
-                        self.pause_accepting(listener, &e);
-                        return;
-                    }
-                    continue;
-                }
-                Err(e) => {
-                    // ENOBUFS, ENOMEM...: retrying at once would fail again, and a ready
-                    // listener would spin a level-triggered loop. Pause instead.
-                    self.pause_accepting(listener, &e);
-                    return;
-                }
+            let accepted = acceptor.accept_or_shed(|stream, peer| {
+                Counters::bump(&self.counters.total().accepted);
+                self.refuse(stream, peer, "out of file descriptors");
+            });
+            let Some((stream, peer)) = accepted else {
+                break;
             };
             Counters::bump(&self.counters.total().accepted);
             if self.connections.len() >= self.max_connections {
-                conn::refuse(
-                    stream,
-                    &self.codecs,
-                    self.counters.total(),
-                    peer,
-                    "max-connections reached",
-                );
+                self.refuse(stream, peer, "max-connections reached");
                 continue;
             }
             self.add(stream, peer);
         }
-    }
-
-    /// Stops watching the listener for a moment (the tick resumes it).
-    fn pause_accepting(&mut self, listener: &TcpListener, cause: &io::Error) {
-        info!("accept: {cause}; pausing accepts for {TICK:?}");
-        let _ = self.poller.deregister(listener.as_raw_fd(), LISTENER);
-        self.accept_paused_until = Some(Instant::now() + TICK);
-    }
-
-    /// Out of descriptors (EMFILE): the pending connection stays in the backlog and the
-    /// listener stays ready, so a loop that just went round again would spin at 100% CPU.
-    /// The reserve-descriptor trick (libuv, libev): free the spare descriptor, accept the
-    /// client with it, tell it "server busy", close it, take the spare back. Clients over the
-    /// limit are turned away at once, existing ones keep being served, the loop stays idle.
-    fn shed_one(&mut self, listener: &TcpListener, cause: &io::Error) -> bool {
-        if self
-            .last_emfile_log
-            .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
-        {
-            self.last_emfile_log = Some(Instant::now());
-            info!("accept: {cause}; refusing new connections until descriptors free up");
+        if acceptor.is_paused() {
+            // Until the tick resumes it: a level-triggered poller would report the listener
+            // ready on every wait, and the loop would spin.
+            let _ = self
+                .poller
+                .deregister(acceptor.listener().as_raw_fd(), LISTENER);
         }
-        let Some(spare) = self.spare.take() else {
-            return false;
-        };
-        drop(spare);
-        let shed = match listener.accept() {
-            Ok((stream, peer)) => {
-                Counters::bump(&self.counters.total().accepted);
-                let _ = stream.set_nonblocking(false);
-                conn::refuse(
-                    stream,
-                    &self.codecs,
-                    self.counters.total(),
-                    peer,
-                    "out of file descriptors",
-                );
-                true
-            }
-            Err(_) => false,
-        };
-        self.spare = File::open("/dev/null").ok();
-        if self.spare.is_none() {
-            info!("cannot reopen the spare descriptor; accepts will pause instead");
-        }
-        shed
     }
 
     fn add(&mut self, stream: TcpStream, peer: SocketAddr) {
@@ -416,13 +321,7 @@ impl EventLoop {
             // select: a descriptor >= FD_SETSIZE cannot be watched. Say so, and refuse.
             info!("{peer}: {e}; refusing the connection");
             let _ = stream.set_nonblocking(false);
-            conn::refuse(
-                stream,
-                &self.codecs,
-                self.counters.total(),
-                peer,
-                "cannot watch the descriptor",
-            );
+            self.refuse(stream, peer, "cannot watch the descriptor");
             return;
         }
         debug!("{peer}: accepted as token {token}");
@@ -434,8 +333,7 @@ impl EventLoop {
                 peer,
                 input: ReadBuffer::new(READ_CHUNK),
                 protocol: None,
-                output: Vec::new(),
-                sent: 0,
+                output: OutBuf::default(),
                 tally: Tally::default(),
                 last_request: now,
                 partial_since: None,
@@ -444,6 +342,11 @@ impl EventLoop {
                 finishing: None,
             },
         );
+    }
+
+    /// Answers "server busy" (with a blocking socket) and closes.
+    fn refuse(&self, stream: TcpStream, peer: SocketAddr, why: &str) {
+        conn::refuse(stream, &self.codecs, self.counters.total(), peer, why);
     }
 
     /// A connection is ready: do all the work that will not block, then watch for what is next.
@@ -470,20 +373,225 @@ impl EventLoop {
         let Some(c) = self.connections.get_mut(&token) else {
             return;
         };
-        if c.finishing.is_some() && c.pending() == 0 {
+        if c.finishing.is_some() && c.output.is_empty() {
             let ended = c.finishing.take();
             self.close(token, ended);
             return;
         }
         let want = Interest {
-            readable: c.finishing.is_none() && c.pending() < self.max_pending_output,
-            writable: c.pending() > 0,
+            readable: c.finishing.is_none() && c.output.pending() < self.max_pending_output,
+            writable: !c.output.is_empty(),
         };
         if want != c.interest {
             match self.poller.reregister(c.stream.as_raw_fd(), token, want) {
                 Ok(()) => c.interest = want,
                 Err(e) => self.close(token, Some(Ended::Failed(e))),
             }
+        }
+    }
+}
+
+/// How a turn of [`drive`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Turn {
+    /// Everything that could be done without blocking is done (`EAGAIN`, finished, throttled).
+    Done,
+    /// The read or write budget ran out with data perhaps still waiting (to read, or to send
+    /// to a socket that would take it): serve again after the others.
+    BudgetSpent,
+}
+
+/// Reads, answers and writes as far as possible without blocking, reading at most
+/// [`READ_BUDGET`] bytes and writing at most `write_budget`. `Err` means: close now.
+fn drive(
+    c: &mut Connection,
+    codecs: &ServerCodecs,
+    max_pending: usize,
+    write_budget: usize,
+) -> Result<Turn, Ended> {
+    let mut budget = READ_BUDGET;
+    let mut allowance = write_budget;
+    loop {
+        // Read until EAGAIN (mio is edge-triggered: stopping early would strand the rest, so a
+        // connection stopped by the budget is put on the still-ready list), unless finished,
+        // or backpressure says the client must first take its replies.
+        while c.finishing.is_none() && c.output.pending() < max_pending {
+            if budget == 0 {
+                c.send(&mut allowance)?;
+                return Ok(Turn::BudgetSpent);
+            }
+            match c.stream.read(c.input.spare(READ_CHUNK)) {
+                Ok(0) => {
+                    let partial = !c.input.is_empty();
+                    c.finishing = Some(if partial {
+                        Ended::PeerClosedMidRequest
+                    } else {
+                        Ended::PeerClosed
+                    });
+                }
+                Ok(n) => {
+                    budget = budget.saturating_sub(n);
+                    c.input.filled(n);
+                    // Chosen on the first read, looked up (one match) on the later ones.
+                    let Some(codec) = c.codec(codecs) else {
+                        continue;
+                    };
+                    let nothing_was_waiting = c.output.is_empty();
+                    // The same step as the blocking servers. A SLEEP here blocks the whole
+                    // loop, and every other client waits: the lesson of this model. Replies
+                    // computed before it are handed to the kernel first, as far as it takes them
+                    // and this turn's write budget allows.
+                    let before_slow = |out: &mut OutBuf| {
+                        send(&mut c.stream, out, &mut c.last_write, &mut allowance)
+                    };
+                    match conn::answer_all(
+                        codec,
+                        &mut c.input,
+                        &mut c.output,
+                        &mut c.tally,
+                        before_slow,
+                    )? {
+                        Answered::Requests(0) => {}
+                        Answered::Requests(_) => {
+                            c.last_request = Instant::now();
+                            // What is left began in this read: its clock starts now.
+                            c.partial_since = None;
+                        }
+                        Answered::Fatal(reason) => c.finishing = Some(Ended::ProtocolError(reason)),
+                    }
+                    c.partial_since = conn::partial_request_since(&c.input, c.partial_since);
+                    // The write timeout counts from when output starts waiting, not from the
+                    // last write of some earlier burst. (Only new replies start it, so bytes
+                    // that complete no request do not keep an idle connection alive.)
+                    if nothing_was_waiting && !c.output.is_empty() {
+                        c.last_write = Instant::now();
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                // read(2): EINTR if a signal arrived first; nothing was read.
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Ended::Failed(e)),
+            }
+        }
+        let was_throttled = c.finishing.is_none() && c.output.pending() >= max_pending;
+
+        c.send(&mut allowance)?;
+        // Output left and the write budget spent: the socket may well take more, but others
+        // get their turn first (edge triggering would not report it again: still-ready list).
+        if !c.output.is_empty() && allowance == 0 {
+            return Ok(Turn::BudgetSpent);
+        }
+
+        // Reading stopped for backpressure and the client has now taken enough: read again,
+        // because an edge-triggered poller will not report data that was already there —
+        // now if the budget allows, else on the next turn.
+        if was_throttled && c.output.pending() < max_pending {
+            // The pause was ours: a partial request's deadline starts again as reading resumes.
+            c.partial_since = c.partial_since.map(|_| Instant::now());
+            if budget > 0 {
+                continue;
+            }
+            return Ok(Turn::BudgetSpent);
+        }
+        return Ok(Turn::Done);
+    }
+}
+
+impl Connection {
+    /// This connection's codec: chosen from its first byte the first time one is there, the
+    /// same ever after. `None` until a byte has arrived.
+    fn codec<'a>(&mut self, codecs: &'a ServerCodecs) -> Option<&'a dyn Codec> {
+        if self.protocol.is_none() {
+            self.protocol = self.input.data().first().map(|&b| codecs.protocol_for(b));
+        }
+        self.protocol.map(|p| codecs.codec(p))
+    }
+
+    /// [`send`] of this connection's output, within `allowance`.
+    fn send(&mut self, allowance: &mut usize) -> Result<(), Ended> {
+        send(
+            &mut self.stream,
+            &mut self.output,
+            &mut self.last_write,
+            allowance,
+        )
+    }
+}
+
+/// Hands the kernel what it takes of `output` without blocking, at most `allowance` bytes
+/// (decreased by what went). Any progress restarts the write timeout's clock.
+fn send(
+    stream: &mut TcpStream,
+    output: &mut OutBuf,
+    last_write: &mut Instant,
+    allowance: &mut usize,
+) -> Result<(), Ended> {
+    let written = output.write_to(stream, *allowance).map_err(Ended::Failed)?;
+    *allowance -= written;
+    if written > 0 {
+        *last_write = Instant::now();
+    }
+    Ok(())
+}
+
+impl EventLoop {
+    /// On each tick: close connections idle past `--idle-timeout` (with nothing left to send:
+    /// a client slowly taking a large reply is not idle), or whose client has not taken any
+    /// output for `--write-timeout`, and answer "request timeout" to a request that has been
+    /// arriving for longer than `--request-timeout` (then close once that reply is out).
+    /// O(connections), ten times a second.
+    fn enforce_timeouts(&mut self) {
+        let mut too_slow = Vec::new();
+        let expired: Vec<(usize, Ended)> = self
+            .connections
+            .iter()
+            .filter_map(|(&token, c)| {
+                if !c.output.is_empty() && c.last_write.elapsed() >= self.limits.write_timeout {
+                    Some((token, Ended::WriteTimeout))
+                } else if c.finishing.is_none()
+                    && c.output.is_empty()
+                    && c.last_request.max(c.last_write).elapsed() >= self.limits.idle_timeout
+                {
+                    Some((token, Ended::IdleTimeout))
+                } else {
+                    // Not while reading is paused for backpressure: the rest of the request
+                    // may be waiting in the kernel for us, not for the client.
+                    if c.finishing.is_none()
+                        && c.output.pending() < self.max_pending_output
+                        && c.partial_since
+                            .is_some_and(|t| t.elapsed() >= self.limits.request_timeout)
+                    {
+                        too_slow.push(token);
+                    }
+                    None
+                }
+            })
+            .collect();
+        for (token, why) in expired {
+            self.close(token, Some(why));
+        }
+        for token in too_slow {
+            let Some(c) = self.connections.get_mut(&token) else {
+                continue;
+            };
+            if c.output.is_empty() {
+                // The write timeout counts from when this reply starts waiting.
+                c.last_write = Instant::now();
+            }
+            // A partial request means a byte arrived, so the protocol is known; the fallback
+            // only keeps this total.
+            let codec = match c.protocol {
+                Some(p) => self.codecs.codec(p),
+                None => self.codecs.before_first_byte(),
+            };
+            codec.encode_error(None, conn::REQUEST_TIMEOUT_MESSAGE, c.output.appender());
+            c.finishing = Some(Ended::RequestTimeout);
+            let mut unlimited = usize::MAX;
+            if let Err(ended) = c.send(&mut unlimited) {
+                self.close(token, Some(ended));
+                continue;
+            }
+            self.rewatch(token);
         }
     }
 
@@ -512,66 +620,6 @@ impl EventLoop {
         }
     }
 
-    /// On each tick: close connections idle past `--idle-timeout` (with nothing left to send:
-    /// a client slowly taking a large reply is not idle), or whose client has not taken any
-    /// output for `--write-timeout`, and answer "request timeout" to a request that has been
-    /// arriving for longer than `--request-timeout` (then close once that reply is out).
-    /// O(connections), ten times a second.
-    fn enforce_timeouts(&mut self) {
-        let mut too_slow = Vec::new();
-        let expired: Vec<(usize, Ended)> = self
-            .connections
-            .iter()
-            .filter_map(|(&token, c)| {
-                if c.pending() > 0 && c.last_write.elapsed() >= self.limits.write_timeout {
-                    Some((token, Ended::WriteTimeout))
-                } else if c.finishing.is_none()
-                    && c.pending() == 0
-                    && c.last_request.max(c.last_write).elapsed() >= self.limits.idle_timeout
-                {
-                    Some((token, Ended::IdleTimeout))
-                } else {
-                    // Not while reading is paused for backpressure: the rest of the request
-                    // may be waiting in the kernel for us, not for the client.
-                    if c.finishing.is_none()
-                        && c.pending() < self.max_pending_output
-                        && c.partial_since
-                            .is_some_and(|t| t.elapsed() >= self.limits.request_timeout)
-                    {
-                        too_slow.push(token);
-                    }
-                    None
-                }
-            })
-            .collect();
-        for (token, why) in expired {
-            self.close(token, Some(why));
-        }
-        for token in too_slow {
-            let Some(c) = self.connections.get_mut(&token) else {
-                continue;
-            };
-            if c.pending() == 0 {
-                // The write timeout counts from when this reply starts waiting.
-                c.last_write = Instant::now();
-            }
-            // A partial request means a byte arrived, so the protocol is known; the fallback
-            // only keeps this total.
-            let codec = match c.protocol {
-                Some(p) => self.codecs.codec(p),
-                None => self.codecs.before_first_byte(),
-            };
-            codec.encode_error(None, conn::REQUEST_TIMEOUT_MESSAGE, &mut c.output);
-            c.finishing = Some(Ended::RequestTimeout);
-            let mut unlimited = usize::MAX;
-            if let Err(ended) = c.write_out(&mut unlimited) {
-                self.close(token, Some(ended));
-                continue;
-            }
-            self.rewatch(token);
-        }
-    }
-
     /// Deregisters (before the descriptor is closed, as the poller contract requires), closes
     /// without resetting what was sent, and accounts for the connection.
     fn close(&mut self, token: usize, why: Option<Ended>) {
@@ -588,153 +636,11 @@ impl EventLoop {
     }
 }
 
-/// How a turn of [`drive`] ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Turn {
-    /// Everything that could be done without blocking is done (`EAGAIN`, finished, throttled).
-    Done,
-    /// The read or write budget ran out with data perhaps still waiting (to read, or to send
-    /// to a socket that would take it): serve again after the others.
-    BudgetSpent,
-}
-
-/// Reads, answers and writes as far as possible without blocking, reading at most
-/// [`READ_BUDGET`] bytes and writing at most `write_budget`. `Err` means: close now.
-fn drive(
-    c: &mut Connection,
-    codecs: &ServerCodecs,
-    max_pending: usize,
-    write_budget: usize,
-) -> Result<Turn, Ended> {
-    let mut budget = READ_BUDGET;
-    let mut allowance = write_budget;
-    loop {
-        // Read until EAGAIN (mio is edge-triggered: stopping early would strand the rest, so a
-        // connection stopped by the budget is put on the still-ready list), unless finished,
-        // or backpressure says the client must first take its replies.
-        while c.finishing.is_none() && c.pending() < max_pending {
-            if budget == 0 {
-                c.write_out(&mut allowance)?;
-                return Ok(Turn::BudgetSpent);
-            }
-            match c.stream.read(c.input.spare(READ_CHUNK)) {
-                Ok(0) => {
-                    let partial = !c.input.is_empty();
-                    c.finishing = Some(if partial {
-                        Ended::PeerClosedMidRequest
-                    } else {
-                        Ended::PeerClosed
-                    });
-                }
-                Ok(n) => {
-                    budget = budget.saturating_sub(n);
-                    c.input.filled(n);
-                    // Chosen on the first read, looked up (one match) on the later ones.
-                    let Some(codec) = c.codec(codecs) else {
-                        continue;
-                    };
-                    let nothing_was_waiting = c.pending() == 0;
-                    // The same step as the blocking servers. A SLEEP here blocks the whole
-                    // loop, and every other client waits: the lesson of this model. Replies
-                    // computed before it are handed to the kernel first, as far as it takes them
-                    // and this turn's write budget allows.
-                    let (stream, sent, last_write, allowance) = (
-                        &mut c.stream,
-                        &mut c.sent,
-                        &mut c.last_write,
-                        &mut allowance,
-                    );
-                    let before_slow =
-                        |out: &mut Vec<u8>| write_some(stream, out, sent, last_write, allowance);
-                    match conn::answer_all(
-                        codec,
-                        &mut c.input,
-                        &mut c.output,
-                        &mut c.tally,
-                        before_slow,
-                    )? {
-                        Answered::Requests(0) => {}
-                        Answered::Requests(_) => {
-                            c.last_request = Instant::now();
-                            // What is left began in this read: its clock starts now.
-                            c.partial_since = None;
-                        }
-                        Answered::Fatal(reason) => c.finishing = Some(Ended::ProtocolError(reason)),
-                    }
-                    c.partial_since = conn::partial_request_since(&c.input, c.partial_since);
-                    // The write timeout counts from when output starts waiting, not from the
-                    // last write of some earlier burst. (Only new replies start it, so bytes
-                    // that complete no request do not keep an idle connection alive.)
-                    if nothing_was_waiting && c.pending() > 0 {
-                        c.last_write = Instant::now();
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                // read(2): EINTR if a signal arrived first; nothing was read.
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(Ended::Failed(e)),
-            }
-        }
-        let was_throttled = c.finishing.is_none() && c.pending() >= max_pending;
-
-        c.write_out(&mut allowance)?;
-        // Output left and the write budget spent: the socket may well take more, but others
-        // get their turn first (edge triggering would not report it again: still-ready list).
-        if c.pending() > 0 && allowance == 0 {
-            return Ok(Turn::BudgetSpent);
-        }
-
-        // Reading stopped for backpressure and the client has now taken enough: read again,
-        // because an edge-triggered poller will not report data that was already there —
-        // now if the budget allows, else on the next turn.
-        if was_throttled && c.pending() < max_pending {
-            // The pause was ours: a partial request's deadline starts again as reading resumes.
-            c.partial_since = c.partial_since.map(|_| Instant::now());
-            if budget > 0 {
-                continue;
-            }
-            return Ok(Turn::BudgetSpent);
-        }
-        return Ok(Turn::Done);
+/// `--max-pending-output`: at least 64K, four reads' worth.
+fn parse_pending_cap(s: &str) -> Result<usize, String> {
+    let n = parse_size(s)?;
+    if n < READ_CHUNK * 4 {
+        return Err(format!("'{s}' is too small (at least 64K)"));
     }
-}
-
-/// Writes `output[sent..]` until the kernel takes no more (`EAGAIN`), it is all sent, or
-/// `allowance` bytes have gone (it is decreased by what was written); empties the buffer once
-/// everything went.
-fn write_some(
-    stream: &mut TcpStream,
-    output: &mut Vec<u8>,
-    sent: &mut usize,
-    last_write: &mut Instant,
-    allowance: &mut usize,
-) -> Result<(), Ended> {
-    while *sent < output.len() && *allowance > 0 {
-        let end = output.len().min(sent.saturating_add(*allowance));
-        match stream.write(&output[*sent..end]) {
-            Ok(0) => return Err(Ended::Failed(io::ErrorKind::WriteZero.into())),
-            Ok(n) => {
-                *sent += n;
-                *allowance -= n;
-                *last_write = Instant::now();
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            // write(2): EINTR if a signal arrived before anything was written.
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(Ended::Failed(e)),
-        }
-    }
-    if *sent == output.len() {
-        output.clear();
-        *sent = 0;
-        // A burst of large replies should not pin its memory for the connection's life.
-        output.shrink_to(READ_CHUNK);
-    } else if *sent >= READ_CHUNK && *sent * 2 >= output.len() {
-        // A client that keeps reading, but never quite catches up, would otherwise keep the
-        // sent prefix forever while new replies are appended: drop it once it is half the
-        // buffer (moving the unsent rest is then cheap, amortised).
-        output.drain(..*sent);
-        *sent = 0;
-    }
-    Ok(())
+    Ok(n)
 }

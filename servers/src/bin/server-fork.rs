@@ -273,19 +273,13 @@ impl Family for Children {
     }
 }
 
-/// How many of `children` are zombies right now, from the state letter in /proc/PID/stat.
+/// How many of `children` are zombies right now: state `Z` in /proc/PID/stat. A child that
+/// cannot be read (reaped meanwhile, or /proc not mounted) is not counted.
 fn count_zombies(children: &HashSet<Pid>) -> usize {
-    children
-        .iter()
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                // The state follows the command name, which is in parentheses and may hold spaces.
-                .and_then(|s| {
-                    s.rsplit_once(')')
-                        .map(|(_, rest)| rest.trim_start().starts_with('Z'))
-                })
-                .unwrap_or(false)
-        })
-        .count()
+    let is_zombie = |pid: &Pid| {
+        procfs::process::Process::new(pid.as_raw())
+            .and_then(|p| p.stat())
+            .is_ok_and(|stat| stat.state == 'Z')
+    };
+    children.iter().filter(|pid| is_zombie(pid)).count()
 }

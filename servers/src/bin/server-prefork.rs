@@ -67,12 +67,13 @@ use echolab_protocol::ServerCodecs;
 use echolab_servers::children::{self, Family, Reaping};
 use echolab_servers::cli::{parse_duration, ServerArgs};
 use echolab_servers::conn::{self, Limits};
+use echolab_servers::poller::poll_timeout;
 use echolab_servers::saturation::{Saturation, SAMPLE_EVERY};
 use echolab_servers::signals::{self, Shutdown, SignalPipe};
 use echolab_servers::stats::{Counters, Report, SharedCounters};
 use echolab_servers::{debug, info, net};
 use nix::fcntl::{fcntl, FcntlArg};
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::poll::{poll, PollFd, PollFlags};
 use nix::sys::prctl;
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::WaitStatus;
@@ -283,15 +284,10 @@ fn run(args: Args) -> io::Result<()> {
             .iter()
             .filter_map(|s| s.restart_at)
             .fold(next_snapshot.min(next_sample), Instant::min);
-        // Round up: waking a hair early would spin through the loop until the deadline.
-        let millis = wake
-            .saturating_duration_since(Instant::now())
-            .as_micros()
-            .div_ceil(1000)
-            .min(60_000) as u16;
+        let timeout = poll_timeout(wake.saturating_duration_since(Instant::now()));
         let mut fds = [PollFd::new(pipe(&signals).fd(), PollFlags::POLLIN)];
         // poll(2): interrupted by SIGCHLD/SIGTERM (EINTR); either way, look at the flags.
-        let _ = poll(&mut fds, PollTimeout::from(millis));
+        let _ = poll(&mut fds, timeout);
         let pending = pipe(&signals).take();
 
         // Terminate first: workers that exit because we are stopping must not be restarted.
