@@ -38,11 +38,7 @@ use crate::exec::execute;
 use crate::outbuf::OutBuf;
 use crate::poller::poll_timeout;
 use crate::stats::Counters;
-
-/// How much to ask of each `read`, in every model: big enough that a pipelined burst or a
-/// large frame takes few calls, small enough that a thousand idle connections cost little (the
-/// buffer is allocated on first use).
-pub const READ_CHUNK: usize = 16 * 1024;
+use crate::READ_CHUNK;
 
 /// What a connection needs to know, the same for every connection of a server.
 #[derive(Debug, Clone, Copy)]

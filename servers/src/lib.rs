@@ -42,6 +42,11 @@ pub mod stats;
 
 use std::process::ExitCode;
 
+/// How much to ask of each `read`, in every model: big enough that a pipelined burst or a
+/// large frame takes few calls, small enough that a thousand idle connections cost little (the
+/// buffer is allocated on first use).
+pub const READ_CHUNK: usize = 16 * 1024;
+
 /// The `main` of every server: parse nothing (the binary has), set up logging and the
 /// per-request testing aid, run, and turn an error into a message and exit status 1.
 pub fn main_with(

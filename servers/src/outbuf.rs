@@ -11,7 +11,7 @@
 
 use std::io::{self, Write};
 
-use crate::conn::READ_CHUNK;
+use crate::READ_CHUNK;
 
 /// Replies waiting to be sent: `bytes[sent..]` is what is left.
 #[derive(Debug, Default)]

@@ -55,12 +55,13 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use echolab_protocol::{Codec, Protocol, ReadBuffer, ServerCodecs};
 use echolab_servers::cli::{parse_size, ServerArgs};
-use echolab_servers::conn::{self, Answered, Ended, Limits, Outcome, Tally, READ_CHUNK};
+use echolab_servers::conn::{self, Answered, Ended, Limits, Outcome, Tally};
 use echolab_servers::net::{self, Acceptor};
 use echolab_servers::outbuf::OutBuf;
 use echolab_servers::poller::{Backend, Event, Interest, Poller};
 use echolab_servers::signals::SignalPipe;
 use echolab_servers::stats::{Counters, Report, SharedCounters};
+use echolab_servers::READ_CHUNK;
 use echolab_servers::{debug, info};
 
 /// One thread, nonblocking sockets, a readiness API.
