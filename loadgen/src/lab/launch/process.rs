@@ -104,7 +104,7 @@ enum StderrKept {
 /// ([`ServerProcess::stdout_after_ready`]).
 ///
 /// The one harness for starting a server: `loadgen suite` and `loadgen compare` use it through
-/// [`Server`], the servers' and loadgen's integration tests through their own `Server`s.
+/// [`Server`](super::Server), the servers' and loadgen's integration tests through their own `Server`s.
 #[derive(Debug)]
 pub struct ServerProcess {
     child: Child,
