@@ -311,7 +311,7 @@ impl TreeSampler {
             ticks_per_second: sysconf(libc::_SC_CLK_TCK).unwrap_or(100),
             ledger: TaskLedger::default(),
         };
-        sampler.root_start = sampler.read_root_stat()?.stat.starttime;
+        sampler.root_start = sampler.read_root_stat()?.starttime;
         Ok(sampler)
     }
 
@@ -333,9 +333,8 @@ impl TreeSampler {
         // Ticks lost to per-process truncation, recovered from schedstat (see sample_tasks).
         let mut extra_us = 0u64;
         let mut pss = with_memory.then_some(0u64);
-        for (index, node) in tree.iter().enumerate() {
+        for (index, process) in tree.iter().enumerate() {
             let is_root = index == 0;
-            let process = &node.stat;
             // The CPU fields come from the same scan as the tree, so the sum is of one
             // moment even if the process has been reaped since (its time then moves to its
             // parent's cutime, which was read before).
@@ -343,7 +342,7 @@ impl TreeSampler {
             stime = stime.saturating_add(process.stime);
             cutime = cutime.saturating_add(process.cutime);
             cstime = cstime.saturating_add(process.cstime);
-            let Some(tasks) = self.sample_tasks(node, is_root)? else {
+            let Some(tasks) = self.sample_tasks(process, is_root)? else {
                 continue;
             };
             // A process's CPU is the larger of its ticks (which include its exited threads)
@@ -355,7 +354,7 @@ impl TreeSampler {
             sample.threads += tasks.threads;
             sample.rss_kib = sample.rss_kib.saturating_add(tasks.rss_kib);
             if let Some(total) = pss.as_mut() {
-                match self.read_pss(&node.process) {
+                match self.read_pss(process.pid) {
                     Some(kib) => *total = total.saturating_add(kib),
                     // Only the root decides: a child may have just exited.
                     None if is_root => pss = None,
@@ -397,31 +396,33 @@ impl TreeSampler {
 
     /// Reads the root's stat; NoSuchProcess if it is gone or its pid now names another
     /// process (same pid, different start time).
-    fn read_root_stat(&mut self) -> Result<Node, ProcError> {
+    fn read_root_stat(&mut self) -> Result<ProcStat, ProcError> {
         let pid = self.root;
         let gone = |e: &procfs::ProcError| matches!(e, procfs::ProcError::NotFound(_));
-        let node = Process::new(pid).and_then(Node::read).map_err(|e| {
+        let stat = Process::new(pid).and_then(|p| read_stat(&p)).map_err(|e| {
             if gone(&e) {
                 ProcError::NoSuchProcess(pid)
             } else {
                 e.into()
             }
         })?;
-        if self.root_start != 0 && node.stat.starttime != self.root_start {
+        if self.root_start != 0 && stat.starttime != self.root_start {
             return Err(ProcError::NoSuchProcess(pid));
         }
-        Ok(node)
+        Ok(stat)
     }
 
     /// The root and its descendants, root first, from one pass over `/proc/*/stat`.
-    fn find_tree(&mut self, root: Node) -> Result<Vec<Node>, ProcError> {
+    fn find_tree(&mut self, root: ProcStat) -> Result<Vec<ProcStat>, ProcError> {
         let mut all = Vec::new();
         // /proc lists thread-group leaders only (and non-numeric names like "self", which
-        // the iterator passes over).
+        // the iterator passes over). Each process's directory is closed again as soon as its
+        // stat is read: one descriptor at a time, however many processes the machine runs
+        // (a sampler holding hundreds would take them from the load it measures).
         for process in procfs::process::all_processes()? {
-            match process.and_then(Node::read) {
-                Ok(node) if node.stat.pid == self.root => {}
-                Ok(node) => all.push(node),
+            match process.and_then(|p| read_stat(&p)) {
+                Ok(stat) if stat.pid == self.root => {}
+                Ok(stat) => all.push(stat),
                 // The process exited after the listing. PermissionDenied: another user's
                 // process under hidepid=1, which a server we may read cannot have forked.
                 Err(procfs::ProcError::NotFound(_) | procfs::ProcError::PermissionDenied(_)) => {}
@@ -430,20 +431,19 @@ impl TreeSampler {
         }
 
         let mut children: HashMap<i32, Vec<usize>> = HashMap::new();
-        for (index, node) in all.iter().enumerate() {
-            children.entry(node.stat.ppid).or_default().push(index);
+        for (index, stat) in all.iter().enumerate() {
+            children.entry(stat.ppid).or_default().push(index);
         }
         // Breadth-first from the root. `taken` guards against a cycle, which pid reuse in
         // the middle of the scan could fake.
         let mut taken = vec![false; all.len()];
-        let mut slots: Vec<Option<Node>> = all.into_iter().map(Some).collect();
         let mut tree = vec![root];
         let mut next = 0;
-        while let Some(parent) = tree.get(next).map(|n| n.stat.pid) {
+        while let Some(parent) = tree.get(next).map(|p| p.pid) {
             next += 1;
             for &index in children.get(&parent).map(Vec::as_slice).unwrap_or_default() {
                 if !std::mem::replace(&mut taken[index], true) {
-                    tree.extend(slots[index].take());
+                    tree.push(all[index]);
                 }
             }
         }
@@ -454,10 +454,10 @@ impl TreeSampler {
     /// is gone (an error, for the root).
     fn sample_tasks(
         &mut self,
-        node: &Node,
+        process: &ProcStat,
         is_root: bool,
     ) -> Result<Option<TaskTotals>, ProcError> {
-        let pid = node.stat.pid;
+        let pid = process.pid;
         let gone = || {
             if is_root {
                 Err(ProcError::NoSuchProcess(pid))
@@ -465,7 +465,7 @@ impl TreeSampler {
                 Ok(None)
             }
         };
-        let tasks = match node.process.tasks() {
+        let tasks = match Process::new(pid).and_then(|p| p.tasks()) {
             Ok(tasks) => tasks,
             Err(procfs::ProcError::NotFound(_)) => return gone(),
             Err(e) => return Err(e.into()),
@@ -490,7 +490,7 @@ impl TreeSampler {
             // The process's start time tells apart two processes that had the same pid.
             let key = TaskKey {
                 tid: task.tid,
-                process_start: node.stat.starttime,
+                process_start: process.starttime,
             };
             self.ledger
                 .observe(key, status.voluntary, status.involuntary);
@@ -516,8 +516,8 @@ impl TreeSampler {
 
     /// `Pss` of one process from its `smaps_rollup` (Linux 4.14+), in KiB; `None` if it
     /// cannot be read (gone, a zombie, no ptrace permission, an older kernel).
-    fn read_pss(&mut self, process: &Process) -> Option<u64> {
-        let rollup = process.smaps_rollup().ok()?;
+    fn read_pss(&mut self, pid: i32) -> Option<u64> {
+        let rollup = Process::new(pid).and_then(|p| p.smaps_rollup()).ok()?;
         // procfs gives sizes in bytes; the file says kB.
         rollup
             .memory_map_rollup
@@ -527,41 +527,36 @@ impl TreeSampler {
     }
 }
 
-/// One process of the tree: its open `/proc/P` directory (procfs keeps it open, so later
-/// reads name the same process even if the pid is reused) and the stat fields read from it.
-struct Node {
-    process: Process,
-    stat: ProcStat,
-}
-
-impl Node {
-    fn read(process: Process) -> procfs::ProcResult<Node> {
-        let mut text = String::new();
-        // open(2), read(2) on /proc: std retries EINTR in read_to_string. One read of the
-        // whole file, since /proc files are generated on each read.
-        process
-            .open_relative("stat")?
-            .read_to_string(&mut text)
-            .map_err(|e| match e.raw_os_error() {
-                // ESRCH: the process is being torn down.
-                Some(libc::ESRCH) => procfs::ProcError::NotFound(None),
-                _ => procfs::ProcError::from(e),
-            })?;
-        let stat = ProcStat::of(&parse_stat_text(&text)?);
-        Ok(Node { process, stat })
-    }
+/// A process's stat, read in one go (`/proc` files are generated on each read, so several
+/// reads could see several states). open(2), read(2): std retries EINTR in read_to_string.
+fn read_stat(process: &Process) -> procfs::ProcResult<ProcStat> {
+    let mut text = String::new();
+    process
+        .open_relative("stat")?
+        .read_to_string(&mut text)
+        .map_err(|e| match e.raw_os_error() {
+            // ESRCH: the process is being torn down.
+            Some(libc::ESRCH) => procfs::ProcError::NotFound(None),
+            _ => procfs::ProcError::from(e),
+        })?;
+    Ok(ProcStat::of(&parse_stat_text(&text)?))
 }
 
 /// procfs's parse of a stat line, after checking the one thing it takes on trust: field 2,
 /// the command name, in parentheses. Any program can set that name (prctl(PR_SET_NAME)) to
 /// up to 15 bytes including spaces and ')', so it ends at the LAST ')'; procfs slices the line
-/// around the parentheses without checking they are there, and would panic on a line without
-/// them. The kernel always prints them; this keeps a strange /proc an error, not a crash.
+/// at the first '(' and the last ')' without checking where they are, and would panic on a
+/// line where they are missing or misplaced. The kernel never prints such a line; this keeps
+/// a strange /proc an error, not a crash.
 fn parse_stat_text(text: &str) -> procfs::ProcResult<procfs::process::Stat> {
     use procfs::FromRead;
     let line = text.trim();
-    let shape_ok = match (line.find(" ("), line.rfind(") ")) {
-        (Some(open), Some(close)) => open > 0 && close > open,
+    // procfs takes the pid from before the first '(' less its space, the name up to the
+    // last ')', and the fields from two bytes after it: all three must be there.
+    let shape_ok = match (line.find('('), line.rfind(')')) {
+        (Some(open), Some(close)) => {
+            open >= 2 && line.as_bytes()[open - 1] == b' ' && close > open && close + 2 < line.len()
+        }
         _ => false,
     };
     if !shape_ok {
@@ -976,6 +971,10 @@ mod tests {
         assert!(parse_stat("12 (x").is_err());
         assert!(parse_stat("12 x) (").is_err());
         assert!(parse_stat("12 (x) S 1 2 3").is_err());
+        // Parentheses procfs would slice around wrongly.
+        assert!(parse_stat("(x (y) S 1").is_err());
+        assert!(parse_stat("1 (a) b)").is_err());
+        assert!(parse_stat("1 (a)").is_err());
         assert!(parse_stat(&stat_line("x").replace(" 1400 ", " -3 ")).is_err());
     }
 

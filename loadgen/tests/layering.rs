@@ -4,10 +4,14 @@
 //! Why a test and not a convention: an import from the core into the lab compiles fine, and a
 //! cycle between two files compiles fine too; both only show later, as a core that cannot be
 //! used without the suite, or as two files that can only be understood together. Reading the
-//! sources is enough to catch both: every module is a file (rustfmt's layout), and every
-//! reference to another module is a path that starts with `crate::`, `super::` or `self::`.
-//! The checker reads those paths, resolves each to the deepest module file it names, and
-//! looks for strongly connected components in the resulting graph of files.
+//! sources is enough to catch both: every module is a file (rustfmt's layout), and a reference
+//! to another module is a path that starts with `crate::`, `super::`, `self::` or the bare
+//! name of one of the file's child modules. The checker reads those paths, resolves each to
+//! the deepest module file it names, and looks for strongly connected components in the
+//! resulting graph of files. What it cannot follow (a re-export from the crate root, a glob
+//! of it, a macro's `$crate::`) it refuses where it matters: no core file may name `lab::` at
+//! all, and the root may not re-export the lab. A macro defined in the lab and called by bare
+//! name from the core would still pass; the lab defines none.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -59,6 +63,35 @@ fn code_of(line: &str) -> &str {
         }
     }
     line
+}
+
+/// `code` with each restricted visibility (`pub(crate)`, `pub(super)`, `pub(in a::b)`) written
+/// as plain `pub`: the path inside `pub(in ...)` is not a reference to another module.
+fn without_visibility(code: &str) -> String {
+    let mut out = String::with_capacity(code.len());
+    let mut rest = code;
+    while let Some(at) = rest.find("pub(") {
+        let Some(close) = rest[at..].find(')') else {
+            break;
+        };
+        out.push_str(&rest[..at]);
+        out.push_str("pub");
+        rest = &rest[at + close + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Where `word::` starts a path in `code` (not as the tail of a longer path or name).
+fn starts_path(code: &str, word: &str) -> bool {
+    let needle = format!("{word}::");
+    let bytes = code.as_bytes();
+    code.match_indices(&needle).any(|(at, _)| {
+        at == 0
+            || !(bytes[at - 1].is_ascii_alphanumeric()
+                || bytes[at - 1] == b'_'
+                || bytes[at - 1] == b':')
+    })
 }
 
 /// Every path named after `crate::`, `super::` or `self::` in `code`, with `{a, b::c}` use
@@ -173,6 +206,17 @@ fn graph(src: &Path) -> Graph {
             module.split("::").map(String::from).collect()
         };
         let text = fs::read_to_string(file).unwrap_or_default();
+        // The file's child modules: a path may start with one of their names bare
+        // (`use report::Cell;`, `cells::assemble(..)`), relative to the file's own module.
+        let children: Vec<String> = modules
+            .iter()
+            .filter_map(|m| match module.as_str() {
+                "" => Some(m.as_str()),
+                own => m.strip_prefix(own).and_then(|r| r.strip_prefix("::")),
+            })
+            .filter(|rest| !rest.is_empty() && !rest.contains("::"))
+            .map(String::from)
+            .collect();
         let edges = graph.entry(module.clone()).or_default();
         // Inside an inline module (`mod tests {`), `super` is the file's own module: track
         // them by the indentation rustfmt gives their closing brace.
@@ -180,7 +224,8 @@ fn graph(src: &Path) -> Graph {
         // A `use` that rustfmt spread over several lines is read as one.
         let mut pending = String::new();
         for line in text.lines() {
-            let raw = code_of(line);
+            let unrestricted = without_visibility(code_of(line));
+            let raw = unrestricted.as_str();
             let starts_use = {
                 let t = raw.trim_start();
                 t.starts_with("use ") || t.starts_with("pub use ")
@@ -208,6 +253,11 @@ fn graph(src: &Path) -> Graph {
             if inline.last().is_some_and(|close| line == close.as_str()) {
                 inline.pop();
                 continue;
+            }
+            for child in &children {
+                if !module.is_empty() && starts_path(code, child) {
+                    edges.insert(format!("{module}::{child}"));
+                }
             }
             for (prefix, segments) in paths_in(code) {
                 let base: Vec<String> = match prefix.as_str() {
@@ -312,13 +362,14 @@ fn describe(graph: &Graph) -> String {
 
 #[test]
 fn the_core_never_imports_the_lab() {
-    let g = graph(&workspace().join("loadgen/src"));
+    let src = workspace().join("loadgen/src");
+    let g = graph(&src);
     assert!(
         g.contains_key("lab::compare") && g.contains_key("run"),
         "{}",
         describe(&g)
     );
-    let bad: Vec<String> = g
+    let mut bad: Vec<String> = g
         .iter()
         .filter(|(m, _)| !(m.as_str() == "lab" || m.starts_with("lab::") || m.is_empty()))
         .flat_map(|(m, to)| {
@@ -327,6 +378,28 @@ fn the_core_never_imports_the_lab() {
                 .map(move |t| format!("{m} imports {t}"))
         })
         .collect();
+    // Paths the graph cannot follow: the crate root re-exporting the lab for the core to
+    // import from it, a glob of the root followed by a bare `lab::`, or a macro's
+    // `$crate::lab::`. Any `lab::` in a core file, and any re-export of the lab from the root,
+    // is refused outright.
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    for file in files {
+        let module = module_of(&src, &file);
+        let text = fs::read_to_string(&file).unwrap_or_default();
+        for (n, line) in text.lines().enumerate() {
+            let code = code_of(line);
+            let at = format!("{}:{}", file.display(), n + 1);
+            if module.is_empty() {
+                if code.contains("use ") && starts_path(code, "lab") {
+                    bad.push(format!("{at}: the crate root re-exports the lab"));
+                }
+            } else if !(module == "lab" || module.starts_with("lab::")) && starts_path(code, "lab")
+            {
+                bad.push(format!("{at}: a core module names the lab"));
+            }
+        }
+    }
     assert!(
         bad.is_empty(),
         "the core must not import the lab (docs/ARCHITECTURE.md, Layers):\n{}",
@@ -343,6 +416,10 @@ fn no_module_of_any_library_imports_itself_back() {
             "{krate}: too few modules found\n{}",
             describe(&g)
         );
+        if std::env::var_os("LAYERING_PRINT").is_some() {
+            // `LAYERING_PRINT=1 cargo test --test layering -- --nocapture`: the graphs read.
+            eprintln!("{krate}:\n{}", describe(&g));
+        }
         let found = cycles(&g);
         assert!(
             found.is_empty(),
@@ -361,7 +438,11 @@ fn the_checker_sees_a_planted_cycle() {
     fs::create_dir_all(src.join("a")).expect("temp dir");
     let write = |name: &str, text: &str| fs::write(src.join(name), text).expect("write");
     write("lib.rs", "pub mod a;\npub mod b;\npub mod c;\n");
-    write("a/mod.rs", "pub mod x;\nuse crate::{b::Thing, c};\n");
+    write(
+        "a/mod.rs",
+        "pub mod x;\npub mod y;\nuse crate::{b::Thing, c};\npub(crate) fn k() { y::z() }\n",
+    );
+    write("a/y.rs", "pub(in crate::a) fn z() {}\n");
     write("a/x.rs", "pub fn f() { super::helper(); }\n");
     write(
         "b.rs",
@@ -373,7 +454,16 @@ fn the_checker_sees_a_planted_cycle() {
     );
     let g = graph(&src);
     let _ = fs::remove_dir_all(&dir);
-    assert_eq!(g["a"], BTreeSet::from(["b".to_string(), "c".to_string()]));
+    assert_eq!(
+        g["a"],
+        BTreeSet::from(["a::y".to_string(), "b".to_string(), "c".to_string()]),
+        "a bare child path (y::z) is an edge"
+    );
+    assert!(
+        g["a::y"].is_empty(),
+        "pub(in crate::a) is not an import: {}",
+        describe(&g)
+    );
     assert_eq!(g["a::x"], BTreeSet::from(["a".to_string()]));
     assert_eq!(g["b"], BTreeSet::from(["a::x".to_string()]));
     assert!(g["c"].is_empty(), "{}", describe(&g));

@@ -14,8 +14,9 @@
 //!
 //! Inside the lab, imports point one way too. [`plot`] knows neither the suite nor the gate:
 //! each draws its own figures (`suite/figures.rs`, `compare/trend.rs`) beside its data. And
-//! each of [`suite`] and [`compare`] keeps the types its files share in a leaf `report.rs`, so
-//! no file imports one that imports it back.
+//! each of [`suite`] and [`compare`] keeps the types its files share in a `report.rs` below
+//! the files that use them (its `mod.rs` calls them, never the other way), so no file imports
+//! one that imports it back.
 
 pub mod compare;
 pub mod launch;

@@ -251,6 +251,7 @@ impl ServerProcess {
                 false
             }
             Ok(None) => true,
+            // waitpid failed (ECHILD: someone else reaped it): gone, with no status to say.
             Err(_) => false,
         }
     }
@@ -274,10 +275,14 @@ impl ServerProcess {
 
     /// Kills its whole process group with SIGKILL at once, and reaps it.
     pub fn kill(&mut self) {
-        // ESRCH when the group is already empty: nothing to do.
-        let _ = killpg(self.pid(), Signal::SIGKILL);
         if self.exit.is_none() {
+            // Not reaped, so its pid (the group's id) cannot have been reused.
+            let _ = killpg(self.pid(), Signal::SIGKILL);
             self.exit = self.child.wait().ok();
+        } else if group_running(self.pid()) {
+            // Reaped: signal the group only while something of it still runs (once it is
+            // empty, its id may come back as another group's).
+            let _ = killpg(self.pid(), Signal::SIGKILL);
         }
     }
 
@@ -301,7 +306,8 @@ impl ServerProcess {
             None => {
                 self.kill();
                 Err(format!(
-                    "did not exit within {within:?} of {signal} (killed)"
+                    "did not exit within {} of {signal} (killed)",
+                    human(within)
                 ))
             }
         }
@@ -373,19 +379,15 @@ impl ServerProcess {
             std::thread::sleep(Duration::from_millis(50));
         }
         Err(format!(
-            "nothing listening on {addr} within {READY_TIMEOUT:?}"
+            "nothing listening on {addr} within {}",
+            human(READY_TIMEOUT)
         ))
     }
 }
 
 impl Drop for ServerProcess {
     fn drop(&mut self) {
-        if self.exit.is_none() {
-            // Not reaped, so its pid (the group's id) cannot have been reused.
-            self.kill();
-        } else if group_running(self.pid()) {
-            let _ = killpg(self.pid(), Signal::SIGKILL);
-        }
+        self.kill();
     }
 }
 
@@ -412,8 +414,9 @@ fn read_stdout(
             Ready::FirstLine | Ready::AnyLine => Some(line_tx),
         };
         let mut rest = Vec::new();
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
+        // Read to the end whatever the server writes (bytes that are not UTF-8 included), so
+        // it never blocks on a full pipe.
+        for line in lossy_lines(stdout) {
             let Some(tx) = waiting.take() else {
                 if rest.len() < STDOUT_KEPT {
                     rest.push(line);
@@ -434,12 +437,41 @@ fn read_stdout(
         }
         if let Some(tx) = waiting {
             let _ = tx.send(Err(
-                "closed its stdout without printing `listening on ADDR`".into(),
+                "closed its output without printing `listening on ADDR`".into(),
             ));
         }
         let _ = rest_tx.send(rest);
     });
     (line_rx, rest_rx)
+}
+
+/// The lines of `pipe` until its end (or a read error), bytes that are not UTF-8 replaced.
+fn lossy_lines(pipe: impl std::io::Read) -> impl Iterator<Item = String> {
+    let mut reader = BufReader::new(pipe);
+    std::iter::from_fn(move || {
+        let mut line = Vec::new();
+        match reader.read_until(b'\n', &mut line) {
+            Ok(0) | Err(_) => None,
+            Ok(_) => {
+                if line.last() == Some(&b'\n') {
+                    line.pop();
+                    if line.last() == Some(&b'\r') {
+                        line.pop();
+                    }
+                }
+                Some(String::from_utf8_lossy(&line).into_owned())
+            }
+        }
+    })
+}
+
+/// A wait as the lab's messages say it: "10 s", or "250ms" below a whole second.
+fn human(d: Duration) -> String {
+    if d.subsec_nanos() == 0 {
+        format!("{} s", d.as_secs())
+    } else {
+        format!("{d:?}")
+    }
 }
 
 /// The address of the `listening on` line [`read_stdout`] found, waiting at most
@@ -451,10 +483,11 @@ fn wait_for_line(line: &mpsc::Receiver<Result<String, String>>) -> Result<Socket
             .map_err(|e| format!("printed an unreadable `listening on {addr}` line: {e}")),
         Ok(Err(why)) => Err(why),
         Err(mpsc::RecvTimeoutError::Disconnected) => {
-            Err("closed its stdout without printing `listening on ADDR`".into())
+            Err("closed its output without printing `listening on ADDR`".into())
         }
         Err(mpsc::RecvTimeoutError::Timeout) => Err(format!(
-            "no `listening on ADDR` line within {READY_TIMEOUT:?}"
+            "no `listening on ADDR` line within {}",
+            human(READY_TIMEOUT)
         )),
     }
 }
@@ -471,8 +504,7 @@ fn keep_tail(
         let keep = Arc::clone(&tail);
         std::thread::spawn(move || {
             let _done = done;
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
+            for line in lossy_lines(stderr) {
                 if let Ok(mut t) = keep.lock() {
                     if t.len() == STDERR_TAIL {
                         t.pop_front();
