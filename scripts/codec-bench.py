@@ -14,7 +14,7 @@ import json
 import os
 import subprocess
 
-from lablib import ROOT, results_dir, write_table
+from lablib import ROOT, results_dir, write_table, write_tsv
 
 PROTOCOLS = ["binary", "resp", "json"]
 SIZES = [16, 1024, 65536]
@@ -59,8 +59,7 @@ def main():
               "profile); `round trip` is one whole echo exchange through the `Codec` trait object (client encode, "
               "server decode, server encode, client decode), `decode only` the server's parse. Made by "
               "`python3 scripts/codec-bench.py`."]
-    with open(os.path.join(out, "raw.tsv"), "w") as f:
-        f.write("\n".join(raw) + "\n")
+    write_tsv(out, "raw.tsv", raw)
     write_table(out, "\n".join(lines))
 
 

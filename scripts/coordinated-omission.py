@@ -31,7 +31,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from lablib import (ROOT, build_release, client_affinity, pin_all_threads, results_dir, start_server,  # noqa: E402
-                    write_table)
+                    write_table, write_tsv)
 
 LOADGEN = os.path.join(ROOT, "target", "release", "loadgen")
 CONNECTIONS = 10
@@ -164,9 +164,7 @@ def main():
     lines += ["", f"The share that waited ≥ 10 ms is read from the open-loop runs' open-REP.hgrm (latency from the "
               f"schedule); a freeze of {args.freeze:g} s in {args.seconds:g} s holds {100 * args.freeze / args.seconds:.0f}% "
               "of the timetable."]
-    with open(os.path.join(out, "raw.tsv"), "w") as f:
-        f.write("rep\tmeasured\tfreeze_s\tcount\t" + "\t".join(f"{k}_us" for k in FIELDS) + "\twaited_10ms\tvalid\n")
-        f.write("\n".join(raw) + "\n")
+    write_tsv(out, "raw.tsv", raw, "rep\tmeasured\tfreeze_s\tcount\t" + "\t".join(f"{k}_us" for k in FIELDS) + "\twaited_10ms\tvalid")
     write_table(out, "\n".join(lines))
 
 

@@ -21,7 +21,7 @@ import subprocess
 import tempfile
 import time
 
-from lablib import ROOT, build_at_commit, build_release, results_dir, start_server, write_table
+from lablib import ROOT, build_at_commit, build_release, results_dir, start_server, write_table, write_tsv
 
 # (name, server and its flags, loadgen's flags): the command, then the two other
 # bounded models it names, with fewer workers than connections so all are held at the end.
@@ -73,8 +73,7 @@ def main():
                 ok, lost, errors, wall = run_once(binary, server, flags)
                 raw.append(f"{name}\t{label}\t{rep}\t{ok}\t{lost}\t{json.dumps(errors)}\t{wall:.2f}")
                 rows.setdefault((name, label), []).append((lost, errors, wall))
-    with open(os.path.join(path, "raw.tsv"), "w") as f:
-        f.write("\n".join(raw) + "\n")
+    write_tsv(path, "raw.tsv", raw)
 
     lines = ["| case | loadgen | requests lost, each run | errors, each run | wall time (median) |",
              "|---|---|---|---|---:|"]

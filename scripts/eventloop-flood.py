@@ -33,7 +33,7 @@ import statistics
 import subprocess
 import time
 
-from lablib import ROOT, build_at_commit, results_dir, start_server, write_table
+from lablib import ROOT, build_at_commit, results_dir, start_server, write_table, write_tsv
 
 BURST = b"PING\r\n" * 5000  # as servers/tests/regressions.rs's flooder
 PONG = b"+PONG\r\n"
@@ -157,8 +157,7 @@ def main():
               f"PING at a time, 200 ms apart (at most {args.pings}), and times it. A PING sent before the fix waits "
               f"for the flood to end, so its wait is bounded by the flood's length, not by the server. "
               f"{os.cpu_count()} CPUs; {datetime.date.today()}."]
-    with open(os.path.join(path, "raw.tsv"), "w") as f:
-        f.write("\n".join(raw) + "\n")
+    write_tsv(path, "raw.tsv", raw)
     before = f" --before {args.before}" if args.before else ""
     print(f"python3 scripts/eventloop-flood.py --seconds {args.seconds:g} --pings {args.pings} "
           f"--backends {args.backends} --profile {args.profile}{before}")

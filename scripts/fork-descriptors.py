@@ -22,7 +22,7 @@ import os
 import socket
 import time
 
-from lablib import OP_ECHO, build_release, frame, read_reply, results_dir, start_server, write_table
+from lablib import OP_ECHO, build_release, frame, read_reply, results_dir, start_server, write_table, write_tsv
 
 
 def socket_states():
@@ -107,8 +107,7 @@ def main():
               f"server-fork (release build, default flags) started by this script (stdin inherited, stdout a pipe the "
               f"script reads the 'listening on' line from, stderr /dev/null), one client connected after one echo; "
               f"/proc/PID/fd, fdinfo and /proc/net/tcp of the parent and its one child. {datetime.date.today()}."]
-    with open(os.path.join(path, "raw.tsv"), "w") as f:
-        f.write("\n".join(raw) + "\n")
+    write_tsv(path, "raw.tsv", raw)
     print("python3 scripts/fork-descriptors.py")
     write_table(path, "\n".join(lines))
 

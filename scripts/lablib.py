@@ -184,6 +184,15 @@ def results_dir(name, override=None):
     return path
 
 
+def write_tsv(path, name, lines, header=None):
+    """Keeps a run's raw figures in PATH/NAME: an optional header line, then one line per
+    measurement (fields already tab-separated), each ending in a newline."""
+    with open(os.path.join(path, name), "w") as f:
+        if header is not None:
+            f.write(header + "\n")
+        f.writelines(line + "\n" for line in lines)
+
+
 def write_table(path, table):
     """Prints the table and keeps it in PATH/table.md, with PATH/machine.txt beside it. A run
     begun on a busy machine says so under its table."""

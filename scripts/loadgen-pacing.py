@@ -24,7 +24,7 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from lablib import (ROOT, build_release, client_affinity, pin_all_threads, results_dir, start_server,  # noqa: E402
-                    write_table)
+                    write_table, write_tsv)
 
 LOADGEN = os.path.join(ROOT, "target", "release", "loadgen")
 
@@ -107,9 +107,7 @@ def main():
                      f"{med(rate, 'corr_p50') - med(rate, 'raw_p50'):.0f} | {med(rate, 'corr_p99'):.0f} | "
                      f"{med(rate, 'raw_p99'):.0f} | {med(rate, 'lag_p50'):.0f} | {med(rate, 'lag_p99'):.0f} | "
                      f"{med(rate, 'cpu'):.1f} | {valid}/{len(samples[rate])} |")
-    with open(os.path.join(out, "raw.tsv"), "w") as f:
-        f.write("rep\trate\tachieved\tcorr_p50\traw_p50\tcorr_p99\traw_p99\tlag_p50\tlag_p99\tcpu_us_per_req\tvalid\n")
-        f.write("\n".join(raw) + "\n")
+    write_tsv(out, "raw.tsv", raw, "rep\trate\tachieved\tcorr_p50\traw_p50\tcorr_p99\traw_p99\tlag_p50\tlag_p99\tcpu_us_per_req\tvalid")
     write_table(out, "\n".join(lines))
 
 

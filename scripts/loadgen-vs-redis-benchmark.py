@@ -39,7 +39,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from lablib import (ROOT, build_release, client_affinity, pin_all_threads, proc_cpu_s, results_dir,  # noqa: E402
-                    start_redis, start_server, write_table)
+                    start_redis, start_server, write_table, write_tsv)
 
 
 def run_redis_benchmark(port, pid, conns, pipeline, requests, cpus):
@@ -215,10 +215,9 @@ def main():
                          f"{med(b, 'rps'):.0f} |")
     lines += ["", "pair.txt: both clients' own output from one more pair of runs at 50 connections against "
               f"{servers[0][0]}, with their commands."]
-    with open(os.path.join(out, "raw.tsv"), "w") as f:
-        f.write("rep\tserver\tconnections\tpipeline\tclient\tclient_cpu\trps\tp50_us\tp99_us\tmean_us\t"
-                "client_us_per_req\tserver_cpu_pct\tclient_output\n")
-        f.write("\n".join(raw_lines) + "\n")
+    write_tsv(out, "raw.tsv", raw_lines,
+              "rep\tserver\tconnections\tpipeline\tclient\tclient_cpu\trps\tp50_us\tp99_us\tmean_us\t"
+              "client_us_per_req\tserver_cpu_pct\tclient_output")
     with open(os.path.join(out, "pair.txt"), "w") as f:
         f.write(pair)
     write_table(out, "\n".join(lines))

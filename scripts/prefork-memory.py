@@ -17,7 +17,7 @@ import os
 import socket
 import time
 
-from lablib import OP_ECHO, build_release, frame, read_reply, results_dir, start_server, write_table
+from lablib import OP_ECHO, build_release, frame, read_reply, results_dir, start_server, write_table, write_tsv
 
 
 def rollup(pid):
@@ -89,8 +89,7 @@ def main():
             *rows,
         ]
     )
-    with open(os.path.join(path, "raw.tsv"), "w") as f:
-        f.write("\n".join(raw) + "\n")
+    write_tsv(path, "raw.tsv", raw)
     write_table(path, table)
 
 

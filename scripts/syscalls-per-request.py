@@ -41,7 +41,7 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from lablib import (ROOT, build_release, client_affinity, pin_all_threads, results_dir, start_redis,  # noqa: E402
-                    write_table)
+                    write_table, write_tsv)
 
 LOADGEN = os.path.join(ROOT, "target", "release", "loadgen")
 CLIENTS = ("redis-benchmark", "loadgen")
@@ -194,9 +194,7 @@ def main():
     lines.append("| **all** | " + " | ".join(f"**{total[c]:.2f}**" for c in CLIENTS) + " |")
     lines.append("| client CPU µs per request (not counted) | "
                  + " | ".join(f"{statistics.median(cpu[c]):.2f}" for c in CLIENTS) + " |")
-    with open(os.path.join(out, "raw.tsv"), "w") as f:
-        f.write("rep\tclient\trun\trequests\tsyscall\tcalls\tcpu_us_per_req\n")
-        f.write("\n".join(raw) + "\n")
+    write_tsv(out, "raw.tsv", raw, "rep\tclient\trun\trequests\tsyscall\tcalls\tcpu_us_per_req")
     write_table(out, "\n".join(lines))
 
 

@@ -37,7 +37,7 @@ import subprocess
 import time
 
 from lablib import (OP_ECHO, OP_SLEEP, ROOT, frame, read_reply, results_dir, start_server,
-                    write_table)
+                    write_table, write_tsv)
 
 OP_SPIN = 0x03
 
@@ -250,10 +250,8 @@ def main():
               "column is the high-water mark so far. The mapping's top holds glibc's thread descriptor and TLS, "
               "resident from the start."]
 
-    with open(os.path.join(path, "raw.tsv"), "w") as f:
-        f.write("\n".join(raw) + "\n")
-    with open(os.path.join(path, "stack.tsv"), "w") as f:
-        f.write("\n".join(stack_raw) + "\n")
+    write_tsv(path, "raw.tsv", raw)
+    write_tsv(path, "stack.tsv", stack_raw)
     print(f"python3 scripts/thread-memory.py --counts {args.counts} --profile {args.profile}")
     write_table(path, "\n".join(lines))
 

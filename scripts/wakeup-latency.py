@@ -29,7 +29,7 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from lablib import results_dir, write_table  # noqa: E402
+from lablib import results_dir, write_table, write_tsv  # noqa: E402
 
 PR_SET_TIMERSLACK = 29
 # cyclictest's histogram covers this many µs; later wake-ups are counted as overflows and
@@ -118,9 +118,7 @@ def main():
     for i in intervals:
         lines.append(f"| {i} | {med(i, 'cycles'):.0f} | {med(i, 'p50'):.0f} | {med(i, 'p90'):.0f} | "
                      f"{med(i, 'p99'):.0f} | {med(i, 'max'):.0f} | {med(i, 'avg'):.1f} |")
-    with open(os.path.join(out, "raw.tsv"), "w") as f:
-        f.write("rep\tinterval_us\tcycles\tp50_us\tp90_us\tp99_us\tmax_us\tmean_us\n")
-        f.write("\n".join(raw) + "\n")
+    write_tsv(out, "raw.tsv", raw, "rep\tinterval_us\tcycles\tp50_us\tp90_us\tp99_us\tmax_us\tmean_us")
     write_table(out, "\n".join(lines))
 
 
