@@ -17,6 +17,7 @@
 //! The full contract, with hex examples, is `docs/protocol.md`.
 
 use crate::frame::{ByteOrder, LengthPrefix};
+use crate::session::MAX_KEY;
 use crate::varint::{get_uvarint, put_uvarint, uvarint_len};
 use crate::{Codec, Command, Decoded, Protocol, ProtocolError, Reply, Request, Response, Status};
 
@@ -29,6 +30,14 @@ pub const OP_ECHO: u8 = 0x01;
 pub const OP_SLEEP: u8 = 0x02;
 /// Op byte of SPIN.
 pub const OP_SPIN: u8 = 0x03;
+/// Op byte of HELLO: `arg` is the client id, the payload `sent:uvarint` (see
+/// [`crate::session`]).
+pub const OP_HELLO: u8 = 0x10;
+/// Op byte of INCR: `id` is the sequence number in a session, `arg` the amount, the payload
+/// `low:uvarint` then the key.
+pub const OP_INCR: u8 = 0x11;
+/// Op byte of GET: `arg` is 0, the payload the key.
+pub const OP_GET: u8 = 0x12;
 
 /// Status byte of a successful response.
 pub const STATUS_OK: u8 = 0x00;
@@ -108,13 +117,61 @@ fn parse_request(body: &[u8]) -> Result<Request<'_>, (Option<u64>, ProtocolError
         OP_SPIN => Command::Spin {
             micros: micros("SPIN")?,
         },
+        OP_HELLO => {
+            if arg == 0 {
+                return Err(fail(ProtocolError::ZeroClient));
+            }
+            let (sent, n) = get_uvarint(payload).map_err(|error| {
+                fail(ProtocolError::Varint {
+                    field: "sent",
+                    error,
+                })
+            })?;
+            if n != payload.len() {
+                return Err(fail(ProtocolError::Trailing { op: "HELLO" }));
+            }
+            return Ok(Request {
+                id: Some(id),
+                command: Command::Hello { client: arg, sent },
+                payload: &[],
+            });
+        }
+        OP_INCR => {
+            let (low, n) = get_uvarint(payload).map_err(|error| {
+                fail(ProtocolError::Varint {
+                    field: "low",
+                    error,
+                })
+            })?;
+            let key = key(&payload[n..]).map_err(fail)?;
+            return Ok(Request {
+                id: Some(id),
+                command: Command::Incr { by: arg, low },
+                payload: key,
+            });
+        }
+        OP_GET if arg != 0 => return Err(fail(ProtocolError::GetArg(arg))),
+        OP_GET => Command::Get,
         other => return Err(fail(ProtocolError::UnknownOp(other))),
+    };
+    let payload = match command {
+        Command::Get => key(payload).map_err(fail)?,
+        _ => payload,
     };
     Ok(Request {
         id: Some(id),
         command,
         payload,
     })
+}
+
+/// A counter's name: 1 to [`MAX_KEY`] bytes, any bytes.
+fn key(bytes: &[u8]) -> Result<&[u8], ProtocolError> {
+    if (1..=MAX_KEY).contains(&bytes.len()) {
+        Ok(bytes)
+    } else {
+        Err(ProtocolError::KeyLength(bytes.len()))
+    }
 }
 
 impl Codec for BinaryCodec {
@@ -139,13 +196,18 @@ impl Codec for BinaryCodec {
 
     fn encode_reply(&self, request: &Request<'_>, reply: Reply, out: &mut Vec<u8>) {
         let id = request.id.unwrap_or(0);
-        let pi_text;
+        let text;
         let payload = match reply {
             Reply::Echo => request.payload,
             Reply::Pi(value) => {
-                pi_text = value.to_string();
-                pi_text.as_bytes()
+                text = value.to_string();
+                text.as_bytes()
             }
+            Reply::Value(value) => {
+                text = value.to_string();
+                text.as_bytes()
+            }
+            Reply::Word(word) => word.as_bytes(),
         };
         // An echo is never longer than the request it answers (the reply's header is the
         // shorter), so this only fires for a caller's own oversized payload; the client gets
@@ -174,10 +236,21 @@ impl Codec for BinaryCodec {
         request: &Request<'_>,
         out: &mut Vec<u8>,
     ) -> Result<(), ProtocolError> {
+        // The fields a session op carries ahead of the caller's payload (at most 10 bytes).
+        let mut head = Vec::new();
         let (op, arg) = match request.command {
             Command::Echo => (OP_ECHO, 0),
             Command::Sleep { micros } => (OP_SLEEP, u64::from(micros)),
             Command::Spin { micros } => (OP_SPIN, u64::from(micros)),
+            Command::Hello { client, sent } => {
+                put_uvarint(&mut head, sent);
+                (OP_HELLO, client)
+            }
+            Command::Incr { by, low } => {
+                put_uvarint(&mut head, low);
+                (OP_INCR, by)
+            }
+            Command::Get => (OP_GET, 0),
             Command::Ping => {
                 return Err(ProtocolError::Unsupported {
                     protocol: Protocol::Binary,
@@ -198,12 +271,13 @@ impl Codec for BinaryCodec {
             }
         };
         let id = request.id.unwrap_or(0);
-        let body_len = 1 + uvarint_len(id) + uvarint_len(arg) + request.payload.len();
+        let body_len = 1 + uvarint_len(id) + uvarint_len(arg) + head.len() + request.payload.len();
         out.reserve(HEADER_LEN + body_len);
         self.framing.put_prefix(out, body_len)?;
         out.push(op);
         put_uvarint(out, id);
         put_uvarint(out, arg);
+        out.extend_from_slice(&head);
         out.extend_from_slice(request.payload);
         Ok(())
     }
@@ -429,5 +503,51 @@ mod tests {
             codec().decode_response(&buf),
             Ok(Decoded::Invalid { len: 6, .. })
         ));
+    }
+
+    #[test]
+    fn session_ops_reject_bad_fields_but_keep_the_connection() {
+        // HELLO with client 0.
+        let (id, msg, _) = invalid(&frame(&[OP_HELLO, 0x03, 0x00, 0x00]));
+        assert_eq!(
+            (id, msg.as_str()),
+            (Some(3), "HELLO needs a client id other than 0")
+        );
+        // HELLO with bytes after `sent`.
+        assert_eq!(
+            invalid(&frame(&[OP_HELLO, 0x03, 0x07, 0x00, b'x'])).1,
+            "HELLO takes no payload after its fields"
+        );
+        // HELLO without `sent`.
+        assert!(invalid(&frame(&[OP_HELLO, 0x03, 0x07]))
+            .1
+            .contains("malformed sent"));
+        // INCR without a key, and with one too long.
+        assert_eq!(
+            invalid(&frame(&[OP_INCR, 0x01, 0x01, 0x01])).1,
+            "key length 0 is outside 1..=64"
+        );
+        let mut body = vec![OP_INCR, 0x01, 0x01, 0x01];
+        body.extend_from_slice(&[b'k'; MAX_KEY + 1]);
+        let buf = frame(&body);
+        let c = BinaryCodec::new(1024).decode_request(&buf);
+        assert!(
+            matches!(
+                c,
+                Ok(Decoded::Invalid {
+                    error: ProtocolError::KeyLength(65),
+                    ..
+                })
+            ),
+            "{c:?}"
+        );
+        // GET with a nonzero arg, and without a key.
+        assert_eq!(
+            invalid(&frame(&[OP_GET, 0x01, 0x01, b'k'])).1,
+            "GET takes arg 0, got 1"
+        );
+        assert!(invalid(&frame(&[OP_GET, 0x01, 0x00]))
+            .1
+            .contains("key length 0"));
     }
 }

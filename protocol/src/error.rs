@@ -45,12 +45,24 @@ pub enum ProtocolError {
     UnknownStatus(u8),
     /// ECHO was sent with a nonzero `arg` (reserved, must be 0).
     EchoArg(u64),
+    /// GET was sent with a nonzero `arg` (reserved, must be 0).
+    GetArg(u64),
     /// SLEEP or SPIN asked for more than [`crate::MAX_ARG_MICROS`] microseconds.
     ArgTooLarge {
         /// `"SLEEP"` or `"SPIN"`.
         op: &'static str,
         /// The requested duration.
         arg: u64,
+    },
+    /// A session op's key (the payload of INCR or GET) was empty or longer than
+    /// [`crate::session::MAX_KEY`].
+    KeyLength(usize),
+    /// HELLO named client 0, which is reserved for "no session".
+    ZeroClient,
+    /// Bytes followed the last field of an op that has no payload.
+    Trailing {
+        /// The op's name.
+        op: &'static str,
     },
     /// RESP: the `*<count>` header of an array is not a number or is too large.
     InvalidMultibulkLength,
@@ -120,7 +132,7 @@ impl fmt::Display for ProtocolError {
             UnknownOp(op) => {
                 write!(
                     f,
-                    "unknown op 0x{op:02x} (expected 0x01 ECHO, 0x02 SLEEP or 0x03 SPIN)"
+                    "unknown op 0x{op:02x} (expected 0x01 ECHO, 0x02 SLEEP, 0x03 SPIN, 0x10 HELLO, 0x11 INCR or 0x12 GET)"
                 )
             }
             UnknownStatus(s) => write!(
@@ -128,6 +140,14 @@ impl fmt::Display for ProtocolError {
                 "unknown status 0x{s:02x} (expected 0x00 OK or 0x01 ERROR)"
             ),
             EchoArg(arg) => write!(f, "ECHO takes arg 0, got {arg}"),
+            GetArg(arg) => write!(f, "GET takes arg 0, got {arg}"),
+            KeyLength(len) => write!(
+                f,
+                "key length {len} is outside 1..={}",
+                crate::session::MAX_KEY
+            ),
+            ZeroClient => f.write_str("HELLO needs a client id other than 0"),
+            Trailing { op } => write!(f, "{op} takes no payload after its fields"),
             ArgTooLarge { op, arg } => write!(
                 f,
                 "{op} arg {arg} us exceeds the limit of {} us",

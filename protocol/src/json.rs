@@ -219,6 +219,17 @@ impl Codec for JsonCodec {
                 },
                 request.id,
             ),
+            // Sessions are binary-only (JSON has no request to produce these), but a reply
+            // must still be well-formed JSON.
+            Reply::Value(value) => self.put_response(
+                out,
+                "value",
+                |out| out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes()),
+                request.id,
+            ),
+            Reply::Word(word) => {
+                self.put_response(out, "word", |out| put_string(out, word), request.id)
+            }
         }
     }
 
@@ -241,6 +252,12 @@ impl Codec for JsonCodec {
                 return Err(ProtocolError::Unsupported {
                     protocol: Protocol::Json,
                     what: "PING, SLEEP, SPIN or CONFIG GET",
+                })
+            }
+            Command::Hello { .. } | Command::Incr { .. } | Command::Get => {
+                return Err(ProtocolError::Unsupported {
+                    protocol: Protocol::Json,
+                    what: "sessions (HELLO, INCR, GET)",
                 })
             }
         };

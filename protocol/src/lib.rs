@@ -58,6 +58,7 @@ mod error;
 pub mod frame;
 pub mod json;
 pub mod resp;
+pub mod session;
 pub mod units;
 pub mod varint;
 
@@ -136,6 +137,7 @@ impl FromStr for Protocol {
 /// | `Ping` (no payload, answers `PONG`) | — | `PING` | — |
 /// | `ConfigGet` | — | `CONFIG GET pattern` | — |
 /// | `Pi` | — | — | `{"in": "pi"}` |
+/// | `Hello`, `Incr`, `Get` (sessions, see [`session`]) | ops 0x10, 0x11, 0x12 | — | — |
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Command {
     /// Reply with the payload.
@@ -162,6 +164,27 @@ pub enum Command {
         /// Number of terms, at most [`json::MAX_PI_N`].
         n: u64,
     },
+    /// Open or resume a session on this connection ([`session`]): reply with one of
+    /// [`session::hello`]'s words. Carries no payload.
+    Hello {
+        /// The client's id, kept across reconnects; never 0.
+        client: u64,
+        /// How many sequence numbers the client has used so far (0: a brand-new client).
+        sent: u64,
+    },
+    /// Add `by` to the counter named by the payload and reply with its new value, in decimal.
+    /// Not idempotent: the operation that makes a retry dangerous. Within a session the
+    /// request id is the client's sequence number.
+    Incr {
+        /// The amount to add.
+        by: u64,
+        /// The lowest sequence number whose reply the client still lacks: the server may
+        /// forget every record below it. 0 outside a session.
+        low: u64,
+    },
+    /// Reply with the value of the counter named by the payload (0 if it was never
+    /// incremented), in decimal.
+    Get,
 }
 
 /// A decoded request. The payload borrows from the caller's buffer: decoding allocates nothing.
@@ -185,6 +208,11 @@ pub enum Reply {
     Echo,
     /// The result of [`Command::Pi`].
     Pi(f64),
+    /// A counter's value ([`Command::Incr`], [`Command::Get`]), or a value recorded for a
+    /// replayed `INCR`.
+    Value(u64),
+    /// A fixed word ([`session::hello`]).
+    Word(&'static str),
 }
 
 /// Whether a response reports success.

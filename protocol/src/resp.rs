@@ -341,6 +341,17 @@ impl Codec for RespCodec {
             (Command::ConfigGet, _) => put_config(out, request.payload),
             (_, Reply::Echo) => put_bulk(out, request.payload),
             (_, Reply::Pi(value)) => put_bulk(out, value.to_string().as_bytes()),
+            // Sessions are binary-only; these keep the reply well-formed RESP all the same.
+            (_, Reply::Value(value)) => {
+                out.push(b':');
+                out.extend_from_slice(value.to_string().as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
+            (_, Reply::Word(word)) => {
+                out.push(b'+');
+                out.extend_from_slice(word.as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
         }
     }
 
@@ -387,6 +398,12 @@ impl Codec for RespCodec {
                 return Err(ProtocolError::Unsupported {
                     protocol: Protocol::Resp,
                     what: "SLEEP, SPIN or pi",
+                })
+            }
+            Command::Hello { .. } | Command::Incr { .. } | Command::Get => {
+                return Err(ProtocolError::Unsupported {
+                    protocol: Protocol::Resp,
+                    what: "sessions (HELLO, INCR, GET)",
                 })
             }
         }

@@ -125,7 +125,7 @@ fn binary_spin() {
 
 #[test]
 fn binary_unknown_op_keeps_the_id() {
-    let msg = b"unknown op 0x09 (expected 0x01 ECHO, 0x02 SLEEP or 0x03 SPIN)";
+    let msg = b"unknown op 0x09 (expected 0x01 ECHO, 0x02 SLEEP, 0x03 SPIN, 0x10 HELLO, 0x11 INCR or 0x12 GET)";
     let mut reply = vec![0, 0, 0, (2 + msg.len()) as u8, 0x01, 0x05];
     reply.extend_from_slice(msg);
     let hex: Vec<String> = reply.iter().map(|b| format!("{b:02x}")).collect();
@@ -232,4 +232,70 @@ fn json_ping_with_little_endian_length() {
     );
     let reply = "23 00 00 00 7b 22 6f 75 74 22 3a 22 70 6f 6e 67 22 2c 22 72 65 73 75 6c 74 22 3a 22 68 69 22 2c 22 69 64 22 3a 31 7d";
     reply_fixture(Protocol::Json, req, reply, Status::Ok, b"\"hi\"");
+}
+
+/// A session reply fixture: the server answers the request in `request_hex` with `reply`,
+/// and the bytes are `reply_hex`.
+fn session_reply_fixture(request_hex: &str, reply: Reply, reply_hex: &str, payload: &[u8]) {
+    let c = codec(Protocol::Binary);
+    let bytes = unhex(request_hex);
+    let Ok(Decoded::Complete { message, .. }) = c.decode_request(&bytes) else {
+        panic!("fixture request {request_hex} does not decode");
+    };
+    let mut out = Vec::new();
+    c.encode_reply(&message, reply, &mut out);
+    assert_eq!(out, unhex(reply_hex), "reply to {message:?}");
+    match c.decode_response(&out) {
+        Ok(Decoded::Complete { message, .. }) => {
+            assert_eq!((message.status, message.payload), (Status::Ok, payload))
+        }
+        other => panic!("{other:?}"),
+    }
+    documented(reply_hex);
+}
+
+#[test]
+fn binary_hello_opens_a_session() {
+    // Client 42 (0x2a), brand new (sent 0), request id 0; the server answers "new".
+    let hello = "00 00 00 04 10 00 2a 00";
+    let req = Request {
+        id: Some(0),
+        command: Command::Hello {
+            client: 42,
+            sent: 0,
+        },
+        payload: b"",
+    };
+    request_fixture(Protocol::Binary, req, hello);
+    session_reply_fixture(
+        hello,
+        Reply::Word(echolab_protocol::session::hello::NEW),
+        "00 00 00 05 00 00 6e 65 77",
+        b"new",
+    );
+}
+
+#[test]
+fn binary_incr_carries_seq_amount_low_and_key() {
+    // seq 300 (ac 02), by 5, low 298 (aa 02), key "k".
+    let incr = "00 00 00 07 11 ac 02 05 aa 02 6b";
+    let req = Request {
+        id: Some(300),
+        command: Command::Incr { by: 5, low: 298 },
+        payload: b"k",
+    };
+    request_fixture(Protocol::Binary, req, incr);
+    session_reply_fixture(incr, Reply::Value(12), "00 00 00 05 00 ac 02 31 32", b"12");
+}
+
+#[test]
+fn binary_get_reads_a_counter() {
+    let get = "00 00 00 04 12 09 00 6b";
+    let req = Request {
+        id: Some(9),
+        command: Command::Get,
+        payload: b"k",
+    };
+    request_fixture(Protocol::Binary, req, get);
+    session_reply_fixture(get, Reply::Value(12), "00 00 00 04 00 09 31 32", b"12");
 }
