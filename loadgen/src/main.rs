@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use echolab_loadgen::cli::RunArgs;
 use echolab_loadgen::lab::compare::{self, CompareArgs, TrendArgs};
+use echolab_loadgen::lab::proxy::{self, ProxyArgs};
 use echolab_loadgen::lab::suite::{self, SuiteArgs};
 use echolab_loadgen::run::{self, RunError};
 
@@ -39,7 +40,17 @@ enum Command {
     /// Show the regression gate's history (`compare --history`): a table of the last runs
     /// and an SVG plot of every model's ratio per run.
     Trend(TrendArgs),
+    /// Relay connections to a server and cut them per message, repeatably from a seed: a
+    /// request cut on its way in (the server never runs it) or a reply cut on its way out (it
+    /// ran; the client never learns). Runs until SIGINT or SIGTERM, then writes its counters.
+    // allow_negative_numbers: `--cut-request -0.5` reaches the value parser, which gives the
+    // range, instead of clap's "unexpected argument".
+    #[command(after_help = PROXY_EXIT_CODES, allow_negative_numbers = true)]
+    Proxy(ProxyArgs),
 }
+
+const PROXY_EXIT_CODES: &str = "Exit codes: 0 stopped by SIGINT or SIGTERM, counters written; \
+1 it could not listen, or could not write --stats-file; 2 bad flags.";
 
 const COMPARE_EXIT_CODES: &str = "Exit codes: 0 no regression; 1 a regression (throughput or \
 p99, in any model); 2 bad flags, or a result file that could not be written (when nothing \
@@ -131,6 +142,17 @@ fn main() -> ExitCode {
                 Err(m) => {
                     eprintln!("loadgen compare: {m}");
                     ExitCode::from(2)
+                }
+            }
+        }
+        Command::Proxy(args) => {
+            // The handler sets the flag the accept loop watches; a second signal kills.
+            run::install_sigint();
+            match proxy::proxy(&args) {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(m) => {
+                    eprintln!("loadgen proxy: {m}");
+                    ExitCode::from(1)
                 }
             }
         }

@@ -21,4 +21,5 @@
 pub mod compare;
 pub mod launch;
 pub mod plot;
+pub mod proxy;
 pub mod suite;
