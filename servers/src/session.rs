@@ -24,7 +24,8 @@
 //!
 //! So memory is `clients x (3 + 3 x window) x 8` bytes plus `counter_keys x 80`, decided by
 //! the flags at start (logged, and reported as `table_bytes`), whatever clients do: a
-//! hundred thousand clients cost what eight thousand do. Redis's client table, by contrast,
+//! hundred thousand clients cost what four thousand do. (The kernel makes a page of the
+//! mapping resident when it is first touched, so an idle server pays for the slots it used.) Redis's client table, by contrast,
 //! grows with its clients; Raft's client sessions are bounded the same way as here, by
 //! evicting the least recently used.
 //!
@@ -50,7 +51,8 @@
 //!
 //! What remains, honestly: a new client's slot or a new counter key half written by a killed
 //! process is invisible (its id or length is published last) and reused later; a statistic
-//! bumped just after the critical section may be lost with the process; and a robust mutex
+//! bumped just after a write may be lost with the process (`clients_live` then reads one low);
+//! and a robust mutex
 //! only helps when its owner *dies*: a process stopped (SIGSTOP, a debugger) or stuck while
 //! holding the lock stalls every INCR and GET of the server until it moves again. The table
 //! is memory only: a server restart forgets every session, and clients are told `EXPIRED`.
@@ -177,6 +179,9 @@ struct Tallies {
     no_session: AtomicU64,
     keys_full: AtomicU64,
     lock_recoveries: AtomicU64,
+    /// A gauge: slots holding a client. Kept rather than counted at report time, because
+    /// counting would read (and so make resident) a page of every client slot, used or not.
+    clients_live: AtomicU64,
 }
 
 /// The redo record of the one INCR being executed (see the module doc): armed, the word that
@@ -436,14 +441,22 @@ impl Store {
         if j.armed.load(Acquire) == 0 {
             return;
         }
-        self.apply(
-            j.counter.load(Relaxed) as usize,
-            j.value.load(Relaxed),
-            j.record.load(Relaxed),
-            j.seq.load(Relaxed),
-            j.fingerprint.load(Relaxed),
-            Duration::ZERO,
-        );
+        let (counter, record) = (j.counter.load(Relaxed), j.record.load(Relaxed));
+        // An armed journal is whole (armed is written last), so these are in range; checked
+        // anyway, since a bad index here would panic in every process that takes the lock.
+        let words = self.words().len() as u64;
+        if counter < words && (record == NO_RECORD || record + 2 < words) {
+            self.apply(
+                counter as usize,
+                j.value.load(Relaxed),
+                record,
+                j.seq.load(Relaxed),
+                j.fingerprint.load(Relaxed),
+                Duration::ZERO,
+            );
+        } else {
+            crate::info!("session table: a dead process's journal is out of range; dropped");
+        }
         j.armed.store(0, Release);
     }
 
@@ -736,13 +749,14 @@ impl Store {
         let bucket = self.client_bucket(client);
         let words = self.words();
         let slots = (0..WAYS).map(|way| self.client_slot(bucket, way));
-        let slot = match slots.clone().find(|&s| words[s].load(Relaxed) == 0) {
-            Some(empty) => empty,
+        let (slot, was_empty) = match slots.clone().find(|&s| words[s].load(Relaxed) == 0) {
+            Some(empty) => (empty, true),
             None => {
                 self.bump(|t| &t.evicted);
-                slots
+                let lru = slots
                     .min_by_key(|&s| words[s + 2].load(Relaxed))
-                    .unwrap_or(self.client_slot(bucket, 0))
+                    .unwrap_or(self.client_slot(bucket, 0));
+                (lru, false)
             }
         };
         // The id goes first (to "empty") and comes back last, so a process killed in between
@@ -753,32 +767,27 @@ impl Store {
         }
         self.touch(slot);
         words[slot].store(client, Release);
+        if was_empty {
+            self.bump(|t| &t.clients_live);
+        }
     }
 
     fn bump(&self, which: impl FnOnce(&Tallies) -> &AtomicU64) {
         which(&self.header().tallies).fetch_add(1, Relaxed);
     }
 
-    /// The statistics, read without the lock (each is an atomic; `clients_live` is counted
-    /// slot by slot and may be off by the few a concurrent HELLO is changing). The prefork
-    /// parent reads them while workers run, and must never wait for a worker's lock.
+    /// The statistics, read without the lock (each is an atomic). The prefork parent reads
+    /// them while workers run, and must never wait for a worker's lock.
     pub fn report(&self) -> SessionReport {
         let t = &self.header().tallies;
-        let words = self.words();
         let clients = self.config.client_buckets() * WAYS;
-        let clients_live = (0..clients)
-            .filter(|i| {
-                let slot = self.clients_at + i * self.config.client_words();
-                words[slot].load(Relaxed) != 0
-            })
-            .count();
         SessionReport {
             dedup: self.config.dedup,
             table_bytes: self.bytes as u64,
             clients_capacity: clients as u64,
             window: u64::from(self.config.window),
             keys_capacity: (self.config.counter_buckets() * WAYS) as u64,
-            clients_live: clients_live as u64,
+            clients_live: t.clients_live.load(Relaxed),
             incr_executed: t.incr_executed.load(Relaxed),
             replayed: t.replayed.load(Relaxed),
             evicted: t.evicted.load(Relaxed),

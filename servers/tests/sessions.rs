@@ -87,8 +87,7 @@ fn said(r: &OwnedResponse) -> String {
 /// The refusal an ERROR reply carries.
 fn refusal(r: &OwnedResponse) -> Refusal {
     assert_eq!(r.status, Status::Error, "expected a refusal: {r:?}");
-    Refusal::of_message(&r.payload)
-        .unwrap_or_else(|| panic!("not a refusal: {}", r.message()))
+    Refusal::of_message(&r.payload).unwrap_or_else(|| panic!("not a refusal: {}", r.message()))
 }
 
 /// `stats.sessions.<field>`, which must be a number.
@@ -208,7 +207,11 @@ fn retry_on_another_process(model: &Model) {
 
     let mut b = model.client(&server);
     let b_pid = serving_pid(&server, &b);
-    assert_ne!(a_pid, b_pid, "{}: A and B served by one process", model.name);
+    assert_ne!(
+        a_pid, b_pid,
+        "{}: A and B served by one process",
+        model.name
+    );
     assert_eq!(said(&hello(&mut b, 7, 1)), word::RESUMED, "{}", model.name);
     assert_eq!(
         value(&incr(&mut b, 1, 5, 1, b"k")),
@@ -291,7 +294,11 @@ fn killed_inside_the_lock(model: &Model) {
         model.name
     );
     assert_eq!(sessions(&stopped, "replayed"), 1, "{}", model.name);
-    assert!(stopped.log.contains("took the lock over"), "{}", stopped.log);
+    assert!(
+        stopped.log.contains("took the lock over"),
+        "{}",
+        stopped.log
+    );
 }
 
 /// TOOOLD, CONFLICT and NOSESSION, and their messages, on the event loop with a window of 4.
@@ -529,7 +536,11 @@ fn malformed_session_frames(model: &Model) {
             long_key,
             "key length 65 is outside 1..=64",
         ),
-        ("INCR with a truncated low", vec![0x11, 0x04, 0x01, 0x80], "malformed low"),
+        (
+            "INCR with a truncated low",
+            vec![0x11, 0x04, 0x01, 0x80],
+            "malformed low",
+        ),
     ];
     for (seq, (what, body, expected)) in (1..).zip(cases) {
         bad.send_raw(&frame(&body));
@@ -567,9 +578,13 @@ fn table_flags_are_bounded() {
         &["--dedup", "maybe"],
         &["--dedup-clients", "1048576", "--dedup-window", "4096"],
     ] {
-        let (status, out) = run_tool(thread_bin(), args, Duration::from_secs(10))
-            .expect("the server binary runs");
-        assert_eq!(status.code(), Some(2), "{args:?} should be a usage error:\n{out}");
+        let (status, out) =
+            run_tool(thread_bin(), args, Duration::from_secs(10)).expect("the server binary runs");
+        assert_eq!(
+            status.code(),
+            Some(2),
+            "{args:?} should be a usage error:\n{out}"
+        );
         assert!(out.contains("error:"), "{args:?}:\n{out}");
     }
 }
