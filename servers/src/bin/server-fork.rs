@@ -16,6 +16,8 @@
 //!   shutdown pipe's write end.
 //! - The child serves the connection with the shared blocking handler and leaves with
 //!   `_exit`: it must never return into the parent's accept loop.
+//! - What a child changes (INCR's counters, the records that answer a retry) is in the session
+//!   table the parent mapped shared before the first fork: the only memory children share.
 //! - A dead child stays a *zombie* (its exit status kept by the kernel) until the parent calls
 //!   `waitpid`. SIGCHLD tells the parent that children exited; signals coalesce, so one SIGCHLD
 //!   may stand for many, and the parent reaps in a loop until none is left.

@@ -27,6 +27,9 @@
 //!   end, the other workers' listeners), then loops: accept, serve with the shared blocking
 //!   handler, close. Per-worker counts go to its slot of the shared counters, which the parent
 //!   reads (and, with `--stats-file`, writes out every `--stats-interval`) while it runs.
+//! - INCR's counters and the records that answer a retry are in the session table, mapped
+//!   shared before the first fork, so a retry served by another worker finds them; a worker
+//!   killed holding its lock costs the next one a recovery, not a deadlock.
 //! - A worker that dies is reaped (SIGCHLD, `waitpid` loop) and restarted in the same slot,
 //!   at once if it had been up for a while, with a doubling backoff if it keeps dying.
 //! - With `--max-requests-per-worker N`, a worker that has answered N requests retires when
