@@ -475,6 +475,10 @@ impl Store {
 
     /// HELLO: open or resume `client`'s session on this connection.
     pub fn hello(&self, session: &mut Session, client: u64, sent: u64) -> Result<Reply, String> {
+        // The codec refuses client 0 already; here too, because 0 marks an empty slot.
+        if client == 0 {
+            return Err("HELLO needs a client id other than 0".into());
+        }
         if !self.config.dedup {
             // Accepted, and nothing kept: every retry will run again. That is the lesson.
             session.client = Some(client);
@@ -869,6 +873,7 @@ mod tests {
     fn a_retry_is_answered_from_its_record() {
         let store = Store::new(config(64, 4)).unwrap();
         let mut s = Session::default();
+        assert!(store.hello(&mut s, 0, 0).is_err());
         assert_eq!(store.hello(&mut s, 7, 0), Ok(Reply::Word(hello::NEW)));
         assert_eq!(value(store.incr(&s, 1, 5, 1, b"k")), 5);
         assert_eq!(value(store.incr(&s, 2, 5, 1, b"k")), 10);
