@@ -8,8 +8,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::builder::RangedI64ValueParser;
-use clap::Args;
+use clap::{Args, ValueEnum};
 use echolab_protocol::{ServerProtocol, DEFAULT_MAX_FRAME};
+
+use crate::session::{self, MAX_CLIENTS, MAX_COUNTER_KEYS, MAX_WINDOW, WAYS};
 
 // The value parsers live in the protocol crate so loadgen reads `10s` and `64K` exactly as
 // the servers do.
@@ -100,6 +102,57 @@ pub struct ServerArgs {
     /// (`loadgen compare`, docs/ci.md) is shown to catch a slowdown.
     #[arg(long, value_name = "NS", default_value_t = 0, value_parser = RangedI64ValueParser::<u64>::new().range(0..=MAX_DEBUG_SPIN_NS as i64), allow_negative_numbers = true, help_heading = TESTING_AIDS)]
     pub debug_spin_ns: u64,
+
+    /// Exactly-once INCR: on records each executed (client, seq) and answers a retry from it.
+    ///
+    /// on: a retried INCR (same client, same seq, after a broken connection) is answered with
+    /// the value it got the first time and not run again; what the server can no longer tell
+    /// it refuses (TOOOLD, CONFLICT, EXPIRED; docs/protocol.md). off: HELLO answers
+    /// "unrecorded" and every INCR runs, retry or not, as a plain Redis INCR does: the lesson
+    /// of what a retry costs without deduplication. Counters are shared either way.
+    #[arg(long, value_enum, default_value_t = Dedup::On)]
+    pub dedup: Dedup,
+
+    /// With --dedup on: the most client sessions remembered (8 to 1048576).
+    ///
+    /// The table is fixed at start: clients hash to buckets of 8, and a new client in a full
+    /// bucket evicts that bucket's least recently used one, whose next request is refused
+    /// EXPIRED. Rounded down to a multiple of 8. Memory: 24 + 24 x --dedup-window bytes each.
+    #[arg(long, value_name = "N", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(WAYS as i64..=i64::from(MAX_CLIENTS)), allow_negative_numbers = true)]
+    pub dedup_clients: u32,
+
+    /// With --dedup on: the replies remembered per client, by sequence number (1 to 4096).
+    ///
+    /// A retry more than this many seqs behind the client's newest is refused TOOOLD, as is
+    /// one below the `low` the client itself sent. A client with more requests in flight than
+    /// this cannot retry the oldest safely.
+    #[arg(long, value_name = "N", default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_WINDOW)), allow_negative_numbers = true)]
+    pub dedup_window: u32,
+
+    /// The most counters INCR can create (8 to 1048576).
+    ///
+    /// Keys hash to buckets of 8; a new key in a full bucket is refused KEYSFULL (counters are
+    /// data and never evicted). Rounded down to a multiple of 8; 80 bytes each.
+    #[arg(long, value_name = "N", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(WAYS as i64..=i64::from(MAX_COUNTER_KEYS)), allow_negative_numbers = true)]
+    pub counter_keys: u32,
+
+    /// Hold the session table's lock this long inside every executed INCR (0 to 1s).
+    ///
+    /// Between writing the counter and writing the INCR's reply record: the window in which
+    /// a test SIGKILLs a fork child or prefork worker to show that the robust lock and the
+    /// table's journal leave the INCR done exactly once. Every INCR and GET of the server
+    /// waits behind it.
+    #[arg(long, value_name = "NS", default_value_t = 0, value_parser = RangedI64ValueParser::<u64>::new().range(0..=MAX_DEBUG_SPIN_NS as i64), allow_negative_numbers = true, help_heading = TESTING_AIDS)]
+    pub debug_lock_hold_ns: u64,
+}
+
+/// `--dedup`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Dedup {
+    /// Record executed INCRs; answer retries from the records.
+    On,
+    /// Record nothing; every retry runs again.
+    Off,
 }
 
 /// The help heading of flags that exist for the lab's tests and gates, not for someone
@@ -131,6 +184,25 @@ impl ServerArgs {
             verbose: self.verbose,
             debug_spin_ns: self.debug_spin_ns,
         }
+    }
+
+    /// The session table's settings (`--dedup`, `--dedup-clients`, `--dedup-window`,
+    /// `--counter-keys`, `--debug-lock-hold-ns`).
+    pub fn sessions(&self) -> session::Config {
+        session::Config {
+            dedup: self.dedup == Dedup::On,
+            clients: self.dedup_clients,
+            window: self.dedup_window,
+            counter_keys: self.counter_keys,
+            debug_lock_hold: Duration::from_nanos(self.debug_lock_hold_ns),
+        }
+    }
+
+    /// Checks what no single flag's range can: that the session table the flags ask for
+    /// together stays within [`session::MAX_TABLE_BYTES`]. A binary turns the error into a
+    /// usage error (`clap::Error`), so it reads like any other bad flag.
+    pub fn check(&self) -> Result<(), String> {
+        self.sessions().table_bytes().map(drop)
     }
 
     /// The per-connection limits the blocking handler enforces.

@@ -34,9 +34,10 @@ use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags};
 use nix::sys::socket::{recv, MsgFlags};
 
-use crate::exec::execute;
+use crate::exec::{debug_spin, execute};
 use crate::outbuf::OutBuf;
 use crate::poller::poll_timeout;
+use crate::session::{Session, Store};
 use crate::stats::Counters;
 use crate::READ_CHUNK;
 
@@ -108,8 +109,16 @@ pub enum Answered {
 /// of `input`, appends the replies to `output`, and counts them in `tally`. Before a slow
 /// request (SLEEP, SPIN, pi) starts, `before_slow` is handed the replies so far, so the caller
 /// can send them rather than make them wait for it.
+///
+/// The session requests (HELLO, INCR, GET) are answered from `store`, the server's one
+/// table (shared by every thread or process of the server), and `session`, this
+/// connection's own state (which client its HELLO named): each caller keeps one `Session` per
+/// connection, on a blocking handler's stack or in the event loop's connection struct. A
+/// refusal (`TOOOLD`, `EXPIRED`...) is an ERROR reply and the connection stays open.
 pub fn answer_all(
     codec: &dyn Codec,
+    store: &Store,
+    session: &mut Session,
     input: &mut ReadBuffer,
     output: &mut OutBuf,
     tally: &mut Tally,
@@ -119,15 +128,18 @@ pub fn answer_all(
     loop {
         let len = match codec.decode_request(input.data()) {
             Ok(Decoded::Incomplete) => return Ok(Answered::Requests(answered)),
-            Ok(Decoded::Complete { message, len })
-                if matches!(
-                    message.command,
-                    Command::Hello { .. } | Command::Incr { .. } | Command::Get
-                ) =>
-            {
-                // Transitional: the session table arrives in the next commit.
-                codec.encode_error(message.id, "sessions are not served yet", output.appender());
-                tally.errors += 1;
+            Ok(Decoded::Complete { message, len }) if is_session(&message.command) => {
+                debug_spin();
+                match store.answer(session, &message) {
+                    Ok(reply) => {
+                        codec.encode_reply(&message, reply, output.appender());
+                        tally.requests += 1;
+                    }
+                    Err(why) => {
+                        codec.encode_error(message.id, &why, output.appender());
+                        tally.errors += 1;
+                    }
+                }
                 len
             }
             Ok(Decoded::Complete { message, len }) => {
@@ -167,20 +179,26 @@ pub fn answer_all(
 /// Counts are kept in locals and added to the shared counters once, at the end
 /// ([`record_end`]): a shared counter bumped on every request would bounce one cache line
 /// between every core serving clients, and the thread model would pay for our statistics.
+///
+/// `store` is the server's session table; the connection's own session state lives on this
+/// call's stack and ends with it, as a session ends with its connection (the *records* stay in
+/// the table, for the client's next connection).
 pub fn serve(
     stream: TcpStream,
     codecs: &ServerCodecs,
+    store: &Store,
     limits: Limits,
     shutdown: BorrowedFd<'_>,
 ) -> Outcome {
     let mut tally = Tally::default();
-    let ended = serve_loop(stream, codecs, limits, shutdown, &mut tally);
+    let ended = serve_loop(stream, codecs, store, limits, shutdown, &mut tally);
     Outcome { ended, tally }
 }
 
 fn serve_loop(
     mut stream: TcpStream,
     codecs: &ServerCodecs,
+    store: &Store,
     limits: Limits,
     shutdown: BorrowedFd<'_>,
     tally: &mut Tally,
@@ -198,6 +216,7 @@ fn serve_loop(
     let mut output = OutBuf::default();
     // This connection's codec, once its first byte has said which.
     let mut chosen: Option<&dyn Codec> = None;
+    let mut session = Session::default();
     let mut last_request = Instant::now();
     // When the first byte of the request now in `input` arrived: a request that never
     // completes (slowloris) is cut off `request_timeout` later, however steadily it trickles.
@@ -253,9 +272,15 @@ fn serve_loop(
         // Answer every complete request now in the buffer. Replies already computed go out
         // before a slow request starts, so a pipelined SLEEP does not hold back the answers
         // that precede it.
-        let answered = match answer_all(codec, &mut input, &mut output, tally, |out| {
-            flush(&mut stream, out)
-        }) {
+        let answered = match answer_all(
+            codec,
+            store,
+            &mut session,
+            &mut input,
+            &mut output,
+            tally,
+            |out| flush(&mut stream, out),
+        ) {
             Ok(answered) => answered,
             Err(ended) => return ended,
         };
@@ -322,6 +347,14 @@ fn flush(stream: &mut TcpStream, output: &mut OutBuf) -> Result<(), Ended> {
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Ended::WriteTimeout,
         _ => Ended::Failed(e),
     })
+}
+
+/// Whether a command is answered from the session table rather than executed.
+fn is_session(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::Hello { .. } | Command::Incr { .. } | Command::Get
+    )
 }
 
 /// Whether a command may take long enough that earlier replies should not wait for it.

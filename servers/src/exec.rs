@@ -24,10 +24,7 @@ pub fn set_debug_spin_ns(ns: u64) {
 
 /// Runs `request` on the calling thread and returns what to reply.
 pub fn execute(request: &Request<'_>) -> Reply {
-    let debug_spin = DEBUG_SPIN_NS.load(Ordering::Relaxed);
-    if debug_spin > 0 {
-        spin(Duration::from_nanos(debug_spin));
-    }
+    debug_spin();
     match request.command {
         // CONFIG GET has nothing to run: the codec answers it from its table of settings.
         Command::Echo | Command::Ping | Command::ConfigGet => Reply::Echo,
@@ -42,8 +39,18 @@ pub fn execute(request: &Request<'_>) -> Reply {
             Reply::Echo
         }
         Command::Pi { n } => Reply::Pi(json::pi(n)),
-        // Answered by the caller (conn::answer_all), which holds the session state.
+        // Answered by the caller (conn::answer_all) from the session table
+        // (crate::session::Store), which is state, where everything here is stateless.
         Command::Hello { .. } | Command::Incr { .. } | Command::Get => Reply::Echo,
+    }
+}
+
+/// Burns `--debug-spin-ns` of CPU, as every request does (the session requests, which
+/// [`crate::session`] answers, call it too).
+pub fn debug_spin() {
+    let ns = DEBUG_SPIN_NS.load(Ordering::Relaxed);
+    if ns > 0 {
+        spin(Duration::from_nanos(ns));
     }
 }
 

@@ -15,7 +15,10 @@
 //!   as far as the socket takes it by the event loop;
 //! - [`poller`]: the event loop's readiness backends (select, poll, epoll), and the one
 //!   rounding of a wait to poll(2)'s milliseconds ([`poller::poll_timeout`]);
-//! - [`exec`]: what a request does (ECHO, SLEEP, SPIN, pi);
+//! - [`exec`]: what a stateless request does (ECHO, SLEEP, SPIN, pi);
+//! - [`session`]: the one stateful part, HELLO, INCR and GET: the counters and the records
+//!   that answer a retried INCR instead of running it twice, in one fixed-size table in
+//!   fork-shared memory behind a robust process-shared lock, the same for every model;
 //! - [`signals`]: signal handlers that only set flags, the self-pipe, the shutdown broadcast;
 //! - [`stats`]: counters in fork-shared memory and the report written on shutdown;
 //! - [`saturation`]: for the bounded models, a log line and two figures when every worker
@@ -37,6 +40,7 @@ pub mod net;
 pub mod outbuf;
 pub mod poller;
 pub mod saturation;
+pub mod session;
 pub mod signals;
 pub mod stats;
 
@@ -46,6 +50,18 @@ use std::process::ExitCode;
 /// large frame takes few calls, small enough that a thousand idle connections cost little (the
 /// buffer is allocated on first use).
 pub const READ_CHUNK: usize = 16 * 1024;
+
+/// Parses a binary's flags, then checks what the shared flags say together
+/// ([`cli::ServerArgs::check`]); a failure exits with clap's usage error, like any bad flag.
+pub fn parse_args<A: clap::Parser>(server: fn(&A) -> &cli::ServerArgs) -> A {
+    let args = A::parse();
+    if let Err(why) = server(&args).check() {
+        A::command()
+            .error(clap::error::ErrorKind::ValueValidation, why)
+            .exit();
+    }
+    args
+}
 
 /// The `main` of every server: parse nothing (the binary has), set up logging and the
 /// per-request testing aid, run, and turn an error into a message and exit status 1.

@@ -227,6 +227,10 @@ pub struct Report {
     /// Jain's fairness index of connections accepted per worker.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub accept_fairness_jain: Option<f64>,
+    /// The session table's figures (HELLO, INCR, GET): one table for the whole server, so
+    /// for fork and prefork these are every process's together.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sessions: Option<crate::session::SessionReport>,
     /// Model-specific figures (children forked, zombies seen, ...).
     #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
     pub extra: serde_json::Map<String, serde_json::Value>,
@@ -250,8 +254,15 @@ impl Report {
             totals: counters.total().snapshot(),
             workers: Vec::new(),
             accept_fairness_jain: None,
+            sessions: None,
             extra: serde_json::Map::new(),
         }
+    }
+
+    /// Adds the session table's figures.
+    pub fn with_sessions(mut self, store: &crate::session::Store) -> Report {
+        self.sessions = Some(store.report());
+        self
     }
 
     /// Adds per-worker lines from slots `1..` and the fairness of their accept counts.
@@ -298,6 +309,13 @@ impl Report {
                 w.counters.requests,
                 w.restarts,
                 w.recycled
+            );
+        }
+        if let Some(s) = &self.sessions {
+            crate::info!(
+                "  sessions (dedup {}): clients_live {} incr_executed {} replayed {} evicted {} too_old {} conflicts {} expired {} no_session {} keys_full {} lock_recoveries {}",
+                if s.dedup { "on" } else { "off" },
+                s.clients_live, s.incr_executed, s.replayed, s.evicted, s.too_old, s.conflicts, s.expired, s.no_session, s.keys_full, s.lock_recoveries
             );
         }
         if let Some(j) = self.accept_fairness_jain {

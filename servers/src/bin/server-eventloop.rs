@@ -59,6 +59,7 @@ use echolab_servers::conn::{self, Answered, Ended, Limits, Outcome, Tally};
 use echolab_servers::net::{self, Acceptor};
 use echolab_servers::outbuf::OutBuf;
 use echolab_servers::poller::{Backend, Event, Interest, Poller};
+use echolab_servers::session::{Session, Store};
 use echolab_servers::signals::SignalPipe;
 use echolab_servers::stats::{Counters, Report, SharedCounters};
 use echolab_servers::READ_CHUNK;
@@ -109,7 +110,7 @@ const READ_BUDGET: usize = 64 * 1024;
 const TICK: Duration = Duration::from_millis(100);
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args: Args = echolab_servers::parse_args(|a: &Args| &a.server);
     echolab_servers::main_with("server-eventloop", args.server.process_settings(), || {
         run(args)
     })
@@ -127,6 +128,11 @@ struct EventLoop {
     write_budget: usize,
     max_connections: usize,
     counters: SharedCounters,
+    /// HELLO, INCR and GET's table. In a fork-shared mapping that no other process ever
+    /// sees here, and behind a lock that nobody else ever wants: one thread needs neither,
+    /// but one type for every model means one code path to trust. (What each connection's
+    /// HELLO said is its own `Connection::session`.)
+    store: Store,
     /// Connections that used up their read budget with data still waiting: an edge-triggered
     /// poller will not report them again, so the loop serves them again itself.
     still_ready: Vec<usize>,
@@ -144,6 +150,9 @@ struct Connection {
     /// Replies not yet taken by the kernel.
     output: OutBuf,
     tally: Tally,
+    /// Which client this connection's HELLO named: what a blocking handler keeps on its
+    /// stack, kept here between turns.
+    session: Session,
     last_request: Instant,
     /// When the first byte of the partial request in `input` arrived (`--request-timeout`).
     partial_since: Option<Instant>,
@@ -175,6 +184,7 @@ fn run(args: Args) -> io::Result<()> {
         },
         max_connections: cfg.max_connections as usize,
         counters: SharedCounters::new(1)?,
+        store: Store::new(cfg.sessions())?,
         still_ready: Vec::new(),
     };
     ev.poller
@@ -272,7 +282,8 @@ fn run(args: Args) -> io::Result<()> {
         cfg.protocol.name(),
         started,
         &ev.counters,
-    );
+    )
+    .with_sessions(&ev.store);
     report
         .extra
         .insert("backend".into(), ev.poller.name().into());
@@ -336,6 +347,7 @@ impl EventLoop {
                 protocol: None,
                 output: OutBuf::default(),
                 tally: Tally::default(),
+                session: Session::default(),
                 last_request: now,
                 partial_since: None,
                 last_write: now,
@@ -358,7 +370,13 @@ impl EventLoop {
         let Some(c) = self.connections.get_mut(&token) else {
             return; // closed earlier in this batch of events
         };
-        match drive(c, &self.codecs, self.max_pending_output, self.write_budget) {
+        match drive(
+            c,
+            &self.codecs,
+            &self.store,
+            self.max_pending_output,
+            self.write_budget,
+        ) {
             Err(ended) => self.close(token, Some(ended)),
             Ok(turn) => {
                 if turn == Turn::BudgetSpent {
@@ -407,6 +425,7 @@ enum Turn {
 fn drive(
     c: &mut Connection,
     codecs: &ServerCodecs,
+    store: &Store,
     max_pending: usize,
     write_budget: usize,
 ) -> Result<Turn, Ended> {
@@ -447,6 +466,8 @@ fn drive(
                     };
                     match conn::answer_all(
                         codec,
+                        store,
+                        &mut c.session,
                         &mut c.input,
                         &mut c.output,
                         &mut c.tally,
@@ -605,7 +626,13 @@ impl EventLoop {
             let Some(c) = self.connections.get_mut(&token) else {
                 continue;
             };
-            let turn = match drive(c, &self.codecs, self.max_pending_output, self.write_budget) {
+            let turn = match drive(
+                c,
+                &self.codecs,
+                &self.store,
+                self.max_pending_output,
+                self.write_budget,
+            ) {
                 Ok(turn) => turn,
                 Err(ended) => {
                     self.close(token, Some(ended));

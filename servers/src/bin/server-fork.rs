@@ -16,6 +16,8 @@
 //!   shutdown pipe's write end.
 //! - The child serves the connection with the shared blocking handler and leaves with
 //!   `_exit`: it must never return into the parent's accept loop.
+//! - What a child changes (INCR's counters, the records that answer a retry) is in the session
+//!   table the parent mapped shared before the first fork: the only memory children share.
 //! - A dead child stays a *zombie* (its exit status kept by the kernel) until the parent calls
 //!   `waitpid`. SIGCHLD tells the parent that children exited; signals coalesce, so one SIGCHLD
 //!   may stand for many, and the parent reaps in a loop until none is left.
@@ -54,6 +56,7 @@ use echolab_servers::children::{self, Family, Reaping};
 use echolab_servers::cli::ServerArgs;
 use echolab_servers::conn::{self, Limits};
 use echolab_servers::net::{self, Acceptor};
+use echolab_servers::session::Store;
 use echolab_servers::signals::{self, Shutdown, SignalPipe};
 use echolab_servers::stats::{Counters, Report, SharedCounters};
 use echolab_servers::{debug, info};
@@ -93,7 +96,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args: Args = echolab_servers::parse_args(|a: &Args| &a.server);
     echolab_servers::main_with("server-fork", args.server.process_settings(), || run(args))
 }
 
@@ -102,8 +105,11 @@ fn run(args: Args) -> io::Result<()> {
     let cfg = &args.server;
     let max_children = args.max_children.unwrap_or(cfg.max_connections) as usize;
     let codecs = cfg.protocol.codecs(cfg.max_frame);
-    // Created before the first fork, so every child inherits the same mapping and pipes.
+    // Created before the first fork, so every child inherits the same mappings and pipes.
+    // The session table above all: a child's INCR must land in the table the next child
+    // reads, and only memory mapped shared before the fork is shared after it.
     let counters = SharedCounters::new(1)?;
+    let store = Store::new(cfg.sessions())?;
     let signals = SignalPipe::install(true)?;
     let mut shutdown = Shutdown::new()?;
     let mut acceptor = Acceptor::new(net::bind(cfg.addr, cfg.backlog, false)?)?;
@@ -153,6 +159,7 @@ fn run(args: Args) -> io::Result<()> {
                     &codecs,
                     cfg.limits(),
                     &counters,
+                    &store,
                 ),
                 Ok(ForkResult::Parent { child }) => {
                     // The parent's copy of the connection must go, or the client never sees EOF
@@ -191,7 +198,8 @@ fn run(args: Args) -> io::Result<()> {
         cfg.protocol.name(),
         started,
         &counters,
-    );
+    )
+    .with_sessions(&store);
     report
         .extra
         .insert("children_forked".into(), children.forked.into());
@@ -223,6 +231,7 @@ fn child(
     codecs: &ServerCodecs,
     limits: Limits,
     counters: &SharedCounters,
+    store: &Store,
 ) -> ! {
     // The listener: a child that kept it would keep the port bound after the parent exited.
     drop(acceptor);
@@ -232,7 +241,7 @@ fn child(
     // The shutdown pipe's write end: only the parent may hold one, or closing it wakes nobody.
     shutdown.child_side();
 
-    let outcome = conn::serve(stream, codecs, limits, shutdown.fd());
+    let outcome = conn::serve(stream, codecs, store, limits, shutdown.fd());
     conn::record_end(&outcome, &[counters.total()], peer);
     // _exit, not exit: no atexit handlers, no flushing of stdio buffers copied from the
     // parent (they would be written twice), no destructors for state that is the parent's.

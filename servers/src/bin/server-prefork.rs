@@ -27,6 +27,9 @@
 //!   end, the other workers' listeners), then loops: accept, serve with the shared blocking
 //!   handler, close. Per-worker counts go to its slot of the shared counters, which the parent
 //!   reads (and, with `--stats-file`, writes out every `--stats-interval`) while it runs.
+//! - INCR's counters and the records that answer a retry are in the session table, mapped
+//!   shared before the first fork, so a retry served by another worker finds them; a worker
+//!   killed holding its lock costs the next one a recovery, not a deadlock.
 //! - A worker that dies is reaped (SIGCHLD, `waitpid` loop) and restarted in the same slot,
 //!   at once if it had been up for a while, with a doubling backoff if it keeps dying.
 //! - With `--max-requests-per-worker N`, a worker that has answered N requests retires when
@@ -69,6 +72,7 @@ use echolab_servers::cli::{parse_duration, ServerArgs};
 use echolab_servers::conn::{self, Limits};
 use echolab_servers::poller::poll_timeout;
 use echolab_servers::saturation::{Saturation, SAMPLE_EVERY};
+use echolab_servers::session::Store;
 use echolab_servers::signals::{self, Shutdown, SignalPipe};
 use echolab_servers::stats::{Counters, Report, SharedCounters};
 use echolab_servers::{debug, info, net};
@@ -153,7 +157,7 @@ const MAX_WORKERS: i64 = 1024;
 const RETIRED: i32 = 3;
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args: Args = echolab_servers::parse_args(|a: &Args| &a.server);
     echolab_servers::main_with("server-prefork", args.server.process_settings(), || {
         run(args)
     })
@@ -221,6 +225,11 @@ fn run(args: Args) -> io::Result<()> {
     // Created before the first fork, so every worker inherits them. The pipe is an `Option`
     // only so that a worker can take it out of its copy and close it.
     let counters = SharedCounters::new(1 + n)?;
+    // The session table, mapped shared before the first fork too: a client that reconnects
+    // to another worker (or to the replacement of one that died) finds its records there.
+    // The parent never takes its lock (it only reads the statistics), so no fork copies a
+    // held lock, and a worker stuck holding it can never stall the supervisor.
+    let store = Store::new(cfg.sessions())?;
     let mut signals = Some(SignalPipe::install(true)?);
     let mut inherited = Inherited {
         codecs: cfg.protocol.codecs(cfg.max_frame),
@@ -249,7 +258,7 @@ fn run(args: Args) -> io::Result<()> {
         restarting: true,
     };
     for (i, slot) in workers.slots.iter_mut().enumerate() {
-        start_worker(i, slot, &mut inherited, &mut signals, &counters)?;
+        start_worker(i, slot, &mut inherited, &mut signals, &counters, &store)?;
     }
     net::announce(addr)?;
     info!(
@@ -266,7 +275,8 @@ fn run(args: Args) -> io::Result<()> {
             started,
             &counters,
         )
-        .with_workers(&counters, true);
+        .with_workers(&counters, true)
+        .with_sessions(&store);
         r.extra.insert("running".into(), running.into());
         r.extra.insert("workers".into(), n.into());
         saturation.report_into(&mut r.extra);
@@ -300,7 +310,7 @@ fn run(args: Args) -> io::Result<()> {
         let now = Instant::now();
         for (i, slot) in workers.slots.iter_mut().enumerate() {
             if slot.restart_at.is_some_and(|t| t <= now) {
-                start_worker(i, slot, &mut inherited, &mut signals, &counters)?;
+                start_worker(i, slot, &mut inherited, &mut signals, &counters, &store)?;
             }
         }
         if now >= next_sample {
@@ -404,6 +414,7 @@ fn start_worker(
     inherited: &mut Inherited,
     signals: &mut Option<SignalPipe>,
     counters: &SharedCounters,
+    store: &Store,
 ) -> io::Result<()> {
     slot.restart_at = None;
     // Signals stay pending, not delivered, until each process has set itself up.
@@ -411,7 +422,7 @@ fn start_worker(
     // SAFETY: the parent is single-threaded (it never starts a thread), so the child is a
     // consistent copy and may allocate and use std freely.
     match unsafe { fork() } {
-        Ok(ForkResult::Child) => worker(i, inherited, signals.take(), counters),
+        Ok(ForkResult::Child) => worker(i, inherited, signals.take(), counters, store),
         Ok(ForkResult::Parent { child }) => {
             debug!("worker {i} started as pid {child}");
             slot.pid = Some(child);
@@ -485,6 +496,7 @@ fn worker(
     inherited: &mut Inherited,
     signals: Option<SignalPipe>,
     counters: &SharedCounters,
+    store: &Store,
 ) -> ! {
     // If the parent dies, even by SIGKILL, the kernel sends us SIGTERM: a worker idle in
     // accept() could otherwise outlive it forever, holding the port and swallowing clients.
@@ -547,6 +559,7 @@ fn worker(
                 let outcome = conn::serve(
                     stream,
                     &inherited.codecs,
+                    store,
                     inherited.limits,
                     inherited.shutdown.fd(),
                 );

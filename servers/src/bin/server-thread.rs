@@ -52,6 +52,7 @@ use echolab_servers::cli::{parse_stack_size, ServerArgs};
 use echolab_servers::conn::{self, Limits};
 use echolab_servers::net::{self, Acceptor};
 use echolab_servers::saturation::{Saturation, SAMPLE_EVERY};
+use echolab_servers::session::Store;
 use echolab_servers::signals::{Shutdown, SignalPipe};
 use echolab_servers::stats::{Counters, Report, SharedCounters};
 use echolab_servers::{debug, info};
@@ -99,11 +100,15 @@ struct Args {
 /// A connection waiting in the pool's queue, with its place in the live count.
 type Queued = (TcpStream, SocketAddr, Live);
 
-/// What every connection thread shares: read-only settings and the counters.
+/// What every connection thread shares: read-only settings, the counters and the session table.
 struct Shared {
     codecs: ServerCodecs,
     limits: Limits,
     counters: SharedCounters,
+    /// HELLO, INCR and GET's table. It sits in a fork-shared mapping that no other process
+    /// ever sees here: the threads share it because they share the address space, and its
+    /// lock is what keeps two of them from changing it at once.
+    store: Store,
     /// The read end of the shutdown broadcast; each thread polls it beside its socket.
     shutdown: Arc<OwnedFd>,
     /// Connections being served or queued.
@@ -111,7 +116,7 @@ struct Shared {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args: Args = echolab_servers::parse_args(|a: &Args| &a.server);
     echolab_servers::main_with("server-thread", args.server.process_settings(), || {
         run(args)
     })
@@ -127,6 +132,7 @@ fn run(args: Args) -> io::Result<()> {
         codecs: cfg.protocol.codecs(cfg.max_frame),
         limits: cfg.limits(),
         counters: SharedCounters::new(1 + pool)?,
+        store: Store::new(cfg.sessions())?,
         shutdown: shutdown.watcher(),
         live: AtomicUsize::new(0),
     });
@@ -241,7 +247,8 @@ fn run(args: Args) -> io::Result<()> {
         cfg.protocol.name(),
         started,
         &shared.counters,
-    );
+    )
+    .with_sessions(&shared.store);
     if pool > 0 {
         report = report.with_workers(&shared.counters, false);
         saturation.report_into(&mut report.extra);
@@ -352,6 +359,7 @@ fn serve_one(shared: &Shared, stream: TcpStream, peer: SocketAddr, worker: Optio
     let outcome = conn::serve(
         stream,
         &shared.codecs,
+        &shared.store,
         shared.limits,
         shared.shutdown.as_fd(),
     );
