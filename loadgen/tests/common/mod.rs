@@ -196,7 +196,7 @@ impl Run {
         self.assert_code(0);
         assert_eq!(self.u("counts.sent"), n, "counts.sent\n{}", self.output());
         assert_eq!(self.u("counts.ok"), n, "counts.ok\n{}", self.output());
-        for c in ["failed", "lost", "unsent"] {
+        for c in ["failed", "indeterminate", "unsent", "retries"] {
             assert_eq!(
                 self.u(&format!("counts.{c}")),
                 0,
