@@ -310,6 +310,11 @@ struct Worker<'a> {
     reply_failures_in_a_row: u64,
     /// Set when the thread gave up on an unreachable server.
     gave_up: bool,
+    /// While draining: when the thread stops waiting for what is in flight. A resend in the
+    /// drain pushes it out by a `--timeout` (and a request queued for one, by its backoff as
+    /// well), so retries are not cut short by the window's end; `--max-attempts` bounds how
+    /// often that can happen.
+    drain_deadline: u64,
 }
 
 /// Runs one thread's share: connections `globals` (indices into the run's connections), with
@@ -402,6 +407,7 @@ pub fn run_thread(
         failures_in_a_row: 0,
         reply_failures_in_a_row: 0,
         gave_up: false,
+        drain_deadline: u64::MAX,
     };
     w.run()?;
     let finished_at = plan.clock.now();
@@ -431,7 +437,6 @@ impl Worker<'_> {
         // about 1 ms, not the 10 ms housekeeping period.
         let housekeeping = HOUSEKEEPING_NS.min(ns(plan.cfg.timeout) / 4).max(100_000);
         let mut next_housekeeping = now + housekeeping;
-        let mut drain_deadline = u64::MAX;
         loop {
             let now = plan.clock.now();
             let never_verified = !plan.verified.load(Ordering::Relaxed);
@@ -457,7 +462,7 @@ impl Worker<'_> {
                     || self.gave_up)
             {
                 self.draining = true;
-                drain_deadline = now + ns(plan.cfg.timeout);
+                self.drain_deadline = now + ns(plan.cfg.timeout);
                 self.count_unsent(now);
                 let _ = self.tx.send(ToCollector::Draining {
                     thread: self.thread,
@@ -477,7 +482,7 @@ impl Worker<'_> {
                     .conns
                     .iter()
                     .all(|c| c.in_flight.is_empty() && c.retry.is_empty());
-                if idle || now >= drain_deadline {
+                if idle || now >= self.drain_deadline {
                     break;
                 }
                 if !self.released && self.release.try_recv() != Err(TryRecvError::Empty) {
@@ -500,7 +505,7 @@ impl Worker<'_> {
             // a precise one (the next scheduled send) through the timerfd.
             let mut coarse = next_housekeeping.min(self.next_interval_at());
             if self.draining {
-                coarse = coarse.min(drain_deadline);
+                coarse = coarse.min(self.drain_deadline);
                 if !self.released {
                     // The release comes through a channel, not the poll: look again soon.
                     coarse = coarse.min(now + RELEASE_POLL_NS);
@@ -680,6 +685,10 @@ impl Worker<'_> {
             } else {
                 done.push(p);
             }
+        }
+        if self.draining && !again.is_empty() {
+            let due = self.plan.clock.now() + c.backoff + ns(cfg.timeout);
+            self.drain_deadline = self.drain_deadline.max(due);
         }
         for p in again.into_iter().rev() {
             c.retry.push_front(p);
@@ -995,6 +1004,9 @@ impl Worker<'_> {
             c.in_flight.push_back(p);
             if p.start >= plan.measure_from {
                 self.tally.counts.retries += 1;
+            }
+            if self.draining {
+                self.drain_deadline = self.drain_deadline.max(now + ns(plan.cfg.timeout));
             }
         }
     }

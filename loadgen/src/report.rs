@@ -316,6 +316,11 @@ impl Report {
             "INTERRUPTED: the figures cover the run so far (exit 130)"
         } else if !self.ok && self.errors.total() == 0 && self.counts.ok == 0 {
             "FAILED: no reply was verified (exit 1)"
+        } else if !self.ok
+            && self.counters.as_ref().is_some_and(|k| !k.exactly_once)
+            && self.errors.total() > 0
+        {
+            "FAILED: errors above, and the counters are not exactly once (exit 1)"
         } else if !self.ok && self.counters.as_ref().is_some_and(|k| !k.exactly_once) {
             "FAILED: the counters are not exactly once (exit 1)"
         } else if !self.ok {

@@ -744,6 +744,18 @@ impl FakeConn {
         out
     }
 
+    /// The bytes of the success reply `reply` to `req` (a value, a HELLO word).
+    pub fn reply_with(&self, req: &Req, reply: Reply) -> Vec<u8> {
+        let request = Request {
+            id: req.id,
+            command: req.command,
+            payload: &req.payload,
+        };
+        let mut out = Vec::new();
+        self.codec.encode_reply(&request, reply, &mut out);
+        out
+    }
+
     /// The bytes of the correct echo reply to `req`.
     pub fn echo_bytes(&self, req: &Req) -> Vec<u8> {
         self.reply_bytes(req, req.id, &req.payload)
