@@ -18,7 +18,9 @@
 //! indeterminate: no duplicate, and nothing the client cannot account for.
 //!
 //! The counters are read on one fresh connection after every worker has finished, so no
-//! increment of the run is still on its way. Their names carry the run's prefix, so other
+//! increment of the run is still on its way from the client. One still queued inside the
+//! server (on a connection the run has closed) may run after the GET: it is then counted as
+//! not run, within the indeterminate ones' bounds. Their names carry the run's prefix, so other
 //! runs against the same server do not mix in; a value beyond anything this run could have
 //! caused is reported as `unexplained` rather than silently counted as a duplicate.
 
@@ -35,6 +37,11 @@ use crate::workload::{Check, Workload};
 /// GETs written before their replies are read: enough to spare round trips, few enough that
 /// neither side's socket buffer fills while the other waits.
 const BATCH: usize = 256;
+
+/// The shortest wait for the counters' replies, whatever `--timeout`: a GET may queue behind
+/// the run's last increments (resends among them) in the server, and a run that sets a short
+/// `--timeout` to provoke failures must still get its check.
+const MIN_READ_WAIT: Duration = Duration::from_secs(5);
 
 /// An inclusive range of counts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -255,10 +262,16 @@ impl CounterCheck {
 
 /// Reads every counter of the run on one fresh connection: `GET` each key, in batches.
 pub fn read_values(cfg: &RunConfig, workload: &Workload) -> Result<Vec<u64>, String> {
-    let timeout = cfg.timeout;
+    let timeout = cfg.timeout.max(MIN_READ_WAIT);
     let mut sock = TcpStream::connect_timeout(&cfg.addr, timeout)
         .map_err(|e| format!("connect to {}: {e}", cfg.addr))?;
-    let io = |e: std::io::Error| format!("reading the counters from {}: {e}", cfg.addr);
+    let io = |e: std::io::Error| match e.kind() {
+        // SO_RCVTIMEO expiring reads as EAGAIN.
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+            format!("no reply to GET from {} within {timeout:?}", cfg.addr)
+        }
+        _ => format!("reading the counters from {}: {e}", cfg.addr),
+    };
     sock.set_read_timeout(Some(timeout)).map_err(io)?;
     sock.set_write_timeout(Some(timeout)).map_err(io)?;
     let _ = sock.set_nodelay(true);

@@ -463,6 +463,10 @@ impl Worker<'_> {
             {
                 self.draining = true;
                 self.drain_deadline = now + ns(plan.cfg.timeout);
+                if self.conns.iter().any(|c| !c.retry.is_empty()) {
+                    // A slot waiting out its backoff to resend: time to reconnect too.
+                    self.drain_deadline += BACKOFF_MAX_NS;
+                }
                 self.count_unsent(now);
                 let _ = self.tx.send(ToCollector::Draining {
                     thread: self.thread,
