@@ -487,4 +487,68 @@ mod tests {
         assert!(matches!(w.check(3, &[0xff; 8]), Check::Fatal { .. }));
         assert_eq!(w.check(3, &[0, 0]), Check::Incomplete);
     }
+
+    /// INCR goes out with its seq, key and low, and its reply verifies as a value; a refusal
+    /// is read back by its code word, and HELLO's reply by its word.
+    #[test]
+    fn incr_hello_and_refusals() {
+        let cfg = RunConfig {
+            op: Op::Incr,
+            payload: 0,
+            keys: 3,
+            key_prefix: Some("p-".into()),
+            ..RunConfig::default()
+        };
+        let w = Workload::for_config(&cfg);
+        assert_eq!(w.key_name(2), b"p-2");
+        let server = Protocol::Binary.codec(1 << 20);
+        let mut wire = Vec::new();
+        w.encode_incr(7, 2, 5, &mut wire).expect("encode");
+        let Ok(Decoded::Complete { message, .. }) = server.decode_request(&wire) else {
+            panic!("decode");
+        };
+        assert_eq!(message.id, Some(7));
+        assert_eq!(message.command, Command::Incr { by: 1, low: 5 });
+        assert_eq!(message.payload, b"p-2");
+        let mut reply = Vec::new();
+        server.encode_reply(&message, Reply::Value(42), &mut reply);
+        assert_eq!(
+            w.check_value(7, &reply),
+            (Check::Ok { len: reply.len() }, Some(42))
+        );
+        assert!(matches!(
+            w.check(8, &reply),
+            Check::Failed {
+                kind: ErrorKind::Mismatch,
+                ..
+            }
+        ));
+        let mut refusal = Vec::new();
+        server.encode_error(Some(7), &Refusal::TooOld.message("seq 7"), &mut refusal);
+        assert!(matches!(
+            w.check(7, &refusal),
+            Check::Refused {
+                refusal: Refusal::TooOld,
+                ..
+            }
+        ));
+        let mut hello = Vec::new();
+        w.encode_hello(9, 3, &mut hello).expect("encode");
+        let Ok(Decoded::Complete { message, .. }) = server.decode_request(&hello) else {
+            panic!("decode");
+        };
+        assert_eq!(message.command, Command::Hello { client: 9, sent: 3 });
+        let mut word = Vec::new();
+        server.encode_reply(&message, Reply::Word(session::hello::RESUMED), &mut word);
+        assert!(matches!(w.check_hello(&word), Check::Ok { .. }));
+        let mut echo = Vec::new();
+        server.encode_reply(&message, Reply::Echo, &mut echo);
+        assert!(matches!(
+            w.check_hello(&echo),
+            Check::Failed {
+                kind: ErrorKind::Mismatch,
+                ..
+            }
+        ));
+    }
 }
