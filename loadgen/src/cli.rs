@@ -14,8 +14,9 @@ use echolab_protocol::units::{parse_addr, parse_duration, parse_size, parse_time
 use echolab_protocol::Protocol;
 
 use crate::config::{
-    parse_op, parse_protocol, parse_rate, parse_source_ips, Op, Outputs, Pacing, Progress,
-    RunConfig, SourceIps, DEFAULT_PAYLOAD, MAX_CONNECTIONS,
+    parse_op, parse_protocol, parse_rate, parse_source_ips, Op, Outputs, Pacing, Progress, Retry,
+    RunConfig, SourceIps, DEFAULT_KEYS, DEFAULT_MAX_ATTEMPTS, DEFAULT_PAYLOAD, MAX_CONNECTIONS,
+    MAX_KEYS,
 };
 
 /// `loadgen run`: drive one server and report what it did.
@@ -57,6 +58,36 @@ pub struct RunArgs {
     /// measure latency from each request's scheduled send time. Default: closed loop.
     #[arg(short, long, value_name = "R", value_parser = parse_rate)]
     pub rate: Option<f64>,
+
+    /// When a connection breaks with requests unanswered, resend: never (each ends failed or
+    /// indeterminate); safe (only those never fully written, which certainly did not run);
+    /// always (every unanswered one, on the slot's next connection, with the same id: may run
+    /// a request twice unless the server deduplicates). Resends go out first, and their latency
+    /// runs from the request's first start.
+    #[arg(long, value_enum, default_value_t = Retry::Never)]
+    pub retry: Retry,
+
+    /// With --retry safe or always: the most times one request is written, the first
+    /// included. A request out of attempts keeps its last outcome (failed or indeterminate).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_ATTEMPTS, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub max_attempts: u32,
+
+    /// With --op incr: how many counters to increment (each request adds 1 to one of them,
+    /// round-robin). After the run one fresh connection reads them all (GET) and compares
+    /// them with the increments acknowledged: the exactly-once check.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_KEYS, value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_KEYS)))]
+    pub keys: u32,
+
+    /// With --op incr: the counters are named PREFIX0, PREFIX1, ... so that runs against one
+    /// server do not mix. Default: lg<client-id-base in hex>-.
+    #[arg(long, value_name = "PREFIX")]
+    pub key_prefix: Option<String>,
+
+    /// With --op incr: connection slot g is session client BASE + g, kept across
+    /// reconnects (a slot whose session expired takes a fresh id). Default: drawn from the
+    /// clock and the pid, and printed in the report's params.
+    #[arg(long, value_name = "BASE", value_parser = clap::value_parser!(u64).range(1..))]
+    pub client_id_base: Option<u64>,
 
     /// Sample the CPU time, context switches, memory and task counts of this process and
     /// its descendants over the measured window (Linux /proc).
@@ -102,7 +133,9 @@ pub struct LoadArgs {
     pub payload: Option<usize>,
 
     /// What each request asks: echo, ping (RESP's bare PING), sleep:US or spin:US (binary only;
-    /// the server sleeps or burns CPU for US microseconds, then echoes).
+    /// the server sleeps or burns CPU for US microseconds, then echoes), or incr (binary only:
+    /// each connection slot is a session client, each request adds 1 to a counter; see
+    /// --keys, --retry).
     #[arg(long, default_value = "echo", value_parser = parse_op)]
     pub op: Op,
 
@@ -117,10 +150,11 @@ pub struct LoadArgs {
 }
 
 impl LoadArgs {
-    /// The payload sent: as given, else none for PING and the default for every other op.
+    /// The payload sent: as given, else none for PING and INCR (whose payload is the key) and
+    /// the default for every other op.
     pub fn payload(&self) -> usize {
         self.payload.unwrap_or(match self.op {
-            Op::Ping => 0,
+            Op::Ping | Op::Incr => 0,
             _ => DEFAULT_PAYLOAD,
         })
     }
@@ -155,6 +189,11 @@ impl RunArgs {
                     None => Pacing::Closed,
                     Some(rate) => Pacing::Open { rate },
                 },
+                retry: self.retry,
+                max_attempts: self.max_attempts,
+                keys: self.keys,
+                key_prefix: self.key_prefix.clone(),
+                client_id_base: self.client_id_base,
                 server_pid: self.server_pid,
                 outputs: Outputs {
                     json: self.json.clone(),
@@ -211,5 +250,47 @@ mod tests {
         assert_eq!(cfg.threads, 4, "at most one thread per connection");
         assert_eq!(cfg.payload, 0, "ping carries no payload");
         assert!(config(&["--op", "ping"]).is_err(), "ping is RESP's");
+    }
+
+    #[test]
+    fn incr_flags() {
+        let cfg = config(&["--op", "incr", "--client-id-base", "77", "--keys", "3"])
+            .expect("valid flags");
+        assert_eq!(cfg.payload, 0, "the key is the payload");
+        assert_eq!(cfg.client_id_base, Some(77));
+        assert_eq!(
+            cfg.key_prefix.as_deref(),
+            Some("lg4d-"),
+            "derived from the base"
+        );
+        assert_eq!(cfg.retry, Retry::Never);
+        assert_eq!(
+            cfg.checked(),
+            Ok(cfg.clone()),
+            "a second check keeps the names"
+        );
+        // Drawn when not given, and not 0.
+        let drawn = config(&["--op", "incr"]).expect("valid flags");
+        assert!(drawn.client_id_base.is_some_and(|b| b > 0));
+        let refused = |args: &[&str], needle: &str| {
+            let e = config(args).expect_err("refused");
+            assert!(e.contains(needle), "{args:?}: {e}");
+        };
+        refused(&["--op", "incr", "--protocol", "resp"], "binary-only");
+        refused(&["--op", "incr", "--protocol", "json"], "binary-only");
+        refused(&["--op", "incr", "--keys", "0"], "--keys");
+        refused(&["--op", "incr", "--payload", "8"], "leave out --payload 8");
+        refused(
+            &["--op", "incr", "--client-id-base", "0"],
+            "--client-id-base",
+        );
+        refused(&["--max-attempts", "0"], "--max-attempts");
+        refused(&["--retry", "sometimes"], "--retry");
+        let long = "k".repeat(63);
+        refused(
+            &["--op", "incr", "--key-prefix", &long, "--keys", "11"],
+            "--key-prefix",
+        );
+        refused(&["--op", "incr", "--key-prefix", ""], "--key-prefix");
     }
 }

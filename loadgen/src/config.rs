@@ -57,6 +57,19 @@ pub struct RunConfig {
     /// Closed or open loop (reported as `mode` and `rate`).
     #[serde(flatten)]
     pub pacing: Pacing,
+    /// What to resend when a connection breaks with requests unanswered.
+    pub retry: Retry,
+    /// The most times one request is written, the first included (`--retry safe|always`).
+    pub max_attempts: u32,
+    /// `--op incr`: how many counters the run increments.
+    pub keys: u32,
+    /// `--op incr`: the counters' names start with this (then the key's index), so runs
+    /// against one server do not mix. `None` until [`RunConfig::checked`] derives it from
+    /// the client-id base.
+    pub key_prefix: Option<String>,
+    /// `--op incr`: connection slot `g` is session client `client_id_base + g`. `None` until
+    /// [`RunConfig::checked`] draws one from the clock and the pid.
+    pub client_id_base: Option<u64>,
     /// Sample this process tree's CPU, context switches and memory over the window.
     #[serde(skip)]
     pub server_pid: Option<i32>,
@@ -84,6 +97,17 @@ pub const DEFAULT_PAYLOAD: usize = 64;
 /// The duration used when neither a duration nor a request count is given.
 pub const DEFAULT_DURATION: Duration = Duration::from_secs(10);
 
+/// `--max-attempts` when none is given: enough to ride out a few broken connections in a
+/// row, few enough that a dead server does not keep a request alive for long.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 8;
+
+/// `--keys` when none is given.
+pub const DEFAULT_KEYS: u32 = 16;
+
+/// The most counters one run may use (the servers' table is finite; past it they answer
+/// KEYSFULL, which a run should meet on purpose, not by a typo).
+pub const MAX_KEYS: u32 = 65_536;
+
 impl Default for RunConfig {
     /// `loadgen run` with no flags (a test in cli.rs holds the two together).
     fn default() -> Self {
@@ -102,6 +126,11 @@ impl Default for RunConfig {
             requests_per_conn: None,
             timeout: Duration::from_secs(5),
             pacing: Pacing::Closed,
+            retry: Retry::Never,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            keys: DEFAULT_KEYS,
+            key_prefix: None,
+            client_id_base: None,
             server_pid: None,
             outputs: Outputs::default(),
         }
@@ -129,8 +158,27 @@ impl RunConfig {
                     self.op
                 ))
             }
+            (Op::Incr, Protocol::Resp | Protocol::Json) => {
+                return Err(
+                    "--op incr needs --protocol binary (sessions are binary-only: RESP and JSON have no field for a client id or a seq)"
+                        .into(),
+                )
+            }
+            (Op::Incr, _) if payload != 0 => {
+                return Err(format!(
+                    "--op incr sends the counter's name as its payload: leave out --payload {payload}"
+                ))
+            }
             _ => {}
         }
+        if self.max_attempts == 0 {
+            return Err("--max-attempts must be at least 1 (the first write counts)".into());
+        }
+        let (key_prefix, client_id_base) = if self.op == Op::Incr {
+            self.session_names()?
+        } else {
+            (self.key_prefix.clone(), self.client_id_base)
+        };
         if self.protocol == Protocol::Json && payload < 2 {
             return Err(
                 "--payload must be at least 2 with --protocol json (a JSON string \"\")".into(),
@@ -180,7 +228,84 @@ impl RunConfig {
         Ok(RunConfig {
             threads: self.threads.min(self.connections),
             duration,
+            key_prefix,
+            client_id_base,
             ..self.clone()
+        })
+    }
+
+    /// `--op incr`: checks `--keys`, and the key prefix and client-id base, drawing those not
+    /// given. Drawn here, once, so the report's `params` hold the names the counters got and
+    /// a second `checked` (run() checks again) keeps them.
+    fn session_names(&self) -> Result<(Option<String>, Option<u64>), String> {
+        if !(1..=MAX_KEYS).contains(&self.keys) {
+            return Err(format!("--keys must be 1 to {MAX_KEYS}"));
+        }
+        let base = match self.client_id_base {
+            Some(0) => return Err("--client-id-base must be at least 1 (0 is no client)".into()),
+            Some(b) => b,
+            None => drawn_client_id_base(),
+        };
+        // Each slot may renew its session (EXPIRED) and take base + g + r·connections: leave
+        // room for a million renewals before the id would wrap.
+        if base
+            .checked_add(u64::from(self.connections) * (1 << 20))
+            .is_none()
+        {
+            return Err(format!(
+                "--client-id-base {base} leaves no room for {} connections' client ids",
+                self.connections
+            ));
+        }
+        let prefix = self
+            .key_prefix
+            .clone()
+            .unwrap_or_else(|| format!("lg{base:x}-"));
+        let longest = prefix.len() + (self.keys - 1).to_string().len();
+        if prefix.is_empty() || longest > echolab_protocol::session::MAX_KEY {
+            return Err(format!(
+                "--key-prefix '{prefix}' with --keys {} makes names of up to {longest} bytes: they must be 1 to {} bytes",
+                self.keys,
+                echolab_protocol::session::MAX_KEY
+            ));
+        }
+        Ok((Some(prefix), Some(base)))
+    }
+}
+
+/// A client-id base nobody else is likely to use: the clock's nanoseconds and the pid mixed
+/// (splitmix64's finaliser), kept below 2^56 so base + slot never wraps, and never 0.
+fn drawn_client_id_base() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let mut z = nanos ^ (u64::from(std::process::id()) << 32);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    (z & ((1 << 56) - 1)).max(1)
+}
+
+/// What a connection resends when it breaks with requests unanswered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Retry {
+    /// Nothing: every unanswered request ends as failed or indeterminate.
+    #[default]
+    Never,
+    /// Only what certainly did not run (never fully written): gRPC's transparent retry.
+    Safe,
+    /// Everything unanswered, on the slot's next connection: the retry-on-timeout choice,
+    /// which runs a request twice unless the server deduplicates.
+    Always,
+}
+
+impl std::fmt::Display for Retry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Retry::Never => "never",
+            Retry::Safe => "safe",
+            Retry::Always => "always",
         })
     }
 }
@@ -212,6 +337,8 @@ pub enum Op {
     Sleep(u32),
     /// Burn CPU this many µs, then echo.
     Spin(u32),
+    /// Add 1 to one of the run's counters, in a session (binary only): see `--keys`.
+    Incr,
 }
 
 impl std::fmt::Display for Op {
@@ -221,6 +348,7 @@ impl std::fmt::Display for Op {
             Op::Ping => f.write_str("ping"),
             Op::Sleep(us) => write!(f, "sleep:{us}"),
             Op::Spin(us) => write!(f, "spin:{us}"),
+            Op::Incr => f.write_str("incr"),
         }
     }
 }
@@ -316,7 +444,7 @@ fn check_rate(r: f64) -> Result<f64, String> {
     Ok(r)
 }
 
-/// Parses `echo`, `ping`, `sleep:US`, `spin:US`.
+/// Parses `echo`, `ping`, `sleep:US`, `spin:US`, `incr`.
 pub fn parse_op(s: &str) -> Result<Op, String> {
     let micros = |arg: &str| -> Result<u32, String> {
         let us: u64 = arg
@@ -332,10 +460,11 @@ pub fn parse_op(s: &str) -> Result<Op, String> {
     match s.split_once(':') {
         None if s == "echo" => Ok(Op::Echo),
         None if s == "ping" => Ok(Op::Ping),
+        None if s == "incr" => Ok(Op::Incr),
         Some(("sleep", arg)) => Ok(Op::Sleep(micros(arg)?)),
         Some(("spin", arg)) => Ok(Op::Spin(micros(arg)?)),
         _ => Err(format!(
-            "'{s}' is not an op (echo, ping, sleep:US or spin:US)"
+            "'{s}' is not an op (echo, ping, sleep:US, spin:US or incr)"
         )),
     }
 }
@@ -376,6 +505,8 @@ mod tests {
         assert_eq!(parse_op("echo"), Ok(Op::Echo));
         assert_eq!(parse_op("sleep:1000"), Ok(Op::Sleep(1000)));
         assert_eq!(parse_op("spin:5"), Ok(Op::Spin(5)));
+        assert_eq!(parse_op("incr"), Ok(Op::Incr));
+        assert!(parse_op("incr:2").is_err());
         assert!(parse_op("sleep").is_err());
         assert!(parse_op("sleep:-1").is_err());
         assert!(parse_op("sleep:2000000").is_err());

@@ -14,6 +14,16 @@
 //! the wake-up latency it has measured on this machine, and spins the last few microseconds;
 //! it records how late each send left for reasons of its own (the lag histogram), separately
 //! from waits the server caused (a full pipeline, a reconnect).
+//!
+//! When a connection breaks, each request in flight is judged by whether its bytes had all
+//! left: one never completely written certainly did not run (*failed*), one written with no
+//! reply may have (*indeterminate*). `--retry` decides which of them go again, first thing on
+//! the slot's next connection, with the same id and their original start time. With `--op
+//! incr` each slot is a session client ([`echolab_protocol::session`]): every connection
+//! opens with `HELLO client sent` and sends nothing else until it is answered, request ids
+//! are the session's sequence numbers, and each request carries the lowest one still
+//! unanswered. Per counter, the thread tallies what it was told and what it cannot know, for
+//! the check against the server's values at the end ([`crate::counters`]).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
@@ -36,9 +46,10 @@ use nix::sys::time::TimeSpec;
 use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
 
 use crate::clock::{ns, Clock, NANOS};
-use crate::config::{Pacing, RunConfig};
-use crate::stats::{self, ErrorKind, Tally};
+use crate::config::{Op, Pacing, Retry, RunConfig};
+use crate::stats::{self, ErrorKind, KeyTally, Tally};
 use crate::workload::{Check, Workload};
+use echolab_protocol::session::Refusal;
 
 /// How often a thread checks timeouts and retries failed connections.
 const HOUSEKEEPING_NS: u64 = 10_000_000;
@@ -148,14 +159,60 @@ pub struct ThreadResult {
     pub gave_up: bool,
 }
 
-/// One in-flight request.
+/// What a pending message is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A request of the workload: counted, retried, classified.
+    Request,
+    /// `--op incr`: the HELLO that opens each connection; none of the counts'.
+    Hello,
+}
+
+/// One request in flight, or waiting for the slot's next connection to be resent.
 #[derive(Debug, Clone, Copy)]
 struct Pending {
+    /// Its id (with `--op incr`, its sequence number in the slot's session).
     id: u64,
-    /// Open loop: the scheduled send time; closed loop: the send time.
+    /// Open loop: the scheduled send time; closed loop: the first send's time. A resend
+    /// keeps it, so a retried request's latency includes the failure and the retry.
     start: u64,
-    /// The actual send time.
+    /// The latest attempt's send time (its timeout runs from here).
     sent: u64,
+    kind: Kind,
+    /// `--op incr`: the counter's index.
+    key: u32,
+    /// Attempts queued so far, this one included (`--max-attempts` bounds it).
+    attempts: u32,
+    /// Attempts completely written to a socket (earlier ones, plus this one once it is
+    /// known to have been): above 0 the request may have run, above 1 it may have run twice.
+    writes: u32,
+    /// Where this attempt's bytes end in the stream written on this socket: all of them
+    /// left once the socket has taken that many bytes.
+    end: u64,
+}
+
+/// How a request ended (see [`stats::Counts`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// Verified reply.
+    Ok,
+    /// Answered with an ERROR: did not run (this time).
+    Refused,
+    /// Never completely written: did not run.
+    Unwritten,
+    /// Written, no good reply: may have run.
+    Indeterminate,
+}
+
+/// `--op incr`: a connection slot's session, kept across its connections.
+#[derive(Debug, Clone, Copy)]
+struct Session {
+    /// The client id HELLO says.
+    client: u64,
+    /// Sequence numbers used so far (the last one given out).
+    used: u64,
+    /// Times the server said EXPIRED and the slot started over with a fresh id.
+    renewals: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -194,6 +251,17 @@ struct Conn {
     /// When the connection last became able to send (connected, or its full pipeline got a
     /// free slot): a send waiting for that was delayed by the server, not by the client.
     ready_since: u64,
+    /// Bytes queued on the current socket, and bytes it has taken: a request whose `end` is
+    /// at most `written` left completely.
+    queued: u64,
+    written: u64,
+    /// Requests to resend on the slot's next connection (`--retry`), oldest first.
+    retry: VecDeque<Pending>,
+    /// `--op incr`: the slot's session.
+    session: Option<Session>,
+    /// `--op incr`: the current socket's HELLO has been answered (until then it sends
+    /// nothing else: a request behind a refused HELLO would be refused too).
+    hello_done: bool,
     /// The deadline this connection has in the timer heap, if any (older entries are stale).
     timer_due: Option<u64>,
     backoff: u64,
@@ -242,6 +310,11 @@ struct Worker<'a> {
     reply_failures_in_a_row: u64,
     /// Set when the thread gave up on an unreachable server.
     gave_up: bool,
+    /// While draining: when the thread stops waiting for what is in flight. A resend in the
+    /// drain pushes it out by a `--timeout` (and a request queued for one, by its backoff as
+    /// well), so retries are not cut short by the window's end; `--max-attempts` bounds how
+    /// often that can happen.
+    drain_deadline: u64,
 }
 
 /// Runs one thread's share: connections `globals` (indices into the run's connections), with
@@ -292,17 +365,30 @@ pub fn run_thread(
             error_replied: false,
             next_k: 0,
             ready_since: 0,
+            queued: 0,
+            written: 0,
+            retry: VecDeque::new(),
+            session: (plan.cfg.op == Op::Incr).then(|| Session {
+                client: client_id(&plan.cfg, global, 0),
+                used: 0,
+                renewals: 0,
+            }),
+            hello_done: false,
             timer_due: None,
             backoff: BACKOFF_FIRST_NS,
             served: false,
         })
         .collect();
+    let mut tally = Tally::default();
+    if plan.cfg.op == Op::Incr {
+        tally.keys = vec![KeyTally::default(); plan.workload.key_count()];
+    }
     let mut w = Worker {
         plan,
         thread,
         poll,
         conns,
-        tally: Tally::default(),
+        tally,
         examples: Vec::new(),
         budget,
         heap: BinaryHeap::new(),
@@ -321,6 +407,7 @@ pub fn run_thread(
         failures_in_a_row: 0,
         reply_failures_in_a_row: 0,
         gave_up: false,
+        drain_deadline: u64::MAX,
     };
     w.run()?;
     let finished_at = plan.clock.now();
@@ -350,7 +437,6 @@ impl Worker<'_> {
         // about 1 ms, not the 10 ms housekeeping period.
         let housekeeping = HOUSEKEEPING_NS.min(ns(plan.cfg.timeout) / 4).max(100_000);
         let mut next_housekeeping = now + housekeeping;
-        let mut drain_deadline = u64::MAX;
         loop {
             let now = plan.clock.now();
             let never_verified = !plan.verified.load(Ordering::Relaxed);
@@ -376,7 +462,11 @@ impl Worker<'_> {
                     || self.gave_up)
             {
                 self.draining = true;
-                drain_deadline = now + ns(plan.cfg.timeout);
+                self.drain_deadline = now + ns(plan.cfg.timeout);
+                if self.conns.iter().any(|c| !c.retry.is_empty()) {
+                    // A slot waiting out its backoff to resend: time to reconnect too.
+                    self.drain_deadline += BACKOFF_MAX_NS;
+                }
                 self.count_unsent(now);
                 let _ = self.tx.send(ToCollector::Draining {
                     thread: self.thread,
@@ -390,8 +480,13 @@ impl Worker<'_> {
                 }
             }
             if self.draining {
-                let idle = self.conns.iter().all(|c| c.in_flight.is_empty());
-                if idle || now >= drain_deadline {
+                // Resends still go out in the drain: a request the run may retry is not
+                // given up on because the window ended.
+                let idle = self
+                    .conns
+                    .iter()
+                    .all(|c| c.in_flight.is_empty() && c.retry.is_empty());
+                if idle || now >= self.drain_deadline {
                     break;
                 }
                 if !self.released && self.release.try_recv() != Err(TryRecvError::Empty) {
@@ -414,7 +509,7 @@ impl Worker<'_> {
             // a precise one (the next scheduled send) through the timerfd.
             let mut coarse = next_housekeeping.min(self.next_interval_at());
             if self.draining {
-                coarse = coarse.min(drain_deadline);
+                coarse = coarse.min(self.drain_deadline);
                 if !self.released {
                     // The release comes through a channel, not the poll: look again soon.
                     coarse = coarse.min(now + RELEASE_POLL_NS);
@@ -461,16 +556,21 @@ impl Worker<'_> {
         }
         self.tally.counts.connections_served =
             self.conns.iter().filter(|c| c.served).count() as u64;
-        // Whatever is still unanswered after the drain is lost.
+        // Whatever is still unanswered after the drain ends as it stands: indeterminate if
+        // written, failed if not, resent no more.
         let now = plan.clock.now();
         for i in 0..self.conns.len() {
             let lost = self.conns[i]
                 .in_flight
                 .iter()
-                .filter(|p| p.start >= plan.measure_from)
+                .filter(|p| p.kind == Kind::Request && p.start >= plan.measure_from)
                 .count() as u64;
+            self.write_off(i, false);
+            let left: Vec<Pending> = self.conns[i].retry.drain(..).collect();
+            for p in left {
+                self.finish(p, unanswered(&p));
+            }
             if lost > 0 {
-                self.tally.counts.lost += lost;
                 let c = &self.conns[i];
                 let kind = if c.wpos < c.wbuf.len() {
                     ErrorKind::WriteTimeout
@@ -504,7 +604,7 @@ impl Worker<'_> {
     fn close_finished(&mut self) {
         for i in 0..self.conns.len() {
             let c = &self.conns[i];
-            if c.sock.is_some() && c.in_flight.is_empty() {
+            if c.sock.is_some() && c.in_flight.is_empty() && c.retry.is_empty() {
                 self.close(i);
                 self.conns[i].state = State::Down { retry_at: u64::MAX };
             }
@@ -535,6 +635,7 @@ impl Worker<'_> {
                 c.on_this_socket = 0;
                 c.answered = false;
                 c.error_replied = false;
+                c.hello_done = false;
             }
             Err(e) => {
                 let kind = connect_error_kind(&e);
@@ -553,20 +654,146 @@ impl Worker<'_> {
         c.rbuf.consume(c.rbuf.len());
         c.wbuf.clear();
         c.wpos = 0;
+        c.queued = 0;
+        c.written = 0;
+        c.hello_done = false;
         c.write_blocked_since = None;
         c.timer_due = None;
+    }
+
+    /// Connection `i` broke (or the run ended, `may_resend` false): each request in flight
+    /// is judged by whether all its bytes had left. Those `--retry` allows, with attempts to
+    /// spare, wait for the slot's next connection, ahead of any still waiting from before;
+    /// the others end here.
+    fn write_off(&mut self, i: usize, may_resend: bool) {
+        let cfg = &self.plan.cfg;
+        let c = &mut self.conns[i];
+        let written = c.written;
+        let mut again = Vec::new();
+        let mut done = Vec::new();
+        for mut p in c.in_flight.drain(..) {
+            if p.kind == Kind::Hello {
+                continue;
+            }
+            if p.end <= written {
+                p.writes += 1;
+            }
+            let allowed = match cfg.retry {
+                Retry::Never => false,
+                // gRPC's transparent retry: only what certainly did not run.
+                Retry::Safe => p.writes == 0,
+                Retry::Always => true,
+            };
+            if may_resend && allowed && p.attempts < cfg.max_attempts {
+                again.push(p);
+            } else {
+                done.push(p);
+            }
+        }
+        if self.draining && !again.is_empty() {
+            let due = self.plan.clock.now() + c.backoff + ns(cfg.timeout);
+            self.drain_deadline = self.drain_deadline.max(due);
+        }
+        for p in again.into_iter().rev() {
+            c.retry.push_front(p);
+        }
+        for p in done {
+            self.finish(p, unanswered(&p));
+        }
+    }
+
+    /// Request `p` ended with `outcome`: count it (in the measured window) and, with `--op
+    /// incr`, tally it against its counter (always: the counter holds the warmup's
+    /// increments too).
+    fn finish(&mut self, p: Pending, outcome: Outcome) {
+        if p.start >= self.plan.measure_from {
+            let c = &mut self.tally.counts;
+            match outcome {
+                // Counted with its latency where the reply is taken.
+                Outcome::Ok => {}
+                Outcome::Refused => c.failed += 1,
+                Outcome::Unwritten => {
+                    c.failed += 1;
+                    c.unwritten += 1;
+                }
+                Outcome::Indeterminate => c.indeterminate += 1,
+            }
+        }
+        if let Some(k) = self.tally.keys.get_mut(p.key as usize) {
+            match outcome {
+                Outcome::Ok => k.acked += 1,
+                Outcome::Refused | Outcome::Unwritten => k.failed += 1,
+                Outcome::Indeterminate => k.indeterminate += 1,
+            }
+            if p.writes >= 2 {
+                k.written_twice += 1;
+            }
+        }
+    }
+
+    /// `--op incr`: connection `i` sends its HELLO, first thing on a new socket.
+    fn say_hello(&mut self, i: usize, now: u64) {
+        let plan = self.plan;
+        let c = &mut self.conns[i];
+        let Some(session) = c.session else {
+            return;
+        };
+        let before = c.wbuf.len();
+        if let Err(e) = plan
+            .workload
+            .encode_hello(session.client, session.used, &mut c.wbuf)
+        {
+            let why = format!("cannot encode HELLO: {e}");
+            self.conn_failed(i, ErrorKind::Protocol, why, now);
+            return;
+        }
+        c.queued += (c.wbuf.len() - before) as u64;
+        c.in_flight.push_back(Pending {
+            id: 0,
+            start: now,
+            sent: now,
+            kind: Kind::Hello,
+            key: 0,
+            attempts: 1,
+            writes: 0,
+            end: c.queued,
+        });
+    }
+
+    /// `--op incr`: the server no longer knows slot `i`'s client (EXPIRED). What the old
+    /// session left unanswered may or may not have run, and its seqs mean nothing now: the
+    /// resends that were written end as indeterminate, and those that never left (so never
+    /// ran) are renumbered in a new session with a fresh client id.
+    fn renew_session(&mut self, i: usize) {
+        let cfg = &self.plan.cfg;
+        let c = &mut self.conns[i];
+        let Some(mut session) = c.session else {
+            return;
+        };
+        session.renewals += 1;
+        session.client = client_id(cfg, c.global, session.renewals);
+        session.used = 0;
+        let waiting: Vec<Pending> = c.retry.drain(..).collect();
+        let mut ended = Vec::new();
+        for mut p in waiting {
+            if p.writes > 0 {
+                ended.push(p);
+            } else {
+                session.used += 1;
+                p.id = session.used;
+                c.retry.push_back(p);
+            }
+        }
+        c.session = Some(session);
+        for p in ended {
+            self.finish(p, Outcome::Indeterminate);
+        }
     }
 
     /// Connection `i` failed with `kind`: count it, write off what was in flight, and schedule
     /// a reconnect after a backoff.
     fn conn_failed(&mut self, i: usize, kind: ErrorKind, why: String, now: u64) {
-        let measure_from = self.plan.measure_from;
-        let lost = self.conns[i]
-            .in_flight
-            .drain(..)
-            .filter(|p| p.start >= measure_from)
-            .count() as u64;
-        self.tally.counts.lost += lost;
+        self.write_off(i, true);
         self.charge_unused_connection(i, now);
         self.failures_in_a_row += 1;
         if matches!(
@@ -668,7 +895,8 @@ impl Worker<'_> {
         let c = &mut self.conns[i];
         c.state = State::Open;
         c.ready_since = now;
-        true
+        self.say_hello(i, now);
+        self.conns[i].state == State::Open
     }
 
     // ----- requests ----------------------------------------------------------------------
@@ -678,6 +906,8 @@ impl Worker<'_> {
         let c = &self.conns[i];
         c.state == State::Open
             && !self.draining
+            && c.retry.is_empty()
+            && (c.session.is_none() || c.hello_done)
             && c.in_flight.len() < self.plan.cfg.pipeline as usize
             && self
                 .plan
@@ -691,6 +921,7 @@ impl Worker<'_> {
     /// its next deadline.
     fn pump(&mut self, i: usize, now: u64) {
         let plan = self.plan;
+        self.resend(i, now);
         match plan.cfg.pacing {
             Pacing::Closed => {
                 while self.may_start(i) {
@@ -736,28 +967,98 @@ impl Worker<'_> {
         (slot * NANOS as f64 / rate) as u64
     }
 
+    /// Queues the requests waiting to be resent on connection `i`, oldest first, as the
+    /// pipeline allows, once the connection is open (and, in a session, its HELLO answered).
+    /// They go out before any new request, with the same id and start time.
+    fn resend(&mut self, i: usize, now: u64) {
+        let plan = self.plan;
+        let pipeline = plan.cfg.pipeline as usize;
+        loop {
+            let c = &mut self.conns[i];
+            if c.state != State::Open
+                || c.retry.is_empty()
+                || c.in_flight.len() >= pipeline
+                || (c.session.is_some() && !c.hello_done)
+            {
+                return;
+            }
+            let Some(mut p) = c.retry.pop_front() else {
+                return;
+            };
+            let before = c.wbuf.len();
+            let encoded = if c.session.is_some() {
+                // The same (client, seq), key and amount: the server can tell it is a retry.
+                let low = lowest_unanswered(c).map_or(p.id, |l| l.min(p.id));
+                plan.workload
+                    .encode_incr(p.id, p.key as usize, low, &mut c.wbuf)
+            } else {
+                plan.workload.encode(p.id, &mut self.scratch, &mut c.wbuf)
+            };
+            if let Err(e) = encoded {
+                c.retry.push_front(p);
+                let why = format!("cannot encode the request: {e}");
+                self.conn_failed(i, ErrorKind::Protocol, why, now);
+                return;
+            }
+            c.queued += (c.wbuf.len() - before) as u64;
+            p.end = c.queued;
+            p.sent = now;
+            p.attempts += 1;
+            c.on_this_socket += 1;
+            c.in_flight.push_back(p);
+            if p.start >= plan.measure_from {
+                self.tally.counts.retries += 1;
+            }
+            if self.draining {
+                self.drain_deadline = self.drain_deadline.max(now + ns(plan.cfg.timeout));
+            }
+        }
+    }
+
     /// Queues one request on connection `i`: `start` is its scheduled (open) or send (closed)
     /// time, `now` the send time.
     fn start_request(&mut self, i: usize, start: u64, now: u64) {
-        let measured = start >= self.plan.measure_from;
+        let plan = self.plan;
+        let measured = start >= plan.measure_from;
         let c = &mut self.conns[i];
-        // Ids are unique across the run: the slot in the high bits, a sequence in the low.
-        let id = (c.global << 40) | (c.next_k & ((1 << 40) - 1));
-        if let Err(e) = self
-            .plan
-            .workload
-            .encode(id, &mut self.scratch, &mut c.wbuf)
-        {
+        let before = c.wbuf.len();
+        let (id, key, encoded) = match c.session.as_mut() {
+            Some(session) => {
+                // In a session the id is the next sequence number, and the slot's requests
+                // go round the counters (from a different one per slot).
+                session.used += 1;
+                let seq = session.used;
+                let keys = plan.workload.key_count().max(1) as u64;
+                let key = ((c.global + c.next_k) % keys) as usize;
+                let low = lowest_unanswered(c).map_or(seq, |l| l.min(seq));
+                let encoded = plan.workload.encode_incr(seq, key, low, &mut c.wbuf);
+                (seq, key as u32, encoded)
+            }
+            None => {
+                // Ids are unique across the run: the slot in the high bits, a sequence in
+                // the low.
+                let id = (c.global << 40) | (c.next_k & ((1 << 40) - 1));
+                let encoded = plan.workload.encode(id, &mut self.scratch, &mut c.wbuf);
+                (id, 0, encoded)
+            }
+        };
+        if let Err(e) = encoded {
             // The configuration was checked, so this cannot happen; were it to, report it
             // rather than send nothing forever.
             let why = format!("cannot encode the request: {e}");
             self.conn_failed(i, ErrorKind::Protocol, why, now);
             return;
         }
+        c.queued += (c.wbuf.len() - before) as u64;
         c.in_flight.push_back(Pending {
             id,
             start,
             sent: now,
+            kind: Kind::Request,
+            key,
+            attempts: 1,
+            writes: 0,
+            end: c.queued,
         });
         c.next_k += 1;
         c.on_this_socket += 1;
@@ -780,6 +1081,7 @@ impl Worker<'_> {
             match sock.write(&c.wbuf[c.wpos..]) {
                 Ok(n) => {
                     c.wpos += n;
+                    c.written += n as u64;
                     c.write_blocked_since = None;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -850,15 +1152,9 @@ impl Worker<'_> {
         if eof {
             let c = &mut self.conns[i];
             if c.rbuf.is_empty() && (c.in_flight.is_empty() || c.error_replied) {
-                // Requests sent after the ERROR reply that explains this close are lost,
-                // without a second error for the same event.
-                let measure_from = self.plan.measure_from;
-                let lost = c
-                    .in_flight
-                    .drain(..)
-                    .filter(|p| p.start >= measure_from)
-                    .count() as u64;
-                self.tally.counts.lost += lost;
+                // Requests sent after the ERROR reply that explains this close end (or wait
+                // for a resend) without a second error for the same event.
+                self.write_off(i, true);
                 let c = &self.conns[i];
                 // The server closed a connection that owed nothing (an idle timeout, or the
                 // close after a "server busy" refusal): not an error, but counted, and the
@@ -905,15 +1201,30 @@ impl Worker<'_> {
             let Some(&front) = c.in_flight.front() else {
                 return self.take_unsolicited(i, now);
             };
+            if front.kind == Kind::Hello {
+                if !self.take_hello(i, now) {
+                    return false;
+                }
+                if self.conns[i].hello_done || self.conns[i].sock.is_none() {
+                    continue;
+                }
+                return true;
+            }
+            let c = &mut self.conns[i];
             let measured = front.start >= plan.measure_from;
-            match plan.workload.check(front.id, c.rbuf.data()) {
+            let check = plan.workload.check(front.id, c.rbuf.data());
+            if check == Check::Incomplete {
+                return true;
+            }
+            let mut p = front;
+            c.in_flight.pop_front();
+            if c.in_flight.len() + 1 == pipeline {
+                c.ready_since = now;
+            }
+            match check {
                 Check::Incomplete => return true,
                 Check::Ok { len } => {
                     c.rbuf.consume(len);
-                    c.in_flight.pop_front();
-                    if c.in_flight.len() + 1 == pipeline {
-                        c.ready_since = now;
-                    }
                     c.backoff = BACKOFF_FIRST_NS;
                     c.answered = true;
                     self.failures_in_a_row = 0;
@@ -921,12 +1232,14 @@ impl Worker<'_> {
                     if !plan.verified.load(Ordering::Relaxed) {
                         plan.verified.store(true, Ordering::Relaxed);
                     }
+                    p.writes += 1;
+                    self.finish(p, Outcome::Ok);
                     if measured {
-                        let us = now.saturating_sub(front.start) / 1000;
+                        let us = now.saturating_sub(p.start) / 1000;
                         stats::record(&mut self.tally.latency, us);
                         stats::record(&mut self.interval, us);
                         if let Pacing::Open { .. } = plan.cfg.pacing {
-                            let raw = now.saturating_sub(front.sent) / 1000;
+                            let raw = now.saturating_sub(p.sent) / 1000;
                             stats::record(&mut self.tally.uncorrected, raw);
                         }
                         self.tally.counts.ok += 1;
@@ -942,13 +1255,14 @@ impl Worker<'_> {
                 }
                 Check::Failed { len, kind, why } => {
                     c.rbuf.consume(len);
-                    c.in_flight.pop_front();
                     c.error_replied |= kind == ErrorKind::ErrorReply;
-                    if c.in_flight.len() + 1 == pipeline {
-                        c.ready_since = now;
-                    }
-                    if measured {
-                        self.tally.counts.failed += 1;
+                    if kind == ErrorKind::ErrorReply {
+                        // Refused: this attempt did not run (an earlier one may have).
+                        self.finish(p, refused(&p));
+                    } else {
+                        // An answer that does not verify: the server did something with it.
+                        p.writes += 1;
+                        self.finish(p, Outcome::Indeterminate);
                     }
                     // Not towards giving up: an ERROR reply is an answer in the protocol
                     // ("server busy" means come back later, and a client driving a server at
@@ -956,18 +1270,88 @@ impl Worker<'_> {
                     // what it was.
                     self.error(kind, why);
                 }
-                Check::Fatal { why } => {
-                    if measured {
-                        // The request at the front got garbage for an answer: it failed; the
-                        // rest are lost with the connection.
-                        self.tally.counts.failed += 1;
+                Check::Refused { len, refusal, why } => {
+                    c.rbuf.consume(len);
+                    c.error_replied = true;
+                    self.tally.refusals.add(refusal);
+                    self.error(ErrorKind::ErrorReply, why);
+                    match refusal {
+                        // The server cannot say whether it ran: neither can the client.
+                        Refusal::TooOld => self.finish(p, Outcome::Indeterminate),
+                        Refusal::Expired => {
+                            self.finish(p, Outcome::Indeterminate);
+                            self.start_over(i, now);
+                            return false;
+                        }
+                        // Not run now; an earlier attempt, if one was written, may have.
+                        Refusal::Conflict | Refusal::NoSession | Refusal::KeysFull => {
+                            self.finish(p, refused(&p))
+                        }
                     }
-                    self.conns[i].in_flight.pop_front();
+                }
+                Check::Fatal { why } => {
+                    // The request at the front got garbage for an answer: something came
+                    // back, so it was written, and may have run; the rest go with the
+                    // connection.
+                    p.writes += 1;
+                    self.finish(p, Outcome::Indeterminate);
                     self.conn_failed(i, ErrorKind::Protocol, why, now);
                     return false;
                 }
             }
         }
+    }
+
+    /// `--op incr`: the reply to connection `i`'s HELLO, at the front. Returns false if the
+    /// connection was closed; sets `hello_done` once the session is open.
+    fn take_hello(&mut self, i: usize, now: u64) -> bool {
+        let plan = self.plan;
+        let c = &mut self.conns[i];
+        match plan.workload.check_hello(c.rbuf.data()) {
+            Check::Incomplete => true,
+            Check::Ok { len } => {
+                c.rbuf.consume(len);
+                c.in_flight.pop_front();
+                c.hello_done = true;
+                c.ready_since = now;
+                true
+            }
+            Check::Refused {
+                len,
+                refusal: Refusal::Expired,
+                why,
+            } => {
+                c.rbuf.consume(len);
+                c.in_flight.pop_front();
+                self.tally.refusals.add(Refusal::Expired);
+                self.error(ErrorKind::ErrorReply, why);
+                self.start_over(i, now);
+                false
+            }
+            Check::Refused { refusal, why, .. } => {
+                self.tally.refusals.add(refusal);
+                self.conn_failed(i, ErrorKind::ErrorReply, format!("HELLO: {why}"), now);
+                false
+            }
+            Check::Failed { kind, why, .. } => {
+                self.conn_failed(i, kind, format!("HELLO: {why}"), now);
+                false
+            }
+            Check::Fatal { why } => {
+                self.conn_failed(i, ErrorKind::Protocol, format!("HELLO: {why}"), now);
+                false
+            }
+        }
+    }
+
+    /// `--op incr`: the server said EXPIRED. Whatever else was in flight waits for a resend
+    /// or ends, the slot takes a fresh client id, and it reconnects at once to say HELLO as
+    /// that client: a new connection is the one place every server takes a HELLO.
+    fn start_over(&mut self, i: usize, now: u64) {
+        self.write_off(i, true);
+        self.renew_session(i);
+        self.close(i);
+        self.conns[i].state = State::Down { retry_at: now };
     }
 
     /// Bytes arrived with no request in flight. An ERROR reply that answers no request in
@@ -993,6 +1377,14 @@ impl Worker<'_> {
                 self.retry_later(i, now);
                 false
             }
+            Check::Refused { refusal, why, .. } => {
+                // A session refusal that answers no request: as above, and counted.
+                self.tally.refusals.add(refusal);
+                self.error(ErrorKind::ErrorReply, why);
+                self.charge_unused_connection(i, now);
+                self.retry_later(i, now);
+                false
+            }
             Check::Ok { .. } | Check::Failed { .. } | Check::Fatal { .. } => {
                 let why = format!("{} bytes arrived with no request in flight", c.rbuf.len());
                 self.conn_failed(i, ErrorKind::Mismatch, why, now);
@@ -1008,9 +1400,10 @@ impl Worker<'_> {
         };
         let c = &self.conns[i];
         if c.state == State::Open && c.on_this_socket >= k && c.in_flight.is_empty() {
+            let resends = !c.retry.is_empty();
             self.close(i);
             self.conns[i].state = State::Down { retry_at: now };
-            if self.draining || self.budget == Some(0) {
+            if (self.draining || self.budget == Some(0)) && !resends {
                 self.conns[i].state = State::Down { retry_at: u64::MAX };
             } else {
                 self.connect(i, now);
@@ -1075,8 +1468,11 @@ impl Worker<'_> {
         for i in 0..self.conns.len() {
             let c = &self.conns[i];
             match c.state {
+                // A slot with resends waiting reconnects even in the drain, or with its
+                // budget spent: they were started, and the run owes them their attempts.
                 State::Down { retry_at }
-                    if retry_at <= now && !self.draining && self.budget != Some(0) =>
+                    if retry_at <= now
+                        && (!c.retry.is_empty() || (!self.draining && self.budget != Some(0))) =>
                 {
                     self.connect(i, now);
                     self.pump_if_open(i, now);
@@ -1190,6 +1586,53 @@ impl Worker<'_> {
             end: now.min(self.next_interval_at()),
         }));
     }
+}
+
+/// How an unanswered request ends: indeterminate if any attempt left completely (it may have
+/// run), failed if none did.
+fn unanswered(p: &Pending) -> Outcome {
+    if p.writes > 0 {
+        Outcome::Indeterminate
+    } else {
+        Outcome::Unwritten
+    }
+}
+
+/// How a request answered with an ERROR ends: this attempt did not run, so it failed, unless
+/// an earlier attempt left completely (then it may have run, and is indeterminate).
+fn refused(p: &Pending) -> Outcome {
+    if p.writes > 0 {
+        Outcome::Indeterminate
+    } else {
+        Outcome::Refused
+    }
+}
+
+/// `--op incr`: the lowest seq of connection `c`'s session still waiting for its reply, in
+/// flight or to be resent (`low`: the server may forget every record below it). Both queues
+/// are in seq order, and resends are all older than what is in flight behind them.
+fn lowest_unanswered(c: &Conn) -> Option<u64> {
+    let in_flight = c
+        .in_flight
+        .iter()
+        .find(|p| p.kind == Kind::Request)
+        .map(|p| p.id);
+    let waiting = c.retry.front().map(|p| p.id);
+    match (in_flight, waiting) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// `--op incr`: the client id of slot `global` after `renewals` expired sessions: the base
+/// plus the slot, plus a whole run's worth of slots per renewal, so no two slots (or two
+/// sessions of one slot) share an id. `checked` left room for it not to wrap.
+fn client_id(cfg: &RunConfig, global: u64, renewals: u64) -> u64 {
+    let base = cfg.client_id_base.unwrap_or(1);
+    let stride = u64::from(cfg.connections);
+    base.wrapping_add(global)
+        .wrapping_add(renewals.wrapping_mul(stride))
+        .max(1)
 }
 
 /// Opens a nonblocking TCP socket, binds it to `source` if given, and starts connecting.

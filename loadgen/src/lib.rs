@@ -16,6 +16,7 @@
 //! - [`collector`]: per-second intervals, the live line, the interval log, server sampling;
 //! - [`proc`]: /proc sampling of the server's process tree, machine description, own CPU;
 //! - [`stats`]: error kinds, counts, histograms; [`report`]: summary, JSON, `.hgrm`;
+//! - [`counters`]: `--op incr`'s exactly-once check, reading the counters back after a run;
 //! - [`run`]: the whole of one run; [`clock`]: the run's clock, and dates for results.
 //!
 //! The **[`lab`]** drives the core: it starts servers ([`lab::launch`]), runs every model side
@@ -26,6 +27,7 @@ pub mod cli;
 pub mod clock;
 pub mod collector;
 pub mod config;
+pub mod counters;
 pub mod engine;
 pub mod lab;
 pub mod proc;

@@ -18,9 +18,10 @@ struct Cli {
     command: Command,
 }
 
-const EXIT_CODES: &str = "Exit codes: 0 every reply verified; 1 errors (by kind in the summary); \
-2 bad flags; 3 an invalid open-loop measurement (the client fell behind its schedule, or the \
-target rate was not reached).";
+const EXIT_CODES: &str = "Exit codes: 0 every reply verified; 1 errors (by kind in the summary), \
+failed or indeterminate requests, or with --op incr a counter check that is not exactly once \
+(the report is complete all the same); 2 bad flags; 3 an invalid open-loop measurement (the \
+client fell behind its schedule, or the target rate was not reached); 130 interrupted.";
 
 #[derive(Debug, Subcommand)]
 enum Command {

@@ -10,8 +10,10 @@ use serde::Serialize;
 
 use crate::collector::IntervalSummary;
 use crate::config::RunConfig;
+use crate::config::{Op, Retry};
+use crate::counters::CounterCheck;
 use crate::proc::{MachineInfo, ServerCost};
-use crate::stats::{fmt_us, fmt_us_f, Counts, ErrorCounts, ErrorKind, Summary};
+use crate::stats::{fmt_us, fmt_us_f, Counts, ErrorCounts, ErrorKind, Refusals, Summary};
 use echolab_protocol::Protocol;
 
 /// An open-loop run whose client lag p99 is above this is invalid: the client, not the
@@ -61,6 +63,12 @@ pub struct Report {
     pub counts: Counts,
     /// Errors by kind (warmup included: an error is an error).
     pub errors: ErrorCounts,
+    /// `--op incr`: session refusals by code word (warmup included, like errors; each is
+    /// also an `error_reply`).
+    pub refusals: Refusals,
+    /// `--op incr`: the counters read back after the run and compared with what was
+    /// acknowledged (the exactly-once check).
+    pub counters: Option<CounterCheck>,
     /// The first few error messages.
     pub error_examples: Vec<String>,
     /// When no reply was verified: the likely cause, in a sentence (nothing listening, a
@@ -88,13 +96,16 @@ pub struct Report {
     pub notes: Vec<String>,
     /// The run was cut short by SIGINT or SIGTERM.
     pub interrupted: bool,
-    /// No error, no lost or failed request, at least one verified reply.
+    /// No error, no failed or indeterminate request, at least one verified reply, and with
+    /// `--op incr` a counter check that found every increment exactly once.
     pub ok: bool,
 }
 
 impl Report {
-    /// The process exit code for this report: 0 clean, 1 errors, 3 invalid measurement,
-    /// 130 interrupted (as a shell reports Ctrl-C).
+    /// The process exit code for this report: 0 clean, 1 errors (or a failed or indeterminate
+    /// request, or a counter check that is not exactly once), 3 invalid measurement, 130
+    /// interrupted (as a shell reports Ctrl-C). The report is complete in every case: a run
+    /// that injects faults on purpose reads its figures from it, whatever the code.
     pub fn exit_code(&self) -> i32 {
         if self.interrupted {
             130
@@ -131,10 +142,22 @@ impl Report {
             Some(r) => format!("open loop at {r} req/s"),
             None => "closed loop".into(),
         };
+        let what = match p.op {
+            Op::Incr => format!(
+                "incr on {} counters {}*",
+                p.keys,
+                p.key_prefix.as_deref().unwrap_or("")
+            ),
+            op => format!("{op} {} B", p.payload),
+        };
+        let retry = match p.retry {
+            Retry::Never => String::new(),
+            r => format!(", retry {r} (at most {} attempts)", p.max_attempts),
+        };
         let _ = writeln!(
             s,
-            "loadgen: {} {} {} {} B, {} connections ({shape}) on {} thread(s), {mode}, pipeline {}, {limit} after {} s warmup",
-            p.addr, p.protocol.name(), p.op, p.payload, p.connections, p.threads, p.pipeline, p.warmup.as_secs_f64()
+            "loadgen: {} {} {what}, {} connections ({shape}) on {} thread(s), {mode}, pipeline {}{retry}, {limit} after {} s warmup",
+            p.addr, p.protocol.name(), p.connections, p.threads, p.pipeline, p.warmup.as_secs_f64()
         );
         let _ = writeln!(
             s,
@@ -168,9 +191,43 @@ impl Report {
         let c = &self.counts;
         let _ = writeln!(
             s,
-            "  requests    sent {}  ok {}  failed {}  lost {}  unsent {}",
-            c.sent, c.ok, c.failed, c.lost, c.unsent
+            "  requests    sent {}  ok {}  failed {} ({} unwritten)  indeterminate {}  unsent {}{}",
+            c.sent,
+            c.ok,
+            c.failed,
+            c.unwritten,
+            c.indeterminate,
+            c.unsent,
+            if p.retry == Retry::Never {
+                String::new()
+            } else {
+                format!("  retries {}", c.retries)
+            }
         );
+        if c.failed + c.indeterminate > 0 {
+            let _ = writeln!(
+                s,
+                "              failed: certainly not run (never fully written, or refused); indeterminate: written, no good reply, may have run"
+            );
+        }
+        if self.refusals.total() > 0 {
+            let by_code: Vec<String> = self
+                .refusals
+                .nonzero()
+                .map(|(r, n)| format!("{} {n}", r.code()))
+                .collect();
+            let _ = writeln!(s, "  refusals    {}", by_code.join("  "));
+        }
+        if let Some(k) = &self.counters {
+            let _ = writeln!(s, "  counters    {}", k.verdict());
+            if let Some(sum) = k.value_sum {
+                let _ = writeln!(
+                    s,
+                    "              values add up to {sum}: {} acknowledged, {} indeterminate, {} failed, {} written more than once (warmup included)",
+                    k.acknowledged, k.indeterminate, k.failed, k.written_twice
+                );
+            }
+        }
         if c.abandoned > 0 || c.closed_idle > 0 {
             let _ = writeln!(
                 s,
@@ -259,6 +316,13 @@ impl Report {
             "INTERRUPTED: the figures cover the run so far (exit 130)"
         } else if !self.ok && self.errors.total() == 0 && self.counts.ok == 0 {
             "FAILED: no reply was verified (exit 1)"
+        } else if !self.ok
+            && self.counters.as_ref().is_some_and(|k| !k.exactly_once)
+            && self.errors.total() > 0
+        {
+            "FAILED: errors above, and the counters are not exactly once (exit 1)"
+        } else if !self.ok && self.counters.as_ref().is_some_and(|k| !k.exactly_once) {
+            "FAILED: the counters are not exactly once (exit 1)"
         } else if !self.ok {
             "FAILED: errors above (exit 1)"
         } else if !self.valid {

@@ -7,7 +7,8 @@ use std::thread;
 
 use crate::clock::{ns, Clock};
 use crate::collector::{self, Setup};
-use crate::config::{Pacing, RunConfig};
+use crate::config::{Op, Pacing, RunConfig};
+use crate::counters::{self, CounterCheck};
 use crate::engine::{self, Plan};
 use crate::proc::{self, TreeSampler};
 use crate::report::{self, ClientCpu, OpenLoop, Report};
@@ -72,7 +73,7 @@ pub fn run(config: &RunConfig) -> Result<Report, RunError> {
     let clock = Clock::start();
     let measure_from = ns(cfg.warmup);
     let plan = Arc::new(Plan {
-        workload: Workload::new(cfg.protocol, cfg.op, cfg.payload),
+        workload: Workload::for_config(&cfg),
         clock,
         measure_from,
         stop_at: cfg.duration.map(|d| measure_from + ns(d)),
@@ -218,11 +219,19 @@ pub fn run(config: &RunConfig) -> Result<Report, RunError> {
             "nothing was measured (the run ended during the warmup)".into()
         });
     }
+    // Every worker has finished: no increment of the run is still on its way, so the
+    // counters hold all they ever will. Read even after a Ctrl-C or a dead server (it fails
+    // fast then, and says why): the check is what a fault-injection run is for.
+    let counters = (cfg.op == Op::Incr).then(|| {
+        let values = counters::read_values(&cfg, &plan.workload);
+        CounterCheck::new(&cfg, &tally.keys, values)
+    });
     let ok = tally.errors.total() == 0
-        && tally.counts.lost == 0
+        && tally.counts.indeterminate == 0
         && tally.counts.failed == 0
         && tally.counts.ok > 0
-        && results.len() == cfg.threads as usize;
+        && results.len() == cfg.threads as usize
+        && counters.as_ref().is_none_or(|k| k.exactly_once);
     if tally.counts.ok == 0 && tally.errors.total() == 0 {
         // With errors, the summary's cause line says why instead.
         notes.push("no reply was verified".into());
@@ -242,6 +251,8 @@ pub fn run(config: &RunConfig) -> Result<Report, RunError> {
         throughput_rps: per_s(tally.counts.ok),
         counts: tally.counts,
         errors: tally.errors,
+        refusals: tally.refusals,
+        counters,
         diagnosis: report::diagnose(
             &cfg.addr.to_string(),
             cfg.protocol,

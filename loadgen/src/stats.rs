@@ -7,6 +7,7 @@
 
 use std::fmt;
 
+use echolab_protocol::session::Refusal;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
@@ -160,20 +161,31 @@ impl Serialize for ErrorCounts {
     }
 }
 
-/// Request tallies. Invariant at the end of a run:
-/// `sent = ok + failed + lost + in_flight_at_end`, where `in_flight_at_end` is 0 unless the
-/// final drain timed out (then those are counted as lost).
+/// Request tallies. Every request started ends as exactly one of three outcomes, so at the end
+/// of a run `sent = ok + failed + indeterminate`:
+/// - **ok**: its reply was verified;
+/// - **failed**: it certainly did not run: it was never completely written to the socket
+///   (the connection broke or stopped taking bytes first), or the server answered ERROR;
+/// - **indeterminate**: it was written and no good reply came (a reset, a close, a timeout, a
+///   reply that does not verify): it may or may not have run, and the client cannot tell.
+///
+/// The split is the book's point about retries: resending a failed request is always safe,
+/// resending an indeterminate one may run it twice.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Counts {
-    /// Requests started: encoded and handed to the connection's socket. (After a write
-    /// timeout some of them were never fully taken by the kernel: those are in `lost`.)
+    /// Requests started: encoded and handed to the connection's socket. Each counts once,
+    /// however many times `--retry` wrote it.
     pub sent: u64,
     /// Replies received and verified.
     pub ok: u64,
-    /// Replies received that failed verification or were ERROR replies.
+    /// Requests that certainly did not run (never fully written, or an ERROR reply).
     pub failed: u64,
-    /// Requests in flight on a connection that died (or were unanswered at the end).
-    pub lost: u64,
+    /// Of `failed`: those never completely written (the rest got an ERROR reply).
+    pub unwritten: u64,
+    /// Requests written whose reply never came or did not verify: they may have run.
+    pub indeterminate: u64,
+    /// Resends (`--retry safe|always`): writes of a request after its first.
+    pub retries: u64,
     /// Open loop: scheduled sends that never left (the connection was down, or its pipeline
     /// full, until the run ended).
     pub unsent: u64,
@@ -198,11 +210,104 @@ impl Counts {
         self.sent += o.sent;
         self.ok += o.ok;
         self.failed += o.failed;
-        self.lost += o.lost;
+        self.unwritten += o.unwritten;
+        self.indeterminate += o.indeterminate;
+        self.retries += o.retries;
         self.unsent += o.unsent;
         self.abandoned += o.abandoned;
         self.closed_idle += o.closed_idle;
         self.connections_served += o.connections_served;
+    }
+}
+
+/// Session refusals (`--op incr`) by code word, as the server's ERROR replies began
+/// ([`echolab_protocol::session`]). Serialized under the code words themselves.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Refusals([u64; 5]);
+
+impl Refusals {
+    const ALL: [Refusal; 5] = [
+        Refusal::TooOld,
+        Refusal::Conflict,
+        Refusal::Expired,
+        Refusal::NoSession,
+        Refusal::KeysFull,
+    ];
+
+    fn index(r: Refusal) -> usize {
+        match r {
+            Refusal::TooOld => 0,
+            Refusal::Conflict => 1,
+            Refusal::Expired => 2,
+            Refusal::NoSession => 3,
+            Refusal::KeysFull => 4,
+        }
+    }
+
+    /// Counts one refusal.
+    pub fn add(&mut self, r: Refusal) {
+        self.0[Self::index(r)] += 1;
+    }
+
+    /// The count for `r`.
+    pub fn get(&self, r: Refusal) -> u64 {
+        self.0[Self::index(r)]
+    }
+
+    /// All refusals.
+    pub fn total(&self) -> u64 {
+        self.0.iter().sum()
+    }
+
+    /// Adds another set of counts.
+    pub fn merge(&mut self, o: &Refusals) {
+        for (a, b) in self.0.iter_mut().zip(o.0.iter()) {
+            *a += b;
+        }
+    }
+
+    /// The nonzero counts, by refusal.
+    pub fn nonzero(&self) -> impl Iterator<Item = (Refusal, u64)> + '_ {
+        Self::ALL
+            .iter()
+            .map(|&r| (r, self.get(r)))
+            .filter(|&(_, n)| n > 0)
+    }
+}
+
+impl Serialize for Refusals {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(Self::ALL.len()))?;
+        for r in Self::ALL {
+            map.serialize_entry(r.code(), &self.get(r))?;
+        }
+        map.end()
+    }
+}
+
+/// `--op incr`: what one counter was sent, over the whole run (warmup and drain included,
+/// since the server's counter holds every increment), for the check at the end.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct KeyTally {
+    /// Increments acknowledged (a verified reply).
+    pub acked: u64,
+    /// Increments that certainly did not run.
+    pub failed: u64,
+    /// Increments that may or may not have run.
+    pub indeterminate: u64,
+    /// Of all three, requests written to a socket more than once (only these can have run
+    /// twice).
+    pub written_twice: u64,
+}
+
+impl KeyTally {
+    /// Adds another tally of the same key.
+    pub fn merge(&mut self, o: &KeyTally) {
+        self.acked += o.acked;
+        self.failed += o.failed;
+        self.indeterminate += o.indeterminate;
+        self.written_twice += o.written_twice;
     }
 }
 
@@ -222,6 +327,10 @@ pub struct Tally {
     pub counts: Counts,
     /// Errors by kind.
     pub errors: ErrorCounts,
+    /// Session refusals by code (`--op incr`), warmup included like errors.
+    pub refusals: Refusals,
+    /// `--op incr`: one tally per counter, by key index.
+    pub keys: Vec<KeyTally>,
 }
 
 impl Default for Tally {
@@ -233,6 +342,8 @@ impl Default for Tally {
             lag: new_histogram(),
             counts: Counts::default(),
             errors: ErrorCounts::default(),
+            refusals: Refusals::default(),
+            keys: Vec::new(),
         }
     }
 }
@@ -248,6 +359,13 @@ impl Tally {
         let _ = self.lag.add(&o.lag);
         self.counts.merge(&o.counts);
         self.errors.merge(&o.errors);
+        self.refusals.merge(&o.refusals);
+        if self.keys.len() < o.keys.len() {
+            self.keys.resize(o.keys.len(), KeyTally::default());
+        }
+        for (a, b) in self.keys.iter_mut().zip(o.keys.iter()) {
+            a.merge(b);
+        }
     }
 }
 

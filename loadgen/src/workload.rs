@@ -4,10 +4,17 @@
 //! reply is verified byte for byte against the request it answers even in RESP, which has no
 //! ids: a reply delivered to the wrong request, or out of order, carries the wrong stamp. The
 //! rest of the payload is a fixed pattern built once, so verification is a `memcmp`.
+//!
+//! `--op incr` is different: its payload is a counter's name, its id the session's sequence
+//! number, and its reply the counter's new value, which nothing can predict (other slots add
+//! to the same counter). So an INCR reply verifies by its id and by being a value; a refusal
+//! ([`Refusal`]) is read back from an ERROR reply's code word, since what the client may
+//! conclude depends on which one it is.
 
+use echolab_protocol::session::{self, Refusal};
 use echolab_protocol::{Codec, Command, Decoded, Protocol, ProtocolError, Request, Status};
 
-use crate::config::Op;
+use crate::config::{Op, RunConfig};
 use crate::stats::ErrorKind;
 
 /// Hex digits in the id stamp at the start of each payload.
@@ -23,6 +30,8 @@ pub struct Workload {
     /// Where the stamp goes and how long it is (shorter payloads get a shorter stamp).
     stamp_at: usize,
     stamp_len: usize,
+    /// `--op incr`: the counters' names, by key index.
+    keys: Vec<Vec<u8>>,
 }
 
 /// The outcome of checking one reply.
@@ -43,6 +52,15 @@ pub enum Check {
         /// Why.
         kind: ErrorKind,
         /// What was wrong, for the first error's message.
+        why: String,
+    },
+    /// `--op incr`: an ERROR reply carrying one of the session refusals' code words.
+    Refused {
+        /// Bytes to consume.
+        len: usize,
+        /// Which.
+        refusal: Refusal,
+        /// The message, for the examples.
         why: String,
     },
     /// The stream cannot be trusted any more: close the connection.
@@ -79,6 +97,174 @@ impl Workload {
             pattern,
             stamp_at,
             stamp_len: room.min(STAMP_LEN),
+            keys: Vec::new(),
+        }
+    }
+
+    /// The workload of a checked configuration: with `--op incr`, its counters' names too.
+    pub fn for_config(cfg: &RunConfig) -> Workload {
+        let mut w = Workload::new(cfg.protocol, cfg.op, cfg.payload);
+        if cfg.op == Op::Incr {
+            let prefix = cfg.key_prefix.as_deref().unwrap_or("");
+            w.keys = (0..cfg.keys)
+                .map(|k| format!("{prefix}{k}").into_bytes())
+                .collect();
+        }
+        w
+    }
+
+    /// `--op incr`: the name of counter `key`.
+    pub fn key_name(&self, key: usize) -> &[u8] {
+        self.keys.get(key).map_or(&[], Vec::as_slice)
+    }
+
+    /// `--op incr`: how many counters.
+    pub fn key_count(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Appends `HELLO client sent` to `out` (its id is 0: a HELLO is no request of the
+    /// session's, and its reply, refusals included, answers "no request in particular").
+    pub fn encode_hello(
+        &self,
+        client: u64,
+        sent: u64,
+        out: &mut Vec<u8>,
+    ) -> Result<(), ProtocolError> {
+        let request = Request {
+            id: Some(0),
+            command: Command::Hello { client, sent },
+            payload: &[],
+        };
+        self.codec.encode_request(&request, out)
+    }
+
+    /// Appends `INCR` seq `seq` of 1 on counter `key`, with `low` (the lowest seq still
+    /// unanswered), to `out`.
+    pub fn encode_incr(
+        &self,
+        seq: u64,
+        key: usize,
+        low: u64,
+        out: &mut Vec<u8>,
+    ) -> Result<(), ProtocolError> {
+        let request = Request {
+            id: Some(seq),
+            command: Command::Incr { by: 1, low },
+            payload: self.key_name(key),
+        };
+        self.codec.encode_request(&request, out)
+    }
+
+    /// Appends `GET` of counter `key` with request id `id` to `out`.
+    pub fn encode_get(&self, id: u64, key: usize, out: &mut Vec<u8>) -> Result<(), ProtocolError> {
+        let request = Request {
+            id: Some(id),
+            command: Command::Get,
+            payload: self.key_name(key),
+        };
+        self.codec.encode_request(&request, out)
+    }
+
+    /// Checks the reply to a HELLO at the start of `buf`: OK with one of
+    /// [`session::hello`]'s words, or a refusal.
+    pub fn check_hello(&self, buf: &[u8]) -> Check {
+        let (response, len) = match self.decode(buf) {
+            Ok(r) => r,
+            Err(check) => return check,
+        };
+        if response.status == Status::Error {
+            return self.error_reply(response.payload, len);
+        }
+        let word = response.payload;
+        if [
+            session::hello::NEW,
+            session::hello::RESUMED,
+            session::hello::UNRECORDED,
+        ]
+        .iter()
+        .any(|w| w.as_bytes() == word)
+        {
+            Check::Ok { len }
+        } else {
+            Check::Failed {
+                len,
+                kind: ErrorKind::Mismatch,
+                why: format!(
+                    "HELLO answered {:?}, not new, resumed or unrecorded",
+                    String::from_utf8_lossy(&word[..word.len().min(64)])
+                ),
+            }
+        }
+    }
+
+    /// Checks the value reply (INCR, GET) at the start of `buf` to request `id`: the value,
+    /// or what was wrong.
+    pub fn check_value(&self, id: u64, buf: &[u8]) -> (Check, Option<u64>) {
+        let (response, len) = match self.decode(buf) {
+            Ok(r) => r,
+            Err(check) => return (check, None),
+        };
+        let for_us = response.id.is_none_or(|got| got == id || got == 0);
+        if response.status == Status::Error && for_us {
+            return (self.error_reply(response.payload, len), None);
+        }
+        if let Some(got) = response.id.filter(|&got| got != id) {
+            let why = format!("reply id {got} where {id} was expected (out of order or misrouted)");
+            return (
+                Check::Failed {
+                    len,
+                    kind: ErrorKind::Mismatch,
+                    why,
+                },
+                None,
+            );
+        }
+        match session::parse_value(response.payload) {
+            Some(v) => (Check::Ok { len }, Some(v)),
+            None => (
+                Check::Failed {
+                    len,
+                    kind: ErrorKind::Mismatch,
+                    why: format!(
+                        "the reply to {id} is not a value: {:?}",
+                        String::from_utf8_lossy(
+                            &response.payload[..response.payload.len().min(64)]
+                        )
+                    ),
+                },
+                None,
+            ),
+        }
+    }
+
+    /// Decodes one response, or says what the buffer holds instead.
+    fn decode<'a>(&self, buf: &'a [u8]) -> Result<(echolab_protocol::Response<'a>, usize), Check> {
+        match self.codec.decode_response(buf) {
+            Ok(Decoded::Incomplete) => Err(Check::Incomplete),
+            Ok(Decoded::Complete { message, len }) => Ok((message, len)),
+            Ok(Decoded::Invalid { error, len, .. }) => Err(Check::Failed {
+                len,
+                kind: ErrorKind::Protocol,
+                why: error.to_string(),
+            }),
+            Err(e) => Err(Check::Fatal { why: e.to_string() }),
+        }
+    }
+
+    /// An ERROR reply's message, as a refusal when it starts with a session code word.
+    fn error_reply(&self, message: &[u8], len: usize) -> Check {
+        let why = format!(
+            "ERROR reply: {}",
+            String::from_utf8_lossy(&message[..message.len().min(200)])
+        );
+        match Refusal::of_message(message) {
+            Some(refusal) => Check::Refused { len, refusal, why },
+            None => Check::Failed {
+                len,
+                kind: ErrorKind::ErrorReply,
+                why,
+            },
         }
     }
 
@@ -93,6 +279,8 @@ impl Workload {
             Op::Ping => Command::Ping,
             Op::Sleep(micros) => Command::Sleep { micros },
             Op::Spin(micros) => Command::Spin { micros },
+            // Not sent through `encode`: see `encode_incr`.
+            Op::Incr => Command::Incr { by: 1, low: 0 },
         }
     }
 
@@ -127,6 +315,9 @@ impl Workload {
 
     /// Checks the reply at the start of `buf` against request `id`.
     pub fn check(&self, id: u64, buf: &[u8]) -> Check {
+        if self.op == Op::Incr {
+            return self.check_value(id, buf).0;
+        }
         let (response, len) = match self.codec.decode_response(buf) {
             Ok(Decoded::Incomplete) => return Check::Incomplete,
             Ok(Decoded::Complete { message, len }) => (message, len),
@@ -295,5 +486,69 @@ mod tests {
         ));
         assert!(matches!(w.check(3, &[0xff; 8]), Check::Fatal { .. }));
         assert_eq!(w.check(3, &[0, 0]), Check::Incomplete);
+    }
+
+    /// INCR goes out with its seq, key and low, and its reply verifies as a value; a refusal
+    /// is read back by its code word, and HELLO's reply by its word.
+    #[test]
+    fn incr_hello_and_refusals() {
+        let cfg = RunConfig {
+            op: Op::Incr,
+            payload: 0,
+            keys: 3,
+            key_prefix: Some("p-".into()),
+            ..RunConfig::default()
+        };
+        let w = Workload::for_config(&cfg);
+        assert_eq!(w.key_name(2), b"p-2");
+        let server = Protocol::Binary.codec(1 << 20);
+        let mut wire = Vec::new();
+        w.encode_incr(7, 2, 5, &mut wire).expect("encode");
+        let Ok(Decoded::Complete { message, .. }) = server.decode_request(&wire) else {
+            panic!("decode");
+        };
+        assert_eq!(message.id, Some(7));
+        assert_eq!(message.command, Command::Incr { by: 1, low: 5 });
+        assert_eq!(message.payload, b"p-2");
+        let mut reply = Vec::new();
+        server.encode_reply(&message, Reply::Value(42), &mut reply);
+        assert_eq!(
+            w.check_value(7, &reply),
+            (Check::Ok { len: reply.len() }, Some(42))
+        );
+        assert!(matches!(
+            w.check(8, &reply),
+            Check::Failed {
+                kind: ErrorKind::Mismatch,
+                ..
+            }
+        ));
+        let mut refusal = Vec::new();
+        server.encode_error(Some(7), &Refusal::TooOld.message("seq 7"), &mut refusal);
+        assert!(matches!(
+            w.check(7, &refusal),
+            Check::Refused {
+                refusal: Refusal::TooOld,
+                ..
+            }
+        ));
+        let mut hello = Vec::new();
+        w.encode_hello(9, 3, &mut hello).expect("encode");
+        let Ok(Decoded::Complete { message, .. }) = server.decode_request(&hello) else {
+            panic!("decode");
+        };
+        assert_eq!(message.command, Command::Hello { client: 9, sent: 3 });
+        let mut word = Vec::new();
+        server.encode_reply(&message, Reply::Word(session::hello::RESUMED), &mut word);
+        assert!(matches!(w.check_hello(&word), Check::Ok { .. }));
+        let mut echo = Vec::new();
+        server.encode_reply(&message, Reply::Echo, &mut echo);
+        assert!(matches!(
+            w.check_hello(&echo),
+            Check::Failed {
+                kind: ErrorKind::Mismatch,
+                ..
+            }
+        ));
     }
 }

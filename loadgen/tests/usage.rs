@@ -113,3 +113,19 @@ fn an_unknown_op_and_protocol() {
 fn a_zero_duration() {
     refused("-d 0", "--duration");
 }
+
+/// Sessions are binary-only, and --op incr's flags have ranges: refused before any load.
+#[test]
+fn incr_combinations_are_refused() {
+    refused("--op incr --protocol resp", "binary-only");
+    refused("--op incr --protocol json", "binary-only");
+    refused("--op incr --keys 0", "--keys");
+    refused("--op incr --payload 16", "leave out --payload 16");
+    refused("--op incr --client-id-base 0", "--client-id-base");
+    refused("--retry maybe", "--retry");
+    refused("--retry always --max-attempts 0", "--max-attempts");
+    refused(
+        &format!("--op incr --keys 100 --key-prefix {}", "k".repeat(63)),
+        "--key-prefix",
+    );
+}

@@ -196,7 +196,7 @@ impl Run {
         self.assert_code(0);
         assert_eq!(self.u("counts.sent"), n, "counts.sent\n{}", self.output());
         assert_eq!(self.u("counts.ok"), n, "counts.ok\n{}", self.output());
-        for c in ["failed", "lost", "unsent"] {
+        for c in ["failed", "indeterminate", "unsent", "retries"] {
             assert_eq!(
                 self.u(&format!("counts.{c}")),
                 0,
@@ -741,6 +741,18 @@ impl FakeConn {
         };
         let mut out = Vec::new();
         self.codec.encode_reply(&request, Reply::Echo, &mut out);
+        out
+    }
+
+    /// The bytes of the success reply `reply` to `req` (a value, a HELLO word).
+    pub fn reply_with(&self, req: &Req, reply: Reply) -> Vec<u8> {
+        let request = Request {
+            id: req.id,
+            command: req.command,
+            payload: &req.payload,
+        };
+        let mut out = Vec::new();
+        self.codec.encode_reply(&request, reply, &mut out);
         out
     }
 

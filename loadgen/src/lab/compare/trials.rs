@@ -259,7 +259,7 @@ fn judge(
     // window passed before the first reply.
     let untouched = report.counts.ok == 0
         && report.errors.total() == 0
-        && report.counts.lost == 0
+        && report.counts.indeterminate == 0
         && report.counts.failed == 0
         && !report.notes.iter().any(|n| n.starts_with("worker"));
     if untouched {
@@ -280,10 +280,10 @@ fn judge(
             .map(|(k, n)| format!("{k} {n}"))
             .collect();
         return Err(TrialError::Failed(format!(
-            "a trial had errors: {} verified replies, {} lost, {} failed; {}",
+            "a trial had errors: {} verified replies, {} failed, {} indeterminate; {}",
             report.counts.ok,
-            report.counts.lost,
             report.counts.failed,
+            report.counts.indeterminate,
             if kinds.is_empty() {
                 format!("no error kind; {}", report.notes.join("; "))
             } else {

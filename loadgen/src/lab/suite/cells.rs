@@ -76,6 +76,14 @@ pub(super) fn make_cell(
     // Notes: why unable or failed, and the errors a bounded model's starved connections saw.
     let mut note = unable.or(failed).cloned();
     let errors: u64 = samples.iter().map(|s| s.report.errors.total()).sum();
+    let outcome = |get: &dyn Fn(&crate::stats::Counts) -> u64| -> u64 {
+        samples.iter().map(|s| get(&s.report.counts)).sum()
+    };
+    let (ok, failed, indeterminate) = (
+        outcome(&|c| c.ok),
+        outcome(&|c| c.failed),
+        outcome(&|c| c.indeterminate),
+    );
     let connections = samples.first().map_or(0, |s| s.report.params.connections);
     let served = (!samples.is_empty()).then(|| {
         median(
@@ -99,7 +107,7 @@ pub(super) fn make_cell(
             total.nonzero().map(|(k, n)| format!("{k} {n}")).collect()
         };
         note = Some(format!(
-            "{errors} errors over {} runs ({}): {why}",
+            "{errors} errors over {} runs ({}; requests {ok} ok, {failed} failed, {indeterminate} indeterminate): {why}",
             samples.len(),
             kinds.join(", ")
         ));
@@ -127,6 +135,9 @@ pub(super) fn make_cell(
         connections,
         served,
         errors,
+        ok,
+        failed,
+        indeterminate,
         throughput_rps: f(&|r| r.throughput_rps),
         p50_us: f(&|r| r.latency_us.p50 as f64),
         p90_us: f(&|r| r.latency_us.p90 as f64),

@@ -131,6 +131,17 @@ pub struct Cell {
     /// Errors over all repetitions.
     #[serde(default)]
     pub errors: u64,
+    /// Requests over all repetitions, by outcome (see `loadgen::stats::Counts`): verified;
+    /// certainly not run (never fully written, or refused); written with no good reply, so
+    /// they may have run.
+    #[serde(default)]
+    pub ok: u64,
+    /// Requests that failed, over all repetitions.
+    #[serde(default)]
+    pub failed: u64,
+    /// Requests left indeterminate, over all repetitions.
+    #[serde(default)]
+    pub indeterminate: u64,
     /// Verified replies per second (median).
     pub throughput_rps: f64,
     /// Latency percentiles in µs (medians of each percentile).

@@ -62,7 +62,7 @@ pub fn outcome(report: &SuiteReport) -> String {
         .filter(|c| c.partial())
         .map(|c| {
             format!(
-                "{} at {} ({:.0} of {} served, {} errors over {} runs)",
+                "{} at {} ({:.0} of {} served, {} errors, {} failed and {} indeterminate requests over {} runs)",
                 c.model,
                 match c.workload {
                     Workload::Echo => format!("{} connections", c.x),
@@ -71,6 +71,8 @@ pub fn outcome(report: &SuiteReport) -> String {
                 c.served.unwrap_or(0.0),
                 c.connections,
                 c.errors,
+                c.failed,
+                c.indeterminate,
                 c.runs
             )
         })
@@ -152,7 +154,7 @@ at least one verified reply, of those opened.\n\n\
 Marks: **◐** a partial row: a bounded model (a pool, pre-forked workers) served only some of \
 its connections and the rest waited, so its figures describe the served ones only and are not \
 comparable with full rows; **†** the row had errors, explained under its table; **unable** \
-the model cannot run this workload by its nature. Prefork's table gives **Jain's index** of \
+the model cannot run this workload by its nature. A † note counts the rows' requests by outcome: **ok** verified, **failed** certainly not run (never fully written, or refused), **indeterminate** written with no good reply, so they may have run. Prefork's table gives **Jain's index** of \
 the connections each worker accepted: (Σx)² / (n·Σx²), 1.0 when every worker got as many, 1/n \
 when one got all.\n";
 
@@ -345,6 +347,9 @@ mod tests {
             connections: x,
             served: Some(served),
             errors,
+            ok: 1000,
+            failed: 0,
+            indeterminate: errors,
             throughput_rps: 100_000.0,
             p50_us: 100.0,
             p90_us: 150.0,
