@@ -17,7 +17,8 @@
 //! was *exactly once* when every counter equals its acknowledged increments and nothing is
 //! indeterminate: no duplicate, and nothing the client cannot account for.
 //!
-//! The counters are read on one fresh connection after every worker has finished, so no
+//! The counters are read on a fresh connection after every worker has finished (and on
+//! another after a break: a GET is idempotent, so that retry is always safe), so no
 //! increment of the run is still on its way from the client. One still queued inside the
 //! server (on a connection the run has closed) may run after the GET: it is then counted as
 //! not run, within the indeterminate ones' bounds. Their names carry the run's prefix, so other
@@ -260,34 +261,65 @@ impl CounterCheck {
     }
 }
 
-/// Reads every counter of the run on one fresh connection: `GET` each key, in batches.
+/// How many connections the check may use: a GET is idempotent, so when a connection breaks
+/// (a fault proxy between loadgen and the server cuts it), the check reconnects and reads on
+/// from the first counter it has not read. This is the retry that is always safe.
+const READ_ATTEMPTS: u32 = 8;
+
+/// Why one connection's reading stopped.
+enum Stopped {
+    /// The connection broke: read on over a new one.
+    Broken(String),
+    /// No retry would change it: the server answered something that is not a counter's value,
+    /// or did not answer within the wait (a hung server would only make every retry wait).
+    Final(String),
+}
+
+/// Reads every counter of the run: `GET` each key, in batches, on a fresh connection, and on
+/// another one after a break (at most [`READ_ATTEMPTS`]).
 pub fn read_values(cfg: &RunConfig, workload: &Workload) -> Result<Vec<u64>, String> {
+    let mut values = Vec::with_capacity(workload.key_count());
+    let mut attempt = 1;
+    loop {
+        match read_on(cfg, workload, &mut values) {
+            Ok(()) => return Ok(values),
+            Err(Stopped::Final(why)) => return Err(why),
+            Err(Stopped::Broken(why)) if attempt >= READ_ATTEMPTS => {
+                return Err(format!("{why} ({attempt} connections tried)"))
+            }
+            Err(Stopped::Broken(_)) => attempt += 1,
+        }
+    }
+}
+
+/// Reads the counters from `values.len()` on, over one new connection, appending to `values`.
+fn read_on(cfg: &RunConfig, workload: &Workload, values: &mut Vec<u64>) -> Result<(), Stopped> {
     let timeout = cfg.timeout.max(MIN_READ_WAIT);
     let mut sock = TcpStream::connect_timeout(&cfg.addr, timeout)
-        .map_err(|e| format!("connect to {}: {e}", cfg.addr))?;
+        .map_err(|e| Stopped::Broken(format!("connect to {}: {e}", cfg.addr)))?;
     let io = |e: std::io::Error| match e.kind() {
         // SO_RCVTIMEO expiring reads as EAGAIN.
-        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
-            format!("no reply to GET from {} within {timeout:?}", cfg.addr)
-        }
-        _ => format!("reading the counters from {}: {e}", cfg.addr),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => Stopped::Final(format!(
+            "no reply to GET from {} within {timeout:?}",
+            cfg.addr
+        )),
+        _ => Stopped::Broken(format!("reading the counters from {}: {e}", cfg.addr)),
     };
     sock.set_read_timeout(Some(timeout)).map_err(io)?;
     sock.set_write_timeout(Some(timeout)).map_err(io)?;
     let _ = sock.set_nodelay(true);
     let keys = workload.key_count();
-    let mut values = Vec::with_capacity(keys);
     let mut out = Vec::new();
     let mut buf: Vec<u8> = Vec::new();
     let mut chunk = vec![0u8; 16 * 1024];
-    let mut first = 0;
+    let mut first = values.len();
     while first < keys {
         let last = (first + BATCH).min(keys);
         out.clear();
         for k in first..last {
             workload
                 .encode_get(k as u64 + 1, k, &mut out)
-                .map_err(|e| format!("cannot encode GET: {e}"))?;
+                .map_err(|e| Stopped::Final(format!("cannot encode GET: {e}")))?;
         }
         sock.write_all(&out).map_err(io)?;
         // Each read waits at most --timeout; the batch as a whole is bounded too, so a
@@ -304,27 +336,29 @@ pub fn read_values(cfg: &RunConfig, workload: &Workload) -> Result<Vec<u64>, Str
                     }
                     (Check::Incomplete, _) => {
                         if Instant::now() > deadline {
-                            return Err(format!("no reply to GET within {timeout:?}"));
+                            return Err(Stopped::Final(format!(
+                                "no reply to GET within {timeout:?}"
+                            )));
                         }
                         let n = sock.read(&mut chunk).map_err(io)?;
                         if n == 0 {
-                            return Err("the server closed the connection".into());
+                            return Err(Stopped::Broken("the server closed the connection".into()));
                         }
                         buf.extend_from_slice(&chunk[..n]);
                     }
                     (Check::Ok { .. }, None) => {
-                        return Err("a GET reply without a value".into());
+                        return Err(Stopped::Final("a GET reply without a value".into()));
                     }
                     (Check::Failed { why, .. } | Check::Refused { why, .. }, _)
                     | (Check::Fatal { why }, _) => {
-                        return Err(format!("GET {}: {why}", k));
+                        return Err(Stopped::Final(format!("GET {}: {why}", k)));
                     }
                 }
             }
         }
         first = last;
     }
-    Ok(values)
+    Ok(())
 }
 
 #[cfg(test)]

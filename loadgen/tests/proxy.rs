@@ -21,15 +21,10 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{dead_addr, loadgen_bin, run_guarded, survivors, FakeServer, TempPath};
-use echolab_loadgen::lab::launch::{Ready, ServerProcess, Spawn, Stderr};
+use common::{dead_addr, loadgen_bin, n, run_guarded, FakeServer, Proxy, CLIENT_WAIT};
 use echolab_protocol::frame::{ByteOrder, LengthPrefix};
 use echolab_protocol::{Command, Protocol, Reply, Request, DEFAULT_MAX_FRAME};
-use nix::sys::signal::Signal;
 use serde_json::Value;
-
-/// The longest a client waits for a reply or a close before the test fails.
-const CLIENT_WAIT: Duration = Duration::from_secs(5);
 
 // ----- the scripted upstream -------------------------------------------------------------
 
@@ -85,73 +80,6 @@ impl Upstream {
             thread::sleep(Duration::from_millis(5));
         }
     }
-}
-
-// ----- the proxy -------------------------------------------------------------------------
-
-/// A running `loadgen proxy`; killed with its group if dropped before [`Proxy::stop`].
-struct Proxy {
-    process: ServerProcess,
-    stats: TempPath,
-    log: TempPath,
-}
-
-impl Proxy {
-    /// Starts `loadgen proxy --upstream UPSTREAM --stats-file TMP FLAGS`, `flags` split on
-    /// whitespace, and waits for its `listening on` line.
-    fn start(upstream: &str, flags: &str) -> Proxy {
-        let stats = TempPath::new(".proxy.json");
-        let log = TempPath::new(".proxy.log");
-        let mut cmd = Process::new(loadgen_bin());
-        cmd.args(["proxy", "--upstream", upstream, "--stats-file", stats.arg()])
-            .args(flags.split_whitespace());
-        let mut how = Spawn::new(Ready::FirstLine, Stderr::File(log.0.clone()));
-        how.die_with_parent = true;
-        let process = ServerProcess::spawn(cmd, &how)
-            .unwrap_or_else(|e| panic!("loadgen proxy {flags}: {e}"));
-        Proxy {
-            process,
-            stats,
-            log,
-        }
-    }
-
-    fn addr(&self) -> std::net::SocketAddr {
-        self.process.addr()
-    }
-
-    fn connect(&self) -> TcpStream {
-        let s = TcpStream::connect(self.addr()).expect("connect to the proxy");
-        s.set_read_timeout(Some(CLIENT_WAIT)).expect("read timeout");
-        s.set_nodelay(true).expect("nodelay");
-        s
-    }
-
-    /// SIGTERM; it must exit 0 within seconds, leave no process, and have written its
-    /// counters. Returns them and its stderr.
-    fn stop(mut self) -> (Value, String) {
-        self.process
-            .signal(Signal::SIGTERM)
-            .expect("SIGTERM the proxy");
-        let status = self.process.wait_timeout(Duration::from_secs(5));
-        let stderr = self.log.read();
-        let status = status.unwrap_or_else(|| {
-            self.process.kill();
-            panic!("the proxy did not exit within 5 s of SIGTERM\n{stderr}")
-        });
-        assert!(status.success(), "the proxy exited {status}\n{stderr}");
-        assert_eq!(survivors(self.stats.arg()), vec![], "left running");
-        let stats = serde_json::from_str(&self.stats.read())
-            .unwrap_or_else(|e| panic!("the stats file does not parse: {e}"));
-        (stats, stderr)
-    }
-}
-
-/// `stats[key]` as u64.
-fn n(stats: &Value, key: &str) -> u64 {
-    stats[key]
-        .as_u64()
-        .unwrap_or_else(|| panic!("stats has no count {key}: {stats}"))
 }
 
 // ----- the client ------------------------------------------------------------------------

@@ -529,24 +529,14 @@ fn target_dir() -> PathBuf {
         .to_path_buf()
 }
 
-/// The servers every test may use.
-const SERVERS: [&str; 4] = [
-    "server-thread",
-    "server-fork",
-    "server-prefork",
-    "server-eventloop",
-];
-
-/// The path of server binary `name` (`server-thread`, ...), building the servers' package
-/// once if any of them is missing: they belong to `echolab-servers`, which `cargo test -p
-/// echolab-loadgen` does not build.
+/// The path of server binary `name` (`server-thread`, ...), after building the servers'
+/// package once per test process: they belong to `echolab-servers`, which `cargo test -p
+/// echolab-loadgen` does not build, and a binary left over from older sources would test
+/// those (cargo makes the build a no-op when nothing changed).
 pub fn server_bin(name: &str) -> PathBuf {
     static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
     let dir = target_dir();
     let built = BUILT.get_or_init(|| {
-        if SERVERS.iter().all(|s| dir.join(s).is_file()) {
-            return Ok(());
-        }
         let out = Command::new(env!("CARGO"))
             .args(["build", "-p", "echolab-servers", "--bins"])
             .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
@@ -646,6 +636,78 @@ pub fn dead_addr() -> String {
     let addr = l.local_addr().expect("local_addr");
     drop(l);
     addr.to_string()
+}
+
+/// The longest a test's client waits for a reply or a close through a proxy.
+pub const CLIENT_WAIT: Duration = Duration::from_secs(5);
+
+// ----- loadgen proxy -------------------------------------------------------------------------
+
+/// A running `loadgen proxy` (tests/proxy.rs, tests/exactly_once.rs); killed with its group
+/// if dropped before [`Proxy::stop`].
+pub struct Proxy {
+    /// The proxy's process.
+    pub process: ServerProcess,
+    stats: TempPath,
+    log: TempPath,
+}
+
+impl Proxy {
+    /// Starts `loadgen proxy --upstream UPSTREAM --stats-file TMP FLAGS`, `flags` split on
+    /// whitespace, and waits for its `listening on` line.
+    pub fn start(upstream: &str, flags: &str) -> Proxy {
+        let stats = TempPath::new(".proxy.json");
+        let log = TempPath::new(".proxy.log");
+        let mut cmd = Command::new(loadgen_bin());
+        cmd.args(["proxy", "--upstream", upstream, "--stats-file", stats.arg()])
+            .args(flags.split_whitespace());
+        let mut how = Spawn::new(Ready::FirstLine, Stderr::File(log.0.clone()));
+        how.die_with_parent = true;
+        let process = ServerProcess::spawn(cmd, &how)
+            .unwrap_or_else(|e| panic!("loadgen proxy {flags}: {e}"));
+        Proxy {
+            process,
+            stats,
+            log,
+        }
+    }
+
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.process.addr()
+    }
+
+    pub fn connect(&self) -> TcpStream {
+        let s = TcpStream::connect(self.addr()).expect("connect to the proxy");
+        s.set_read_timeout(Some(CLIENT_WAIT)).expect("read timeout");
+        s.set_nodelay(true).expect("nodelay");
+        s
+    }
+
+    /// SIGTERM; it must exit 0 within seconds, leave no process, and have written its
+    /// counters. Returns them and its stderr.
+    pub fn stop(mut self) -> (Value, String) {
+        self.process
+            .signal(Signal::SIGTERM)
+            .expect("SIGTERM the proxy");
+        let status = self.process.wait_timeout(Duration::from_secs(5));
+        let stderr = self.log.read();
+        let status = status.unwrap_or_else(|| {
+            self.process.kill();
+            panic!("the proxy did not exit within 5 s of SIGTERM\n{stderr}")
+        });
+        assert!(status.success(), "the proxy exited {status}\n{stderr}");
+        assert_eq!(survivors(self.stats.arg()), vec![], "left running");
+        let stats = serde_json::from_str(&self.stats.read())
+            .unwrap_or_else(|e| panic!("the stats file does not parse: {e}"));
+        (stats, stderr)
+    }
+}
+
+/// `stats[key]` as u64.
+pub fn n(stats: &Value, key: &str) -> u64 {
+    stats[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("stats has no count {key}: {stats}"))
 }
 
 // ----- fake servers ----------------------------------------------------------------------
