@@ -9,7 +9,8 @@
 //! and L the requests that never ran (lost):
 //!
 //! - `acked ≤ X ≤ acked + indeterminate`, and `X ≤ value` (each of them ran at least once);
-//! - `D = value − X`, and `D = 0` exactly when no request was written twice;
+//! - `D = value − X`, and `D` is at most the writes beyond each request's first (`D = 0`
+//!   exactly when no request was written twice), so `X ≥ value − extra writes`;
 //! - `L = (acked + indeterminate + failed) − X` (failed requests count: they did not run).
 //!
 //! So with nothing indeterminate, `X = acked` exactly, and with nothing written twice,
@@ -23,7 +24,8 @@
 //! server (on a connection the run has closed) may run after the GET: it is then counted as
 //! not run, within the indeterminate ones' bounds. Their names carry the run's prefix, so other
 //! runs against the same server do not mix in; a value beyond anything this run could have
-//! caused is reported as `unexplained` rather than silently counted as a duplicate.
+//! caused (every indeterminate request run, every extra write run again) is reported as
+//! `unexplained` rather than silently counted as a duplicate.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -59,9 +61,11 @@ impl Range {
     }
 
     fn add(self, o: Range) -> Range {
+        // Saturating: the counters come from the network, and a hostile server's values
+        // must make a wrong report, not a panic.
         Range {
-            min: self.min + o.min,
-            max: self.max + o.max,
+            min: self.min.saturating_add(o.min),
+            max: self.max.saturating_add(o.max),
         }
     }
 }
@@ -97,35 +101,40 @@ pub fn bounds(value: u64, t: &KeyTally) -> Bounds {
     let total = t.acked + t.indeterminate + t.failed;
     let most = t.acked + t.indeterminate;
     let missing = t.acked.saturating_sub(value);
+    // The most this run can have caused: every indeterminate request ran, and every extra
+    // write of a request ran again. Beyond that the value is someone else's doing (another
+    // writer on the key, a reused --key-prefix, a server bug), reported, not counted as ours.
+    let unexplained = value.saturating_sub(most.saturating_add(t.extra_writes));
+    let value = value - unexplained;
     if t.written_twice == 0 {
         // No duplicate is possible, so every unit of the value is a distinct request. A value
-        // outside [acked, acked + indeterminate] is then something the run cannot account
-        // for: X is taken as the nearest possible count, and the rest reported.
+        // below acked is the server's loss (`missing`); X is taken as the nearest possible count.
         let x = value.clamp(t.acked, most);
         return Bounds {
             executed: Range::exactly(x),
             duplicated: Range::exactly(0),
             lost: Range::exactly(total - x),
             missing,
-            unexplained: value.saturating_sub(most),
+            unexplained,
         };
     }
+    // X = value − D, and D is at most the extra writes.
     let x = Range {
-        min: t.acked,
+        min: value.saturating_sub(t.extra_writes).clamp(t.acked, most),
         max: most.min(value).max(t.acked),
     };
     Bounds {
         executed: x,
         duplicated: Range {
             min: value.saturating_sub(x.max),
-            max: value.saturating_sub(x.min),
+            max: value.saturating_sub(x.min).min(t.extra_writes),
         },
         lost: Range {
             min: total - x.max,
             max: total - x.min,
         },
         missing,
-        unexplained: 0,
+        unexplained,
     }
 }
 
@@ -205,7 +214,7 @@ impl CounterCheck {
             total.unexplained += b.unexplained;
             every_key_exact &= value == t.acked;
         }
-        check.value_sum = Some(values.iter().sum());
+        check.value_sum = Some(values.iter().fold(0u64, |a, &v| a.saturating_add(v)));
         check.executed = Some(total.executed);
         check.duplicated = Some(total.duplicated);
         check.lost = Some(total.lost);
@@ -365,12 +374,14 @@ fn read_on(cfg: &RunConfig, workload: &Workload, values: &mut Vec<u64>) -> Resul
 mod tests {
     use super::*;
 
+    /// A tally whose requests written twice were written exactly twice.
     fn tally(acked: u64, indeterminate: u64, failed: u64, written_twice: u64) -> KeyTally {
         KeyTally {
             acked,
             failed,
             indeterminate,
             written_twice,
+            extra_writes: written_twice,
         }
     }
 
@@ -410,19 +421,30 @@ mod tests {
         assert_eq!(b.lost, Range::exactly(2));
     }
 
-    /// Both uncertain: ranges. value 13, acked 10, indeterminate 5, failed 1:
-    /// X in [10, 13], D = 13 − X in [0, 3], L = 16 − X in [3, 6].
+    /// Both uncertain: ranges. value 13, acked 10, indeterminate 5, failed 1, two requests
+    /// written twice: D in [0, 2] (one extra run per extra write at most), so X = 13 − D in
+    /// [11, 13], and L = 16 − X in [3, 5].
     #[test]
     fn indeterminate_and_retried_gives_ranges() {
         let b = bounds(13, &tally(10, 5, 1, 2));
-        assert_eq!(b.executed, Range { min: 10, max: 13 });
-        assert_eq!(b.duplicated, Range { min: 0, max: 3 });
-        assert_eq!(b.lost, Range { min: 3, max: 6 });
-        // A value beyond acked + indeterminate: some duplicates for certain.
+        assert_eq!(b.executed, Range { min: 11, max: 13 });
+        assert_eq!(b.duplicated, Range { min: 0, max: 2 });
+        assert_eq!(b.lost, Range { min: 3, max: 5 });
+        // A value beyond acked + indeterminate: some duplicates for certain. Here 5 extra
+        // writes and 5 more than could have run once: every one of them ran again.
         let b = bounds(20, &tally(10, 5, 0, 5));
-        assert_eq!(b.executed, Range { min: 10, max: 15 });
-        assert_eq!(b.duplicated, Range { min: 5, max: 10 });
-        assert_eq!(b.lost, Range { min: 0, max: 5 });
+        assert_eq!(b.executed, Range::exactly(15));
+        assert_eq!(b.duplicated, Range::exactly(5));
+        assert_eq!(b.lost, Range::exactly(0));
+        // With more extra writes than that, a range again.
+        let t = KeyTally {
+            extra_writes: 9,
+            ..tally(10, 5, 0, 5)
+        };
+        let b = bounds(20, &t);
+        assert_eq!(b.executed, Range { min: 11, max: 15 });
+        assert_eq!(b.duplicated, Range { min: 5, max: 9 });
+        assert_eq!(b.lost, Range { min: 0, max: 4 });
     }
 
     /// What the run cannot account for is named, not folded into the ranges.
@@ -434,6 +456,13 @@ mod tests {
         let b = bounds(25, &tally(10, 5, 0, 0));
         assert_eq!(b.unexplained, 10);
         assert_eq!(b.duplicated, Range::exactly(0));
+        // Written twice: at most one extra run per extra write; the rest is someone else's.
+        let b = bounds(30, &tally(10, 0, 0, 2));
+        assert_eq!(b.duplicated, Range::exactly(2));
+        assert_eq!(b.unexplained, 18);
+        // A hostile value cannot overflow the sums.
+        let b = bounds(u64::MAX, &tally(10, 5, 0, 3));
+        assert_eq!(b.unexplained, u64::MAX - 18);
     }
 
     fn cfg() -> RunConfig {

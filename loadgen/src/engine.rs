@@ -211,6 +211,11 @@ struct Session {
     client: u64,
     /// Sequence numbers used so far (the last one given out).
     used: u64,
+    /// The highest seq ever queued on a socket under this client id: HELLO's `sent`. Not
+    /// `used`: after EXPIRED the resends that never left are renumbered under a fresh id, and
+    /// a HELLO claiming them would be refused EXPIRED again, for ever. A seq that never went
+    /// onto a socket cannot have run, so the new client is honestly brand new.
+    queued_max: u64,
     /// Times the server said EXPIRED and the slot started over with a fresh id.
     renewals: u64,
 }
@@ -371,6 +376,7 @@ pub fn run_thread(
             session: (plan.cfg.op == Op::Incr).then(|| Session {
                 client: client_id(&plan.cfg, global, 0),
                 used: 0,
+                queued_max: 0,
                 renewals: 0,
             }),
             hello_done: false,
@@ -727,6 +733,7 @@ impl Worker<'_> {
             }
             if p.writes >= 2 {
                 k.written_twice += 1;
+                k.extra_writes += u64::from(p.writes - 1);
             }
         }
     }
@@ -741,7 +748,7 @@ impl Worker<'_> {
         let before = c.wbuf.len();
         if let Err(e) = plan
             .workload
-            .encode_hello(session.client, session.used, &mut c.wbuf)
+            .encode_hello(session.client, session.queued_max, &mut c.wbuf)
         {
             let why = format!("cannot encode HELLO: {e}");
             self.conn_failed(i, ErrorKind::Protocol, why, now);
@@ -773,6 +780,7 @@ impl Worker<'_> {
         session.renewals += 1;
         session.client = client_id(cfg, c.global, session.renewals);
         session.used = 0;
+        session.queued_max = 0;
         let waiting: Vec<Pending> = c.retry.drain(..).collect();
         let mut ended = Vec::new();
         for mut p in waiting {
@@ -986,7 +994,8 @@ impl Worker<'_> {
                 return;
             };
             let before = c.wbuf.len();
-            let encoded = if c.session.is_some() {
+            let encoded = if let Some(session) = c.session.as_mut() {
+                session.queued_max = session.queued_max.max(p.id);
                 // The same (client, seq), key and amount: the server can tell it is a retry.
                 let low = lowest_unanswered(c).map_or(p.id, |l| l.min(p.id));
                 plan.workload
@@ -1028,6 +1037,7 @@ impl Worker<'_> {
                 // go round the counters (from a different one per slot).
                 session.used += 1;
                 let seq = session.used;
+                session.queued_max = seq;
                 let keys = plan.workload.key_count().max(1) as u64;
                 let key = ((c.global + c.next_k) % keys) as usize;
                 let low = lowest_unanswered(c).map_or(seq, |l| l.min(seq));
@@ -1278,8 +1288,10 @@ impl Worker<'_> {
                     match refusal {
                         // The server cannot say whether it ran: neither can the client.
                         Refusal::TooOld => self.finish(p, Outcome::Indeterminate),
+                        // Not run now (the server no longer knows the client); an earlier
+                        // attempt, if one was written, may have.
                         Refusal::Expired => {
-                            self.finish(p, Outcome::Indeterminate);
+                            self.finish(p, refused(&p));
                             self.start_over(i, now);
                             return false;
                         }

