@@ -79,7 +79,7 @@ pub struct RunArgs {
     pub keys: u32,
 
     /// With --op incr: the counters are named PREFIX0, PREFIX1, ... so that runs against one
-    /// server do not mix. Default: lg<client-id-base in hex>-.
+    /// server do not mix. Default: "lg", the client-id base in hex, and "-".
     #[arg(long, value_name = "PREFIX")]
     pub key_prefix: Option<String>,
 

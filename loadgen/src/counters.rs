@@ -285,7 +285,7 @@ enum Stopped {
 }
 
 /// Reads every counter of the run: `GET` each key, in batches, on a fresh connection, and on
-/// another one after a break (at most [`READ_ATTEMPTS`]).
+/// another one after a break (at most `READ_ATTEMPTS`).
 pub fn read_values(cfg: &RunConfig, workload: &Workload) -> Result<Vec<u64>, String> {
     let mut values = Vec::with_capacity(workload.key_count());
     let mut attempt = 1;
