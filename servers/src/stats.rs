@@ -51,6 +51,14 @@ pub struct Counters {
     /// A gauge, not a count: the prefork parent and the pool's accept loop read it to tell
     /// whether any worker is free (see [`crate::saturation`]).
     pub busy: AtomicU64,
+    /// For an event loop: times its wait returned with something ready (not the timeouts of
+    /// its housekeeping tick).
+    pub wakeups: AtomicU64,
+    /// For an event loop: wake-ups with the listener among what was ready.
+    pub listener_wakeups: AtomicU64,
+    /// For an event loop: wake-ups with the listener ready whose first accept found nothing
+    /// (`EAGAIN`): another process took the connection first. The thundering herd.
+    pub futile_wakeups: AtomicU64,
     /// Not a count, and not reported: when (CLOCK_MONOTONIC, ms) the totals slot last logged
     /// "this looks like RESP" ([`crate::log::once_a_second`]). It lives here because this is
     /// the one memory every process of a server shares: in a per-process variable, each fork

@@ -12,7 +12,7 @@
 //!   scheduler.
 //! - `--accept locked`: workers take a lock around `accept()`, so only one at a time waits in
 //!   the kernel, as UNP does for systems whose `accept` herds. The lock is an `fcntl` record
-//!   lock on a temporary file; see [`AcceptLock`] for why not `flock`.
+//!   lock on a temporary file; see `echolab_servers::acceptlock` for why not `flock`.
 //! - `--accept reuseport`: each worker has its own listening socket on the same port
 //!   (`SO_REUSEPORT`) and the kernel hashes each connection's addresses to one of them. No
 //!   sharing at all — but a connection hashed to a busy worker waits even if others are idle.
@@ -59,7 +59,6 @@
 
 use std::io;
 use std::net::TcpListener;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::ExitCode;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
@@ -67,6 +66,7 @@ use std::time::{Duration, Instant};
 use clap::builder::RangedI64ValueParser;
 use clap::{Parser, ValueEnum};
 use echolab_protocol::ServerCodecs;
+use echolab_servers::acceptlock::AcceptLock;
 use echolab_servers::children::{self, Family, Reaping};
 use echolab_servers::cli::{parse_duration, ServerArgs};
 use echolab_servers::conn::{self, Limits};
@@ -76,7 +76,6 @@ use echolab_servers::session::Store;
 use echolab_servers::signals::{self, Shutdown, SignalPipe};
 use echolab_servers::stats::{Counters, Report, SharedCounters};
 use echolab_servers::{debug, info, net};
-use nix::fcntl::{fcntl, FcntlArg};
 use nix::poll::{poll, PollFd, PollFlags};
 use nix::sys::prctl;
 use nix::sys::signal::{kill, Signal};
@@ -594,52 +593,4 @@ fn parse_interval(s: &str) -> Result<Duration, String> {
         return Err(format!("'{s}' is too short (at least 10ms)"));
     }
     Ok(d)
-}
-
-/// The `locked` mode's lock: an `fcntl` write lock on a temporary file.
-///
-/// Why `fcntl` and not `flock`: an `flock` lock belongs to the *open file description*, and
-/// `fork` shares descriptions between parent and children, so every worker would hold "the
-/// same" lock and none would ever wait. `fcntl` record locks belong to the *process*, so one
-/// descriptor inherited by all workers gives one lock each can take in turn (UNP's
-/// `my_lock_wait`). The file is unlinked at once: only the descriptor is needed.
-#[derive(Debug)]
-struct AcceptLock {
-    file: OwnedFd,
-}
-
-impl AcceptLock {
-    fn new() -> io::Result<AcceptLock> {
-        let template = std::env::temp_dir().join("echolab-prefork-lock-XXXXXX");
-        let (fd, path) = nix::unistd::mkstemp(&template)?;
-        // SAFETY: mkstemp just returned this descriptor, open and owned by nobody else.
-        let file = unsafe { OwnedFd::from_raw_fd(fd) };
-        let _ = nix::unistd::unlink(&path);
-        Ok(AcceptLock { file })
-    }
-
-    fn set(&self, kind: libc::c_int, wait: bool) -> nix::Result<()> {
-        let lock = libc::flock {
-            l_type: kind as libc::c_short,
-            l_whence: libc::SEEK_SET as libc::c_short,
-            l_start: 0,
-            l_len: 0, // the whole file
-            l_pid: 0,
-        };
-        let arg = if wait {
-            FcntlArg::F_SETLKW(&lock)
-        } else {
-            FcntlArg::F_SETLK(&lock)
-        };
-        fcntl(self.file.as_raw_fd(), arg).map(drop)
-    }
-
-    /// fcntl(F_SETLKW): blocks until this worker holds the lock; EINTR on a signal.
-    fn acquire(&self) -> nix::Result<()> {
-        self.set(libc::F_WRLCK, true)
-    }
-
-    fn release(&self) {
-        let _ = self.set(libc::F_UNLCK, false);
-    }
 }
