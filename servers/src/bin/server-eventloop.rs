@@ -128,7 +128,8 @@ fn run(args: Args) -> io::Result<()> {
         started,
         &counters,
     )
-    .with_sessions(&store);
+    .with_sessions(&store)
+    .with_wakeups(&counters);
     report.extra.insert("backend".into(), backend.into());
     report.emit(cfg.stats_file.as_deref());
     Ok(())

@@ -367,6 +367,9 @@ fn run(args: Args) -> io::Result<()> {
         )
         .with_workers(&counters, true)
         .with_sessions(&store);
+        if args.worker == WorkerKind::Eventloop {
+            r = r.with_wakeups(&counters);
+        }
         r.extra.insert("running".into(), running.into());
         r.extra.insert("workers".into(), n.into());
         if args.worker == WorkerKind::Eventloop {
