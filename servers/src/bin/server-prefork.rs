@@ -17,6 +17,13 @@
 //!   (`SO_REUSEPORT`) and the kernel hashes each connection's addresses to one of them. No
 //!   sharing at all — but a connection hashed to a busy worker waits even if others are idle.
 //!
+//! With `--worker eventloop` each worker runs an event loop instead (the library's, as
+//! server-eventloop does; `--backend`), serving many connections at once, and the question
+//! becomes how N *pollers* share a port: `shared` (each watches the inherited listener, and a
+//! connection wakes them all: the thundering herd, counted as `futile_wakeups`), `exclusive`
+//! (`EPOLLEXCLUSIVE`: wakes one), `reuseport` (a listener each) or `locked` (nginx's
+//! `accept_mutex`: only the lock holder watches the listener).
+//!
 //! Lifecycle:
 //! - The parent opens the listener(s) and the counters (shared memory), forks the workers
 //!   (`--workers`, 256 by default), prints `listening on`, and then only supervises: it
@@ -38,6 +45,9 @@
 //!   leak in a worker can grow to): it exits with [`RETIRED`], and the parent replaces it at
 //!   once, without the backoff a crash gets. No client sees it: the connection was finished,
 //!   and the listener stays open in the parent and the other workers.
+//! - An event-loop worker replaces the parent's signal pipe with its own, then runs the loop
+//!   over its listener, counting into its slot (and its wake-ups), until SIGTERM; then it stops
+//!   accepting, answers what its clients sent, closes them, and exits.
 //! - SIGINT/SIGTERM: the parent closes the shutdown pipe and sends SIGTERM to the workers.
 //!   An idle worker (blocked in accept or the lock) exits at once; a busy one finishes its
 //!   connection's in-flight requests. The parent reaps them all for up to `--grace`.
@@ -45,6 +55,7 @@
 //! # Run it
 //! ```text
 //! cargo run --release --bin server-prefork -- --workers 4 --accept shared --stats-file /tmp/pf.json
+//! cargo run --release --bin server-prefork -- --workers 4 --worker eventloop --accept exclusive
 //! watch -n1 cat /tmp/pf.json      # per-worker accept counts while it runs
 //! ```
 //!
