@@ -7,11 +7,11 @@
 //! until the rest arrives, and an output buffer that keeps what the kernel did not take. The
 //! machinery here is everything that is the same whoever runs the loop:
 //!
-//! - **accept** through [`net::Acceptor`] until `EAGAIN` (shedding with a spare descriptor when
+//! - **accept** through [`Acceptor`] until `EAGAIN` (shedding with a spare descriptor when
 //!   descriptors run out), and *when* the listener is watched at all ([`Watch`]): always (one
 //!   loop, or prefork's shared and reuseport modes), with `EPOLLEXCLUSIVE`, or only while this
 //!   process holds the accept lock (nginx's `accept_mutex`);
-//! - **a connection's turn** ([`drive`]): read until `EAGAIN` or the read budget, answer every
+//! - **a connection's turn** (`drive`): read until `EAGAIN` or the read budget, answer every
 //!   complete request with the same [`conn::answer_all`] the blocking servers use, write until
 //!   `EAGAIN` or the write budget; writability is watched only while output is pending, and
 //!   reading stops while more than `--max-pending-output` bytes wait (backpressure);
