@@ -11,6 +11,12 @@
 //!   do when descriptors run out (pause, or shed with a spare descriptor);
 //! - [`conn`]: the request step every model shares (`answer_all`), and the blocking connection
 //!   handler (thread, fork and prefork all call it);
+//! - [`eventloop`]: the event loop itself (nonblocking connections, accept, budgets, timeouts,
+//!   the tick, graceful shutdown), run by server-eventloop and by each of
+//!   `server-prefork --worker eventloop`'s workers, with its [`eventloop::Watch`] saying when
+//!   the listener is watched (always, with `EPOLLEXCLUSIVE`, or under the accept lock);
+//! - [`acceptlock`]: prefork's accept lock (`fcntl`), waited for by blocking workers and tried
+//!   once a turn by event-loop workers;
 //! - [`outbuf`]: a connection's output buffer, written all at once by the blocking handler and
 //!   as far as the socket takes it by the event loop;
 //! - [`poller`]: the event loop's readiness backends (select, poll, epoll), and the one
@@ -31,9 +37,11 @@
 //! retry EINTR themselves; a plain `read` and raw nix calls return it, and each call site says
 //! what it does; `poll` is never restarted, which is what lets a signal wake a loop.
 
+pub mod acceptlock;
 pub mod children;
 pub mod cli;
 pub mod conn;
+pub mod eventloop;
 pub mod exec;
 pub mod log;
 pub mod net;

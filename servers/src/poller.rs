@@ -24,7 +24,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::{BorrowedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::time::Duration;
 
 use nix::poll::PollTimeout;
@@ -66,6 +66,19 @@ pub trait Poller {
     /// Starts watching `fd` under `token`. Fails for a descriptor the backend cannot watch
     /// (select: `fd >= FD_SETSIZE`), which the caller must then close without registering.
     fn register(&mut self, fd: RawFd, token: usize, interest: Interest) -> io::Result<()>;
+    /// Starts watching a listening `fd` for readability with `EPOLLEXCLUSIVE`: when several
+    /// pollers watch the same listener this way, a new connection wakes one of them (or a
+    /// few), not all. epoll only; the other backends refuse.
+    fn register_exclusive(&mut self, fd: RawFd, token: usize) -> io::Result<()> {
+        let _ = (fd, token);
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!(
+                "EPOLLEXCLUSIVE needs the epoll backend, not {}",
+                self.name()
+            ),
+        ))
+    }
     /// Changes what `fd` is watched for.
     fn reregister(&mut self, fd: RawFd, token: usize, interest: Interest) -> io::Result<()>;
     /// Stops watching `fd`. Must be called before `fd` is closed.
@@ -87,6 +100,15 @@ pub enum Backend {
 }
 
 impl Backend {
+    /// Its name, as its poller's [`Poller::name`] gives it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Select => "select",
+            Backend::Poll => "poll",
+            Backend::Epoll => "epoll",
+        }
+    }
+
     /// A new poller of this kind.
     pub fn create(self) -> io::Result<Box<dyn Poller>> {
         Ok(match self {
@@ -313,6 +335,28 @@ impl Poller for EpollPoller {
             mio::Token(token),
             mio_interest(interest)?,
         )
+    }
+
+    /// mio has no way to ask for `EPOLLEXCLUSIVE`, so this adds the listener to mio's own
+    /// epoll instance with a raw epoll_ctl(2), under the token as mio stores it (the event's
+    /// `u64`, which mio turns back into a `Token`). It must be this instance, the one the loop
+    /// waits on: an exclusive entry wakes just one waiter only when someone waits *directly*
+    /// on its epoll fd, so a nested epoll fd would let every worker be woken again.
+    /// Deregistering through mio (EPOLL_CTL_DEL) works as for any other descriptor.
+    fn register_exclusive(&mut self, fd: RawFd, token: usize) -> io::Result<()> {
+        let mut event = libc::epoll_event {
+            events: (libc::EPOLLIN | libc::EPOLLEXCLUSIVE) as u32,
+            u64: token as u64,
+        };
+        // epoll_ctl(2) (never blocks, so never EINTR): EINVAL before Linux 4.5.
+        // SAFETY: the epoll descriptor is mio's, open for as long as `self`; `fd` is open (the
+        // Poller contract); `event` is a valid epoll_event the call only reads.
+        let rc =
+            unsafe { libc::epoll_ctl(self.poll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut event) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
     }
 
     fn reregister(&mut self, fd: RawFd, token: usize, interest: Interest) -> io::Result<()> {

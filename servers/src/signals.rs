@@ -163,6 +163,24 @@ impl SignalPipe {
     }
 }
 
+impl SignalPipe {
+    /// In a prefork worker that runs an event loop: a self-pipe of its own, in place of the
+    /// parent's, so that SIGTERM wakes *its* loop, which then shuts down gracefully like
+    /// server-eventloop's: stop accepting, answer what each client sent, close. Unlike a
+    /// blocking worker ([`SignalPipe::into_worker`]) it never `_exit`s from the handler: a
+    /// loop is never "idle" with no client, it may hold hundreds. SIGINT is ignored and
+    /// SIGCHLD defaulted, as in every child.
+    pub fn into_loop_worker(self) -> io::Result<SignalPipe> {
+        WAKE_FD.store(-1, Ordering::SeqCst);
+        drop(self);
+        let pipe = SignalPipe::install(false)?;
+        install(Signal::SIGCHLD, SigHandler::SigDfl, SaFlags::empty())?;
+        install(Signal::SIGINT, SigHandler::SigIgn, SaFlags::empty())?;
+        unblock_after_fork()?;
+        Ok(pipe)
+    }
+}
+
 /// The signals whose handlers touch the self-pipe.
 fn handled() -> SigSet {
     let mut set = SigSet::empty();

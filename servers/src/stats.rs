@@ -51,6 +51,14 @@ pub struct Counters {
     /// A gauge, not a count: the prefork parent and the pool's accept loop read it to tell
     /// whether any worker is free (see [`crate::saturation`]).
     pub busy: AtomicU64,
+    /// For an event loop: times its wait returned with something ready (not the timeouts of
+    /// its housekeeping tick).
+    pub wakeups: AtomicU64,
+    /// For an event loop: wake-ups with the listener among what was ready.
+    pub listener_wakeups: AtomicU64,
+    /// For an event loop: wake-ups with the listener ready whose first accept found nothing
+    /// (`EAGAIN`): another process took the connection first. The thundering herd.
+    pub futile_wakeups: AtomicU64,
     /// Not a count, and not reported: when (CLOCK_MONOTONIC, ms) the totals slot last logged
     /// "this looks like RESP" ([`crate::log::once_a_second`]). It lives here because this is
     /// the one memory every process of a server shares: in a per-process variable, each fork
@@ -199,11 +207,38 @@ pub struct WorkerReport {
     pub restarts: u64,
     /// Times it retired at `--max-requests-per-worker` and was replaced.
     pub recycled: u64,
-    /// Whether it was serving a connection when the report was made.
+    /// Whether it was serving a connection when the report was made (an event-loop worker:
+    /// whether it had no room for another).
     pub busy: bool,
+    /// Event-loop workers only (absent for blocking ones, which wait in accept() and are
+    /// woken only with a connection): times its poller's wait returned with something ready.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wakeups: Option<u64>,
+    /// Event-loop workers only: wake-ups with the listener among what was ready.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listener_wakeups: Option<u64>,
+    /// Event-loop workers only: wake-ups with the listener ready whose first accept found
+    /// nothing, because another worker took the connection (the thundering herd).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub futile_wakeups: Option<u64>,
     /// Its counters.
     #[serde(flatten)]
     pub counters: Snapshot,
+}
+
+/// How often event loops woke, and how often for nothing: the thundering herd in figures.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Wakeups {
+    /// Waits that returned with something ready (the housekeeping tick's timeouts excluded).
+    pub wakeups: u64,
+    /// Wake-ups with the listener among what was ready.
+    pub listener_wakeups: u64,
+    /// Of those, the ones whose first accept found nothing: another loop took the connection.
+    pub futile_wakeups: u64,
+    /// `futile_wakeups / listener_wakeups`: the share of listener wake-ups that were the herd's
+    /// (absent before the listener was ever ready).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub futile_share: Option<f64>,
 }
 
 /// The statistics a server prints and writes on shutdown.
@@ -227,6 +262,9 @@ pub struct Report {
     /// Jain's fairness index of connections accepted per worker.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub accept_fairness_jain: Option<f64>,
+    /// Event loops only: their wake-ups, all loops together ([`Report::with_wakeups`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wakeups: Option<Wakeups>,
     /// The session table's figures (HELLO, INCR, GET): one table for the whole server, so
     /// for fork and prefork these are every process's together.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -254,6 +292,7 @@ impl Report {
             totals: counters.total().snapshot(),
             workers: Vec::new(),
             accept_fairness_jain: None,
+            wakeups: None,
             sessions: None,
             extra: serde_json::Map::new(),
         }
@@ -276,12 +315,38 @@ impl Report {
                     restarts: slot.restarts.load(Relaxed),
                     recycled: slot.recycled.load(Relaxed),
                     busy: slot.busy.load(Relaxed) != 0,
+                    wakeups: None,
+                    listener_wakeups: None,
+                    futile_wakeups: None,
                     counters: slot.snapshot(),
                 }
             })
             .collect();
         let accepted: Vec<u64> = self.workers.iter().map(|w| w.counters.accepted).collect();
         self.accept_fairness_jain = jain_index(&accepted);
+        self
+    }
+
+    /// Adds the wake-up counts of event loops: in total, and (after
+    /// [`Report::with_workers`]) per worker. Only models that run event loops call it, so
+    /// blocking workers' reports have no wake-up fields at all rather than zeros that would
+    /// read as "never woke".
+    pub fn with_wakeups(mut self, counters: &SharedCounters) -> Report {
+        for w in &mut self.workers {
+            let slot = counters.slot(w.worker + 1);
+            w.wakeups = Some(slot.wakeups.load(Relaxed));
+            w.listener_wakeups = Some(slot.listener_wakeups.load(Relaxed));
+            w.futile_wakeups = Some(slot.futile_wakeups.load(Relaxed));
+        }
+        let total = counters.total();
+        let listener = total.listener_wakeups.load(Relaxed);
+        let futile = total.futile_wakeups.load(Relaxed);
+        self.wakeups = Some(Wakeups {
+            wakeups: total.wakeups.load(Relaxed),
+            listener_wakeups: listener,
+            futile_wakeups: futile,
+            futile_share: (listener > 0).then(|| futile as f64 / listener as f64),
+        });
         self
     }
 
@@ -302,13 +367,26 @@ impl Report {
             t.accepted, t.refused, t.closed, t.requests, t.errors, t.protocol_errors, t.idle_timeouts, t.write_timeouts, t.request_timeouts
         );
         for w in &self.workers {
+            let woken = match (w.wakeups, w.futile_wakeups) {
+                (Some(n), Some(futile)) => format!(" wakeups {n} futile_wakeups {futile}"),
+                _ => String::new(),
+            };
             crate::info!(
-                "  worker {} accepted {} requests {} restarts {} recycled {}",
+                "  worker {} accepted {} requests {} restarts {} recycled {}{woken}",
                 w.worker,
                 w.counters.accepted,
                 w.counters.requests,
                 w.restarts,
                 w.recycled
+            );
+        }
+        if let Some(w) = &self.wakeups {
+            let share = w
+                .futile_share
+                .map_or("-".to_owned(), |s| format!("{:.1}%", s * 100.0));
+            crate::info!(
+                "  wake-ups {}: with the listener ready {}, futile {} (futile share {share}: woken for a connection another took)",
+                w.wakeups, w.listener_wakeups, w.futile_wakeups
             );
         }
         if let Some(s) = &self.sessions {

@@ -12,10 +12,17 @@
 //!   scheduler.
 //! - `--accept locked`: workers take a lock around `accept()`, so only one at a time waits in
 //!   the kernel, as UNP does for systems whose `accept` herds. The lock is an `fcntl` record
-//!   lock on a temporary file; see [`AcceptLock`] for why not `flock`.
+//!   lock on a temporary file; see `echolab_servers::acceptlock` for why not `flock`.
 //! - `--accept reuseport`: each worker has its own listening socket on the same port
 //!   (`SO_REUSEPORT`) and the kernel hashes each connection's addresses to one of them. No
 //!   sharing at all — but a connection hashed to a busy worker waits even if others are idle.
+//!
+//! With `--worker eventloop` each worker runs an event loop instead (the library's, as
+//! server-eventloop does; `--backend`), serving many connections at once, and the question
+//! becomes how N *pollers* share a port: `shared` (each watches the inherited listener, and a
+//! connection wakes them all: the thundering herd, counted as `futile_wakeups`), `exclusive`
+//! (`EPOLLEXCLUSIVE`: wakes one), `reuseport` (a listener each) or `locked` (nginx's
+//! `accept_mutex`: only the lock holder watches the listener).
 //!
 //! Lifecycle:
 //! - The parent opens the listener(s) and the counters (shared memory), forks the workers
@@ -38,6 +45,9 @@
 //!   leak in a worker can grow to): it exits with [`RETIRED`], and the parent replaces it at
 //!   once, without the backoff a crash gets. No client sees it: the connection was finished,
 //!   and the listener stays open in the parent and the other workers.
+//! - An event-loop worker replaces the parent's signal pipe with its own, then runs the loop
+//!   over its listener, counting into its slot (and its wake-ups), until SIGTERM; then it stops
+//!   accepting, answers what its clients sent, closes them, and exits.
 //! - SIGINT/SIGTERM: the parent closes the shutdown pipe and sends SIGTERM to the workers.
 //!   An idle worker (blocked in accept or the lock) exits at once; a busy one finishes its
 //!   connection's in-flight requests. The parent reaps them all for up to `--grace`.
@@ -45,6 +55,7 @@
 //! # Run it
 //! ```text
 //! cargo run --release --bin server-prefork -- --workers 4 --accept shared --stats-file /tmp/pf.json
+//! cargo run --release --bin server-prefork -- --workers 4 --worker eventloop --accept exclusive
 //! watch -n1 cat /tmp/pf.json      # per-worker accept counts while it runs
 //! ```
 //!
@@ -59,24 +70,26 @@
 
 use std::io;
 use std::net::TcpListener;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::ExitCode;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use clap::builder::RangedI64ValueParser;
-use clap::{Parser, ValueEnum};
+use clap::{CommandFactory, Parser, ValueEnum};
 use echolab_protocol::ServerCodecs;
+use echolab_servers::acceptlock::AcceptLock;
 use echolab_servers::children::{self, Family, Reaping};
 use echolab_servers::cli::{parse_duration, ServerArgs};
 use echolab_servers::conn::{self, Limits};
+use echolab_servers::eventloop::{EventLoop, LoopArgs, Settings, Shared, Watch};
+use echolab_servers::net::Acceptor;
 use echolab_servers::poller::poll_timeout;
+use echolab_servers::poller::Backend;
 use echolab_servers::saturation::{Saturation, SAMPLE_EVERY};
 use echolab_servers::session::Store;
 use echolab_servers::signals::{self, Shutdown, SignalPipe};
 use echolab_servers::stats::{Counters, Report, SharedCounters};
 use echolab_servers::{debug, info, net};
-use nix::fcntl::{fcntl, FcntlArg};
 use nix::poll::{poll, PollFd, PollFlags};
 use nix::sys::prctl;
 use nix::sys::signal::{kill, Signal};
@@ -92,6 +105,17 @@ enum AcceptMode {
     Locked,
     /// One SO_REUSEPORT listener per worker; the kernel hashes connections over them.
     Reuseport,
+    /// Event-loop workers only, epoll only: the shared listener registered with EPOLLEXCLUSIVE.
+    Exclusive,
+}
+
+/// What each worker runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum WorkerKind {
+    /// One connection at a time, start to finish, with the blocking handler.
+    Blocking,
+    /// An event loop (select, poll or epoll): many connections at once.
+    Eventloop,
 }
 
 /// N pre-forked worker processes competing in accept().
@@ -101,12 +125,14 @@ enum AcceptMode {
     about = "echolab server: N pre-forked worker processes competing in accept()",
     next_line_help = true,
     mut_arg("max_connections", |a| a
-        .help("Ignored by prefork: the workers are the limit (see --workers)")
+        .help("Ignored by blocking workers: the workers are the limit (see --workers); per worker with --worker eventloop")
         .long_help(
-            "Ignored by prefork: the workers are the limit. Each of the --workers serves one \
-             connection at a time, from accept to close; further clients are not refused but \
-             wait in the kernel's accept queue (--backlog), and the server logs once a second \
-             while they do. Accepted for the sake of scripts that pass it to every model."
+            "Ignored by prefork's blocking workers: the workers are the limit. Each of the \
+             --workers serves one connection at a time, from accept to close; further clients \
+             are not refused but wait in the kernel's accept queue (--backlog), and the server \
+             logs once a second while they do. Accepted for the sake of scripts that pass it to \
+             every model. With --worker eventloop it is each worker's limit, as in \
+             server-eventloop: one more gets \"server busy\"."
         ))
 )]
 struct Args {
@@ -125,9 +151,28 @@ struct Args {
     #[arg(long, value_name = "N", default_value_t = DEFAULT_WORKERS, value_parser = clap::value_parser!(u32).range(1..=MAX_WORKERS), allow_negative_numbers = true)]
     workers: u32,
 
-    /// How workers share the port: shared, locked or reuseport.
+    /// How workers share the port: shared, locked, reuseport, or exclusive (event-loop workers).
+    ///
+    /// shared: every worker waits on the one inherited listener (blocking workers in accept(),
+    /// which wakes one; event loops in their pollers, which all wake: the thundering herd).
+    /// locked: one worker at a time may wait (an fcntl lock; event loops try it once a turn,
+    /// nginx's accept_mutex). reuseport: a SO_REUSEPORT listener per worker, connections
+    /// spread by hash. exclusive: --worker eventloop --backend epoll only, the shared listener
+    /// registered with EPOLLEXCLUSIVE (Linux 4.5), which wakes one loop. See
+    /// docs/models/prefork.md.
     #[arg(long, value_enum, default_value_t = AcceptMode::Shared)]
     accept: AcceptMode,
+
+    /// What each worker runs: blocking (one connection at a time) or eventloop (many at once).
+    #[arg(long, value_enum, default_value_t = WorkerKind::Blocking)]
+    worker: WorkerKind,
+
+    /// With --worker eventloop: each worker's readiness API, select, poll or epoll [default: epoll].
+    #[arg(long, value_enum)]
+    backend: Option<Backend>,
+
+    #[command(flatten)]
+    event_loop: LoopArgs,
 
     /// With --stats-file: rewrite it this often while running, so per-worker counts can be watched.
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_interval, allow_hyphen_values = true)]
@@ -158,13 +203,51 @@ const RETIRED: i32 = 3;
 
 fn main() -> ExitCode {
     let args: Args = echolab_servers::parse_args(|a: &Args| &a.server);
+    if let Err(why) = check_combination(&args) {
+        Args::command()
+            .error(clap::error::ErrorKind::ArgumentConflict, why)
+            .exit();
+    }
     echolab_servers::main_with("server-prefork", args.server.process_settings(), || {
         run(args)
     })
 }
 
+/// What no single flag's parser can check: which flags go together. A usage error, like any
+/// bad flag, rather than a server that starts and does something else.
+fn check_combination(args: &Args) -> Result<(), String> {
+    match (args.worker, args.accept, args.backend) {
+        (WorkerKind::Blocking, AcceptMode::Exclusive, _) => Err(
+            "--accept exclusive needs --worker eventloop: EPOLLEXCLUSIVE is a flag of an epoll \
+             registration, and blocking workers wait in accept(), which already wakes one"
+                .into(),
+        ),
+        (WorkerKind::Blocking, _, Some(_)) => Err(
+            "--backend needs --worker eventloop: blocking workers wait in accept(), not in a poller"
+                .into(),
+        ),
+        (WorkerKind::Eventloop, AcceptMode::Exclusive, Some(b)) if b != Backend::Epoll => Err(
+            format!(
+                "--accept exclusive needs --backend epoll (not {}): EPOLLEXCLUSIVE exists only in epoll",
+                format!("{b:?}").to_lowercase()
+            ),
+        ),
+        (WorkerKind::Eventloop, _, _) if args.max_requests_per_worker > 0 => Err(
+            "--max-requests-per-worker needs --worker blocking: an event-loop worker holds many \
+             connections at once and has no moment between them to retire"
+                .into(),
+        ),
+        _ => Ok(()),
+    }
+}
+
 /// What a worker inherits from the parent at `fork` and keeps using.
 struct Inherited {
+    /// `--worker`, `--accept`, and for event-loop workers `--backend` and the loop's settings.
+    kind: WorkerKind,
+    accept: AcceptMode,
+    backend: Backend,
+    loop_settings: Settings,
     codecs: ServerCodecs,
     limits: Limits,
     /// One listener (shared, locked) or one per worker (reuseport).
@@ -206,7 +289,9 @@ fn run(args: Args) -> io::Result<()> {
     let n = args.workers as usize;
 
     let listeners = match args.accept {
-        AcceptMode::Shared | AcceptMode::Locked => vec![net::bind(cfg.addr, cfg.backlog, false)?],
+        AcceptMode::Shared | AcceptMode::Locked | AcceptMode::Exclusive => {
+            vec![net::bind(cfg.addr, cfg.backlog, false)?]
+        }
         AcceptMode::Reuseport => {
             // The first bind resolves port 0 to a real port; the others join that port. All
             // are opened here, before any worker exists, so `listening on` is true when
@@ -232,6 +317,10 @@ fn run(args: Args) -> io::Result<()> {
     let store = Store::new(cfg.sessions())?;
     let mut signals = Some(SignalPipe::install(true)?);
     let mut inherited = Inherited {
+        kind: args.worker,
+        accept: args.accept,
+        backend: args.backend.unwrap_or(Backend::Epoll),
+        loop_settings: Settings::new(cfg, &args.event_loop),
         codecs: cfg.protocol.codecs(cfg.max_frame),
         limits: cfg.limits(),
         listeners,
@@ -261,13 +350,25 @@ fn run(args: Args) -> io::Result<()> {
         start_worker(i, slot, &mut inherited, &mut signals, &counters, &store)?;
     }
     net::announce(addr)?;
-    info!(
-        "{n} workers, accept mode {}",
-        format!("{:?}", args.accept).to_lowercase()
-    );
+    let accept_mode = format!("{:?}", args.accept).to_lowercase();
+    let backend = inherited
+        .backend
+        .create()
+        .map(|p| p.name())
+        .unwrap_or("epoll");
+    match args.worker {
+        WorkerKind::Blocking => info!("{n} workers, accept mode {accept_mode}"),
+        WorkerKind::Eventloop => {
+            info!("{n} event-loop workers ({backend}), accept mode {accept_mode}")
+        }
+    }
 
     let report = |running: bool, saturation: &Saturation| {
-        let model = format!("prefork/{:?}", args.accept).to_lowercase();
+        // Blocking workers keep the model name they always had; event-loop workers say so.
+        let model = match args.worker {
+            WorkerKind::Blocking => format!("prefork/{accept_mode}"),
+            WorkerKind::Eventloop => format!("prefork-eventloop/{backend}/{accept_mode}"),
+        };
         let mut r = Report::new(
             "server-prefork",
             model,
@@ -277,8 +378,15 @@ fn run(args: Args) -> io::Result<()> {
         )
         .with_workers(&counters, true)
         .with_sessions(&store);
+        if args.worker == WorkerKind::Eventloop {
+            r = r.with_wakeups(&counters);
+        }
         r.extra.insert("running".into(), running.into());
         r.extra.insert("workers".into(), n.into());
+        if args.worker == WorkerKind::Eventloop {
+            r.extra.insert("worker".into(), "eventloop".into());
+            r.extra.insert("backend".into(), backend.into());
+        }
         saturation.report_into(&mut r.extra);
         r
     };
@@ -490,7 +598,8 @@ impl Family for Workers<'_> {
     }
 }
 
-/// The worker's whole life: tidy up what was inherited, then accept and serve until told to stop.
+/// The worker's whole life: tidy up what was inherited, then serve until told to stop, with
+/// the blocking handler or an event loop (`--worker`).
 fn worker(
     i: usize,
     inherited: &mut Inherited,
@@ -505,12 +614,9 @@ fn worker(
     if getppid() != inherited.parent {
         exit_worker();
     }
-    // Close the parent's business: its signal pipe (a signal to us must not wake the parent),
-    // and the shutdown pipe's write end (only the parent may hold one, or closing it would
-    // wake nobody). SIGTERM now means: exit at once if idle, finish the connection if busy.
-    if let Some(signals) = signals {
-        let _ = signals.into_worker();
-    }
+    // Close the parent's business: its signal pipe (a signal to us must not wake the parent;
+    // each kind of worker sets up its own handling below), and the shutdown pipe's write end
+    // (only the parent may hold one, or closing it would wake nobody).
     inherited.shutdown.child_side();
     // With reuseport, keep only our own listener and close our copies of the others: a worker
     // holds exactly the descriptors it uses, so `ls -l /proc/PID/fd` tells the story.
@@ -521,9 +627,27 @@ fn worker(
     } else {
         inherited.listeners.swap_remove(0)
     };
+    match inherited.kind {
+        WorkerKind::Blocking => blocking_worker(i, inherited, listener, signals, counters, store),
+        WorkerKind::Eventloop => loop_worker(i, inherited, listener, signals, counters, store),
+    }
+}
+
+/// A blocking worker: accept one connection, serve it to the end, accept the next.
+fn blocking_worker(
+    i: usize,
+    inherited: &mut Inherited,
+    listener: TcpListener,
+    signals: Option<SignalPipe>,
+    counters: &SharedCounters,
+    store: &Store,
+) -> ! {
+    // SIGTERM now means: exit at once if idle, finish the connection if busy.
+    if let Some(signals) = signals {
+        let _ = signals.into_worker();
+    }
     let (total, mine) = (counters.total(), counters.slot(1 + i));
     let mut answered: u64 = 0;
-
     loop {
         signals::set_idle(true);
         // A SIGTERM that arrived while we were busy: leave now, before blocking again.
@@ -581,6 +705,57 @@ fn worker(
     }
 }
 
+/// An event-loop worker: the same loop as server-eventloop, over the inherited listener (or
+/// its own SO_REUSEPORT one), counting into its own slot, until SIGTERM; then it answers what
+/// its clients have sent, closes, and exits.
+fn loop_worker(
+    i: usize,
+    inherited: &mut Inherited,
+    listener: TcpListener,
+    signals: Option<SignalPipe>,
+    counters: &SharedCounters,
+    store: &Store,
+) -> ! {
+    let served = (|| -> io::Result<()> {
+        // A self-pipe of its own: SIGTERM wakes this loop, which shuts down gracefully.
+        let signals = match signals {
+            Some(parents) => parents.into_loop_worker()?,
+            None => SignalPipe::install(false)?,
+        };
+        // Nonblocking from here, on the open file description every worker shares: they all
+        // run loops, which must never block in accept. A spare descriptor, so that out of
+        // descriptors a worker sheds clients rather than pause.
+        let acceptor = Acceptor::with_spare(listener)?;
+        let watch = match (inherited.accept, &inherited.lock) {
+            (AcceptMode::Exclusive, _) => Watch::Exclusive,
+            (AcceptMode::Locked, Some(lock)) => Watch::Locked(lock),
+            _ => Watch::Always,
+        };
+        let mut ev = EventLoop::new(
+            inherited.backend.create()?,
+            inherited.loop_settings.clone(),
+            Shared {
+                store,
+                counters,
+                slot: 1 + i,
+            },
+            acceptor,
+            watch,
+            &signals,
+        )?;
+        debug!("worker {i}: event loop on {}", ev.backend());
+        ev.run(&signals)
+    })();
+    if let Err(e) = served {
+        // The parent logs the exit and restarts the worker, with a backoff if it keeps failing
+        // (as it would on a kernel without EPOLLEXCLUSIVE).
+        info!("worker {i}: {e}");
+        // SAFETY: as in `exit_worker`.
+        unsafe { libc::_exit(1) }
+    }
+    exit_worker()
+}
+
 fn exit_worker() -> ! {
     // SAFETY: _exit(2) ends the worker without running the parent's atexit handlers or
     // flushing stdio buffers copied from it.
@@ -594,52 +769,4 @@ fn parse_interval(s: &str) -> Result<Duration, String> {
         return Err(format!("'{s}' is too short (at least 10ms)"));
     }
     Ok(d)
-}
-
-/// The `locked` mode's lock: an `fcntl` write lock on a temporary file.
-///
-/// Why `fcntl` and not `flock`: an `flock` lock belongs to the *open file description*, and
-/// `fork` shares descriptions between parent and children, so every worker would hold "the
-/// same" lock and none would ever wait. `fcntl` record locks belong to the *process*, so one
-/// descriptor inherited by all workers gives one lock each can take in turn (UNP's
-/// `my_lock_wait`). The file is unlinked at once: only the descriptor is needed.
-#[derive(Debug)]
-struct AcceptLock {
-    file: OwnedFd,
-}
-
-impl AcceptLock {
-    fn new() -> io::Result<AcceptLock> {
-        let template = std::env::temp_dir().join("echolab-prefork-lock-XXXXXX");
-        let (fd, path) = nix::unistd::mkstemp(&template)?;
-        // SAFETY: mkstemp just returned this descriptor, open and owned by nobody else.
-        let file = unsafe { OwnedFd::from_raw_fd(fd) };
-        let _ = nix::unistd::unlink(&path);
-        Ok(AcceptLock { file })
-    }
-
-    fn set(&self, kind: libc::c_int, wait: bool) -> nix::Result<()> {
-        let lock = libc::flock {
-            l_type: kind as libc::c_short,
-            l_whence: libc::SEEK_SET as libc::c_short,
-            l_start: 0,
-            l_len: 0, // the whole file
-            l_pid: 0,
-        };
-        let arg = if wait {
-            FcntlArg::F_SETLKW(&lock)
-        } else {
-            FcntlArg::F_SETLK(&lock)
-        };
-        fcntl(self.file.as_raw_fd(), arg).map(drop)
-    }
-
-    /// fcntl(F_SETLKW): blocks until this worker holds the lock; EINTR on a signal.
-    fn acquire(&self) -> nix::Result<()> {
-        self.set(libc::F_WRLCK, true)
-    }
-
-    fn release(&self) {
-        let _ = self.set(libc::F_UNLCK, false);
-    }
 }

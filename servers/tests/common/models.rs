@@ -1,6 +1,7 @@
 //! The one table of the server models every "each model" test runs against: each binary with
 //! the flags that select one model (thread per connection, a pool of 4, fork, prefork with 4
-//! workers in each accept mode, the event loop on each backend), and what a test needs to know
+//! workers in each accept mode, prefork with 4 event-loop workers in each of theirs, the event
+//! loop on each backend), and what a test needs to know
 //! about it — how many clients it serves at once, whether a connection can queue behind a busy
 //! worker, its workers and its backend.
 //!
@@ -90,6 +91,101 @@ pub const PREFORK_REUSEPORT: Model = Model {
     workers: Some(4),
     backend: None,
 };
+// prefork with event-loop workers: 4 workers that each serve every connection they accept
+// at once, so the model as a whole serves any number at once (`parallel` 64) and never queues
+// a connection behind a busy worker (a loop is never busy with one client, only for the length
+// of a request), even with reuseport's hashing. `backend` stays `None`: that field promises a
+// single loop's stats (`eventloop/<backend>`, no workers list), and these have workers.
+pub const PREFORK_LOOP_SHARED: Model = Model {
+    name: "prefork --worker eventloop --accept shared",
+    bin: prefork_bin,
+    args: &[
+        "--workers",
+        "4",
+        "--worker",
+        "eventloop",
+        "--backend",
+        "epoll",
+        "--accept",
+        "shared",
+    ],
+    parallel: 64,
+    may_queue: false,
+    workers: Some(4),
+    backend: None,
+};
+pub const PREFORK_LOOP_EXCLUSIVE: Model = Model {
+    name: "prefork --worker eventloop --accept exclusive",
+    bin: prefork_bin,
+    args: &[
+        "--workers",
+        "4",
+        "--worker",
+        "eventloop",
+        "--backend",
+        "epoll",
+        "--accept",
+        "exclusive",
+    ],
+    parallel: 64,
+    may_queue: false,
+    workers: Some(4),
+    backend: None,
+};
+pub const PREFORK_LOOP_REUSEPORT: Model = Model {
+    name: "prefork --worker eventloop --accept reuseport",
+    bin: prefork_bin,
+    args: &[
+        "--workers",
+        "4",
+        "--worker",
+        "eventloop",
+        "--backend",
+        "epoll",
+        "--accept",
+        "reuseport",
+    ],
+    parallel: 64,
+    may_queue: false,
+    workers: Some(4),
+    backend: None,
+};
+pub const PREFORK_LOOP_LOCKED: Model = Model {
+    name: "prefork --worker eventloop --accept locked",
+    bin: prefork_bin,
+    args: &[
+        "--workers",
+        "4",
+        "--worker",
+        "eventloop",
+        "--backend",
+        "epoll",
+        "--accept",
+        "locked",
+    ],
+    parallel: 64,
+    may_queue: false,
+    workers: Some(4),
+    backend: None,
+};
+pub const PREFORK_LOOP_POLL_SHARED: Model = Model {
+    name: "prefork --worker eventloop --backend poll --accept shared",
+    bin: prefork_bin,
+    args: &[
+        "--workers",
+        "4",
+        "--worker",
+        "eventloop",
+        "--backend",
+        "poll",
+        "--accept",
+        "shared",
+    ],
+    parallel: 64,
+    may_queue: false,
+    workers: Some(4),
+    backend: None,
+};
 pub const EVENTLOOP_SELECT: Model = Model {
     name: "eventloop --backend select",
     bin: eventloop_bin,
@@ -119,13 +215,18 @@ pub const EVENTLOOP_EPOLL: Model = Model {
 };
 
 /// Every model, in the table's order.
-pub const ALL: [&Model; 9] = [
+pub const ALL: [&Model; 14] = [
     &THREAD,
     &THREAD_POOL,
     &FORK,
     &PREFORK_SHARED,
     &PREFORK_LOCKED,
     &PREFORK_REUSEPORT,
+    &PREFORK_LOOP_SHARED,
+    &PREFORK_LOOP_EXCLUSIVE,
+    &PREFORK_LOOP_REUSEPORT,
+    &PREFORK_LOOP_LOCKED,
+    &PREFORK_LOOP_POLL_SHARED,
     &EVENTLOOP_SELECT,
     &EVENTLOOP_POLL,
     &EVENTLOOP_EPOLL,
@@ -144,6 +245,11 @@ macro_rules! every_model {
             prefork_shared => PREFORK_SHARED,
             prefork_locked => PREFORK_LOCKED,
             prefork_reuseport => PREFORK_REUSEPORT,
+            prefork_loop_shared => PREFORK_LOOP_SHARED,
+            prefork_loop_exclusive => PREFORK_LOOP_EXCLUSIVE,
+            prefork_loop_reuseport => PREFORK_LOOP_REUSEPORT,
+            prefork_loop_locked => PREFORK_LOOP_LOCKED,
+            prefork_loop_poll_shared => PREFORK_LOOP_POLL_SHARED,
             eventloop_select => EVENTLOOP_SELECT,
             eventloop_poll => EVENTLOOP_POLL,
             eventloop_epoll => EVENTLOOP_EPOLL,
