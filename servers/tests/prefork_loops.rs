@@ -160,23 +160,46 @@ fn exclusive_tames_the_herd() {
     );
 }
 
-/// Under the accept lock, one loop at a time watches the listener: few futile wake-ups, and
-/// the lock's rotation spreads connections over the workers.
+/// Under the accept lock, one loop at a time watches the listener: no futile wake-ups. The
+/// holder takes the lock back at its next turn (nginx's rule), so it keeps the connections
+/// until it has no room for another: with `--max-connections 2` per worker, 8 connections
+/// held open fill the workers two by two, and every worker must have taken its turn.
 #[test]
-fn locked_takes_turns() {
+fn locked_hands_over_when_the_holder_is_full() {
     let _one = one_at_a_time();
-    let n = 30;
-    let stats = herd("epoll", "locked", n);
-    let futile = wakeups(&stats, "futile_wakeups");
-    assert!(
-        futile <= n as u64 / 4,
-        "locked: {futile} futile wake-ups for {n} connections\n{stats:#}"
+    let server = Server::start(
+        prefork_bin(),
+        &[
+            "--workers",
+            "4",
+            "--worker",
+            "eventloop",
+            "--backend",
+            "epoll",
+            "--accept",
+            "locked",
+            "--max-connections",
+            "2",
+        ],
     );
-    let busy = per_worker(&stats, "accepted")
-        .iter()
-        .filter(|&&a| a > 0)
-        .count();
-    assert!(busy >= 2, "locked: the lock never changed hands\n{stats:#}");
+    four_workers(&server);
+    let mut held = Vec::new();
+    for i in 0..8 {
+        let mut c = server.client();
+        c.label = format!("held connection {i}");
+        c.echo(format!("turn {i}").as_bytes());
+        held.push(c);
+    }
+    drop(held);
+    let stopped = server.stop();
+    stopped.assert_clean("prefork --worker eventloop --accept locked");
+    let stats = stopped.stats().clone();
+    assert_eq!(
+        per_worker(&stats, "accepted"),
+        vec![2, 2, 2, 2],
+        "each worker takes the lock once the one before it is full\n{stats:#}"
+    );
+    assert_eq!(wakeups(&stats, "futile_wakeups"), 0, "{stats:#}");
 }
 
 /// With SO_REUSEPORT the kernel hashes connections over the workers' listeners: 64
