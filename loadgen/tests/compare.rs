@@ -26,7 +26,7 @@ mod common;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::{
@@ -50,7 +50,8 @@ const QUICK: [(&str, &str); 5] = [
 
 /// The models bin-dir mode knows, in its order.
 const MODELS: &str = "thread, thread-pool, fork, prefork-shared, prefork-locked, \
-prefork-reuseport, eventloop-select, eventloop-poll, eventloop-epoll";
+prefork-reuseport, eventloop-select, eventloop-poll, eventloop-epoll, \
+prefork-eventloop-exclusive, prefork-eventloop-reuseport";
 
 // ----- the harness -----------------------------------------------------------------------
 
@@ -554,6 +555,55 @@ fn history_is_appended_and_trend_plots_it() {
 }
 
 // ----- bin-dir mode ------------------------------------------------------------------------------
+
+/// A model newer than the baseline's build (the gate compares against the previous commit,
+/// and a commit that adds a model has nothing to compare it with): the baseline's server
+/// refuses the model's flags, so the model is said to be new and left out, and the others are
+/// compared as usual. Here the baseline's server-prefork is the real one behind a wrapper that
+/// refuses `--worker`, as a build from before event-loop workers did.
+#[test]
+fn a_model_the_baseline_cannot_run_is_new_not_failed() {
+    let dir = bin_dir();
+    let old = TempPath::new("-oldbin").0.clone();
+    fs::create_dir_all(&old).expect("create the old bin dir");
+    for name in ["server-thread", "server-fork", "server-eventloop"] {
+        std::os::unix::fs::symlink(Path::new(&dir).join(name), old.join(name))
+            .expect("link a server");
+    }
+    let wrapper = format!(
+        "#!/bin/sh\nfor a in \"$@\"; do [ \"$a\" = --worker ] && {{ echo \"error: unexpected argument '--worker'\" >&2; exit 2; }}; done\nexec {}/server-prefork \"$@\"\n",
+        dir
+    );
+    let prefork = old.join("server-prefork");
+    fs::write(&prefork, wrapper).expect("write the old server-prefork");
+    fs::set_permissions(&prefork, fs::Permissions::from_mode(0o755)).expect("chmod");
+    let run = compare(&[
+        "--baseline-bin-dir",
+        old.to_str().expect("UTF-8"),
+        "--candidate-bin-dir",
+        &dir,
+        "--only",
+        "prefork-eventloop-exclusive,eventloop-epoll",
+        "--threshold",
+        "50%",
+        "--p99-threshold",
+        "off",
+    ]);
+    run.assert_code(0);
+    assert!(
+        run.stderr
+            .contains("prefork-eventloop-exclusive: new in the candidate"),
+        "{}",
+        run.output()
+    );
+    assert_eq!(
+        model_names(&run),
+        vec!["eventloop-epoll"],
+        "{}",
+        run.output()
+    );
+    let _ = fs::remove_dir_all(&old);
+}
 
 /// Bin-dir mode, one model named with --only, a directory against itself: exit 0, one model,
 /// started as `server-eventloop --backend epoll` with each side's extra arguments.

@@ -13,7 +13,7 @@ use super::flags::{CompareArgs, Mode};
 use super::report::{ModelComparison, Pair, Trial};
 use super::stats::{half_width, model_seed, paired_ratio, throughput_verdict, verdict};
 use crate::config::{Outputs, Progress, RunConfig};
-use crate::lab::launch::{find_bin_dir, standard_models, Model, Server};
+use crate::lab::launch::{find_bin_dir, standard_models, takes_its_arguments, Model, Server};
 use crate::run;
 use crate::stats::median;
 
@@ -104,7 +104,20 @@ pub(super) fn sides(args: &CompareArgs) -> Result<Vec<Side>, String> {
                 }
             }
             let wanted = |m: &Model| args.only.as_ref().is_none_or(|o| o.contains(&m.name));
-            out.extend(base.into_iter().zip(cand).filter(|(b, _)| wanted(b)));
+            for (b, c) in base.into_iter().zip(cand).filter(|(b, _)| wanted(b)) {
+                // A model newer than the baseline's build has nothing to be compared with:
+                // said, and left out, rather than failed as a baseline that would not start.
+                if !takes_its_arguments(&b) && takes_its_arguments(&c) {
+                    eprintln!(
+                        "{}: new in the candidate (the baseline's {} does not take its flags): \
+                         not compared",
+                        b.name,
+                        b.argv.first().map_or("server", String::as_str)
+                    );
+                    continue;
+                }
+                out.push((b, c));
+            }
         }
     }
     let mut per_model = Vec::new();

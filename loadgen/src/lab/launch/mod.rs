@@ -123,6 +123,26 @@ pub fn standard_models(bin: &Path, workers: u32) -> Vec<Model> {
             None,
         ));
     }
+    // Event loops on every core, as nginx runs them: a forked loop per CPU, over one listener
+    // with EPOLLEXCLUSIVE or a listener each (SO_REUSEPORT).
+    let cores = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .to_string();
+    for mode in ["exclusive", "reuseport"] {
+        models.push(ours(
+            &format!("prefork-eventloop-{mode}"),
+            "server-prefork",
+            &[
+                "--workers".into(),
+                cores.clone(),
+                "--worker".into(),
+                "eventloop".into(),
+                "--accept".into(),
+                mode.into(),
+            ],
+            None,
+        ));
+    }
     if let Some(redis) = which("redis-server") {
         models.push(Model {
             name: "redis-server".into(),
@@ -150,6 +170,27 @@ pub fn standard_models(bin: &Path, workers: u32) -> Vec<Model> {
         });
     }
     models
+}
+
+/// Whether `model`'s program takes its arguments: `PROGRAM ARGS... --help` exits 0 only if
+/// clap knew every flag and value before it. A baseline built before a model existed (the
+/// regression gate compares against the previous commit) does not, and that model is then
+/// new in the candidate rather than broken in the baseline.
+pub fn takes_its_arguments(model: &Model) -> bool {
+    if model.shell {
+        return true;
+    }
+    let Some((program, args)) = model.argv.split_first() else {
+        return false;
+    };
+    std::process::Command::new(program)
+        .args(args)
+        .arg("--help")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// A `--server NAME=COMMAND` of the user's: a shell command speaking the binary protocol.
@@ -468,5 +509,44 @@ pub fn raise_nofile() -> u64 {
             }
         }
         Err(_) => 1024,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model(argv: &[&str]) -> Model {
+        Model {
+            name: "m".into(),
+            argv: argv.iter().map(|s| s.to_string()).collect(),
+            shell: false,
+            protocol: Protocol::Binary,
+            capacity: None,
+            echolab: true,
+        }
+    }
+
+    /// The probe the regression gate uses to tell a model newer than the baseline's build
+    /// from a baseline that is broken: `PROGRAM ARGS... --help` must succeed.
+    #[test]
+    fn a_program_that_refuses_its_arguments_does_not_take_them() {
+        assert!(takes_its_arguments(&model(&["/bin/sh", "-c", "exit 0"])));
+        assert!(!takes_its_arguments(&model(&["/bin/sh", "-c", "exit 2"])));
+        assert!(!takes_its_arguments(&model(&["/nonexistent/server"])));
+        assert!(!takes_its_arguments(&model(&[])));
+    }
+
+    /// Every core runs a loop in the two event-loop worker models, and their names are the
+    /// suite's and the gate's.
+    #[test]
+    fn the_standard_models_include_loops_on_every_core() {
+        let names: Vec<String> = standard_models(Path::new("/bin"), 4)
+            .into_iter()
+            .map(|m| m.name)
+            .collect();
+        for want in ["prefork-eventloop-exclusive", "prefork-eventloop-reuseport"] {
+            assert!(names.iter().any(|n| n == want), "{names:?}");
+        }
     }
 }
