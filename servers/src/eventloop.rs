@@ -148,8 +148,9 @@ impl Stop<'_> {
     }
 }
 
-/// Tokens 0 and 1 are the listener and the stop source (the signal pipe); connections count up from 2 and are
-/// never reused, so an event for a connection closed earlier in the same batch finds nothing.
+/// Tokens 0 and 1 are the listener and the stop source (the signal pipe, or the shutdown
+/// broadcast); connections count up from 2 and are never reused, so an event for a connection
+/// closed earlier in the same batch finds nothing.
 const LISTENER: usize = 0;
 const SIGNALS: usize = 1;
 const FIRST_CONNECTION: usize = 2;

@@ -113,8 +113,13 @@ struct Args {
     ///
     /// The kernel spreads new connections over the listeners by a hash of their addresses, not
     /// by which loop is free. Each loop runs --backend.
-    #[arg(long, value_name = "N", default_value_t = 1,
-          value_parser = clap::value_parser!(u16).range(1..=MAX_THREADS), allow_hyphen_values = true)]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 1,
+        value_parser = clap::value_parser!(u16).range(1..=MAX_THREADS),
+        allow_hyphen_values = true
+    )]
     threads: u16,
 
     #[command(flatten)]
