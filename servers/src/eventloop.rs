@@ -1,6 +1,8 @@
 //! The event loop as a library: one thread, nonblocking sockets, a readiness API, every client
-//! of one process. `server-eventloop` runs one; `server-prefork --worker eventloop` runs one in
-//! each forked worker, over the listener it inherited (or its own `SO_REUSEPORT` one).
+//! of one process (or of one thread of it). `server-eventloop` runs one, or with `--threads N`
+//! one per thread, each over its own `SO_REUSEPORT` listener; `server-prefork --worker
+//! eventloop` runs one in each forked worker, over the listener it inherited (or its own
+//! `SO_REUSEPORT` one).
 //!
 //! The state a blocking server keeps on a thread's stack (where in the frame am I, what is left
 //! to write) lives in a per-connection struct instead: a read buffer that keeps half a frame
@@ -17,19 +19,20 @@
 //!   reading stops while more than `--max-pending-output` bytes wait (backpressure);
 //! - **the tick**: every 100 ms, the idle, write and request timeouts, and the end of an
 //!   accept pause;
-//! - **graceful shutdown**: on SIGINT/SIGTERM, stop accepting, answer what each client has
-//!   already sent, stop reading, send what is pending, close; return after the last connection
-//!   or `--grace`.
+//! - **graceful shutdown**: on SIGINT/SIGTERM (or, for loops that share a process, on the
+//!   shutdown broadcast: [`Stop`]), stop accepting, answer what each client has already sent,
+//!   stop reading, send what is pending, close; return after the last connection or `--grace`.
 //!
 //! The loop counts into one slot of the shared counters besides the totals (a prefork worker's
-//! own slot), so the parent can report per worker, and it counts its wake-ups: how often its
+//! or a loop thread's own slot), so the server can report per worker, and it counts its
+//! wake-ups: how often its
 //! wait returned with something to do, how often the listener was among it, and how often the
 //! listener said "ready" and accept found nothing (the thundering herd, docs/models/prefork.md).
 
 use std::collections::HashMap;
 use std::io::{self, Read};
 use std::net::{SocketAddr, TcpStream};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
@@ -117,8 +120,37 @@ pub enum Watch<'a> {
     Locked(&'a AcceptLock),
 }
 
-/// Tokens 0 and 1 are the listener and the signal pipe; connections count up from 2 and are
-/// never reused, so an event for a connection closed earlier in the same batch finds nothing.
+/// What tells a loop to begin its graceful shutdown.
+#[derive(Debug, Clone, Copy)]
+pub enum Stop<'a> {
+    /// SIGINT or SIGTERM, read from the process's self-pipe: for a loop that is its process's
+    /// only reader of that pipe (server-eventloop's one loop, each prefork worker's).
+    Signals(&'a SignalPipe),
+    /// The read end of a [`crate::signals::Shutdown`] broadcast, for loops that share a
+    /// process and so its one self-pipe (`server-eventloop --threads`). A byte one loop drains
+    /// from a pipe is a byte the others never see, so one thread reads the signals and closes
+    /// the broadcast, which every loop sees at once: a closed pipe is readable for every reader.
+    Broadcast(BorrowedFd<'a>),
+}
+
+impl<'a> From<&'a SignalPipe> for Stop<'a> {
+    fn from(signals: &'a SignalPipe) -> Stop<'a> {
+        Stop::Signals(signals)
+    }
+}
+
+impl Stop<'_> {
+    fn fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Stop::Signals(pipe) => pipe.fd(),
+            Stop::Broadcast(fd) => *fd,
+        }
+    }
+}
+
+/// Tokens 0 and 1 are the listener and the stop source (the signal pipe, or the shutdown
+/// broadcast); connections count up from 2 and are never reused, so an event for a connection
+/// closed earlier in the same batch finds nothing.
 const LISTENER: usize = 0;
 const SIGNALS: usize = 1;
 const FIRST_CONNECTION: usize = 2;
@@ -138,35 +170,40 @@ const TICK: Duration = Duration::from_millis(100);
 /// here it is short, so that a loop that becomes free takes over soon.
 pub const ACCEPT_MUTEX_DELAY: Duration = Duration::from_millis(10);
 
-/// What a loop shares with the rest of its server, and where it counts.
+/// What a loop shares with the rest of its server (other threads, other processes), and where
+/// it counts.
 #[derive(Debug, Clone, Copy)]
 pub struct Shared<'a> {
     /// The session table (HELLO, INCR, GET).
     pub store: &'a Store,
     /// The server's counters, in fork-shared memory.
     pub counters: &'a SharedCounters,
-    /// The slot this loop counts into besides the totals: a prefork worker's own, or 0 for a
-    /// loop that is the whole server (which then counts once).
+    /// The slot this loop counts into besides the totals: a prefork worker's or a loop
+    /// thread's own, or 0 for a loop that is the whole server (which then counts once).
     pub slot: usize,
 }
 
 /// One loop: everything its single thread touches. Only the session table and the counters
-/// are shared, with the other processes of a prefork server.
+/// are shared, with the other processes of a prefork server or the other loop threads of
+/// `server-eventloop --threads`.
 pub struct EventLoop<'a> {
     poller: Box<dyn Poller>,
     connections: HashMap<usize, Connection>,
     next_token: usize,
     settings: Settings,
     counters: &'a SharedCounters,
-    /// The slot this loop counts into besides the totals (slot 0): a prefork worker's own;
-    /// 0 for a loop that is the whole server, which then counts once.
+    /// The slot this loop counts into besides the totals (slot 0): a prefork worker's or a
+    /// loop thread's own; 0 for a loop that is the whole server, which then counts once.
     slot: usize,
-    /// HELLO, INCR and GET's table. For server-eventloop, a fork-shared mapping that no other
-    /// process ever sees, behind a lock nobody else ever wants: one thread needs neither, but
-    /// one type for every model means one code path to trust. For a prefork worker, the one
-    /// table every worker shares. (What each connection's HELLO said is its own
-    /// `Connection::session`.)
+    /// HELLO, INCR and GET's table. For server-eventloop's one loop, a fork-shared mapping
+    /// that no other process ever sees, behind a lock nobody else ever wants: one thread needs
+    /// neither, but one type for every model means one code path to trust. With `--threads`,
+    /// the one table every loop thread shares, and its lock is theirs to contend for. For a
+    /// prefork worker, the one table every worker shares. (What each connection's HELLO said
+    /// is its own `Connection::session`.)
     store: &'a Store,
+    /// What starts the graceful shutdown: the signal pipe, or the shutdown broadcast.
+    stop: Stop<'a>,
     /// Connections that used up their read budget with data still waiting: an edge-triggered
     /// poller will not report them again, so the loop serves them again itself.
     still_ready: Vec<usize>,
@@ -224,16 +261,17 @@ impl std::fmt::Debug for EventLoop<'_> {
 }
 
 impl<'a> EventLoop<'a> {
-    /// A loop over `poller` that accepts from `acceptor` as `watch` says, and stops when
-    /// `signals` says to (registered now, with the listener where it is watched from the start).
+    /// A loop over `poller` that accepts from `acceptor` as `watch` says, and shuts down when
+    /// `stop` says to (registered now, with the listener where it is watched from the start).
     pub fn new(
         poller: Box<dyn Poller>,
         settings: Settings,
         shared: Shared<'a>,
         acceptor: Acceptor,
         watch: Watch<'a>,
-        signals: &SignalPipe,
+        stop: impl Into<Stop<'a>>,
     ) -> io::Result<EventLoop<'a>> {
+        let stop = stop.into();
         let now = Instant::now();
         let mut ev = EventLoop {
             poller,
@@ -243,6 +281,7 @@ impl<'a> EventLoop<'a> {
             counters: shared.counters,
             slot: shared.slot,
             store: shared.store,
+            stop,
             still_ready: Vec::new(),
             acceptor: Some(acceptor),
             watch,
@@ -256,7 +295,7 @@ impl<'a> EventLoop<'a> {
             ev.watch_listener()?;
         }
         ev.poller
-            .register(signals.fd().as_raw_fd(), SIGNALS, Interest::READ)?;
+            .register(stop.fd().as_raw_fd(), SIGNALS, Interest::READ)?;
         Ok(ev)
     }
 
@@ -265,11 +304,11 @@ impl<'a> EventLoop<'a> {
         self.poller.name()
     }
 
-    /// Serves until a SIGINT or SIGTERM arrives on `signals`, then shuts down gracefully:
-    /// returns once the last connection has closed, or at `--grace`.
-    pub fn run(&mut self, signals: &SignalPipe) -> io::Result<()> {
+    /// Serves until its [`Stop`] says to (SIGINT or SIGTERM, or the shutdown broadcast), then
+    /// shuts down gracefully: returns once the last connection has closed, or at `--grace`.
+    pub fn run(&mut self) -> io::Result<()> {
         // The loop: wait for readiness, then serve whatever is ready — the listener (accept),
-        // the signal pipe (begin shutdown), a connection (read, answer, write, maybe close) —
+        // the stop source (begin shutdown), a connection (read, answer, write, maybe close) —
         // and on each tick, the timeouts. The listener is closed at shutdown.
         let mut shutdown_deadline: Option<Instant> = None;
         let mut events: Vec<Event> = Vec::with_capacity(1024);
@@ -302,7 +341,7 @@ impl<'a> EventLoop<'a> {
                 match event.token {
                     LISTENER => self.on_listener_ready(),
                     SIGNALS => {
-                        if signals.take().terminate && shutdown_deadline.is_none() {
+                        if self.stop_requested() && shutdown_deadline.is_none() {
                             self.stop_accepting();
                             info!(
                                 "shutting down: {} connections; waiting up to {:?}",
@@ -346,6 +385,20 @@ impl<'a> EventLoop<'a> {
                     }
                     return Ok(());
                 }
+            }
+        }
+    }
+
+    /// The stop source was reported ready: whether it says to shut down.
+    fn stop_requested(&mut self) -> bool {
+        match self.stop {
+            Stop::Signals(pipe) => pipe.take().terminate,
+            Stop::Broadcast(fd) => {
+                // Nobody writes to the broadcast: it is ready only once closed, and then for
+                // good, so a level-triggered poller (select, poll) would report it on every
+                // wait of the grace period and the loop would spin. It has said all it will.
+                let _ = self.poller.deregister(fd.as_raw_fd(), SIGNALS);
+                true
             }
         }
     }

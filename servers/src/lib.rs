@@ -12,9 +12,10 @@
 //! - [`conn`]: the request step every model shares (`answer_all`), and the blocking connection
 //!   handler (thread, fork and prefork all call it);
 //! - [`eventloop`]: the event loop itself (nonblocking connections, accept, budgets, timeouts,
-//!   the tick, graceful shutdown), run by server-eventloop and by each of
-//!   `server-prefork --worker eventloop`'s workers, with its [`eventloop::Watch`] saying when
-//!   the listener is watched (always, with `EPOLLEXCLUSIVE`, or under the accept lock);
+//!   the tick, graceful shutdown), run by server-eventloop (once, or once per thread with
+//!   `--threads`) and by each of `server-prefork --worker eventloop`'s workers, with its
+//!   [`eventloop::Watch`] saying when the listener is watched (always, with `EPOLLEXCLUSIVE`,
+//!   or under the accept lock) and its [`eventloop::Stop`] what starts its shutdown;
 //! - [`acceptlock`]: prefork's accept lock (`fcntl`), waited for by blocking workers and tried
 //!   once a turn by event-loop workers;
 //! - [`outbuf`]: a connection's output buffer, written all at once by the blocking handler and

@@ -60,7 +60,11 @@ pub struct Event {
 }
 
 /// A readiness API: register descriptors with a token, wait for events.
-pub trait Poller {
+///
+/// `Send`, because `server-eventloop --threads` builds every loop (poller included) on the
+/// main thread, so that one that cannot start stops the server before it says it listens, and
+/// then hands each to its own thread. A poller is still only ever used by one thread at a time.
+pub trait Poller: Send {
     /// The backend's name, for logs and reports.
     fn name(&self) -> &'static str;
     /// Starts watching `fd` under `token`. Fails for a descriptor the backend cannot watch

@@ -208,6 +208,15 @@ pub fn block_for_fork() -> io::Result<BlockedForFork> {
     Ok(BlockedForFork { previous })
 }
 
+/// Blocks the handled signals while threads are spawned, so that they inherit the mask and
+/// never take a signal themselves: SIGINT and SIGTERM are then delivered to the thread that
+/// unblocks them again when the guard drops (the caller), the one that reads the self-pipe.
+/// Any thread would do for the pipe's sake (the handler writes it, whoever runs it), but a
+/// signal that lands in a loop thread also cuts its wait short for nothing.
+pub fn block_for_threads() -> io::Result<BlockedForFork> {
+    block_for_fork()
+}
+
 impl Drop for BlockedForFork {
     fn drop(&mut self) {
         let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&self.previous), None);

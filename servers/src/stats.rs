@@ -40,7 +40,8 @@ pub struct Counters {
     pub errors: AtomicU64,
     /// Connections closed for a protocol error (bad length, bad header, not JSON).
     pub protocol_errors: AtomicU64,
-    /// For a worker slot: its current pid (0 when none).
+    /// For a worker slot: its current pid (0 when none); for a worker that is a thread which
+    /// records it (`server-eventloop --threads`), its kernel thread id.
     pub pid: AtomicU64,
     /// For a worker slot: how many times it was restarted after dying.
     pub restarts: AtomicU64,
@@ -203,6 +204,10 @@ pub struct WorkerReport {
     /// Its pid, for process-based workers.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pid: Option<u64>,
+    /// Its kernel thread id, for thread workers that record one (event-loop threads): what
+    /// `top -H`, `perf --tid` and `/proc/PID/task/` call it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tid: Option<u64>,
     /// Times it was restarted after dying.
     pub restarts: u64,
     /// Times it retired at `--max-requests-per-worker` and was replaced.
@@ -304,14 +309,18 @@ impl Report {
         self
     }
 
-    /// Adds per-worker lines from slots `1..` and the fairness of their accept counts.
+    /// Adds per-worker lines from slots `1..` and the fairness of their accept counts. Each
+    /// line names its process (`pid`) for process workers; thread workers have a `tid` where
+    /// they recorded one in the slot's `pid` field.
     pub fn with_workers(mut self, counters: &SharedCounters, processes: bool) -> Report {
         self.workers = (1..counters.slots())
             .map(|i| {
                 let slot = counters.slot(i);
+                let id = slot.pid.load(Relaxed);
                 WorkerReport {
                     worker: i - 1,
-                    pid: processes.then(|| slot.pid.load(Relaxed)),
+                    pid: processes.then_some(id),
+                    tid: (!processes && id != 0).then_some(id),
                     restarts: slot.restarts.load(Relaxed),
                     recycled: slot.recycled.load(Relaxed),
                     busy: slot.busy.load(Relaxed) != 0,

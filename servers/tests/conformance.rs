@@ -153,14 +153,18 @@ fn conform(model: &Model, protocol: Protocol) {
             "{test}: one thread has no workers list\n{stats:#}"
         );
     }
-    if let Some(n) = model.workers {
+    if let Some(expected) = model.workers {
         let workers = stats["workers"]
             .as_array()
             .unwrap_or_else(|| panic!("{test}: stats has no workers list\n{stats:#}"));
-        assert_eq!(workers.len(), n, "{test}: one stats entry per worker");
+        assert_eq!(
+            workers.len(),
+            expected.count,
+            "{test}: one stats entry per worker"
+        );
         for (i, w) in workers.iter().enumerate() {
             assert_eq!(w["worker"], i, "{test}: worker index\n{w:#}");
-            for field in ["pid", "restarts", "accepted", "requests"] {
+            for field in [expected.id, "restarts", "accepted", "requests"] {
                 assert!(
                     w[field].is_u64(),
                     "{test}: worker {i} has no {field}\n{w:#}"

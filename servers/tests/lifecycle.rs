@@ -149,6 +149,11 @@ fn idle_timeout_eventloop_epoll() {
     idle_timeout(&EVENTLOOP_EPOLL);
 }
 
+#[test]
+fn idle_timeout_eventloop_threads() {
+    idle_timeout(&EVENTLOOP_THREADS);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Busy refusal
 
@@ -417,6 +422,13 @@ fn sigterm_in_flight_eventloop_epoll() {
     sigterm_in_flight(&EVENTLOOP_EPOLL);
 }
 
+// With loops on threads the signal is read by the main thread, which closes the broadcast:
+// the loop with the SLEEP sees it once the SLEEP returns, the other at once.
+#[test]
+fn sigterm_in_flight_eventloop_threads() {
+    sigterm_in_flight(&EVENTLOOP_THREADS);
+}
+
 /// `--grace 100ms` with five seconds of work in flight (five pipelined SLEEPs of one second,
 /// which the handler runs back to back): the server does not wait for them; it exits 0
 /// within the grace period (plus the harness's margin, far below five seconds) and leaves no
@@ -492,6 +504,11 @@ fn sigint_eventloop_poll() {
 #[test]
 fn sigint_eventloop_epoll() {
     sigint(&EVENTLOOP_EPOLL);
+}
+
+#[test]
+fn sigint_eventloop_threads() {
+    sigint(&EVENTLOOP_THREADS);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -744,7 +744,7 @@ fn loop_worker(
             &signals,
         )?;
         debug!("worker {i}: event loop on {}", ev.backend());
-        ev.run(&signals)
+        ev.run()
     })();
     if let Err(e) = served {
         // The parent logs the exit and restarts the worker, with a backoff if it keeps failing

@@ -1,7 +1,7 @@
 //! The one table of the server models every "each model" test runs against: each binary with
 //! the flags that select one model (thread per connection, a pool of 4, fork, prefork with 4
 //! workers in each accept mode, prefork with 4 event-loop workers in each of theirs, the event
-//! loop on each backend), and what a test needs to know
+//! loop on each backend, and 2 event loops on threads), and what a test needs to know
 //! about it — how many clients it serves at once, whether a connection can queue behind a busy
 //! worker, its workers and its backend.
 //!
@@ -30,12 +30,27 @@ pub struct Model {
     /// listen queue, so a connection can wait behind a worker that holds another client (see
     /// [`Client::connect_accepted`]).
     pub may_queue: bool,
-    /// Worker processes the stats file must list (prefork), if any.
-    pub workers: Option<usize>,
+    /// The workers the stats file must list (prefork's processes, event-loop threads), if any.
+    pub workers: Option<Workers>,
     /// The event loop's readiness backend, which the stats must name (`model`
     /// `eventloop/<backend>`, `extra.backend`), with no `workers` list: one thread has none.
     pub backend: Option<&'static str>,
 }
+
+/// The workers a model's stats list: how many, and which field names each.
+#[derive(Debug, Clone, Copy)]
+pub struct Workers {
+    /// One stats entry per worker.
+    pub count: usize,
+    /// The field that names each worker: `pid` for processes, `tid` for threads.
+    pub id: &'static str,
+}
+
+/// prefork's 4 worker processes.
+const FOUR_PROCESSES: Option<Workers> = Some(Workers {
+    count: 4,
+    id: "pid",
+});
 
 pub const THREAD: Model = Model {
     name: "thread",
@@ -70,7 +85,7 @@ pub const PREFORK_SHARED: Model = Model {
     args: &["--workers", "4", "--accept", "shared"],
     parallel: 4,
     may_queue: false,
-    workers: Some(4),
+    workers: FOUR_PROCESSES,
     backend: None,
 };
 pub const PREFORK_LOCKED: Model = Model {
@@ -79,7 +94,7 @@ pub const PREFORK_LOCKED: Model = Model {
     args: &["--workers", "4", "--accept", "locked"],
     parallel: 4,
     may_queue: false,
-    workers: Some(4),
+    workers: FOUR_PROCESSES,
     backend: None,
 };
 pub const PREFORK_REUSEPORT: Model = Model {
@@ -88,7 +103,7 @@ pub const PREFORK_REUSEPORT: Model = Model {
     args: &["--workers", "4", "--accept", "reuseport"],
     parallel: 4,
     may_queue: true,
-    workers: Some(4),
+    workers: FOUR_PROCESSES,
     backend: None,
 };
 // prefork with event-loop workers: 4 workers that each serve every connection they accept
@@ -111,7 +126,7 @@ pub const PREFORK_LOOP_SHARED: Model = Model {
     ],
     parallel: 64,
     may_queue: false,
-    workers: Some(4),
+    workers: FOUR_PROCESSES,
     backend: None,
 };
 pub const PREFORK_LOOP_EXCLUSIVE: Model = Model {
@@ -129,7 +144,7 @@ pub const PREFORK_LOOP_EXCLUSIVE: Model = Model {
     ],
     parallel: 64,
     may_queue: false,
-    workers: Some(4),
+    workers: FOUR_PROCESSES,
     backend: None,
 };
 pub const PREFORK_LOOP_REUSEPORT: Model = Model {
@@ -147,7 +162,7 @@ pub const PREFORK_LOOP_REUSEPORT: Model = Model {
     ],
     parallel: 64,
     may_queue: false,
-    workers: Some(4),
+    workers: FOUR_PROCESSES,
     backend: None,
 };
 pub const PREFORK_LOOP_LOCKED: Model = Model {
@@ -165,7 +180,7 @@ pub const PREFORK_LOOP_LOCKED: Model = Model {
     ],
     parallel: 64,
     may_queue: false,
-    workers: Some(4),
+    workers: FOUR_PROCESSES,
     backend: None,
 };
 pub const PREFORK_LOOP_POLL_SHARED: Model = Model {
@@ -183,7 +198,7 @@ pub const PREFORK_LOOP_POLL_SHARED: Model = Model {
     ],
     parallel: 64,
     may_queue: false,
-    workers: Some(4),
+    workers: FOUR_PROCESSES,
     backend: None,
 };
 pub const EVENTLOOP_SELECT: Model = Model {
@@ -213,9 +228,26 @@ pub const EVENTLOOP_EPOLL: Model = Model {
     workers: None,
     backend: Some("epoll"),
 };
+// Two event loops on threads of one process, each with its own SO_REUSEPORT listener: like
+// prefork's reuseport loops, the model as a whole serves any number of connections at once and
+// never queues one behind a busy loop (only for the length of a request). `backend` is `None`
+// for the same reason as there: that field promises one loop's stats, with no workers list;
+// these list each loop thread, by tid.
+pub const EVENTLOOP_THREADS: Model = Model {
+    name: "eventloop --threads 2",
+    bin: eventloop_bin,
+    args: &["--backend", "epoll", "--threads", "2"],
+    parallel: 64,
+    may_queue: false,
+    workers: Some(Workers {
+        count: 2,
+        id: "tid",
+    }),
+    backend: None,
+};
 
 /// Every model, in the table's order.
-pub const ALL: [&Model; 14] = [
+pub const ALL: [&Model; 15] = [
     &THREAD,
     &THREAD_POOL,
     &FORK,
@@ -230,6 +262,7 @@ pub const ALL: [&Model; 14] = [
     &EVENTLOOP_SELECT,
     &EVENTLOOP_POLL,
     &EVENTLOOP_EPOLL,
+    &EVENTLOOP_THREADS,
 ];
 
 /// Calls the macro `$table` with every model as `module => MODEL` pairs, for a test file that
@@ -253,6 +286,7 @@ macro_rules! every_model {
             eventloop_select => EVENTLOOP_SELECT,
             eventloop_poll => EVENTLOOP_POLL,
             eventloop_epoll => EVENTLOOP_EPOLL,
+            eventloop_threads => EVENTLOOP_THREADS,
         }
     };
 }
