@@ -51,7 +51,7 @@ const QUICK: [(&str, &str); 5] = [
 /// The models bin-dir mode knows, in its order.
 const MODELS: &str = "thread, thread-pool, fork, prefork-shared, prefork-locked, \
 prefork-reuseport, eventloop-select, eventloop-poll, eventloop-epoll, \
-prefork-eventloop-exclusive, prefork-eventloop-reuseport";
+prefork-eventloop-exclusive, prefork-eventloop-reuseport, eventloop-threads";
 
 // ----- the harness -----------------------------------------------------------------------
 

@@ -31,7 +31,7 @@ const SUITE_LIMIT: Duration = Duration::from_secs(120);
 const QUICK: [&str; 6] = ["--repeat", "1", "--warmup", "0s", "--workers", "4"];
 
 /// The standard models, in the suite's table order (redis-server follows when installed).
-const STANDARD: [&str; 11] = [
+const STANDARD: [&str; 12] = [
     "thread",
     "thread-pool",
     "fork",
@@ -43,6 +43,7 @@ const STANDARD: [&str; 11] = [
     "eventloop-epoll",
     "prefork-eventloop-exclusive",
     "prefork-eventloop-reuseport",
+    "eventloop-threads",
 ];
 
 // ----- the harness -----------------------------------------------------------------------

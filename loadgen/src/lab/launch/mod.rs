@@ -143,6 +143,13 @@ pub fn standard_models(bin: &Path, workers: u32) -> Vec<Model> {
             None,
         ));
     }
+    // ...and their threaded counterpart: a loop per CPU in one process (memcached, Netty).
+    models.push(ours(
+        "eventloop-threads",
+        "server-eventloop",
+        &["--threads".into(), cores.clone()],
+        None,
+    ));
     if let Some(redis) = which("redis-server") {
         models.push(Model {
             name: "redis-server".into(),
@@ -537,15 +544,19 @@ mod tests {
         assert!(!takes_its_arguments(&model(&[])));
     }
 
-    /// Every core runs a loop in the two event-loop worker models, and their names are the
-    /// suite's and the gate's.
+    /// Every core runs a loop in the event-loop worker models and the threaded loops, and
+    /// their names are the suite's and the gate's.
     #[test]
     fn the_standard_models_include_loops_on_every_core() {
         let names: Vec<String> = standard_models(Path::new("/bin"), 4)
             .into_iter()
             .map(|m| m.name)
             .collect();
-        for want in ["prefork-eventloop-exclusive", "prefork-eventloop-reuseport"] {
+        for want in [
+            "prefork-eventloop-exclusive",
+            "prefork-eventloop-reuseport",
+            "eventloop-threads",
+        ] {
             assert!(names.iter().any(|n| n == want), "{names:?}");
         }
     }
