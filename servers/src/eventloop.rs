@@ -337,8 +337,21 @@ impl<'a> EventLoop<'a> {
                 self.count(|c| &c.wakeups);
             }
 
+            // Under the accept lock, accept first and give the lock up before any request
+            // runs, as nginx does (accept events, unlock, then the rest): a holder that ran a
+            // slow request while holding it would keep every other worker from accepting.
+            let locked = matches!(self.watch, Watch::Locked(_));
+            if let Watch::Locked(lock) = self.watch {
+                if events.iter().any(|e| e.token == LISTENER) {
+                    self.on_listener_ready();
+                }
+                let work =
+                    events.iter().any(|e| e.token != LISTENER) || !self.still_ready.is_empty();
+                self.maybe_release_accept_lock(lock, work);
+            }
             for event in &events {
                 match event.token {
+                    LISTENER if locked => {}
                     LISTENER => self.on_listener_ready(),
                     SIGNALS => {
                         if self.stop_requested() && shutdown_deadline.is_none() {
@@ -359,9 +372,6 @@ impl<'a> EventLoop<'a> {
             // one's events above), after everyone else.
             for token in std::mem::take(&mut self.still_ready) {
                 self.on_ready(token);
-            }
-            if let Watch::Locked(lock) = self.watch {
-                self.maybe_release_accept_lock(lock);
             }
 
             if Instant::now() >= next_tick {
@@ -548,21 +558,24 @@ impl<'a> EventLoop<'a> {
         Ok(())
     }
 
-    /// `Watch::Locked`, after each turn: a holder that accepted, whose hold is up, or that has
-    /// no room left stops watching and gives up the lock. As in nginx, it may try again at
-    /// its very next turn, while the others try only every [`ACCEPT_MUTEX_DELAY`]: someone
-    /// always watches the listener, at the price of fairness (the holder usually takes the
-    /// lock back, and keeps the connections until it has no room; nginx's `accept_disabled`
-    /// is the same "no room" rule, at 7/8 full). An earlier version made the releaser wait a
-    /// delay too, for fairness: then, for up to that delay, no loop watched the listener at
-    /// all, and short connections from 8 clients came in at about a thousand a second.
-    fn maybe_release_accept_lock(&mut self, lock: &AcceptLock) {
+    /// `Watch::Locked`, after each turn's accepts: a holder that accepted, whose hold is up,
+    /// that has no room left, or that has requests to run (`work`) stops watching and gives
+    /// up the lock. As in nginx, it may try again at its very next turn, while the others try
+    /// only every [`ACCEPT_MUTEX_DELAY`]: someone always watches the listener, at the price of
+    /// fairness (the holder usually takes the lock back, and keeps the connections until it
+    /// has no room; nginx's `accept_disabled` is the same "no room" rule, at 7/8 full). An
+    /// earlier version made the releaser wait a delay too, for fairness: then, for up to that
+    /// delay, no loop watched the listener at all, and short connections from 8 clients came
+    /// in at about a thousand a second. Another kept the lock while the turn's requests ran:
+    /// then one slow request (a SLEEP of 300 ms) kept every other worker from accepting for
+    /// as long, and the connections queued behind it.
+    fn maybe_release_accept_lock(&mut self, lock: &AcceptLock, work: bool) {
         if !self.holding {
             return;
         }
         let now = Instant::now();
         let full = self.connections.len() >= self.settings.max_connections;
-        if now >= self.hold_until || full || self.turn_accepted {
+        if now >= self.hold_until || full || self.turn_accepted || work {
             self.unwatch_listener();
             lock.release();
             self.holding = false;

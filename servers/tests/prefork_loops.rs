@@ -3,10 +3,11 @@
 //! thundering herd is real and measured (with `--accept shared`, idle loops wake for
 //! connections another worker takes, on select, poll and epoll alike) and `--accept exclusive`
 //! (EPOLLEXCLUSIVE) all but removes it; `--accept reuseport` spreads connections over every
-//! worker; SIGTERM drains every worker's clients, each answered mid-request; a worker killed
-//! is reaped and replaced and serves again; a worker's descriptors come back to what they were
-//! after its connections close; and flags that do not go together are refused with a usage
-//! error that says why.
+//! worker; under the accept lock, a worker running a slow request does not keep the others
+//! from accepting; SIGTERM drains every worker's clients, each answered mid-request; a worker
+//! killed is reaped and replaced and serves again; a worker's descriptors come back to what
+//! they were after its connections close, in every accept mode; and flags that do not go
+//! together are refused with a usage error that says why.
 //!
 //! The herd tests hold a lock, so that no other test of this file loads the two cores while
 //! they count wake-ups: a loop that has not yet gone back to sleep when the next connection
@@ -202,6 +203,48 @@ fn locked_hands_over_when_the_holder_is_full() {
     assert_eq!(wakeups(&stats, "futile_wakeups"), 0, "{stats:#}");
 }
 
+/// Under the accept lock, a worker running a slow request does not hold the lock meanwhile
+/// (nginx's order: accept, unlock, then run the turn's requests): while one client's SLEEP of
+/// 1 s runs, a new client is served well within that second by another worker.
+#[test]
+fn locked_slow_request_does_not_stop_accepting() {
+    let _one = one_at_a_time();
+    let server = start("epoll", "locked");
+    let workers = four_workers(&server);
+    let mut slow = server.client();
+    slow.label = "client with a SLEEP of 1 s".into();
+    slow.echo(b"before");
+    let inode = accepted_inode(server.addr.port(), slow.local_port()).expect("accepted");
+    let busy = socket_owner(&workers, inode).expect("a worker holds it");
+    slow.send(&echolab_protocol::Request {
+        id: Some(7),
+        command: echolab_protocol::Command::Sleep { micros: 1_000_000 },
+        payload: b"slow",
+    });
+    wait_until(Duration::from_secs(5), "the SLEEP to be read", || {
+        request_taken(server.addr.port(), &slow)
+    });
+    let asked = std::time::Instant::now();
+    let mut other = server.client();
+    other.label = "client connecting during the SLEEP".into();
+    other.echo(b"not stuck behind the SLEEP");
+    let waited = asked.elapsed();
+    let inode = accepted_inode(server.addr.port(), other.local_port()).expect("accepted");
+    let owner = socket_owner(&workers, inode).expect("a worker holds it");
+    assert_ne!(
+        owner, busy,
+        "the busy worker cannot have served it during its SLEEP"
+    );
+    assert!(
+        waited < Duration::from_millis(700),
+        "a new client waited {waited:?} while one worker ran a SLEEP of 1 s"
+    );
+    let r = slow.read_response();
+    slow.assert_echo(&r, 7, b"slow");
+    drop((slow, other));
+    server.stop().assert_clean("locked, slow request");
+}
+
 /// With SO_REUSEPORT the kernel hashes connections over the workers' listeners: 64
 /// connections from 64 source ports reach every worker (a worker missed by all 64 has odds of
 /// about 4 in 100 million).
@@ -331,7 +374,7 @@ fn killed_worker_is_replaced() {
 /// before: every accepted socket was closed and deregistered.
 #[test]
 fn no_descriptor_leaks() {
-    for accept in ["shared", "exclusive", "locked"] {
+    for accept in ["shared", "exclusive", "reuseport", "locked"] {
         let server = start("epoll", accept);
         let workers = four_workers(&server);
         // One round first, so that whatever a worker opens once (its spare, its epoll
