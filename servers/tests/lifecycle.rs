@@ -8,7 +8,9 @@
 //! behind; a fork server that served 2000 connections leaves no zombie; a prefork worker
 //! killed with SIGKILL is replaced without disturbing the clients of the other workers; and a
 //! client that reads a large reply slowly is not cut off as idle. The event loop has the idle,
-//! busy, SIGTERM, SIGINT and slow-reader rows for each of its readiness backends.
+//! busy, SIGTERM, SIGINT and slow-reader rows for each of its readiness backends; prefork's
+//! event-loop workers have the idle, SIGTERM, SIGINT and worker-killed rows for each accept
+//! mode, and the grace and slow-reader rows for some.
 //!
 //! These are the promises a lab user relies on when comparing models under load: a model that
 //! leaked zombies, hung on shutdown or dropped clients when a worker died would distort every
@@ -152,6 +154,29 @@ fn idle_timeout_eventloop_epoll() {
 #[test]
 fn idle_timeout_eventloop_threads() {
     idle_timeout(&EVENTLOOP_THREADS);
+}
+
+// prefork's event-loop workers: each worker's loop keeps its own idle clocks, whichever
+// worker the kernel (or the accept lock) gave the three clients to.
+
+#[test]
+fn idle_timeout_prefork_loop_shared() {
+    idle_timeout(&PREFORK_LOOP_SHARED);
+}
+
+#[test]
+fn idle_timeout_prefork_loop_exclusive() {
+    idle_timeout(&PREFORK_LOOP_EXCLUSIVE);
+}
+
+#[test]
+fn idle_timeout_prefork_loop_reuseport() {
+    idle_timeout(&PREFORK_LOOP_REUSEPORT);
+}
+
+#[test]
+fn idle_timeout_prefork_loop_locked() {
+    idle_timeout(&PREFORK_LOOP_LOCKED);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -429,6 +454,34 @@ fn sigterm_in_flight_eventloop_threads() {
     sigterm_in_flight(&EVENTLOOP_THREADS);
 }
 
+// prefork's event-loop workers: the parent passes SIGTERM on to every worker; the worker with
+// the SLEEP sees it once the SLEEP returns, answers, and closes; the others close at once.
+
+#[test]
+fn sigterm_in_flight_prefork_loop_shared() {
+    sigterm_in_flight(&PREFORK_LOOP_SHARED);
+}
+
+#[test]
+fn sigterm_in_flight_prefork_loop_exclusive() {
+    sigterm_in_flight(&PREFORK_LOOP_EXCLUSIVE);
+}
+
+#[test]
+fn sigterm_in_flight_prefork_loop_reuseport() {
+    sigterm_in_flight(&PREFORK_LOOP_REUSEPORT);
+}
+
+#[test]
+fn sigterm_in_flight_prefork_loop_locked() {
+    sigterm_in_flight(&PREFORK_LOOP_LOCKED);
+}
+
+#[test]
+fn sigterm_in_flight_prefork_loop_poll_shared() {
+    sigterm_in_flight(&PREFORK_LOOP_POLL_SHARED);
+}
+
 /// `--grace 100ms` with five seconds of work in flight (five pipelined SLEEPs of one second,
 /// which the handler runs back to back): the server does not wait for them; it exits 0
 /// within the grace period (plus the harness's margin, far below five seconds) and leaves no
@@ -457,6 +510,19 @@ fn grace_period_is_a_limit_fork() {
 #[test]
 fn grace_period_is_a_limit_prefork() {
     grace_period_is_a_limit(&PREFORK_SHARED);
+}
+
+// Unlike the single event loop, prefork's event-loop workers have a parent that does not run
+// requests: it enforces --grace on a worker stuck in a batch of SLEEPs by killing it.
+
+#[test]
+fn grace_period_is_a_limit_prefork_loop_shared() {
+    grace_period_is_a_limit(&PREFORK_LOOP_SHARED);
+}
+
+#[test]
+fn grace_period_is_a_limit_prefork_loop_locked() {
+    grace_period_is_a_limit(&PREFORK_LOOP_LOCKED);
 }
 
 // No event-loop row: its SLEEPs run on the loop's only thread, one pipelined batch back to
@@ -509,6 +575,26 @@ fn sigint_eventloop_epoll() {
 #[test]
 fn sigint_eventloop_threads() {
     sigint(&EVENTLOOP_THREADS);
+}
+
+#[test]
+fn sigint_prefork_loop_shared() {
+    sigint(&PREFORK_LOOP_SHARED);
+}
+
+#[test]
+fn sigint_prefork_loop_exclusive() {
+    sigint(&PREFORK_LOOP_EXCLUSIVE);
+}
+
+#[test]
+fn sigint_prefork_loop_reuseport() {
+    sigint(&PREFORK_LOOP_REUSEPORT);
+}
+
+#[test]
+fn sigint_prefork_loop_locked() {
+    sigint(&PREFORK_LOOP_LOCKED);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -626,17 +712,27 @@ fn prefork_worker_killed(v: &Model) {
     );
     let replacement = replacement[0];
 
-    // With `a` still held, three more held connections occupy the other three workers, the
-    // replacement included.
     let mut held = Vec::new();
     let mut owners = vec![serving_a];
-    for i in 0..3 {
-        let mut c = v.client(&server);
-        c.label = format!("{}: held client {i} after the restart", v.name);
+    if v.workers_multiplex() {
+        // An event-loop worker takes any number of connections, so nothing forces one onto
+        // the replacement: connections are made until one lands there.
+        let (mut c, owner) = v.client_where(&server, &now, |o| o == replacement);
+        c.label = format!("{}: a client of the replacement", v.name);
         c.echo(b"held");
-        let inode = accepted_inode(port, c.local_port()).expect("connection in /proc/net/tcp");
-        owners.push(socket_owner(&now, inode).expect("a worker holds the connection"));
+        owners.push(owner);
         held.push(c);
+    } else {
+        // With `a` still held, three more held connections occupy the other three workers,
+        // the replacement included.
+        for i in 0..3 {
+            let mut c = v.client(&server);
+            c.label = format!("{}: held client {i} after the restart", v.name);
+            c.echo(b"held");
+            let inode = accepted_inode(port, c.local_port()).expect("connection in /proc/net/tcp");
+            owners.push(socket_owner(&now, inode).expect("a worker holds the connection"));
+            held.push(c);
+        }
     }
     assert!(
         owners.contains(&replacement),
@@ -683,6 +779,29 @@ fn prefork_worker_killed_locked() {
 #[test]
 fn prefork_worker_killed_reuseport() {
     prefork_worker_killed(&PREFORK_REUSEPORT);
+}
+
+// Event-loop workers: the worker killed holds no client of the test, so `a`, on another, notices
+// nothing; the replacement gets its predecessor's slot (and, with reuseport, its listener).
+
+#[test]
+fn prefork_worker_killed_loop_shared() {
+    prefork_worker_killed(&PREFORK_LOOP_SHARED);
+}
+
+#[test]
+fn prefork_worker_killed_loop_exclusive() {
+    prefork_worker_killed(&PREFORK_LOOP_EXCLUSIVE);
+}
+
+#[test]
+fn prefork_worker_killed_loop_reuseport() {
+    prefork_worker_killed(&PREFORK_LOOP_REUSEPORT);
+}
+
+#[test]
+fn prefork_worker_killed_loop_locked() {
+    prefork_worker_killed(&PREFORK_LOOP_LOCKED);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -779,4 +898,14 @@ fn slow_reader_of_a_large_reply_eventloop_poll() {
 #[test]
 fn slow_reader_of_a_large_reply_eventloop_select() {
     slow_reader_of_a_large_reply(&EVENTLOOP_SELECT);
+}
+
+#[test]
+fn slow_reader_of_a_large_reply_prefork_loop_shared() {
+    slow_reader_of_a_large_reply(&PREFORK_LOOP_SHARED);
+}
+
+#[test]
+fn slow_reader_of_a_large_reply_eventloop_threads() {
+    slow_reader_of_a_large_reply(&EVENTLOOP_THREADS);
 }

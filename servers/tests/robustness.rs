@@ -6,9 +6,9 @@
 //! **Slowloris.** A client that trickles one byte every few hundred milliseconds is never idle
 //! for long but never finishes a request. `--request-timeout` bounds the time from a request's
 //! first byte to its last: then the client gets an ERROR reply ("request timeout") and EOF.
-//! With a thousand such clients, a good client on the thread and event-loop models is served
-//! throughout; on prefork, whose workers the tricklers all hold, it is served once the
-//! deadlines free them.
+//! With a thousand such clients, a good client on the thread and event-loop models (one loop,
+//! forked loops or loops on threads) is served throughout; on prefork's blocking workers, which
+//! the tricklers all hold, it is served once the deadlines free them.
 //!
 //! **Header-only flood.** A thousand connections each send only a frame header declaring
 //! `max_frame` (1 MiB) and nothing more. A server that allocated by the declared length would
@@ -277,6 +277,23 @@ fn slowloris_thread_pool() {
     slowloris(&THREAD_POOL, 14, false);
 }
 
+// Event-loop workers and loops on threads multiplex like the single loop: the tricklers hold
+// no worker, so the good client is served throughout, whichever loop takes it.
+#[test]
+fn slowloris_prefork_loop_shared() {
+    slowloris(&PREFORK_LOOP_SHARED, 1000, true);
+}
+
+#[test]
+fn slowloris_prefork_loop_locked() {
+    slowloris(&PREFORK_LOOP_LOCKED, 1000, true);
+}
+
+#[test]
+fn slowloris_eventloop_threads() {
+    slowloris(&EVENTLOOP_THREADS, 1000, true);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Recycling prefork workers
 
@@ -367,6 +384,11 @@ fn prefork_recycles_without_a_failed_request_locked() {
 fn prefork_recycles_without_a_failed_request_reuseport() {
     prefork_recycles_without_a_failed_request(&PREFORK_REUSEPORT);
 }
+
+// No event-loop rows: `--max-requests-per-worker` is refused with `--worker eventloop`
+// (prefork_loops.rs tests the refusal). A loop worker holds many clients at once, so recycling
+// it would mean draining them all, which the blocking worker's "finish this client, then exit"
+// does not teach.
 
 // ---------------------------------------------------------------------------------------------
 // Half-close
@@ -523,6 +545,16 @@ fn header_only_flood_eventloop_poll() {
     header_only_flood(&EVENTLOOP_POLL, 1000);
 }
 
+#[test]
+fn header_only_flood_prefork_loop_shared() {
+    header_only_flood(&PREFORK_LOOP_SHARED, 1000);
+}
+
+#[test]
+fn header_only_flood_eventloop_threads() {
+    header_only_flood(&EVENTLOOP_THREADS, 1000);
+}
+
 // ---------------------------------------------------------------------------------------------
 // A parent killed with SIGKILL
 
@@ -594,6 +626,29 @@ fn parent_killed_prefork_locked() {
 #[test]
 fn parent_killed_prefork_reuseport() {
     parent_killed(&PREFORK_REUSEPORT);
+}
+
+// Event-loop workers: each asks the kernel for SIGTERM when its parent dies, as the blocking
+// workers do, and a loop sees it on its self-pipe at once.
+
+#[test]
+fn parent_killed_prefork_loop_shared() {
+    parent_killed(&PREFORK_LOOP_SHARED);
+}
+
+#[test]
+fn parent_killed_prefork_loop_exclusive() {
+    parent_killed(&PREFORK_LOOP_EXCLUSIVE);
+}
+
+#[test]
+fn parent_killed_prefork_loop_reuseport() {
+    parent_killed(&PREFORK_LOOP_REUSEPORT);
+}
+
+#[test]
+fn parent_killed_prefork_loop_locked() {
+    parent_killed(&PREFORK_LOOP_LOCKED);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -860,11 +915,21 @@ fn killed_mid_request(v: &Model, workers: Option<usize>) {
     let mut other = v.client(&server);
     other.label = format!("{}: the other client", v.name);
     other.echo(b"before");
-    let mut victim = v.client(&server);
+    let (mut victim, owner) = if v.workers_multiplex() {
+        // An event-loop worker serves many clients, and killing it ends them all: the victim
+        // must be on another worker than `other`, which is then the one that must live on.
+        let pids = live_children(pid);
+        let inode = accepted_inode(port, other.local_port()).expect("the other's connection");
+        let others = socket_owner(&pids, inode).expect("a process serves the other client");
+        v.client_where(&server, &pids, |o| o != others)
+    } else {
+        let mut victim = v.client(&server);
+        victim.echo(b"hello");
+        let inode = accepted_inode(port, victim.local_port()).expect("the victim's connection");
+        let owner = socket_owner(&live_children(pid), inode).expect("a process serves the victim");
+        (victim, owner)
+    };
     victim.label = format!("{}: the client whose server process is killed", v.name);
-    victim.echo(b"hello");
-    let inode = accepted_inode(port, victim.local_port()).expect("the victim's connection");
-    let owner = socket_owner(&live_children(pid), inode).expect("a process serves the victim");
     victim.send(&Request {
         id: Some(100),
         command: Command::Sleep { micros: 1_000_000 },
@@ -930,6 +995,26 @@ fn killed_mid_request_prefork_locked() {
 #[test]
 fn killed_mid_request_prefork_reuseport() {
     killed_mid_request(&PREFORK_REUSEPORT, Some(4));
+}
+
+#[test]
+fn killed_mid_request_prefork_loop_shared() {
+    killed_mid_request(&PREFORK_LOOP_SHARED, Some(4));
+}
+
+#[test]
+fn killed_mid_request_prefork_loop_exclusive() {
+    killed_mid_request(&PREFORK_LOOP_EXCLUSIVE, Some(4));
+}
+
+#[test]
+fn killed_mid_request_prefork_loop_reuseport() {
+    killed_mid_request(&PREFORK_LOOP_REUSEPORT, Some(4));
+}
+
+#[test]
+fn killed_mid_request_prefork_loop_locked() {
+    killed_mid_request(&PREFORK_LOOP_LOCKED, Some(4));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1155,8 +1240,10 @@ fn never_reads_every_model() {
         &THREAD_POOL,
         &FORK,
         &PREFORK_SHARED,
+        &PREFORK_LOOP_SHARED,
         &EVENTLOOP_POLL,
         &EVENTLOOP_EPOLL,
+        &EVENTLOOP_THREADS,
     ] {
         never_reads(v);
     }

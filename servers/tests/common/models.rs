@@ -319,6 +319,55 @@ impl Model {
         }
     }
 
+    /// Whether each worker serves many connections at once (event-loop workers, loops on
+    /// threads). There, which worker takes a new connection is the kernel's choice (or the
+    /// accept lock's), and one worker may hold every client a test opens: a test that needs a
+    /// client on a given worker asks for it with [`Model::client_where`].
+    pub fn workers_multiplex(&self) -> bool {
+        self.workers.is_some_and(|w| self.parallel > w.count)
+    }
+
+    /// A served connection (one echo answered) held by a process of `pids` that `wanted`
+    /// accepts, with that process's pid. New connections are made, 20 ms apart so that idle
+    /// loops are back in their wait, up to 64 of them. One that lands on an unwanted worker is
+    /// kept, and made to keep its worker busy (a SLEEP of 300 ms): with `EPOLLEXCLUSIVE` the
+    /// kernel wakes the same idle worker every time, and under the accept lock the holder
+    /// takes the lock back at once, so only a busy worker lets the next connection go
+    /// elsewhere. The busy ones are closed on return.
+    pub fn client_where(
+        &self,
+        server: &Server,
+        pids: &[i32],
+        wanted: impl Fn(i32) -> bool,
+    ) -> (Client, i32) {
+        let mut busy = Vec::new();
+        let mut owners = Vec::new();
+        for _ in 0..64 {
+            let mut c = self.client(server);
+            c.echo(b"which worker?");
+            let owner = accepted_inode(server.addr.port(), c.local_port())
+                .and_then(|inode| socket_owner(pids, inode));
+            match owner {
+                Some(o) if wanted(o) => return (c, o),
+                Some(o) => {
+                    owners.push(o);
+                    c.send(&Request {
+                        id: Some(u64::MAX),
+                        command: Op::Sleep { micros: 300_000 },
+                        payload: b"keep this worker busy",
+                    });
+                    busy.push(c);
+                }
+                None => {}
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "{}: 64 connections, none on the wanted worker of {pids:?} (they went to {owners:?})",
+            self.name
+        )
+    }
+
     /// How long a connection from [`Model::connect`] or [`Model::client`] may take to be
     /// served, and so how long a thread that has one may wait for others that are getting
     /// theirs: an I/O timeout, plus, where a connection can queue behind a busy worker, every
