@@ -54,7 +54,7 @@ pub use trials::REUSEPORT_SKIP;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use crate::lab::launch::{describe_placement, pin_halves};
+use crate::lab::launch::{describe_placement, pin_halves, server_cpu_count};
 use crate::run;
 use history::write_outputs;
 use trials::{precise_enough, run_args, run_pair, sides, summarise};
@@ -82,12 +82,13 @@ fn workload_words(args: &CompareArgs) -> String {
 /// start at all.
 pub fn compare(args: &CompareArgs) -> Result<CompareReport, String> {
     let started = Instant::now();
-    let sides = sides(args)?;
+    // Pinned first, so that the loop-per-core models count the servers' CPUs.
+    let placement = if args.no_pin { None } else { pin_halves() };
+    let sides = sides(args, server_cpu_count(placement.as_ref()))?;
     // Check the workload flags once, before any server starts.
     run_args(args, "127.0.0.1:1".parse().map_err(|_| "address")?, 0)
         .checked()
         .map_err(|e| format!("the workload: {e}"))?;
-    let placement = if args.no_pin { None } else { pin_halves() };
     let interrupted = || run::INTERRUPTED.load(Ordering::Relaxed);
     let mut models: Vec<ModelComparison> = sides.iter().map(|s| s.start()).collect();
     let precision = args.precision.unwrap_or(args.threshold / 2.0);

@@ -59,8 +59,8 @@ connection to one worker, and a connection hashed to a busy worker waits for the
 its throughput is decided by the port hash rather than the code; its request path is \
 prefork-shared's";
 
-/// The servers to compare.
-pub(super) fn sides(args: &CompareArgs) -> Result<Vec<Side>, String> {
+/// The servers to compare; the loop-per-core models run `server_cpus` loops.
+pub(super) fn sides(args: &CompareArgs, server_cpus: usize) -> Result<Vec<Side>, String> {
     let mut out = Vec::new();
     match (&args.baseline, &args.candidate) {
         (Some(b), Some(c)) => {
@@ -88,7 +88,7 @@ pub(super) fn sides(args: &CompareArgs) -> Result<Vec<Side>, String> {
             let cd = find_bin_dir(Some(cd)).map_err(|e| format!("--candidate-bin-dir: {e}"))?;
             // Only echolab's own models: redis-server would compare a build with itself.
             let ours = |dir: &Path| -> Vec<Model> {
-                standard_models(dir, args.workers)
+                standard_models(dir, args.workers, server_cpus)
                     .into_iter()
                     .filter(|m| m.echolab)
                     .collect()

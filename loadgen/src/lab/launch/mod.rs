@@ -78,8 +78,10 @@ impl Model {
     }
 }
 
-/// The models the lab compares, with the flags the suite gives them.
-pub fn standard_models(bin: &Path, workers: u32) -> Vec<Model> {
+/// The models the lab compares, with the flags the suite gives them. `workers` is the pool's
+/// and blocking prefork's size; `loops` the number of event loops of the loop-per-core models,
+/// which should be the CPUs the servers run on ([`server_cpu_count`]).
+pub fn standard_models(bin: &Path, workers: u32, loops: usize) -> Vec<Model> {
     let path = |name: &str| bin.join(name).to_string_lossy().into_owned();
     let ours = |name: &str, bin_name: &str, extra: &[String], capacity: Option<u32>| Model {
         name: name.into(),
@@ -125,9 +127,7 @@ pub fn standard_models(bin: &Path, workers: u32) -> Vec<Model> {
     }
     // Event loops on every core, as nginx runs them: a forked loop per CPU, over one listener
     // with EPOLLEXCLUSIVE or a listener each (SO_REUSEPORT).
-    let cores = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .to_string();
+    let cores = loops.max(1).to_string();
     for mode in ["exclusive", "reuseport"] {
         models.push(ours(
             &format!("prefork-eventloop-{mode}"),
@@ -479,6 +479,20 @@ pub fn pin_halves() -> Option<nix::sched::CpuSet> {
     Some(server)
 }
 
+/// How many CPUs the servers run on: those of `placement` ([`pin_halves`]'s set), or, unpinned,
+/// every CPU this process may use. The loop-per-core models run this many loops: counted after
+/// pinning from this process's own affinity, it would be the *client's* half instead.
+pub fn server_cpu_count(placement: Option<&nix::sched::CpuSet>) -> usize {
+    use nix::sched::CpuSet;
+    match placement {
+        Some(set) => (0..CpuSet::count())
+            .filter(|&c| set.is_set(c).unwrap_or(false))
+            .count()
+            .max(1),
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    }
+}
+
 /// Where servers and loadgen run, in words, for reports.
 pub fn describe_placement(server: Option<&nix::sched::CpuSet>) -> String {
     let list = |set: &nix::sched::CpuSet| {
@@ -548,16 +562,31 @@ mod tests {
     /// their names are the suite's and the gate's.
     #[test]
     fn the_standard_models_include_loops_on_every_core() {
-        let names: Vec<String> = standard_models(Path::new("/bin"), 4)
-            .into_iter()
-            .map(|m| m.name)
-            .collect();
-        for want in [
-            "prefork-eventloop-exclusive",
-            "prefork-eventloop-reuseport",
-            "eventloop-threads",
+        let models = standard_models(Path::new("/bin"), 4, 3);
+        for (want, flag) in [
+            ("prefork-eventloop-exclusive", "--workers"),
+            ("prefork-eventloop-reuseport", "--workers"),
+            ("eventloop-threads", "--threads"),
         ] {
-            assert!(names.iter().any(|n| n == want), "{names:?}");
+            let m = models.iter().find(|m| m.name == want).expect(want);
+            let at = m.argv.iter().position(|a| a == flag).expect(flag);
+            assert_eq!(
+                m.argv[at + 1],
+                "3",
+                "{want}: one loop per server CPU: {:?}",
+                m.argv
+            );
         }
+    }
+
+    /// The servers' CPUs are those of the placement, whatever this process's own affinity is.
+    #[test]
+    fn server_cpus_are_the_placement_s() {
+        let mut set = nix::sched::CpuSet::new();
+        for c in [0, 2, 5] {
+            set.set(c).expect("a CPU number within the set");
+        }
+        assert_eq!(server_cpu_count(Some(&set)), 3);
+        assert!(server_cpu_count(None) >= 1);
     }
 }

@@ -38,7 +38,7 @@ use clap::Args;
 
 use crate::lab::launch::{
     custom_model, describe_placement, display_command, find_bin_dir, pin_halves, raise_nofile,
-    standard_models, Model, Server,
+    server_cpu_count, standard_models, Model, Server,
 };
 use crate::lab::suite::report::{AcceptDistribution, Cell, ModelInfo, SuiteParams, SuiteReport};
 use crate::run;
@@ -56,8 +56,10 @@ pub struct SuiteArgs {
     pub full: bool,
 
     /// Only these models (comma-separated short names: thread, thread-pool, fork,
-    /// prefork-shared, prefork-locked, prefork-reuseport, eventloop-select, eventloop-poll,
-    /// eventloop-epoll, redis-server, or a name given with --server).
+    /// prefork-shared, prefork-locked, prefork-reuseport, prefork-eventloop-exclusive,
+    /// prefork-eventloop-reuseport, eventloop-select, eventloop-poll, eventloop-epoll,
+    /// eventloop-threads, redis-server, or a name given with --server). The loop-per-core
+    /// models run one loop per CPU the servers are given (half the machine when pinned).
     #[arg(long, value_delimiter = ',')]
     pub only: Option<Vec<String>>,
 
@@ -119,7 +121,7 @@ pub fn suite(args: &SuiteArgs) -> Result<SuiteReport, String> {
     let (repeat, plan) = plan(args, &mut failures)?;
     let bin_dir = find_bin_dir(args.bin_dir.as_deref())?;
     let placement = if args.no_pin { None } else { pin_halves() };
-    let models = models(args, &bin_dir)?;
+    let models = models(args, &bin_dir, server_cpu_count(placement.as_ref()))?;
     let (run_id, dir, scratch) = results_dir(args)?;
 
     let runs = run_all(
@@ -225,10 +227,10 @@ fn plan(args: &SuiteArgs, failures: &mut Vec<String>) -> Result<(u32, Plan), Str
     Ok((repeat, plan))
 }
 
-/// The models to run: the standard ones built in `bin_dir`, then `--server`'s, less those
-/// `--only` leaves out.
-fn models(args: &SuiteArgs, bin_dir: &Path) -> Result<Vec<Model>, String> {
-    let mut models = standard_models(bin_dir, args.workers);
+/// The models to run: the standard ones built in `bin_dir` (a loop per server CPU where a
+/// model runs one per core), then `--server`'s, less those `--only` leaves out.
+fn models(args: &SuiteArgs, bin_dir: &Path, server_cpus: usize) -> Result<Vec<Model>, String> {
+    let mut models = standard_models(bin_dir, args.workers, server_cpus);
     for spec in &args.servers {
         let model = custom_model(spec)?;
         if models.iter().any(|m| m.name == model.name) {
