@@ -19,7 +19,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -336,6 +336,92 @@ fn busy_eventloop_select_max_connections() {
     busy(
         eventloop_bin(),
         &["--backend", "select", "--max-connections", "2"],
+        Protocol::Binary,
+        false,
+    );
+}
+
+// Event loops on every core: `--max-connections` is each loop's own limit, so one worker (or
+// one thread) with room for 2 is the single loop's case. A full loop worker still watches the
+// shared listener, accepts, and refuses. (No `locked` row: a full worker does not take the
+// lock, so a client that comes once every worker is full waits in the accept queue, as with
+// blocking workers, and is told nothing; `busy_locked_loop_queues_when_full` holds that.)
+#[test]
+fn busy_prefork_loop_max_connections() {
+    busy(
+        prefork_bin(),
+        &[
+            "--workers",
+            "1",
+            "--worker",
+            "eventloop",
+            "--accept",
+            "shared",
+            "--max-connections",
+            "2",
+        ],
+        Protocol::Binary,
+        false,
+    );
+}
+
+/// Under the accept lock, one loop worker with room for 2: a third client is neither refused
+/// nor served while the two stay (it waits in the accept queue, and the parent logs that the
+/// server is saturated); once one of the two leaves, the worker takes the lock again and serves
+/// it.
+#[test]
+fn busy_locked_loop_queues_when_full() {
+    let server = Server::start(
+        prefork_bin(),
+        &[
+            "--workers",
+            "1",
+            "--worker",
+            "eventloop",
+            "--accept",
+            "locked",
+            "--max-connections",
+            "2",
+        ],
+    );
+    let mut first = server.client();
+    first.echo(b"first");
+    let mut second = server.client();
+    second.echo(b"second");
+    let mut third = server.client();
+    third.label = "third client, past a full locked worker".into();
+    let id = third.next_id();
+    third.send(&Request {
+        id: Some(id),
+        command: Command::Echo,
+        payload: b"third",
+    });
+    third.set_read_timeout(Duration::from_millis(500));
+    match third.try_read_response() {
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+        other => panic!("the third client got {other:?} while the only worker was full"),
+    }
+    wait_until(Duration::from_secs(5), "the saturation log line", || {
+        server
+            .log()
+            .contains("each event-loop worker is full at --max-connections")
+    });
+    drop(first);
+    third.set_read_timeout(IO_TIMEOUT);
+    let r = third.read_response();
+    third.assert_echo(&r, id, b"third");
+    second.echo(b"second, still served");
+    drop((second, third));
+    server
+        .stop()
+        .assert_clean("locked loop past --max-connections");
+}
+
+#[test]
+fn busy_eventloop_threads_max_connections() {
+    busy(
+        eventloop_bin(),
+        &["--threads", "1", "--max-connections", "2"],
         Protocol::Binary,
         false,
     );

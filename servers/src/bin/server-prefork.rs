@@ -132,7 +132,9 @@ enum WorkerKind {
              are not refused but wait in the kernel's accept queue (--backlog), and the server \
              logs once a second while they do. Accepted for the sake of scripts that pass it to \
              every model. With --worker eventloop it is each worker's limit, as in \
-             server-eventloop: one more gets \"server busy\"."
+             server-eventloop: one more gets \"server busy\"; except under --accept locked, \
+             where a full worker stops taking the lock, so once every worker is full new \
+             clients wait in the accept queue instead."
         ))
 )]
 struct Args {
@@ -423,7 +425,8 @@ fn run(args: Args) -> io::Result<()> {
         }
         if now >= next_sample {
             next_sample = now + SAMPLE_EVERY;
-            let (waiting, describe) = waiting_for_a_worker(&workers, &inherited.listeners);
+            let (waiting, describe) =
+                waiting_for_a_worker(&workers, &inherited.listeners, inherited.kind);
             saturation.sample(waiting, || describe(cfg.backlog));
         }
         if now >= next_snapshot {
@@ -468,6 +471,7 @@ fn run(args: Args) -> io::Result<()> {
 fn waiting_for_a_worker(
     workers: &Workers<'_>,
     listeners: &[TcpListener],
+    kind: WorkerKind,
 ) -> (u64, impl FnOnce(i32) -> String) {
     let n = workers.slots.len();
     let free: Vec<bool> = workers
@@ -500,10 +504,15 @@ fn waiting_for_a_worker(
                  --accept shared"
             )
         } else {
+            // A loop worker is busy only when full, so the advice is its limit, not its count.
+            let why = match kind {
+                WorkerKind::Blocking => "each worker serves one connection at a time",
+                WorkerKind::Eventloop => "each event-loop worker is full at --max-connections",
+            };
             format!(
                 "saturated: all {n} workers busy, {waiting} connections waiting in the accept \
-                 queue (--backlog {backlog}); each worker serves one connection at a time: \
-                 raise --workers (now {n}), or lower --idle-timeout so idle clients let go sooner"
+                 queue (--backlog {backlog}); {why}: raise --workers (now {n}), or lower \
+                 --idle-timeout so idle clients let go sooner"
             )
         }
     };
