@@ -116,7 +116,8 @@ pub enum Watch<'a> {
     Exclusive,
     /// Only while this process holds the accept lock, nginx's `accept_mutex`: one loop at a
     /// time watches the shared listener, so one is woken, at the cost of a lock attempt per
-    /// turn and of connections that wait while the holder is between turns.
+    /// turn and of connections that wait while nobody holds it (up to
+    /// [`ACCEPT_MUTEX_DELAY`], when the last holder is busy running requests).
     Locked(&'a AcceptLock),
 }
 
@@ -561,14 +562,15 @@ impl<'a> EventLoop<'a> {
     /// `Watch::Locked`, after each turn's accepts: a holder that accepted, whose hold is up,
     /// that has no room left, or that has requests to run (`work`) stops watching and gives
     /// up the lock. As in nginx, it may try again at its very next turn, while the others try
-    /// only every [`ACCEPT_MUTEX_DELAY`]: someone always watches the listener, at the price of
-    /// fairness (the holder usually takes the lock back, and keeps the connections until it
-    /// has no room; nginx's `accept_disabled` is the same "no room" rule, at 7/8 full). An
-    /// earlier version made the releaser wait a delay too, for fairness: then, for up to that
-    /// delay, no loop watched the listener at all, and short connections from 8 clients came
-    /// in at about a thousand a second. Another kept the lock while the turn's requests ran:
-    /// then one slow request (a SLEEP of 300 ms) kept every other worker from accepting for
-    /// as long, and the connections queued behind it.
+    /// only every [`ACCEPT_MUTEX_DELAY`]: an idle holder watches the listener again at once,
+    /// at the price of fairness (an idle holder takes the lock back, and takes a burst of
+    /// connections until it has no room; nginx's `accept_disabled` is the same "no room" rule,
+    /// at 7/8 full), while a busy one lets the others in. An earlier version made the
+    /// releaser wait a delay too, for fairness: then, for up to that delay, no loop watched
+    /// the listener at all, and short connections from 8 clients came in at about a thousand
+    /// a second. Another kept the lock while the turn's requests ran: then one slow request (a
+    /// SLEEP of 1 s in `locked_slow_request_does_not_stop_accepting`) kept every other worker
+    /// from accepting for as long, and the connections queued behind it.
     fn maybe_release_accept_lock(&mut self, lock: &AcceptLock, work: bool) {
         if !self.holding {
             return;

@@ -10,7 +10,8 @@
 //! client that reads a large reply slowly is not cut off as idle. The event loop has the idle,
 //! busy, SIGTERM, SIGINT and slow-reader rows for each of its readiness backends; prefork's
 //! event-loop workers have the idle, SIGTERM, SIGINT and worker-killed rows for each accept
-//! mode, and the grace and slow-reader rows for some.
+//! mode, and the busy, grace and slow-reader rows for some (a full worker under the accept
+//! lock queues clients instead of refusing them).
 //!
 //! These are the promises a lab user relies on when comparing models under load: a model that
 //! leaked zombies, hung on shutdown or dropped clients when a worker died would distort every

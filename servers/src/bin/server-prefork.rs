@@ -505,14 +505,17 @@ fn waiting_for_a_worker(
             )
         } else {
             // A loop worker is busy only when full, so the advice is its limit, not its count.
-            let why = match kind {
-                WorkerKind::Blocking => "each worker serves one connection at a time",
-                WorkerKind::Eventloop => "each event-loop worker is full at --max-connections",
+            let (why, or_more) = match kind {
+                WorkerKind::Blocking => ("each worker serves one connection at a time", ""),
+                WorkerKind::Eventloop => (
+                    "each event-loop worker is full at --max-connections",
+                    " or --max-connections",
+                ),
             };
             format!(
                 "saturated: all {n} workers busy, {waiting} connections waiting in the accept \
-                 queue (--backlog {backlog}); {why}: raise --workers (now {n}), or lower \
-                 --idle-timeout so idle clients let go sooner"
+                 queue (--backlog {backlog}); {why}: raise --workers (now {n}){or_more}, or \
+                 lower --idle-timeout so idle clients let go sooner"
             )
         }
     };

@@ -330,10 +330,12 @@ impl Model {
     /// A served connection (one echo answered) held by a process of `pids` that `wanted`
     /// accepts, with that process's pid. New connections are made, 20 ms apart so that idle
     /// loops are back in their wait, up to 64 of them. One that lands on an unwanted worker is
-    /// kept, and made to keep its worker busy (a SLEEP of 300 ms): with `EPOLLEXCLUSIVE` the
-    /// kernel wakes the same idle worker every time, and under the accept lock the holder
-    /// takes the lock back at once, so only a busy worker lets the next connection go
-    /// elsewhere. The busy ones are closed on return.
+    /// kept, and made to keep its worker busy for 2 s (two SLEEPs of 1 s, the longest one may
+    /// ask): with `EPOLLEXCLUSIVE` the kernel wakes the same idle worker every time, and under
+    /// the accept lock an idle holder takes the lock back at once, so only busy workers let
+    /// the next connection go elsewhere, and every unwanted worker must still be busy when it
+    /// comes (300 ms each was too short on a loaded CI machine: the three took turns being
+    /// free). The busy ones are closed on return; their workers finish the SLEEPs first.
     pub fn client_where(
         &self,
         server: &Server,
@@ -351,11 +353,13 @@ impl Model {
                 Some(o) if wanted(o) => return (c, o),
                 Some(o) => {
                     owners.push(o);
-                    c.send(&Request {
-                        id: Some(u64::MAX),
-                        command: Op::Sleep { micros: 300_000 },
-                        payload: b"keep this worker busy",
-                    });
+                    for id in [u64::MAX - 1, u64::MAX] {
+                        c.send(&Request {
+                            id: Some(id),
+                            command: Op::Sleep { micros: 1_000_000 },
+                            payload: b"keep this worker busy",
+                        });
+                    }
                     busy.push(c);
                 }
                 None => {}
