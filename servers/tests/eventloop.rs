@@ -7,7 +7,8 @@
 //! (`--max-pending-output`) until `--write-timeout` closes it; backpressure on a client that
 //! does read, only slowly, must pause reading without losing a request; and running out of
 //! descriptors (`EMFILE`) must turn new clients away at once, keep the loop idle instead of
-//! spinning on a listener that stays readable, and keep serving the connections it has.
+//! spinning on a listener that stays readable, and keep serving the connections it has (also
+//! checked for the same loop in one pre-forked worker and on two threads).
 //! Shutdown gets two checks the lifecycle table cannot express for the other models: `--grace`
 //! bounds the time spent on output a client never takes, and a request that arrived before
 //! SIGTERM but waited behind a SLEEP that blocked the loop is still answered. The shutdown,
@@ -669,19 +670,31 @@ fn attempt(addr: SocketAddr, protocol: Protocol, label: String) -> Attempt {
 ///
 /// What the excess clients see, with the server's spare descriptor: always "server busy" then
 /// EOF (the counts are printed); a close with no reply would be accepted too.
-fn out_of_descriptors(backend: &str) {
+///
+/// `model` names the server in messages and figures; `bin` and `args` start it. The same loop
+/// runs in a pre-forked worker and on threads, where the limit counts the same way: one worker
+/// has it to itself, and threads share their process's.
+fn out_of_descriptors(model: &str, bin: &str, args: &[&str]) {
     const NOFILE: u64 = 64;
     const HELD: usize = 40;
     const THREADS: usize = 4;
     const FIRST_WAVE: usize = 200;
-    let test = format!("EMFILE on {backend}");
-    let server = Server::start_with_nofile(eventloop_bin(), &["--backend", backend], NOFILE);
+    let test = format!("EMFILE on {model}");
+    let server = Server::start_with_nofile(bin, args, NOFILE);
     let (addr, protocol, pid) = (server.addr, server.protocol, server.pid());
+    // The server's CPU time, its worker processes' included.
+    let tree_ticks = || {
+        cpu_ticks(pid).expect("server CPU time")
+            + children(pid)
+                .iter()
+                .filter_map(|c| cpu_ticks(nix::unistd::Pid::from_raw(c.pid)))
+                .sum::<u64>()
+    };
     let base_fds = open_fds(pid).len();
     let mut held: Vec<Client> = (0..HELD)
         .map(|i| {
             let mut c = server.client();
-            c.label = format!("{backend}: held connection {i}");
+            c.label = format!("{model}: held connection {i}");
             c.echo(b"held");
             c
         })
@@ -708,7 +721,7 @@ fn out_of_descriptors(backend: &str) {
                     let mut kept = Vec::new();
                     let mut i = 0;
                     while !stop.load(Relaxed) {
-                        let label = format!("{backend}: excess client {i} of thread {t}");
+                        let label = format!("{model}: excess client {i} of thread {t}");
                         match attempt(addr, protocol, label) {
                             Attempt::Served(c) => {
                                 served_excess.fetch_add(1, Relaxed);
@@ -752,10 +765,10 @@ fn out_of_descriptors(backend: &str) {
             || attempts.load(Relaxed) >= FIRST_WAVE,
         );
         // The CPU window: the excess clients keep trying all through it.
-        let before = cpu_ticks(pid).expect("server CPU time");
+        let before = tree_ticks();
         let from = Instant::now();
         thread::sleep(Duration::from_secs(2));
-        let ticks = cpu_ticks(pid).expect("server CPU time") - before;
+        let ticks = tree_ticks().saturating_sub(before);
         let window = from.elapsed();
 
         stop.store(true, Relaxed);
@@ -772,7 +785,7 @@ fn out_of_descriptors(backend: &str) {
         match attempt(
             addr,
             protocol,
-            format!("{backend}: client after the excess left"),
+            format!("{model}: client after the excess left"),
         ) {
             Attempt::Served(c) => break (c, left_at.elapsed()),
             _ => refused_after += 1,
@@ -802,23 +815,17 @@ fn out_of_descriptors(backend: &str) {
     );
     // The figures docs/robustness.md quotes, kept when ECHOLAB_FIGURES names a file
     // (scripts/robustness-tests.py).
-    let model = format!("eventloop --backend {backend}");
-    figures::record(&model, "excess attempts", attempts.load(Relaxed), "count");
-    figures::record(&model, "excess clients served", served_excess, "count");
-    figures::record(&model, "busy then EOF", busy_eof, "count");
-    figures::record(&model, "busy then reset", busy_reset, "count");
-    figures::record(&model, "closed with no reply", closed_at_once, "count");
-    figures::record(
-        &model,
-        "server CPU while out of descriptors",
-        ticks,
-        "ticks",
-    );
-    figures::record_secs(&model, "CPU window", window);
-    figures::record(&model, "clock ticks per second", hz, "ticks/s");
-    figures::record_secs(&model, "held connections' slowest round", worst_held);
+    figures::record(model, "excess attempts", attempts.load(Relaxed), "count");
+    figures::record(model, "excess clients served", served_excess, "count");
+    figures::record(model, "busy then EOF", busy_eof, "count");
+    figures::record(model, "busy then reset", busy_reset, "count");
+    figures::record(model, "closed with no reply", closed_at_once, "count");
+    figures::record(model, "server CPU while out of descriptors", ticks, "ticks");
+    figures::record_secs(model, "CPU window", window);
+    figures::record(model, "clock ticks per second", hz, "ticks/s");
+    figures::record_secs(model, "held connections' slowest round", worst_held);
     figures::record_secs(
-        &model,
+        model,
         "a new client served after the excess left",
         served_after.1,
     );
@@ -853,19 +860,61 @@ fn out_of_descriptors(backend: &str) {
 #[test]
 fn out_of_descriptors_epoll() {
     let _serial = one_at_a_time();
-    out_of_descriptors("epoll");
+    out_of_descriptors(
+        "eventloop --backend epoll",
+        eventloop_bin(),
+        &["--backend", "epoll"],
+    );
 }
 
 #[test]
 fn out_of_descriptors_poll() {
     let _serial = one_at_a_time();
-    out_of_descriptors("poll");
+    out_of_descriptors(
+        "eventloop --backend poll",
+        eventloop_bin(),
+        &["--backend", "poll"],
+    );
 }
 
 #[test]
 fn out_of_descriptors_select() {
     let _serial = one_at_a_time();
-    out_of_descriptors("select");
+    out_of_descriptors(
+        "eventloop --backend select",
+        eventloop_bin(),
+        &["--backend", "select"],
+    );
+}
+
+// One pre-forked loop worker: RLIMIT_NOFILE is per process, so with more workers the 40 held
+// connections would spread over several limits and none might run out.
+#[test]
+fn out_of_descriptors_prefork_loop() {
+    let _serial = one_at_a_time();
+    out_of_descriptors(
+        "prefork --workers 1 --worker eventloop",
+        prefork_bin(),
+        &[
+            "--workers",
+            "1",
+            "--worker",
+            "eventloop",
+            "--backend",
+            "epoll",
+        ],
+    );
+}
+
+// Two loops on threads share their process's limit, and each its own spare descriptor.
+#[test]
+fn out_of_descriptors_eventloop_threads() {
+    let _serial = one_at_a_time();
+    out_of_descriptors(
+        "eventloop --threads 2",
+        eventloop_bin(),
+        &["--backend", "epoll", "--threads", "2"],
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
