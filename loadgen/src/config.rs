@@ -13,6 +13,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::ValueEnum;
+
+pub use crate::arrivals::Arrivals;
 use echolab_protocol::{Protocol, MAX_ARG_MICROS};
 use serde::ser::SerializeStruct;
 use serde::{Serialize, Serializer};
@@ -57,6 +59,11 @@ pub struct RunConfig {
     /// Closed or open loop (reported as `mode` and `rate`).
     #[serde(flatten)]
     pub pacing: Pacing,
+    /// Open loop: how requests arrive (fixed timetable or Poisson).
+    #[serde(serialize_with = "as_text")]
+    pub arrivals: Arrivals,
+    /// Open loop with Poisson arrivals: the seed of every slot's timetable.
+    pub seed: u64,
     /// What to resend when a connection breaks with requests unanswered.
     pub retry: Retry,
     /// The most times one request is written, the first included (`--retry safe|always`).
@@ -97,6 +104,10 @@ pub const DEFAULT_PAYLOAD: usize = 64;
 /// The duration used when neither a duration nor a request count is given.
 pub const DEFAULT_DURATION: Duration = Duration::from_secs(10);
 
+/// `--seed` when none is given: a fixed one, so that two runs with the same flags send the
+/// same timetable unless asked otherwise.
+pub const DEFAULT_SEED: u64 = 1;
+
 /// `--max-attempts` when none is given: enough to ride out a few broken connections in a
 /// row, few enough that a dead server does not keep a request alive for long.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 8;
@@ -126,6 +137,8 @@ impl Default for RunConfig {
             requests_per_conn: None,
             timeout: Duration::from_secs(5),
             pacing: Pacing::Closed,
+            arrivals: Arrivals::Fixed,
+            seed: DEFAULT_SEED,
             retry: Retry::Never,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             keys: DEFAULT_KEYS,
@@ -217,6 +230,13 @@ impl RunConfig {
         }
         if let Pacing::Open { rate } = self.pacing {
             check_rate(rate).map_err(|range| format!("--rate {rate}: {range}"))?;
+        }
+        if self.arrivals == Arrivals::Poisson && self.pacing == Pacing::Closed {
+            return Err(
+                "--arrivals poisson needs --rate: arrivals are the open loop's timetable, and \
+                 a closed loop sends when replies come back"
+                    .into(),
+            );
         }
         let duration = match (self.duration, self.requests) {
             (None, None) => Some(DEFAULT_DURATION),

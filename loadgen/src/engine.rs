@@ -45,8 +45,9 @@ use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, Sockadd
 use nix::sys::time::TimeSpec;
 use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
 
+use crate::arrivals::PoissonSlot;
 use crate::clock::{ns, Clock, NANOS};
-use crate::config::{Op, Pacing, Retry, RunConfig};
+use crate::config::{Arrivals, Op, Pacing, Retry, RunConfig};
 use crate::stats::{self, ErrorKind, KeyTally, Tally};
 use crate::workload::{Check, Workload};
 use echolab_protocol::session::Refusal;
@@ -253,6 +254,10 @@ struct Conn {
     /// Requests started on this connection slot, ever: the id sequence and, in the open
     /// loop, the index `k` of the next request on the timetable.
     next_k: u64,
+    /// Open loop with Poisson arrivals: the slot's own timetable (its next request's due time).
+    poisson: Option<PoissonSlot>,
+    /// Open loop: when the slot's last request in the measured window left, for the gaps.
+    last_sent: Option<u64>,
     /// When the connection last became able to send (connected, or its full pipeline got a
     /// free slot): a send waiting for that was delayed by the server, not by the client.
     ready_since: u64,
@@ -369,6 +374,13 @@ pub fn run_thread(
             answered: false,
             error_replied: false,
             next_k: 0,
+            poisson: match plan.cfg.pacing {
+                Pacing::Open { rate } if plan.cfg.arrivals == Arrivals::Poisson => Some(
+                    PoissonSlot::new(plan.cfg.seed, global, plan.cfg.connections, rate),
+                ),
+                _ => None,
+            },
+            last_sent: None,
             ready_since: 0,
             queued: 0,
             written: 0,
@@ -948,6 +960,10 @@ impl Worker<'_> {
                     let could_leave = due.max(c.ready_since);
                     if due >= plan.measure_from {
                         stats::record(&mut self.tally.lag, now.saturating_sub(could_leave) / 1000);
+                        let c = &mut self.conns[i];
+                        if let Some(last) = c.last_sent.replace(now) {
+                            self.tally.gaps.record(now.saturating_sub(last));
+                        }
                     }
                     self.start_request(i, due, now);
                 }
@@ -970,6 +986,9 @@ impl Worker<'_> {
     /// Open loop: the scheduled time of connection `i`'s next request.
     fn due(&self, i: usize, rate: f64) -> u64 {
         let c = &self.conns[i];
+        if let Some(p) = &c.poisson {
+            return p.due();
+        }
         let n = self.plan.cfg.connections as f64;
         let slot = c.global as f64 + c.next_k as f64 * n;
         (slot * NANOS as f64 / rate) as u64
@@ -1071,6 +1090,9 @@ impl Worker<'_> {
             end: c.queued,
         });
         c.next_k += 1;
+        if let Some(p) = c.poisson.as_mut() {
+            p.advance();
+        }
         c.on_this_socket += 1;
         if measured {
             self.tally.counts.sent += 1;
@@ -1563,6 +1585,11 @@ impl Worker<'_> {
             None => now,
         };
         for c in &self.conns {
+            if let Some(p) = &c.poisson {
+                // The slot's timetable from its next request on: those due in the window.
+                self.tally.counts.unsent += p.due_between(self.plan.measure_from, end);
+                continue;
+            }
             let first_measured = due_before(c.global, self.plan.measure_from);
             let due = due_before(c.global, end);
             self.tally.counts.unsent += due.saturating_sub(c.next_k.max(first_measured));

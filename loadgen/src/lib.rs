@@ -13,6 +13,7 @@
 //! - [`cli`]: `loadgen run`'s flags, one adapter that builds a `RunConfig`;
 //! - [`workload`]: request encoding (ids stamped into payloads) and reply verification;
 //! - [`engine`]: the per-thread event loop, connections, pacing, timeouts;
+//! - [`arrivals`]: the open loop's arrival process (fixed or Poisson, seeded);
 //! - [`collector`]: per-second intervals, the live line, the interval log, server sampling;
 //! - [`proc`]: /proc sampling of the server's process tree, machine description, own CPU;
 //! - [`stats`]: error kinds, counts, histograms; [`report`]: summary, JSON, `.hgrm`;
@@ -23,6 +24,7 @@
 //! by side ([`lab::suite`]) and gates regressions ([`lab::compare`]). The lab imports the core
 //! and never the other way round (docs/ARCHITECTURE.md; `tests/layering.rs` fails otherwise).
 
+pub mod arrivals;
 pub mod cli;
 pub mod clock;
 pub mod collector;

@@ -9,6 +9,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::collector::IntervalSummary;
+use crate::config::Arrivals;
 use crate::config::RunConfig;
 use crate::config::{Op, Retry};
 use crate::counters::CounterCheck;
@@ -33,6 +34,36 @@ pub struct OpenLoop {
     pub lag_us: Summary,
     /// Scheduled sends that never left.
     pub unsent: u64,
+    /// The timetable asked for and the one the sends kept, per connection slot.
+    pub arrivals: ArrivalsReport,
+}
+
+/// The open loop's arrival process: what was asked for, per connection slot, and what the
+/// sends measured. A slot's gaps have mean `N / rate` either way, and a coefficient of
+/// variation of 0 (fixed) or 1 (Poisson); the measured ones come from the times requests
+/// actually left, so a client that fell behind, or a server that held a connection up, shows
+/// as a different spread.
+#[derive(Debug, Clone, Serialize)]
+pub struct ArrivalsReport {
+    /// `fixed` or `poisson`.
+    #[serde(serialize_with = "as_text")]
+    pub process: Arrivals,
+    /// The seed (Poisson only).
+    pub seed: Option<u64>,
+    /// The gap between one slot's consecutive sends asked for, µs (`N / rate`).
+    pub gap_us: f64,
+    /// The gaps measured: their mean, µs.
+    pub measured_gap_us: f64,
+    /// The coefficient of variation asked for (0 fixed, 1 Poisson).
+    pub cv: f64,
+    /// The coefficient of variation measured.
+    pub measured_cv: f64,
+    /// How many gaps were measured.
+    pub gaps: u64,
+}
+
+fn as_text<T: std::fmt::Display, S: serde::Serializer>(value: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(value)
 }
 
 /// loadgen's own cost.
@@ -257,6 +288,18 @@ impl Report {
                 fmt_us(o.lag_us.p50),
                 fmt_us(o.lag_us.p99),
                 fmt_us(o.lag_us.max)
+            );
+            let a = &o.arrivals;
+            let _ = writeln!(
+                s,
+                "  arrivals    {}{}: per connection, gap {:.0}µs and CV {:.2} asked, {:.0}µs and {:.2} sent ({} gaps)",
+                a.process,
+                a.seed.map(|n| format!(" (seed {n})")).unwrap_or_default(),
+                a.gap_us,
+                a.cv,
+                a.measured_gap_us,
+                a.measured_cv,
+                a.gaps
             );
         }
         let cpu = &self.client_cpu;
@@ -518,6 +561,15 @@ mod tests {
             achieved_rps: 995.0,
             lag_us: Summary::default(),
             unsent: 0,
+            arrivals: ArrivalsReport {
+                process: Arrivals::Fixed,
+                seed: None,
+                gap_us: 1000.0,
+                measured_gap_us: 1000.0,
+                cv: 0.0,
+                measured_cv: 0.0,
+                gaps: 10,
+            },
         };
         assert!(open_loop_validity(&o).is_empty());
         o.achieved_rps = 900.0;

@@ -7,11 +7,11 @@ use std::thread;
 
 use crate::clock::{ns, Clock};
 use crate::collector::{self, Setup};
-use crate::config::{Op, Pacing, RunConfig};
+use crate::config::{Arrivals, Op, Pacing, RunConfig};
 use crate::counters::{self, CounterCheck};
 use crate::engine::{self, Plan};
 use crate::proc::{self, TreeSampler};
-use crate::report::{self, ClientCpu, OpenLoop, Report};
+use crate::report::{self, ArrivalsReport, ClientCpu, OpenLoop, Report};
 use crate::stats::{Summary, Tally};
 use crate::workload::Workload;
 
@@ -205,6 +205,18 @@ pub fn run(config: &RunConfig) -> Result<Report, RunError> {
             },
             lag_us: Summary::of(&tally.lag),
             unsent: tally.counts.unsent,
+            arrivals: ArrivalsReport {
+                process: cfg.arrivals,
+                seed: (cfg.arrivals == Arrivals::Poisson).then_some(cfg.seed),
+                gap_us: f64::from(cfg.connections) * 1e6 / rate,
+                measured_gap_us: tally.gaps.mean_us(),
+                cv: match cfg.arrivals {
+                    Arrivals::Fixed => 0.0,
+                    Arrivals::Poisson => 1.0,
+                },
+                measured_cv: tally.gaps.cv(),
+                gaps: tally.gaps.count,
+            },
         }),
     };
     let mut invalid_reasons = open_loop

@@ -5,6 +5,7 @@
 //! so recording never allocates, and values outside the range are clamped rather than lost: a
 //! 90 s stall still counts, as 60 s.
 
+use crate::arrivals::GapStats;
 use std::fmt;
 
 use echolab_protocol::session::Refusal;
@@ -335,6 +336,8 @@ pub struct Tally {
     pub refusals: Refusals,
     /// `--op incr`: one tally per counter, by key index.
     pub keys: Vec<KeyTally>,
+    /// Open loop: the gaps between consecutive sends of each connection slot, as they left.
+    pub gaps: GapStats,
 }
 
 impl Default for Tally {
@@ -348,6 +351,7 @@ impl Default for Tally {
             errors: ErrorCounts::default(),
             refusals: Refusals::default(),
             keys: Vec::new(),
+            gaps: GapStats::default(),
         }
     }
 }
@@ -370,6 +374,7 @@ impl Tally {
         for (a, b) in self.keys.iter_mut().zip(o.keys.iter()) {
             a.merge(b);
         }
+        self.gaps.merge(&o.gaps);
     }
 }
 

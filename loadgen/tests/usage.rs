@@ -89,6 +89,16 @@ fn a_zero_rate() {
 }
 
 #[test]
+fn poisson_arrivals_without_a_rate() {
+    refused("--arrivals poisson", "--arrivals poisson needs --rate");
+}
+
+#[test]
+fn an_unknown_arrival_process() {
+    refused("--rate 100 --arrivals gamma", "--arrivals");
+}
+
+#[test]
 fn a_backwards_source_range() {
     refused("--source-ips 127.0.0.9-127.0.0.2", "--source-ips");
 }
