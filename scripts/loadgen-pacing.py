@@ -9,6 +9,11 @@ must agree, and the client's own lag (how late sends left) must be microseconds.
 paces with whole-millisecond waits (round(us/1000 + 0.5) ms), can send up to a millisecond
 late: arithmetic from its source, not measured here.
 
+Each open-loop rate runs twice, with `--arrivals fixed` and `--arrivals poisson --seed N`
+(a different seed per repetition): beside the latencies, the per-connection gap between sends
+asked for (16 / rate) and measured, and the coefficient of variation of the gaps asked for
+(0 fixed, 1 Poisson) and measured from the times the requests actually left.
+
 Server on CPU 0, loadgen on CPU 1 (as in loadgen-vs-redis-benchmark.py); medians of --repeat
 interleaved runs.
 
@@ -65,49 +70,62 @@ def main():
         closed_cpu = statistics.median(r["client_cpu"]["us_per_request"] for r in closed)
         for rep, r in enumerate(closed):
             # Closed-loop rows: latency runs from the send, and there is no schedule to lag.
-            raw.append(f"{rep}\tclosed\t{r['throughput_rps']}\t\t{r['latency_us']['p50']}\t\t{r['latency_us']['p99']}"
+            raw.append(f"{rep}\tclosed\t\t{r['throughput_rps']}\t\t{r['latency_us']['p50']}\t\t{r['latency_us']['p99']}"
                        f"\t\t\t{r['client_cpu']['us_per_request']}\t{r['valid']}")
             print(raw[-1], file=sys.stderr)
         rates = [1000, 10000, int(peak / 2)]
-        samples = {r: [] for r in rates}
+        processes = ["fixed", "poisson"]
+        samples = {(r, p): [] for r in rates for p in processes}
         for rep in range(args.repeat):
             for rate in rates:
-                r = loadgen(port, args.seconds, client_cpus, "--rate", str(rate))
-                s = {
-                    "achieved": r["open_loop"]["achieved_rps"],
-                    "corr_p50": r["latency_us"]["p50"],
-                    "raw_p50": r["latency_uncorrected_us"]["p50"],
-                    "corr_p99": r["latency_us"]["p99"],
-                    "raw_p99": r["latency_uncorrected_us"]["p99"],
-                    "lag_p50": r["open_loop"]["lag_us"]["p50"],
-                    "lag_p99": r["open_loop"]["lag_us"]["p99"],
-                    "cpu": r["client_cpu"]["us_per_request"],
-                    "valid": r["valid"],
-                }
-                samples[rate].append(s)
-                raw.append(f"{rep}\t{rate}\t" + "\t".join(str(s[k]) for k in s))
-                print(raw[-1], file=sys.stderr)
+                for process in (processes if rep % 2 == 0 else processes[::-1]):
+                    r = loadgen(port, args.seconds, client_cpus, "--rate", str(rate), "--arrivals", process,
+                                "--seed", str(rep + 1))
+                    a = r["open_loop"]["arrivals"]
+                    s = {
+                        "achieved": r["open_loop"]["achieved_rps"],
+                        "corr_p50": r["latency_us"]["p50"],
+                        "raw_p50": r["latency_uncorrected_us"]["p50"],
+                        "corr_p99": r["latency_us"]["p99"],
+                        "raw_p99": r["latency_uncorrected_us"]["p99"],
+                        "lag_p50": r["open_loop"]["lag_us"]["p50"],
+                        "lag_p99": r["open_loop"]["lag_us"]["p99"],
+                        "cpu": r["client_cpu"]["us_per_request"],
+                        "valid": r["valid"],
+                        "gap": a["gap_us"],
+                        "measured_gap": a["measured_gap_us"],
+                        "cv": a["cv"],
+                        "measured_cv": a["measured_cv"],
+                    }
+                    samples[(rate, process)].append(s)
+                    raw.append(f"{rep}\t{rate}\t{process}\t" + "\t".join(str(s[k]) for k in s))
+                    print(raw[-1], file=sys.stderr)
     finally:
         proc.terminate()
         proc.wait(timeout=10)
 
-    med = lambda rate, k: statistics.median(s[k] for s in samples[rate])  # noqa: E731
+    med = lambda cell, k: statistics.median(s[k] for s in samples[cell])  # noqa: E731
     placement = "server on CPU 0, loadgen on CPU 1" if pin else "placed by the scheduler"
     lines = [f"server-eventloop (epoll, binary), 16 connections, {args.seconds} s per run, {placement}; "
              f"closed-loop maximum {peak:.0f} req/s at {closed_cpu:.1f} µs of client CPU per request (medians of "
              f"{args.repeat}); medians of {args.repeat} "
              "interleaved runs per rate.", "",
-             "| target req/s | sent req/s | p50 from schedule µs | p50 from send µs | difference µs | "
+             "| target req/s | arrivals | sent req/s | p50 from schedule µs | p50 from send µs | difference µs | "
              "p99 from schedule µs | p99 from send µs | client lag p50 µs | client lag p99 µs | "
-             "client CPU µs/req | valid runs |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "gap per connection µs, asked / sent | CV of gaps, asked / sent | client CPU µs/req | valid runs |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for rate in rates:
-        valid = sum(s["valid"] for s in samples[rate])
-        lines.append(f"| {rate} | {med(rate, 'achieved'):.0f} | {med(rate, 'corr_p50'):.0f} | {med(rate, 'raw_p50'):.0f} | "
-                     f"{med(rate, 'corr_p50') - med(rate, 'raw_p50'):.0f} | {med(rate, 'corr_p99'):.0f} | "
-                     f"{med(rate, 'raw_p99'):.0f} | {med(rate, 'lag_p50'):.0f} | {med(rate, 'lag_p99'):.0f} | "
-                     f"{med(rate, 'cpu'):.1f} | {valid}/{len(samples[rate])} |")
-    write_tsv(out, "raw.tsv", raw, "rep\trate\tachieved\tcorr_p50\traw_p50\tcorr_p99\traw_p99\tlag_p50\tlag_p99\tcpu_us_per_req\tvalid")
+        for process in processes:
+            c = (rate, process)
+            valid = sum(s["valid"] for s in samples[c])
+            lines.append(f"| {rate} | {process} | {med(c, 'achieved'):.0f} | {med(c, 'corr_p50'):.0f} | "
+                         f"{med(c, 'raw_p50'):.0f} | {med(c, 'corr_p50') - med(c, 'raw_p50'):.0f} | "
+                         f"{med(c, 'corr_p99'):.0f} | {med(c, 'raw_p99'):.0f} | {med(c, 'lag_p50'):.0f} | "
+                         f"{med(c, 'lag_p99'):.0f} | {med(c, 'gap'):.0f} / {med(c, 'measured_gap'):.0f} | "
+                         f"{med(c, 'cv'):.2f} / {med(c, 'measured_cv'):.2f} | {med(c, 'cpu'):.1f} | "
+                         f"{valid}/{len(samples[c])} |")
+    write_tsv(out, "raw.tsv", raw, "rep\trate\tarrivals\tachieved\tcorr_p50\traw_p50\tcorr_p99\traw_p99\tlag_p50"
+              "\tlag_p99\tcpu_us_per_req\tvalid\tgap_us\tmeasured_gap_us\tcv\tmeasured_cv")
     write_table(out, "\n".join(lines))
 
 
