@@ -79,8 +79,8 @@ def main():
         for rep in range(args.repeat):
             for rate in rates:
                 for process in (processes if rep % 2 == 0 else processes[::-1]):
-                    r = loadgen(port, args.seconds, client_cpus, "--rate", str(rate), "--arrivals", process,
-                                "--seed", str(rep + 1))
+                    seed = ["--seed", str(rep + 1)] if process == "poisson" else []
+                    r = loadgen(port, args.seconds, client_cpus, "--rate", str(rate), "--arrivals", process, *seed)
                     a = r["open_loop"]["arrivals"]
                     s = {
                         "achieved": r["open_loop"]["achieved_rps"],

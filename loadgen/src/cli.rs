@@ -16,7 +16,7 @@ use echolab_protocol::Protocol;
 use crate::config::{
     parse_op, parse_protocol, parse_rate, parse_source_ips, Arrivals, Op, Outputs, Pacing,
     Progress, Retry, RunConfig, SourceIps, DEFAULT_KEYS, DEFAULT_MAX_ATTEMPTS, DEFAULT_PAYLOAD,
-    DEFAULT_SEED, MAX_CONNECTIONS, MAX_KEYS,
+    MAX_CONNECTIONS, MAX_KEYS,
 };
 
 /// `loadgen run`: drive one server and report what it did.
@@ -59,17 +59,17 @@ pub struct RunArgs {
     #[arg(short, long, value_name = "R", value_parser = parse_rate)]
     pub rate: Option<f64>,
 
-    /// Open loop: how requests arrive. fixed: evenly spaced, connection g of N sending at
-    /// (g + k·N) / rate; poisson: each connection a Poisson process at rate / N, so the run
+    /// Open loop: how requests arrive. fixed: evenly spaced, connection g of C sending at
+    /// (g + k·C) / rate; poisson: each connection a Poisson process at rate / C, so the run
     /// as a whole is one at --rate, with exponentially distributed gaps (as many independent
     /// users make), drawn from --seed. Latency still runs from each request's scheduled time.
-    #[arg(long, value_name = "PROCESS", default_value_t = Arrivals::Fixed)]
+    #[arg(long, value_enum, default_value_t = Arrivals::Fixed)]
     pub arrivals: Arrivals,
 
-    /// With --arrivals poisson: the seed of the timetable. The same seed gives the same
-    /// timetable on every run (connection g's is fixed by the seed and g).
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_SEED)]
-    pub seed: u64,
+    /// With --arrivals poisson: the seed of the timetable (default 1). The same seed gives
+    /// the same timetable on every run (connection g's is fixed by the seed and g).
+    #[arg(long, value_name = "SEED")]
+    pub seed: Option<u64>,
 
     /// When a connection breaks with requests unanswered, resend: never (each ends failed or
     /// indeterminate); safe (only those never fully written, which certainly did not run);

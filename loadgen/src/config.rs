@@ -13,11 +13,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::ValueEnum;
-
-pub use crate::arrivals::Arrivals;
 use echolab_protocol::{Protocol, MAX_ARG_MICROS};
 use serde::ser::SerializeStruct;
 use serde::{Serialize, Serializer};
+
+pub use crate::arrivals::Arrivals;
 
 /// A run configuration. Build one from [`RunConfig::default`]; [`RunConfig::checked`] (called
 /// by [`crate::run::run`]) says whether the engine can carry it out.
@@ -62,8 +62,9 @@ pub struct RunConfig {
     /// Open loop: how requests arrive (fixed timetable or Poisson).
     #[serde(serialize_with = "as_text")]
     pub arrivals: Arrivals,
-    /// Open loop with Poisson arrivals: the seed of every slot's timetable.
-    pub seed: u64,
+    /// Open loop with Poisson arrivals: the seed of every slot's timetable (`None`:
+    /// [`DEFAULT_SEED`]).
+    pub seed: Option<u64>,
     /// What to resend when a connection breaks with requests unanswered.
     pub retry: Retry,
     /// The most times one request is written, the first included (`--retry safe|always`).
@@ -138,7 +139,7 @@ impl Default for RunConfig {
             timeout: Duration::from_secs(5),
             pacing: Pacing::Closed,
             arrivals: Arrivals::Fixed,
-            seed: DEFAULT_SEED,
+            seed: None,
             retry: Retry::Never,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             keys: DEFAULT_KEYS,
@@ -151,6 +152,11 @@ impl Default for RunConfig {
 }
 
 impl RunConfig {
+    /// The seed of the Poisson timetable: `--seed`, or [`DEFAULT_SEED`].
+    pub fn seed(&self) -> u64 {
+        self.seed.unwrap_or(DEFAULT_SEED)
+    }
+
     /// Checks the parameters against each other and returns the configuration the engine
     /// runs: threads at most connections, and the default duration when no limit is given.
     pub fn checked(&self) -> Result<RunConfig, String> {
@@ -230,6 +236,13 @@ impl RunConfig {
         }
         if let Pacing::Open { rate } = self.pacing {
             check_rate(rate).map_err(|range| format!("--rate {rate}: {range}"))?;
+        }
+        if self.seed.is_some() && self.arrivals != Arrivals::Poisson {
+            return Err(
+                "--seed draws the Poisson timetable: it needs --arrivals poisson (a fixed \
+                 timetable has nothing to draw)"
+                    .into(),
+            );
         }
         if self.arrivals == Arrivals::Poisson && self.pacing == Pacing::Closed {
             return Err(
@@ -414,7 +427,10 @@ impl Serialize for Pacing {
     }
 }
 
-fn as_text<T: std::fmt::Display, S: Serializer>(value: &T, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn as_text<T: std::fmt::Display, S: Serializer>(
+    value: &T,
+    s: S,
+) -> Result<S::Ok, S::Error> {
     s.collect_str(value)
 }
 

@@ -45,7 +45,7 @@ use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, Sockadd
 use nix::sys::time::TimeSpec;
 use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
 
-use crate::arrivals::PoissonSlot;
+use crate::arrivals::{PoissonSlot, COUNT_EXACTLY};
 use crate::clock::{ns, Clock, NANOS};
 use crate::config::{Arrivals, Op, Pacing, Retry, RunConfig};
 use crate::stats::{self, ErrorKind, KeyTally, Tally};
@@ -257,6 +257,9 @@ struct Conn {
     /// Open loop with Poisson arrivals: the slot's own timetable (its next request's due time).
     poisson: Option<PoissonSlot>,
     /// Open loop: when the slot's last request in the measured window left, for the gaps.
+    /// Only measured sends count (a gap never spans the warmup's end), and it survives a
+    /// reconnect: the timetable is the slot's, not the socket's, so a gap over an outage is
+    /// one of the slot's gaps.
     last_sent: Option<u64>,
     /// When the connection last became able to send (connected, or its full pipeline got a
     /// free slot): a send waiting for that was delayed by the server, not by the client.
@@ -376,7 +379,7 @@ pub fn run_thread(
             next_k: 0,
             poisson: match plan.cfg.pacing {
                 Pacing::Open { rate } if plan.cfg.arrivals == Arrivals::Poisson => Some(
-                    PoissonSlot::new(plan.cfg.seed, global, plan.cfg.connections, rate),
+                    PoissonSlot::new(plan.cfg.seed(), global, plan.cfg.connections, rate),
                 ),
                 _ => None,
             },
@@ -480,12 +483,12 @@ impl Worker<'_> {
                     || self.gave_up)
             {
                 self.draining = true;
+                self.count_unsent(now);
                 self.drain_deadline = now + ns(plan.cfg.timeout);
                 if self.conns.iter().any(|c| !c.retry.is_empty()) {
                     // A slot waiting out its backoff to resend: time to reconnect too.
                     self.drain_deadline += BACKOFF_MAX_NS;
                 }
-                self.count_unsent(now);
                 let _ = self.tx.send(ToCollector::Draining {
                     thread: self.thread,
                 });
@@ -1584,10 +1587,12 @@ impl Worker<'_> {
             Some(stop) => stop.min(now),
             None => now,
         };
+        // A Poisson slot's k-th due time has no closed form: its timetable is drawn from the
+        // next request on, within one budget for the whole thread, then estimated.
+        let mut budget = COUNT_EXACTLY;
         for c in &self.conns {
             if let Some(p) = &c.poisson {
-                // The slot's timetable from its next request on: those due in the window.
-                self.tally.counts.unsent += p.due_between(self.plan.measure_from, end);
+                self.tally.counts.unsent += p.due_between(self.plan.measure_from, end, &mut budget);
                 continue;
             }
             let first_measured = due_before(c.global, self.plan.measure_from);

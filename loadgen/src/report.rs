@@ -9,8 +9,8 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::collector::IntervalSummary;
-use crate::config::Arrivals;
 use crate::config::RunConfig;
+use crate::config::{as_text, Arrivals};
 use crate::config::{Op, Retry};
 use crate::counters::CounterCheck;
 use crate::proc::{MachineInfo, ServerCost};
@@ -52,18 +52,14 @@ pub struct ArrivalsReport {
     pub seed: Option<u64>,
     /// The gap between one slot's consecutive sends asked for, µs (`N / rate`).
     pub gap_us: f64,
-    /// The gaps measured: their mean, µs.
-    pub measured_gap_us: f64,
+    /// The gaps measured: their mean, µs (`None` with fewer than two sends on any slot).
+    pub measured_gap_us: Option<f64>,
     /// The coefficient of variation asked for (0 fixed, 1 Poisson).
     pub cv: f64,
-    /// The coefficient of variation measured.
-    pub measured_cv: f64,
+    /// The coefficient of variation measured (`None` as above).
+    pub measured_cv: Option<f64>,
     /// How many gaps were measured.
     pub gaps: u64,
-}
-
-fn as_text<T: std::fmt::Display, S: serde::Serializer>(value: &T, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(value)
 }
 
 /// loadgen's own cost.
@@ -290,16 +286,17 @@ impl Report {
                 fmt_us(o.lag_us.max)
             );
             let a = &o.arrivals;
+            let sent = match (a.measured_gap_us, a.measured_cv) {
+                (Some(gap), Some(cv)) => format!("{gap:.0}µs and {cv:.2} sent ({} gaps)", a.gaps),
+                _ => "too few sends to measure".into(),
+            };
             let _ = writeln!(
                 s,
-                "  arrivals    {}{}: per connection, gap {:.0}µs and CV {:.2} asked, {:.0}µs and {:.2} sent ({} gaps)",
+                "  arrivals    {}{}: per connection, gap {:.0}µs and CV {:.2} asked, {sent}",
                 a.process,
                 a.seed.map(|n| format!(" (seed {n})")).unwrap_or_default(),
                 a.gap_us,
                 a.cv,
-                a.measured_gap_us,
-                a.measured_cv,
-                a.gaps
             );
         }
         let cpu = &self.client_cpu;
@@ -565,9 +562,9 @@ mod tests {
                 process: Arrivals::Fixed,
                 seed: None,
                 gap_us: 1000.0,
-                measured_gap_us: 1000.0,
+                measured_gap_us: Some(1000.0),
                 cv: 0.0,
-                measured_cv: 0.0,
+                measured_cv: Some(0.0),
                 gaps: 10,
             },
         };

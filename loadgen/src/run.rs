@@ -207,14 +207,14 @@ pub fn run(config: &RunConfig) -> Result<Report, RunError> {
             unsent: tally.counts.unsent,
             arrivals: ArrivalsReport {
                 process: cfg.arrivals,
-                seed: (cfg.arrivals == Arrivals::Poisson).then_some(cfg.seed),
+                seed: (cfg.arrivals == Arrivals::Poisson).then(|| cfg.seed()),
                 gap_us: f64::from(cfg.connections) * 1e6 / rate,
-                measured_gap_us: tally.gaps.mean_us(),
+                measured_gap_us: (tally.gaps.count > 0).then(|| tally.gaps.mean_us()),
                 cv: match cfg.arrivals {
                     Arrivals::Fixed => 0.0,
                     Arrivals::Poisson => 1.0,
                 },
-                measured_cv: tally.gaps.cv(),
+                measured_cv: (tally.gaps.count > 1).then(|| tally.gaps.cv()),
                 gaps: tally.gaps.count,
             },
         }),

@@ -5,12 +5,13 @@
 //! so recording never allocates, and values outside the range are clamped rather than lost: a
 //! 90 s stall still counts, as 60 s.
 
-use crate::arrivals::GapStats;
 use std::fmt;
 
 use echolab_protocol::session::Refusal;
 use hdrhistogram::Histogram;
 use serde::Serialize;
+
+use crate::arrivals::GapStats;
 
 /// The lowest latency the histograms resolve, in µs.
 pub const LOWEST_US: u64 = 1;

@@ -473,29 +473,36 @@ fn an_unreachable_rate_is_an_invalid_measurement() {
 /// have about that mean and spread (a fixed timetable's spread is near 0, so a run that sent
 /// on a metronome cannot pass). The tolerances are wide because the gaps measured are the
 /// sends', which the machine's scheduling jitters; the schedule's own statistics are checked
-/// exactly in `arrivals.rs`.
+/// exactly in `arrivals.rs`. A run loadgen itself marks invalid for falling behind its
+/// schedule (exit 3, on a loaded machine) sent in catch-up bursts, so its gaps say nothing
+/// about the timetable and are not checked.
 #[test]
 fn poisson_arrivals_keep_their_mean_and_spread() {
     let s = Server::start("server-eventloop", &[]);
-    for (process, cv) in [("poisson", 1.0), ("fixed", 0.0)] {
+    for (process, cv, seed) in [("poisson", 1.0, " --seed 7"), ("fixed", 0.0, "")] {
         let run = loadgen(&format!(
-            "--addr {} -c 4 --rate 2000 -d 2s --warmup 200ms --arrivals {process} --seed 7",
+            "--addr {} -c 4 --rate 2000 -d 2s --warmup 200ms --arrivals {process}{seed}",
             s.addr()
         ));
+        assert_eq!(run.get("params.arrivals"), process, "{}", run.output());
+        assert_eq!(
+            run.get("open_loop.arrivals.seed").as_u64(),
+            (process == "poisson").then_some(7),
+            "{}",
+            run.output()
+        );
+        let a = |k: &str| run.f(&format!("open_loop.arrivals.{k}"));
+        assert_eq!(a("gap_us"), 2000.0, "{}", run.output());
+        assert_eq!(a("cv"), cv, "{}", run.output());
         if run.code == Some(3) {
             assert!(
                 run.stdout.contains("fell behind its own schedule"),
                 "{}",
                 run.output()
             );
-        } else {
-            run.assert_code(0);
+            continue;
         }
-        assert_eq!(run.get("params.arrivals"), process, "{}", run.output());
-        assert_eq!(run.u("params.seed"), 7, "{}", run.output());
-        let a = |k: &str| run.f(&format!("open_loop.arrivals.{k}"));
-        assert_eq!(a("gap_us"), 2000.0, "{}", run.output());
-        assert_eq!(a("cv"), cv, "{}", run.output());
+        run.assert_code(0);
         assert!(run.u("open_loop.arrivals.gaps") > 2000, "{}", run.output());
         assert!(
             (a("measured_gap_us") / 2000.0 - 1.0).abs() < 0.1,
@@ -507,12 +514,6 @@ fn poisson_arrivals_keep_their_mean_and_spread() {
             (a("measured_cv") - cv).abs() < 0.3,
             "{process}: coefficient of variation {}\n{}",
             a("measured_cv"),
-            run.output()
-        );
-        assert_eq!(
-            run.get("open_loop.arrivals.seed").as_u64(),
-            (process == "poisson").then_some(7),
-            "{}",
             run.output()
         );
     }

@@ -94,6 +94,11 @@ fn poisson_arrivals_without_a_rate() {
 }
 
 #[test]
+fn a_seed_without_poisson_arrivals() {
+    refused("--rate 100 --seed 3", "--seed draws the Poisson timetable");
+}
+
+#[test]
 fn an_unknown_arrival_process() {
     refused("--rate 100 --arrivals gamma", "--arrivals");
 }
