@@ -12,6 +12,7 @@ use std::mem::MaybeUninit;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::log::OnceASecond;
@@ -172,7 +173,12 @@ pub fn announce(addr: SocketAddr) -> io::Result<()> {
 ///   just freed, hand it to the caller to be told "server busy" and closed, and open the spare
 ///   again (libuv and libev do the same). Clients over the limit get an answer at once instead
 ///   of waiting. If the spare cannot be had, or for any other error (`ENOBUFS`, `ENOMEM`),
-///   it pauses.
+///   it pauses, and takes the spare back at its next accept once it can.
+///
+/// Every acceptor of the process accepts and sheds under one lock ([`DESCRIPTORS`]): loops on
+/// threads share one descriptor table, and without it the descriptor one loop freed for its
+/// spare trick could be taken by another loop's `accept` first, leaving the first loop with
+/// neither the client nor its spare, and the client unanswered in its queue.
 #[derive(Debug)]
 pub struct Acceptor {
     listener: TcpListener,
@@ -180,8 +186,15 @@ pub struct Acceptor {
     /// The descriptor held in reserve for shedding; `None` for an acceptor that pauses, and
     /// from the time the spare could not be opened again.
     spare: Option<File>,
+    /// Whether this acceptor sheds ([`Acceptor::with_spare`]), so a lost spare is taken back.
+    sheds: bool,
     log_limit: OnceASecond,
 }
+
+/// The process's accepts and spare-descriptor tricks, one at a time (see [`Acceptor`]). Held
+/// for an `accept` call, or for the few system calls of a shed: uncontended in every model but
+/// loops on threads, and there only while connections arrive at once on several loops.
+static DESCRIPTORS: Mutex<()> = Mutex::new(());
 
 impl Acceptor {
     /// How long accepting pauses after running out of descriptors or memory.
@@ -197,6 +210,7 @@ impl Acceptor {
             listener,
             paused_until: None,
             spare: None,
+            sheds: false,
             log_limit: OnceASecond::default(),
         })
     }
@@ -205,6 +219,7 @@ impl Acceptor {
     pub fn with_spare(listener: TcpListener) -> io::Result<Acceptor> {
         let mut acceptor = Acceptor::new(listener)?;
         acceptor.spare = Some(File::open("/dev/null")?);
+        acceptor.sheds = true;
         Ok(acceptor)
     }
 
@@ -273,7 +288,12 @@ impl Acceptor {
         if self.is_paused() {
             return None;
         }
+        if self.sheds && self.spare.is_none() {
+            self.spare = File::open("/dev/null").ok();
+        }
         loop {
+            // A poisoned lock guards nothing broken (it holds no data): carry on.
+            let _one_at_a_time = DESCRIPTORS.lock().unwrap_or_else(|e| e.into_inner());
             // accept4(2) via std, which retries EINTR itself (in server-fork a SIGCHLD lands
             // here often).
             match self.listener.accept() {
@@ -340,7 +360,9 @@ impl Acceptor {
         };
         self.spare = File::open("/dev/null").ok();
         if self.spare.is_none() {
-            crate::info!("cannot reopen the spare descriptor; accepts will pause instead");
+            crate::info!(
+                "cannot reopen the spare descriptor; accepts pause until it can be opened again"
+            );
         }
         refused
     }

@@ -34,8 +34,8 @@
 //! hold one connection each and the rest wait in the backlog. In every case the server's CPU
 //! stays near zero while saturated, the condition is logged at most once a second, and once
 //! the clients leave a new one is served within a second. (The event loop's version, with
-//! its spare-descriptor trick, is in `tests/eventloop.rs`, for one loop and a pre-forked loop
-//! worker.)
+//! its spare-descriptor trick, is in `tests/eventloop.rs`, for one loop, a pre-forked loop
+//! worker and loops on threads.)
 //!
 //! **A child or worker killed mid-request.** SIGKILL to the process serving a SLEEP: its
 //! client sees the connection end (EOF or reset), the parent reaps the dead process at once
