@@ -175,7 +175,7 @@ pub fn announce(addr: SocketAddr) -> io::Result<()> {
 ///   of waiting. If the spare cannot be had, or for any other error (`ENOBUFS`, `ENOMEM`),
 ///   it pauses, and takes the spare back at its next accept once it can.
 ///
-/// Every acceptor of the process accepts and sheds under one lock ([`DESCRIPTORS`]): loops on
+/// Every acceptor of the process accepts and sheds under one lock (`DESCRIPTORS`): loops on
 /// threads share one descriptor table, and without it the descriptor one loop freed for its
 /// spare trick could be taken by another loop's `accept` first, leaving the first loop with
 /// neither the client nor its spare, and the client unanswered in its queue.
