@@ -59,10 +59,11 @@ impl FromStr for Arrivals {
 /// timetable (a dead server asked for 10^8 a second) does not hold up the end of the run.
 pub const COUNT_EXACTLY: u64 = 1_000_000;
 
-/// splitmix64's output function (Steele, Lea and Flood, 2014): scatters neighbouring inputs,
-/// so slots `g` and `g + 1` start from unrelated PCG states. (PCG generators that share one
-/// state and differ only in their stream number are correlated.)
-fn mix(mut z: u64) -> u64 {
+/// One step of splitmix64 (Steele, Lea and Flood, 2014) from state `z`: the output for the
+/// state `z + golden ratio`. It scatters neighbouring inputs, so slots `g` and `g + 1` start
+/// from unrelated PCG states (PCG generators that share one state and differ only in their
+/// stream number are correlated); `loadgen proxy` draws its coin flips from it too.
+pub fn splitmix64(mut z: u64) -> u64 {
     z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
@@ -86,8 +87,8 @@ impl PoissonSlot {
     pub fn new(seed: u64, slot: u64, slots: u32, rate: f64) -> PoissonSlot {
         // Each half of the 128-bit state from a different mix of (seed, slot), and the
         // slot as the stream number as well.
-        let hi = mix(seed ^ mix(slot));
-        let lo = mix(hi ^ slot.wrapping_mul(0xD1B5_4A32_D192_ED03));
+        let hi = splitmix64(seed ^ splitmix64(slot));
+        let lo = splitmix64(hi ^ slot.wrapping_mul(0xD1B5_4A32_D192_ED03));
         let state = u128::from(hi) << 64 | u128::from(lo);
         let mut p = PoissonSlot {
             rng: Pcg64::new(state, u128::from(slot)),

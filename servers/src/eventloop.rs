@@ -341,15 +341,17 @@ impl<'a> EventLoop<'a> {
             // Under the accept lock, accept first and give the lock up before any request
             // runs, as nginx does (accept events, unlock, then the rest): a holder that ran a
             // slow request while holding it would keep every other worker from accepting.
-            let locked = matches!(self.watch, Watch::Locked(_));
-            if let Watch::Locked(lock) = self.watch {
+            let locked = if let Watch::Locked(lock) = self.watch {
                 if events.iter().any(|e| e.token == LISTENER) {
                     self.on_listener_ready();
                 }
                 let work =
                     events.iter().any(|e| e.token != LISTENER) || !self.still_ready.is_empty();
                 self.maybe_release_accept_lock(lock, work);
-            }
+                true
+            } else {
+                false
+            };
             for event in &events {
                 match event.token {
                     LISTENER if locked => {}

@@ -683,13 +683,7 @@ fn out_of_descriptors(model: &str, bin: &str, args: &[&str]) {
     let server = Server::start_with_nofile(bin, args, NOFILE);
     let (addr, protocol, pid) = (server.addr, server.protocol, server.pid());
     // The server's CPU time, its worker processes' included.
-    let tree_ticks = || {
-        cpu_ticks(pid).expect("server CPU time")
-            + children(pid)
-                .iter()
-                .filter_map(|c| cpu_ticks(nix::unistd::Pid::from_raw(c.pid)))
-                .sum::<u64>()
-    };
+    let tree_ticks = || tree_cpu_ticks(pid).expect("server CPU time");
     let base_fds = open_fds(pid).len();
     let mut held: Vec<Client> = (0..HELD)
         .map(|i| {

@@ -351,19 +351,24 @@ fn busy_eventloop_select_max_connections() {
 fn busy_prefork_loop_max_connections() {
     busy(
         prefork_bin(),
-        &[
-            "--workers",
-            "1",
-            "--worker",
-            "eventloop",
-            "--accept",
-            "shared",
-            "--max-connections",
-            "2",
-        ],
+        &one_loop_worker_with_room_for_two("shared"),
         Protocol::Binary,
         false,
     );
+}
+
+/// prefork's flags for one event-loop worker in accept mode `accept`, with room for 2.
+fn one_loop_worker_with_room_for_two(accept: &str) -> [&str; 8] {
+    [
+        "--workers",
+        "1",
+        "--worker",
+        "eventloop",
+        "--accept",
+        accept,
+        "--max-connections",
+        "2",
+    ]
 }
 
 /// Under the accept lock, one loop worker with room for 2: a third client is neither refused
@@ -372,19 +377,7 @@ fn busy_prefork_loop_max_connections() {
 /// it.
 #[test]
 fn busy_locked_loop_queues_when_full() {
-    let server = Server::start(
-        prefork_bin(),
-        &[
-            "--workers",
-            "1",
-            "--worker",
-            "eventloop",
-            "--accept",
-            "locked",
-            "--max-connections",
-            "2",
-        ],
-    );
+    let server = Server::start(prefork_bin(), &one_loop_worker_with_room_for_two("locked"));
     let mut first = server.client();
     first.echo(b"first");
     let mut second = server.client();

@@ -797,13 +797,7 @@ fn out_of_descriptors(v: &Model, within: WithinLimit) {
         v.name
     );
     let hz = clock_ticks_per_second();
-    let tree_ticks = || {
-        cpu_ticks(pid).unwrap_or(0)
-            + children(pid)
-                .iter()
-                .filter_map(|c| cpu_ticks(Pid::from_raw(c.pid)))
-                .sum::<u64>()
-    };
+    let tree_ticks = || tree_cpu_ticks(pid).unwrap_or(0);
     let before = tree_ticks();
     let from = Instant::now();
     thread::sleep(Duration::from_secs(2));

@@ -386,6 +386,17 @@ pub fn cpu_ticks(pid: Pid) -> Option<u64> {
     Some(stat.utime + stat.stime)
 }
 
+/// [`cpu_ticks`] of `pid` and of its children together (a forking server's workers), or
+/// `None` if `pid` itself cannot be read.
+pub fn tree_cpu_ticks(pid: Pid) -> Option<u64> {
+    let own = cpu_ticks(pid)?;
+    let children: u64 = children(pid)
+        .iter()
+        .filter_map(|c| cpu_ticks(Pid::from_raw(c.pid)))
+        .sum();
+    Some(own + children)
+}
+
 /// Clock ticks per second, the unit of [`cpu_ticks`] (`USER_HZ`: 100 on Linux).
 pub fn clock_ticks_per_second() -> u64 {
     procfs::ticks_per_second()
