@@ -7,7 +7,8 @@
 //! mean rate keeps them apart and hides that queueing.
 //!
 //! The `N` connection slots share the rate. With `fixed` arrivals slot `g` sends request `k`
-//! at `(g + k·N) / rate` (computed by the engine). With `poisson` each slot is a Poisson
+//! at `(g + k·N) / rate` (computed by the engine; on a ramp or steps, when the schedule's
+//! count reaches `g + k·N`: [`crate::schedule`]). With `poisson` each slot is a Poisson
 //! process of its own at `rate / N`: the sum of independent Poisson processes is a Poisson
 //! process at the summed rate, so the run as a whole arrives as one at `rate`, while each slot
 //! needs only its own state. Each slot draws from its own PCG generator, whose state is mixed
@@ -21,7 +22,7 @@ use std::str::FromStr;
 use rand::RngExt;
 use rand_pcg::Pcg64;
 
-use crate::clock::NANOS;
+use crate::schedule::Timetable;
 
 /// How the open loop's requests arrive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -54,7 +55,7 @@ impl FromStr for Arrivals {
     }
 }
 
-/// How many due times [`PoissonSlot::due_between`] may draw, over all the slots of a thread,
+/// How many due times [`PoissonSlot::count_due`] may draw, over all the slots of a thread,
 /// before it estimates the rest: about 10 ms of drawing, so the count of a huge unsent
 /// timetable (a dead server asked for 10^8 a second) does not hold up the end of the run.
 pub const COUNT_EXACTLY: u64 = 1_000_000;
@@ -72,19 +73,26 @@ pub fn splitmix64(mut z: u64) -> u64 {
 
 /// One connection slot's Poisson timetable: the time its next request is due, and the stream
 /// the gaps after it are drawn from.
+///
+/// The slot adds unit-exponential gaps, each scaled by the `N` slots, in the units of the
+/// run's Λ (requests due since the start, [`Timetable`]), and a request is due when Λ reaches
+/// the sum: at a constant rate that is a gap of mean `N / rate` seconds, and a ramp or steps
+/// bend the same draws onto the changing rate.
 #[derive(Debug, Clone)]
 pub struct PoissonSlot {
     rng: Pcg64,
-    /// The slot's mean gap, ns (`N / rate` seconds).
-    mean_gap_ns: f64,
-    /// When the next request is due, ns from the run's start, unrounded so that rounding
-    /// errors do not add up over millions of gaps.
+    /// How many slots share the rate (each slot's gaps in Λ have mean `slots`).
+    slots: f64,
+    /// Λ at the next request: the sum of the gaps so far, unrounded so that rounding errors
+    /// do not add up over millions of them.
+    at: f64,
+    /// When the next request is due, ns from the run's start (Λ⁻¹ of `at`).
     due_ns: f64,
 }
 
 impl PoissonSlot {
-    /// Slot `slot` of `slots`, sharing `rate` requests per second, with `seed`.
-    pub fn new(seed: u64, slot: u64, slots: u32, rate: f64) -> PoissonSlot {
+    /// Slot `slot` of `slots`, on `timetable`, with `seed`.
+    pub fn new(seed: u64, slot: u64, slots: u32, timetable: &Timetable) -> PoissonSlot {
         // Each half of the 128-bit state from a different mix of (seed, slot), and the
         // slot as the stream number as well.
         let hi = splitmix64(seed ^ splitmix64(slot));
@@ -92,18 +100,19 @@ impl PoissonSlot {
         let state = u128::from(hi) << 64 | u128::from(lo);
         let mut p = PoissonSlot {
             rng: Pcg64::new(state, u128::from(slot)),
-            mean_gap_ns: f64::from(slots) * NANOS as f64 / rate,
+            slots: f64::from(slots),
+            at: 0.0,
             due_ns: 0.0,
         };
-        p.due_ns = p.gap();
+        p.advance(timetable);
         p
     }
 
-    /// An exponentially distributed gap, by inversion: `-mean · ln(1 - U)`, `U` uniform on
-    /// [0, 1), so the logarithm's argument is never 0.
+    /// An exponentially distributed gap of mean `slots`, by inversion: `-slots · ln(1 - U)`,
+    /// `U` uniform on [0, 1), so the logarithm's argument is never 0.
     fn gap(&mut self) -> f64 {
         let u: f64 = self.rng.random();
-        -self.mean_gap_ns * (1.0 - u).ln()
+        -self.slots * (1.0 - u).ln()
     }
 
     /// When the slot's next request is due, ns from the run's start.
@@ -111,31 +120,53 @@ impl PoissonSlot {
         self.due_ns as u64
     }
 
-    /// The next request has been sent: draw the one after it.
-    pub fn advance(&mut self) {
-        self.due_ns += self.gap();
+    /// The next request has been sent (or, at the start, none has): draw the one after it.
+    pub fn advance(&mut self, timetable: &Timetable) {
+        self.at += self.gap();
+        self.due_ns = timetable.time_of(self.at);
     }
 
-    /// How many of the slot's requests, from the next one on, are due in `[from, until)`:
-    /// counted one by one while `budget` (draws, shared with the thread's other slots) lasts,
-    /// then estimated. A Poisson process has no memory, so from any due time on the expected
-    /// count is that one plus the time left over the mean gap.
-    pub fn due_between(&self, from: u64, until: u64, budget: &mut u64) -> u64 {
+    /// How many of the slot's requests, from the next one on, are due in each of the windows
+    /// `bins` (consecutive `[start, end)` pairs, in run time), added to `counts`: counted one
+    /// by one while `budget` (draws, shared with the thread's other slots) lasts, then
+    /// estimated. A Poisson process has no memory, so from any due time on the expected count
+    /// in a window is what Λ grows by in it, over the slots.
+    pub fn count_due(
+        &self,
+        timetable: &Timetable,
+        bins: &[(u64, u64)],
+        counts: &mut [u64],
+        budget: &mut u64,
+    ) {
+        let Some(until) = bins.last().map(|b| b.1) else {
+            return;
+        };
         let mut p = self.clone();
-        let mut n = 0;
         while p.due() < until {
             if *budget == 0 {
-                let start = p.due().max(from);
-                let rest = until.saturating_sub(start) as f64;
-                return n + 1 + (rest / p.mean_gap_ns).round() as u64;
+                // The next one is due at p.due(); the rest at the expected rate.
+                let from = p.due();
+                for (bin, count) in bins.iter().zip(counts.iter_mut()) {
+                    if (bin.0..bin.1).contains(&from) {
+                        *count += 1;
+                    }
+                    let start = bin.0.max(from);
+                    if start < bin.1 {
+                        let expected =
+                            (timetable.count(bin.1) - timetable.count(start)) / self.slots;
+                        *count += expected.round() as u64;
+                    }
+                }
+                return;
             }
             *budget -= 1;
-            if p.due() >= from {
-                n += 1;
+            let due = p.due();
+            let i = bins.partition_point(|b| b.1 <= due);
+            if bins.get(i).is_some_and(|b| b.0 <= due) {
+                counts[i] += 1;
             }
-            p.advance();
+            p.advance(timetable);
         }
-        n
     }
 }
 
@@ -191,15 +222,35 @@ impl GapStats {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::NANOS;
+    use crate::schedule::Schedule;
+    use std::time::Duration;
 
-    fn gaps(slot: &mut PoissonSlot, n: usize) -> GapStats {
+    fn constant(rate: f64) -> Timetable {
+        Timetable::new(&Schedule::constant(rate), 0, None)
+    }
+
+    /// `count_due` over one window.
+    fn due_between(
+        p: &PoissonSlot,
+        tt: &Timetable,
+        from: u64,
+        until: u64,
+        budget: &mut u64,
+    ) -> u64 {
+        let mut n = [0];
+        p.count_due(tt, &[(from, until)], &mut n, budget);
+        n[0]
+    }
+
+    fn gaps(slot: &mut PoissonSlot, tt: &Timetable, n: usize) -> GapStats {
         let mut g = GapStats::default();
         let mut last = 0;
         for _ in 0..n {
             let due = slot.due();
             g.record(due - last);
             last = due;
-            slot.advance();
+            slot.advance(tt);
         }
         g
     }
@@ -210,8 +261,9 @@ mod tests {
     /// this cannot flake).
     #[test]
     fn poisson_gaps_have_the_requested_mean_and_spread() {
-        let mut slot = PoissonSlot::new(7, 3, 4, 1000.0);
-        let g = gaps(&mut slot, 200_000);
+        let tt = constant(1000.0);
+        let mut slot = PoissonSlot::new(7, 3, 4, &tt);
+        let g = gaps(&mut slot, &tt, 200_000);
         assert!(
             (g.mean_us() / 4000.0 - 1.0).abs() < 0.01,
             "mean {}",
@@ -225,13 +277,14 @@ mod tests {
     /// variance is its mean), each within 5% over 1000 windows.
     #[test]
     fn slots_add_up_to_a_poisson_process_at_the_whole_rate() {
-        let (slots, rate, window_ns, windows) = (16u32, 8000.0, 10_000_000u64, 1000u64);
+        let (slots, window_ns, windows) = (16u32, 10_000_000u64, 1000u64);
+        let tt = constant(8000.0);
         let mut counts = vec![0u64; windows as usize];
         for s in 0..slots {
-            let mut p = PoissonSlot::new(42, u64::from(s), slots, rate);
+            let mut p = PoissonSlot::new(42, u64::from(s), slots, &tt);
             while p.due() < window_ns * windows {
                 counts[(p.due() / window_ns) as usize] += 1;
-                p.advance();
+                p.advance(&tt);
             }
         }
         let n = counts.len() as f64;
@@ -251,12 +304,13 @@ mod tests {
     /// One seed and slot give one timetable; another seed or another slot another.
     #[test]
     fn the_seed_and_the_slot_fix_the_timetable() {
+        let tt = constant(500.0);
         let take = |seed, slot| {
-            let mut p = PoissonSlot::new(seed, slot, 8, 500.0);
+            let mut p = PoissonSlot::new(seed, slot, 8, &tt);
             (0..5)
                 .map(|_| {
                     let d = p.due();
-                    p.advance();
+                    p.advance(&tt);
                     d
                 })
                 .collect::<Vec<_>>()
@@ -266,20 +320,21 @@ mod tests {
         assert_ne!(take(1, 0), take(1, 1));
     }
 
-    /// `due_between` counts what `advance` would reach in the window (here after a warmup of
+    /// `count_due` counts what `advance` would reach in the window (here after a warmup of
     /// 0.2 s), and leaves the slot where it was.
     #[test]
-    fn due_between_counts_without_moving() {
+    fn count_due_counts_without_moving() {
         let (from, until) = (200_000_000, 1_000_000_000);
-        let mut p = PoissonSlot::new(3, 0, 1, 1000.0);
+        let tt = constant(1000.0);
+        let mut p = PoissonSlot::new(3, 0, 1, &tt);
         let first = p.due();
         let mut budget = u64::MAX;
-        let n = p.due_between(from, until, &mut budget);
+        let n = due_between(&p, &tt, from, until, &mut budget);
         assert_eq!(p.due(), first);
         let mut m = 0;
         while p.due() < until {
             m += u64::from(p.due() >= from);
-            p.advance();
+            p.advance(&tt);
         }
         assert_eq!(n, m);
         assert!(n > 700 && n < 900, "{n}");
@@ -289,11 +344,68 @@ mod tests {
     /// (8.64·10^12 due, which drawing one by one would take hours) comes out within 0.1%.
     #[test]
     fn a_huge_unsent_count_is_estimated_not_drawn() {
-        let p = PoissonSlot::new(5, 0, 1, 1e8);
+        let tt = constant(1e8);
+        let p = PoissonSlot::new(5, 0, 1, &tt);
         let mut budget = 1000;
-        let n = p.due_between(0, 86_400 * NANOS, &mut budget);
+        let n = due_between(&p, &tt, 0, 86_400 * NANOS, &mut budget);
         assert_eq!(budget, 0);
         assert!((n as f64 / 8.64e12 - 1.0).abs() < 0.001, "{n}");
+    }
+
+    /// On a ramp the same draws follow the rate: 8 slots ramping from 1000 to 9000 a second
+    /// over 10 s send about Λ's count in each second (1400, 2200, ... 8600: the mean rate of
+    /// that second), each within 5 standard deviations of a Poisson count, and `count_due`
+    /// splits them into the same seconds.
+    #[test]
+    fn a_ramp_bends_the_poisson_process() {
+        let (slots, seconds) = (8u32, 10u64);
+        let tt = Timetable::new(
+            &Schedule::ramp(1000.0, 9000.0, Duration::from_secs(seconds)),
+            0,
+            None,
+        );
+        let bins: Vec<(u64, u64)> = (0..seconds).map(|s| (s * NANOS, (s + 1) * NANOS)).collect();
+        let mut drawn = vec![0u64; seconds as usize];
+        let mut counted = vec![0u64; seconds as usize];
+        for s in 0..slots {
+            let mut p = PoissonSlot::new(9, u64::from(s), slots, &tt);
+            let mut budget = u64::MAX;
+            p.count_due(&tt, &bins, &mut counted, &mut budget);
+            while p.due() < seconds * NANOS {
+                drawn[(p.due() / NANOS) as usize] += 1;
+                p.advance(&tt);
+            }
+        }
+        assert_eq!(drawn, counted);
+        for (s, &n) in drawn.iter().enumerate() {
+            let expected = 1400.0 + 800.0 * s as f64;
+            let z = (n as f64 - expected) / expected.sqrt();
+            assert!(z.abs() < 5.0, "second {s}: {n} against {expected}");
+        }
+    }
+
+    /// Past the budget, each window gets its expected share: steps of 100/s and 10 000/s.
+    #[test]
+    fn the_estimate_follows_the_steps() {
+        let tt = Timetable::new(
+            &Schedule::steps(&[
+                (100.0, Duration::from_secs(10)),
+                (10_000.0, Duration::from_secs(10)),
+            ]),
+            0,
+            None,
+        );
+        let p = PoissonSlot::new(2, 0, 1, &tt);
+        let mut counts = [0, 0];
+        let mut budget = 10;
+        p.count_due(
+            &tt,
+            &[(0, 10 * NANOS), (10 * NANOS, 20 * NANOS)],
+            &mut counts,
+            &mut budget,
+        );
+        assert!((900..1100).contains(&counts[0]), "{counts:?}");
+        assert!((99_000..101_000).contains(&counts[1]), "{counts:?}");
     }
 
     #[test]

@@ -14,10 +14,11 @@ use echolab_protocol::units::{parse_addr, parse_duration, parse_size, parse_time
 use echolab_protocol::Protocol;
 
 use crate::config::{
-    parse_op, parse_protocol, parse_rate, parse_source_ips, Arrivals, Op, Outputs, Pacing,
-    Progress, Retry, RunConfig, SourceIps, DEFAULT_KEYS, DEFAULT_MAX_ATTEMPTS, DEFAULT_PAYLOAD,
-    MAX_CONNECTIONS, MAX_KEYS,
+    parse_op, parse_protocol, parse_rate_arg, parse_source_ips, Arrivals, Op, Outputs, Pacing,
+    Progress, RateArg, Retry, RunConfig, Schedule, SourceIps, DEFAULT_KEYS, DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_PAYLOAD, MAX_CONNECTIONS, MAX_KEYS,
 };
+use crate::schedule::{parse_steps, StepList};
 
 /// `loadgen run`: drive one server and report what it did.
 #[derive(Debug, Clone, Args)]
@@ -54,10 +55,24 @@ pub struct RunArgs {
     #[arg(long, default_value = "5s", value_parser = parse_timeout)]
     pub timeout: Duration,
 
-    /// Open loop: send this many requests per second in total, on a fixed timetable, and
-    /// measure latency from each request's scheduled send time. Default: closed loop.
-    #[arg(short, long, value_name = "R", value_parser = parse_rate)]
-    pub rate: Option<f64>,
+    /// Open loop: send this many requests per second in total, on a timetable, and measure
+    /// latency from each request's scheduled send time. A range A..B with --ramp changes the
+    /// rate during the run. Default: closed loop.
+    #[arg(short, long, value_name = "R|A..B", value_parser = parse_rate_arg)]
+    pub rate: Option<RateArg>,
+
+    /// With --rate A..B: after the warmup (which runs at A), go from A to B linearly over this
+    /// long (e.g. 20s); the run lasts as long as the ramp unless --duration holds B longer.
+    /// The report has the ramp's figures and each second's target and achieved rate.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "rate")]
+    pub ramp: Option<Duration>,
+
+    /// Open loop in steps: RATE:DURATION pairs, comma-separated (e.g. 1000:5s,2000:5s,4000:5s).
+    /// The warmup runs at the first rate; the report has a row per step (latency of the
+    /// requests scheduled in it, target and achieved rate), and the interval log a histogram
+    /// per step (tag "step") beside the per-second ones.
+    #[arg(long, value_name = "STEPS", value_parser = parse_steps, conflicts_with_all = ["rate", "ramp"])]
+    pub steps: Option<StepList>,
 
     /// Open loop: how requests arrive. fixed: evenly spaced, connection g of C sending at
     /// (g + k·C) / rate; poisson: each connection a Poisson process at rate / C, so the run
@@ -187,6 +202,26 @@ impl LoadArgs {
 }
 
 impl RunArgs {
+    /// The pacing that --rate, --ramp and --steps ask for.
+    fn pacing(&self) -> Result<Pacing, String> {
+        Ok(match (self.rate, self.ramp, &self.steps) {
+            (None, _, None) => Pacing::Closed,
+            (_, _, Some(steps)) => Pacing::Open(Schedule::steps(&steps.0)),
+            (Some(RateArg::Constant(r)), None, _) => Pacing::open(r),
+            (Some(RateArg::Range(a, b)), Some(over), _) => Pacing::Open(Schedule::ramp(a, b, over)),
+            (Some(RateArg::Range(a, b)), None, _) => {
+                return Err(format!(
+                    "--rate {a}..{b} is a ramp: say how long it takes with --ramp (e.g. --ramp 20s)"
+                ))
+            }
+            (Some(RateArg::Constant(r)), Some(_), _) => {
+                return Err(format!(
+                    "--ramp needs a range to ramp over: --rate A..B (not --rate {r})"
+                ))
+            }
+        })
+    }
+
     /// Checks the flags against each other and builds the configuration.
     pub fn config(&self) -> Result<RunConfig, String> {
         self.load
@@ -197,10 +232,7 @@ impl RunArgs {
                 requests: self.requests,
                 warmup: self.warmup,
                 timeout: self.timeout,
-                pacing: match self.rate {
-                    None => Pacing::Closed,
-                    Some(rate) => Pacing::Open { rate },
-                },
+                pacing: self.pacing()?,
                 arrivals: self.arrivals,
                 seed: self.seed,
                 retry: self.retry,
@@ -260,10 +292,41 @@ mod tests {
             "resp",
         ])
         .expect("valid flags");
-        assert_eq!(cfg.pacing, Pacing::Open { rate: 500.0 });
+        assert_eq!(cfg.pacing, Pacing::open(500.0));
         assert_eq!(cfg.threads, 4, "at most one thread per connection");
         assert_eq!(cfg.payload, 0, "ping carries no payload");
         assert!(config(&["--op", "ping"]).is_err(), "ping is RESP's");
+    }
+
+    #[test]
+    fn schedule_flags() {
+        let ramp = config(&["--rate", "1000..5000", "--ramp", "20s"]).expect("a ramp");
+        assert_eq!(
+            ramp.pacing,
+            Pacing::Open(Schedule::ramp(1000.0, 5000.0, Duration::from_secs(20)))
+        );
+        assert_eq!(
+            ramp.duration,
+            Some(Duration::from_secs(20)),
+            "as long as the ramp"
+        );
+        let held = config(&["--rate", "1000..5000", "--ramp", "20s", "-d", "30s"]).expect("held");
+        assert_eq!(held.duration, Some(Duration::from_secs(30)));
+        let steps = config(&["--steps", "100:1s,200:2s"]).expect("steps");
+        assert_eq!(steps.duration, Some(Duration::from_secs(3)));
+        let refused = |args: &[&str], needle: &str| {
+            let e = config(args).expect_err("refused");
+            assert!(e.contains(needle), "{args:?}: {e}");
+        };
+        refused(&["--rate", "1000..5000"], "--ramp");
+        refused(&["--rate", "1000", "--ramp", "5s"], "A..B");
+        refused(&["--ramp", "5s"], "--rate");
+        refused(&["--steps", "100:1s", "--rate", "5"], "--rate");
+        refused(&["--steps", "100:1s", "-n", "50"], "--requests");
+        refused(&["--steps", "100:2s", "-d", "1s"], "--duration");
+        refused(&["--steps", "100:0s"], "0 s");
+        refused(&["--steps", "0:1s"], "rate 0");
+        refused(&["--rate", "1..1e9", "--ramp", "1s"], "1e9");
     }
 
     #[test]

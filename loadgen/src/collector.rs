@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use hdrhistogram::serialization::interval_log::IntervalLogWriterBuilder;
+use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
 use hdrhistogram::serialization::V2DeflateSerializer;
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -20,6 +20,7 @@ use serde::Serialize;
 use crate::clock::{Clock, NANOS};
 use crate::engine::ToCollector;
 use crate::proc::{self, CpuTimes, Peaks, TreeSample, TreeSampler};
+use crate::schedule::Timetable;
 use crate::stats;
 
 /// What the collector needs to know.
@@ -37,6 +38,8 @@ pub struct Setup {
     pub hlog: Option<PathBuf>,
     /// Sample this process tree.
     pub sampler: Option<TreeSampler>,
+    /// Open loop: the schedule, for each second's target rate and the steps' log entries.
+    pub timetable: Option<Timetable>,
 }
 
 /// One second of the run, merged over threads.
@@ -48,6 +51,10 @@ pub struct IntervalSummary {
     pub length_s: f64,
     /// Replies verified in this second.
     pub ok: u64,
+    /// Requests sent in this second.
+    pub sent: u64,
+    /// Open loop: the rate the schedule asked for over this second, requests per second.
+    pub target_rps: Option<f64>,
     /// Errors in this second.
     pub errors: u64,
     /// Median latency, µs.
@@ -98,7 +105,9 @@ pub fn collect(mut setup: Setup, rx: Receiver<ToCollector>, release: Sender<()>)
         IntervalLogWriterBuilder::new()
             .add_comment(
                 "echolab loadgen: one histogram per second; values in microseconds \
-                 (the max column in milliseconds: MaxValueDivisor 1000)",
+                 (the max column in milliseconds: MaxValueDivisor 1000). On a ramp or \
+                 steps, one histogram per step as well, tagged \"step\", of the requests \
+                 scheduled in it",
             )
             .with_start_time(wall_start)
             .with_base_time(wall_start)
@@ -120,6 +129,8 @@ pub fn collect(mut setup: Setup, rx: Receiver<ToCollector>, release: Sender<()>)
     let mut closing: Option<(CpuTimes, Option<TreeSample>)> = None;
 
     let mut upto: Vec<Option<u64>> = vec![None; setup.threads];
+    // On a ramp or steps: each step's latency, merged over the threads as they finish.
+    let mut steps: Vec<Histogram<u64>> = Vec::new();
     let mut finished = vec![false; setup.threads];
     // Threads whose measured window is over (they said Draining, or Done).
     let mut past_window = vec![false; setup.threads];
@@ -179,39 +190,54 @@ pub fn collect(mut setup: Setup, rx: Receiver<ToCollector>, release: Sender<()>)
                     end: 0,
                     latency: stats::new_histogram(),
                     ok: 0,
+                    sent: 0,
                     errors: 0,
                 });
                 entry.end = entry.end.max(iv.end);
                 let _ = entry.latency.add(&iv.latency);
                 entry.ok += iv.ok;
+                entry.sent += iv.sent;
                 entry.errors += iv.errors;
                 if let Some(u) = upto.get_mut(iv.thread) {
                     *u = (*u).max(Some(iv.index));
                 }
             }
+            Ok(ToCollector::Steps { latency }) => {
+                if steps.len() < latency.len() {
+                    steps.resize_with(latency.len(), stats::new_histogram);
+                }
+                for (a, b) in steps.iter_mut().zip(&latency) {
+                    let _ = a.add(b);
+                }
+            }
             Err(RecvTimeoutError::Timeout) => continue,
             Err(RecvTimeoutError::Disconnected) => break,
         }
-        flush_complete(
-            &mut pending,
-            setup.measure_from,
-            &upto,
-            &finished,
-            &mut out,
-            &mut hlog,
-            setup.progress,
-        );
+        flush_complete(&mut pending, &setup, &upto, &finished, &mut out, &mut hlog);
     }
     // Every worker has finished: the rest are final.
     while let Some((index, partial)) = pending.pop_first() {
-        finish_interval(
-            &mut out,
-            &mut hlog,
-            setup.measure_from,
-            index,
-            partial,
-            setup.progress,
-        );
+        finish_interval(&mut out, &mut hlog, &setup, index, partial);
+    }
+    if let (Some(tt), Some(w)) = (&setup.timetable, hlog.as_mut()) {
+        // Each step's histogram at its own start and length, tagged so that a reader
+        // asking for the untagged (per-second) series does not see them.
+        let end = out.intervals.last().map_or(setup.measure_from, |iv| {
+            setup.measure_from + ((iv.t_s as f64 + iv.length_s) * 1e9) as u64
+        });
+        let tag = Tag::new("step");
+        for (&(start, stop, _), h) in tt.steps().iter().zip(&steps) {
+            if start >= end {
+                break;
+            }
+            let at = Duration::from_nanos(start.saturating_sub(setup.measure_from));
+            let length = Duration::from_nanos(stop.min(end).saturating_sub(start));
+            if let Err(e) = w.write_histogram(h, at, length, tag) {
+                out.notes
+                    .push(format!("cannot write the interval log: {e}"));
+                break;
+            }
+        }
     }
     drop(release);
     let (cpu_end, server_end) = match closing {
@@ -293,25 +319,29 @@ fn append_hlog(
 fn finish_interval(
     out: &mut Collected,
     hlog: &mut Option<HlogWriter<'_, '_>>,
-    measure_from: u64,
+    setup: &Setup,
     index: u64,
     p: Partial,
-    progress: bool,
 ) {
     // A whole second, except the last interval, which ends when the last thread stopped.
-    let start = measure_from + index * NANOS;
+    let start = setup.measure_from + index * NANOS;
     let length = p.end.saturating_sub(start).clamp(1, NANOS);
     let s = stats::Summary::of(&p.latency);
     let iv = IntervalSummary {
         t_s: index,
         length_s: length as f64 / 1e9,
         ok: p.ok,
+        sent: p.sent,
+        target_rps: setup
+            .timetable
+            .as_ref()
+            .map(|tt| tt.mean_rate(start, start + length)),
         errors: p.errors,
         p50_us: s.p50,
         p99_us: s.p99,
         max_us: s.max,
     };
-    if progress {
+    if setup.progress {
         eprintln!(
             "[{:>4}s] {:>9.0} req/s  p50 {:>9}  p99 {:>9}  max {:>9}  errors {}",
             index + 1,
@@ -348,21 +378,20 @@ struct Partial {
     end: u64,
     latency: Histogram<u64>,
     ok: u64,
+    sent: u64,
     errors: u64,
 }
 
 type Pending = BTreeMap<u64, Partial>;
 
 /// Finishes every leading interval that each thread has either sent or will never send.
-#[allow(clippy::too_many_arguments)] // one call site each; a struct would only rename them
 fn flush_complete(
     pending: &mut Pending,
-    measure_from: u64,
+    setup: &Setup,
     upto: &[Option<u64>],
     finished: &[bool],
     out: &mut Collected,
     hlog: &mut Option<HlogWriter<'_, '_>>,
-    progress: bool,
 ) {
     while let Some((&index, _)) = pending.iter().next() {
         let complete = upto
@@ -375,6 +404,6 @@ fn flush_complete(
         let Some((_, partial)) = pending.pop_first() else {
             break;
         };
-        finish_interval(out, hlog, measure_from, index, partial, progress);
+        finish_interval(out, hlog, setup, index, partial);
     }
 }

@@ -18,6 +18,7 @@ use serde::ser::SerializeStruct;
 use serde::{Serialize, Serializer};
 
 pub use crate::arrivals::Arrivals;
+pub use crate::schedule::{RateArg, Schedule};
 
 /// A run configuration. Build one from [`RunConfig::default`]; [`RunConfig::checked`] (called
 /// by [`crate::run::run`]) says whether the engine can carry it out.
@@ -56,7 +57,7 @@ pub struct RunConfig {
     /// Per-request (and connect, and blocked-write) limit.
     #[serde(rename = "timeout_s", serialize_with = "seconds")]
     pub timeout: Duration,
-    /// Closed or open loop (reported as `mode` and `rate`).
+    /// Closed or open loop (reported as `mode`, `rate` and `schedule`).
     #[serde(flatten)]
     pub pacing: Pacing,
     /// Open loop: how requests arrive (fixed timetable or Poisson).
@@ -234,8 +235,28 @@ impl RunConfig {
         if self.timeout.is_zero() {
             return Err("--timeout must be above 0".into());
         }
-        if let Pacing::Open { rate } = self.pacing {
-            check_rate(rate).map_err(|range| format!("--rate {rate}: {range}"))?;
+        if let Pacing::Open(schedule) = &self.pacing {
+            schedule
+                .checked(check_rate)
+                .map_err(|e| format!("--rate or --steps: {e}"))?;
+        }
+        let schedule_length = self.pacing.schedule().and_then(Schedule::length);
+        if let Some(length) = schedule_length {
+            if self.requests.is_some() {
+                return Err(
+                    "--requests does not go with a ramp or steps: the schedule sets how long the \
+                     run lasts"
+                        .into(),
+                );
+            }
+            if self.duration.is_some_and(|d| d < length) {
+                return Err(format!(
+                    "--duration {:?} would end the run before its schedule ({:?}): leave \
+                     --duration out, or make it longer to hold the last rate",
+                    self.duration.unwrap_or_default(),
+                    length
+                ));
+            }
         }
         if self.seed.is_some() && self.arrivals != Arrivals::Poisson {
             return Err(
@@ -252,7 +273,7 @@ impl RunConfig {
             );
         }
         let duration = match (self.duration, self.requests) {
-            (None, None) => Some(DEFAULT_DURATION),
+            (None, None) => Some(schedule_length.unwrap_or(DEFAULT_DURATION)),
             (d, _) => d,
         };
         if duration == Some(Duration::ZERO) {
@@ -387,40 +408,46 @@ impl std::fmt::Display for Op {
 }
 
 /// Whether requests are paced by replies or by the clock.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Pacing {
     /// Each connection sends its next request when a reply frees a slot in its pipeline.
     Closed,
-    /// Requests leave on a fixed timetable at this many per second in total.
-    Open {
-        /// Requests per second over all connections.
-        rate: f64,
-    },
+    /// Requests leave on a timetable at the schedule's rate (requests per second over all
+    /// connections): a constant rate, a ramp or steps.
+    Open(Schedule),
 }
 
 impl Pacing {
-    /// The open loop's target rate, requests per second.
-    pub fn rate(&self) -> Option<f64> {
+    /// The open loop's schedule.
+    pub fn schedule(&self) -> Option<&Schedule> {
         match self {
             Pacing::Closed => None,
-            Pacing::Open { rate } => Some(*rate),
+            Pacing::Open(s) => Some(s),
         }
+    }
+
+    /// The open loop at a constant `rate`.
+    pub fn open(rate: f64) -> Pacing {
+        Pacing::Open(Schedule::constant(rate))
     }
 }
 
-// The report names the pacing `mode` (closed or open) and gives its `rate` (null when closed):
-// two flat fields, which scripts and the suite read.
+// The report names the pacing `mode` (closed or open), gives a constant `rate` (null when
+// closed or when the rate changes) and the `schedule` when it changes: flat fields, which
+// scripts and the suite read.
 impl Serialize for Pacing {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut s = serializer.serialize_struct("Pacing", 2)?;
+        let mut s = serializer.serialize_struct("Pacing", 3)?;
         match self {
             Pacing::Closed => {
                 s.serialize_field("mode", "closed")?;
                 s.serialize_field("rate", &None::<f64>)?;
+                s.serialize_field("schedule", &None::<Schedule>)?;
             }
-            Pacing::Open { rate } => {
+            Pacing::Open(schedule) => {
                 s.serialize_field("mode", "open")?;
-                s.serialize_field("rate", &Some(rate))?;
+                s.serialize_field("rate", &schedule.constant_rate())?;
+                s.serialize_field("schedule", &schedule.varies().then_some(schedule))?;
             }
         }
         s.end()
@@ -473,7 +500,15 @@ pub fn parse_rate(s: &str) -> Result<f64, String> {
     check_rate(r).map_err(|range| format!("'{s}': {range}"))
 }
 
-fn check_rate(r: f64) -> Result<f64, String> {
+/// Parses `--rate`: `R`, or `A..B` for a ramp (with `--ramp`).
+pub fn parse_rate_arg(s: &str) -> Result<RateArg, String> {
+    match s.split_once("..") {
+        Some((a, b)) => Ok(RateArg::Range(parse_rate(a)?, parse_rate(b)?)),
+        None => parse_rate(s).map(RateArg::Constant),
+    }
+}
+
+pub(crate) fn check_rate(r: f64) -> Result<f64, String> {
     if !(r.is_finite() && (0.01..=100e6).contains(&r)) {
         return Err("the rate must be between 0.01 and 100000000 requests/s".into());
     }

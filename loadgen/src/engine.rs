@@ -48,7 +48,8 @@ use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFl
 use crate::arrivals::{PoissonSlot, COUNT_EXACTLY};
 use crate::clock::{ns, Clock, NANOS};
 use crate::config::{Arrivals, Op, Pacing, Retry, RunConfig};
-use crate::stats::{self, ErrorKind, KeyTally, Tally};
+use crate::schedule::Timetable;
+use crate::stats::{self, ErrorKind, KeyTally, StepTally, Tally};
 use crate::workload::{Check, Workload};
 use echolab_protocol::session::Refusal;
 
@@ -96,6 +97,9 @@ pub struct Plan {
     pub measure_from: u64,
     /// Run time at which no new request is started, if the run is limited by time.
     pub stop_at: Option<u64>,
+    /// Open loop: the schedule on the run's clock (when each request is due, and the steps
+    /// the report has a row for).
+    pub timetable: Option<Timetable>,
     /// Set on Ctrl-C (or by the caller) to end the run early, with a report.
     pub interrupted: Arc<AtomicBool>,
     /// Whether the collector samples the server at the end of the window (`--server-pid`):
@@ -122,6 +126,12 @@ pub enum ToCollector {
         /// Which thread.
         thread: usize,
     },
+    /// Open loop on a ramp or steps, once the worker's requests have all ended: its
+    /// latency per step (by scheduled time), for the interval log's "step" histograms.
+    Steps {
+        /// One histogram per step of the timetable.
+        latency: Vec<Histogram<u64>>,
+    },
     /// The worker has sent its last interval.
     Done {
         /// Which thread.
@@ -140,6 +150,8 @@ pub struct Interval {
     pub latency: Histogram<u64>,
     /// Replies verified in the interval.
     pub ok: u64,
+    /// Requests sent in the interval (first attempts, by send time).
+    pub sent: u64,
     /// Errors of any kind in the interval.
     pub errors: u64,
     /// When the thread closed the interval (run time): the second's boundary, or for the
@@ -301,6 +313,7 @@ struct Worker<'a> {
     interval_index: u64,
     interval: Histogram<u64>,
     interval_ok: u64,
+    interval_sent: u64,
     interval_errors: u64,
     tx: Sender<ToCollector>,
     scratch: Vec<u8>,
@@ -346,7 +359,7 @@ pub fn run_thread(
     let poll = Poll::new()?;
     let timer = match plan.cfg.pacing {
         Pacing::Closed => None,
-        Pacing::Open { .. } => {
+        Pacing::Open(_) => {
             // prctl(PR_SET_TIMERSLACK): the kernel may otherwise defer this thread's timer
             // wake-ups by up to 50 µs to batch them, which would show up as client lag.
             let _ = nix::sys::prctl::set_timerslack(1);
@@ -377,10 +390,13 @@ pub fn run_thread(
             answered: false,
             error_replied: false,
             next_k: 0,
-            poisson: match plan.cfg.pacing {
-                Pacing::Open { rate } if plan.cfg.arrivals == Arrivals::Poisson => Some(
-                    PoissonSlot::new(plan.cfg.seed(), global, plan.cfg.connections, rate),
-                ),
+            poisson: match &plan.timetable {
+                Some(tt) if plan.cfg.arrivals == Arrivals::Poisson => Some(PoissonSlot::new(
+                    plan.cfg.seed(),
+                    global,
+                    plan.cfg.connections,
+                    tt,
+                )),
                 _ => None,
             },
             last_sent: None,
@@ -401,6 +417,9 @@ pub fn run_thread(
         })
         .collect();
     let mut tally = Tally::default();
+    if let Some(tt) = &plan.timetable {
+        tally.steps = vec![StepTally::default(); tt.steps().len()];
+    }
     if plan.cfg.op == Op::Incr {
         tally.keys = vec![KeyTally::default(); plan.workload.key_count()];
     }
@@ -419,6 +438,7 @@ pub fn run_thread(
         interval_index: 0,
         interval: stats::new_histogram(),
         interval_ok: 0,
+        interval_sent: 0,
         interval_errors: 0,
         tx,
         scratch: Vec::new(),
@@ -432,6 +452,10 @@ pub fn run_thread(
     };
     w.run()?;
     let finished_at = plan.clock.now();
+    if !w.tally.steps.is_empty() {
+        let latency = w.tally.steps.iter().map(|s| s.latency.clone()).collect();
+        let _ = w.tx.send(ToCollector::Steps { latency });
+    }
     let _ = w.tx.send(ToCollector::Done { thread });
     // Bounded, in case the collector is gone: the report matters more than the sample.
     if !w.released {
@@ -728,6 +752,13 @@ impl Worker<'_> {
     /// increments too).
     fn finish(&mut self, p: Pending, outcome: Outcome) {
         if p.start >= self.plan.measure_from {
+            if let Some(step) = self.step_of(p.start) {
+                match outcome {
+                    Outcome::Ok => {}
+                    Outcome::Refused | Outcome::Unwritten => step.failed += 1,
+                    Outcome::Indeterminate => step.indeterminate += 1,
+                }
+            }
             let c = &mut self.tally.counts;
             match outcome {
                 // Counted with its latency where the reply is taken.
@@ -951,9 +982,9 @@ impl Worker<'_> {
                     self.start_request(i, now, now);
                 }
             }
-            Pacing::Open { rate } => {
+            Pacing::Open(_) => {
                 while self.may_start(i) {
-                    let due = self.due(i, rate);
+                    let due = self.due(i);
                     if due > now {
                         break;
                     }
@@ -971,7 +1002,7 @@ impl Worker<'_> {
                     self.start_request(i, due, now);
                 }
                 if self.may_start(i) {
-                    let due = self.due(i, rate);
+                    let due = self.due(i);
                     let c = &mut self.conns[i];
                     if c.timer_due != Some(due) {
                         c.timer_due = Some(due);
@@ -986,15 +1017,18 @@ impl Worker<'_> {
         self.maybe_recycle(i, now);
     }
 
-    /// Open loop: the scheduled time of connection `i`'s next request.
-    fn due(&self, i: usize, rate: f64) -> u64 {
+    /// Open loop: the scheduled time of connection `i`'s next request: a Poisson slot's
+    /// own draw, or on the fixed timetable when the schedule's count reaches `g + k·N`.
+    fn due(&self, i: usize) -> u64 {
         let c = &self.conns[i];
         if let Some(p) = &c.poisson {
             return p.due();
         }
+        let Some(tt) = &self.plan.timetable else {
+            return 0;
+        };
         let n = self.plan.cfg.connections as f64;
-        let slot = c.global as f64 + c.next_k as f64 * n;
-        (slot * NANOS as f64 / rate) as u64
+        tt.time_of(c.global as f64 + c.next_k as f64 * n) as u64
     }
 
     /// Queues the requests waiting to be resent on connection `i`, oldest first, as the
@@ -1093,12 +1127,16 @@ impl Worker<'_> {
             end: c.queued,
         });
         c.next_k += 1;
-        if let Some(p) = c.poisson.as_mut() {
-            p.advance();
+        if let (Some(p), Some(tt)) = (c.poisson.as_mut(), &plan.timetable) {
+            p.advance(tt);
         }
         c.on_this_socket += 1;
         if measured {
             self.tally.counts.sent += 1;
+            self.interval_sent += 1;
+            if let Some(step) = self.step_of(start) {
+                step.sent += 1;
+            }
             if let Some(b) = self.budget.as_mut() {
                 *b -= 1;
             }
@@ -1273,7 +1311,11 @@ impl Worker<'_> {
                         let us = now.saturating_sub(p.start) / 1000;
                         stats::record(&mut self.tally.latency, us);
                         stats::record(&mut self.interval, us);
-                        if let Pacing::Open { .. } = plan.cfg.pacing {
+                        if let Some(step) = self.step_of(p.start) {
+                            step.ok += 1;
+                            stats::record(&mut step.latency, us);
+                        }
+                        if let Pacing::Open(_) = plan.cfg.pacing {
                             let raw = now.saturating_sub(p.sent) / 1000;
                             stats::record(&mut self.tally.uncorrected, raw);
                         }
@@ -1562,24 +1604,15 @@ impl Worker<'_> {
         }
     }
 
-    /// Open loop, at the end: scheduled sends in the measured window that never left.
+    /// Open loop, at the end: scheduled sends in the measured window that never left, in
+    /// total and per step.
     fn count_unsent(&mut self, now: u64) {
-        let Pacing::Open { rate } = self.plan.cfg.pacing else {
+        let Some(tt) = &self.plan.timetable else {
             return;
         };
         if self.budget == Some(0) {
             return;
         }
-        let n = self.plan.cfg.connections as f64;
-        let due_before = |global: u64, t: u64| -> u64 {
-            // Requests k with (global + k·n) / rate < t.
-            let x = t as f64 * rate / NANOS as f64 - global as f64;
-            if x <= 0.0 {
-                0
-            } else {
-                (x / n).ceil() as u64
-            }
-        };
         // A run that gave up on an unreachable server never sent the rest of its window's
         // timetable either.
         let end = match self.plan.stop_at {
@@ -1587,18 +1620,50 @@ impl Worker<'_> {
             Some(stop) => stop.min(now),
             None => now,
         };
+        let from = self.plan.measure_from;
+        // The windows to count in: the whole measured window, or each step's part of it.
+        let bins: Vec<(u64, u64)> = if tt.steps().is_empty() {
+            vec![(from, end.max(from))]
+        } else {
+            tt.steps()
+                .iter()
+                .map(|&(a, b, _)| (a.min(end), b.min(end)))
+                .collect()
+        };
+        let mut counts = vec![0u64; bins.len()];
+        let n = self.plan.cfg.connections as f64;
+        // Requests k of slot g due before t: those with g + k·n < Λ(t).
+        let due_before = |global: u64, t: u64| -> u64 {
+            let x = tt.count(t) - global as f64;
+            if x <= 0.0 {
+                0
+            } else {
+                (x / n).ceil() as u64
+            }
+        };
         // A Poisson slot's k-th due time has no closed form: its timetable is drawn from the
         // next request on, within one budget for the whole thread, then estimated.
         let mut budget = COUNT_EXACTLY;
         for c in &self.conns {
             if let Some(p) = &c.poisson {
-                self.tally.counts.unsent += p.due_between(self.plan.measure_from, end, &mut budget);
+                p.count_due(tt, &bins, &mut counts, &mut budget);
                 continue;
             }
-            let first_measured = due_before(c.global, self.plan.measure_from);
-            let due = due_before(c.global, end);
-            self.tally.counts.unsent += due.saturating_sub(c.next_k.max(first_measured));
+            for (&(a, b), count) in bins.iter().zip(counts.iter_mut()) {
+                *count +=
+                    due_before(c.global, b).saturating_sub(c.next_k.max(due_before(c.global, a)));
+            }
         }
+        self.tally.counts.unsent += counts.iter().sum::<u64>();
+        for (step, n) in self.tally.steps.iter_mut().zip(counts) {
+            step.unsent += n;
+        }
+    }
+
+    /// The tally of the step whose window holds run time `start`, on a ramp or steps.
+    fn step_of(&mut self, start: u64) -> Option<&mut StepTally> {
+        let step = self.plan.timetable.as_ref()?.step_of(start)?;
+        self.tally.steps.get_mut(step)
     }
 
     // ----- intervals ---------------------------------------------------------------------
@@ -1626,6 +1691,7 @@ impl Worker<'_> {
             index: self.interval_index,
             latency,
             ok: std::mem::take(&mut self.interval_ok),
+            sent: std::mem::take(&mut self.interval_sent),
             errors: std::mem::take(&mut self.interval_errors),
             end: now.min(self.next_interval_at()),
         }));

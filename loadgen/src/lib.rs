@@ -14,6 +14,7 @@
 //! - [`workload`]: request encoding (ids stamped into payloads) and reply verification;
 //! - [`engine`]: the per-thread event loop, connections, pacing, timeouts;
 //! - [`arrivals`]: the open loop's arrival process (fixed or Poisson, seeded);
+//! - [`schedule`]: the open loop's target rate over time (constant, a ramp, steps);
 //! - [`collector`]: per-second intervals, the live line, the interval log, server sampling;
 //! - [`proc`]: /proc sampling of the server's process tree, machine description, own CPU;
 //! - [`stats`]: error kinds, counts, histograms; [`report`]: summary, JSON, `.hgrm`;
@@ -35,5 +36,6 @@ pub mod lab;
 pub mod proc;
 pub mod report;
 pub mod run;
+pub mod schedule;
 pub mod stats;
 pub mod workload;

@@ -26,7 +26,7 @@ pub const MIN_RATE_FRACTION: f64 = 0.99;
 /// The open loop's honesty record.
 #[derive(Debug, Clone, Serialize)]
 pub struct OpenLoop {
-    /// Target requests per second.
+    /// Target requests per second (on a ramp or steps, their mean over the measured window).
     pub rate: f64,
     /// Requests per second actually sent in the measured window.
     pub achieved_rps: f64,
@@ -36,6 +36,42 @@ pub struct OpenLoop {
     pub unsent: u64,
     /// The timetable asked for and the one the sends kept, per connection slot.
     pub arrivals: ArrivalsReport,
+    /// On a ramp or steps: a row per step (`None` at a constant rate).
+    pub steps: Option<Vec<StepReport>>,
+}
+
+/// One step of a ramp or steps (or the hold at the last rate after them). Its requests are
+/// those *scheduled* in it, wherever their replies landed, so a step's latency is the
+/// latency of the load offered in it.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepReport {
+    /// When it began, seconds into the measured window.
+    pub start_s: f64,
+    /// When it ended (or the run did).
+    pub end_s: f64,
+    /// The rate at its start, requests per second.
+    pub target_from_rps: f64,
+    /// The rate at its end (the same as at its start for a step).
+    pub target_to_rps: f64,
+    /// The mean rate asked for over the step.
+    pub target_rps: f64,
+    /// The rate honoured: `target_rps` times the share of the step's timetable sent.
+    pub achieved_rps: f64,
+    /// Whether it sent at least [`MIN_RATE_FRACTION`] of its timetable: a step that did not
+    /// describes an overloaded queue, not the server at that rate.
+    pub achieved: bool,
+    /// Requests sent.
+    pub sent: u64,
+    /// Scheduled and never sent.
+    pub unsent: u64,
+    /// Verified replies.
+    pub ok: u64,
+    /// Certainly not run.
+    pub failed: u64,
+    /// Written, no good reply.
+    pub indeterminate: u64,
+    /// Latency from the scheduled time, µs.
+    pub latency_us: Summary,
 }
 
 /// The open loop's arrival process: what was asked for, per connection slot, and what the
@@ -165,8 +201,8 @@ impl Report {
             Some(k) => format!("short connections of {k} request(s)"),
             None => "persistent connections".into(),
         };
-        let mode = match p.pacing.rate() {
-            Some(r) => format!("open loop at {r} req/s"),
+        let mode = match p.pacing.schedule() {
+            Some(r) => format!("open loop at {r}"),
             None => "closed loop".into(),
         };
         let what = match p.op {
@@ -192,7 +228,7 @@ impl Report {
             self.throughput_rps, self.counts.ok, self.elapsed_s
         );
         let l = &self.latency_us;
-        let label = if p.pacing.rate().is_some() {
+        let label = if p.pacing.schedule().is_some() {
             "latency (from the schedule)"
         } else {
             "latency"
@@ -298,6 +334,34 @@ impl Report {
                 a.gap_us,
                 a.cv,
             );
+            if let Some(steps) = &o.steps {
+                let _ = writeln!(
+                    s,
+                    "  steps       {:>13}  {:>17}  {:>9}  {:>9}  {:>9}  {:>9}  {:>9}  failed",
+                    "window", "target req/s", "sent/s", "p50", "p99", "p99.9", "max"
+                );
+                for st in steps {
+                    let target = if st.target_from_rps == st.target_to_rps {
+                        format!("{:.0}", st.target_rps)
+                    } else {
+                        format!("{:.0}->{:.0}", st.target_from_rps, st.target_to_rps)
+                    };
+                    let l = &st.latency_us;
+                    let _ = writeln!(
+                        s,
+                        "              {:>5.1}-{:<5.1}s  {target:>17}  {:>9.0}  {:>9}  {:>9}  {:>9}  {:>9}  {}{}",
+                        st.start_s,
+                        st.end_s,
+                        st.achieved_rps,
+                        fmt_us(l.p50),
+                        fmt_us(l.p99),
+                        fmt_us(l.p999),
+                        fmt_us(l.max),
+                        st.failed + st.indeterminate,
+                        if st.achieved { "" } else { "  NOT ACHIEVED" }
+                    );
+                }
+            }
         }
         let cpu = &self.client_cpu;
         let _ = writeln!(
@@ -456,6 +520,25 @@ pub fn open_loop_validity(o: &OpenLoop) -> Vec<String> {
             fmt_us(MAX_LAG_P99_US)
         ));
     }
+    let missed: Vec<String> = o
+        .steps
+        .iter()
+        .flatten()
+        .filter(|st| !st.achieved)
+        .map(|st| {
+            format!(
+                "{:.0}-{:.0} s ({:.0} of {:.0} req/s)",
+                st.start_s, st.end_s, st.achieved_rps, st.target_rps
+            )
+        })
+        .collect();
+    if !missed.is_empty() {
+        reasons.push(format!(
+            "steps not achieved (under {:.0}% of their timetable sent): {}",
+            100.0 * MIN_RATE_FRACTION,
+            missed.join(", ")
+        ));
+    }
     if o.achieved_rps < MIN_RATE_FRACTION * o.rate {
         reasons.push(format!(
             "only {:.0} req/s of the {:.0} asked for were sent ({:.1}% of the timetable): the server (or --pipeline/--connections) could not take that rate, so the latencies describe an overloaded queue",
@@ -567,6 +650,7 @@ mod tests {
                 measured_cv: Some(0.0),
                 gaps: 10,
             },
+            steps: None,
         };
         assert!(open_loop_validity(&o).is_empty());
         o.achieved_rps = 900.0;

@@ -11,7 +11,8 @@ use crate::config::{Arrivals, Op, Pacing, RunConfig};
 use crate::counters::{self, CounterCheck};
 use crate::engine::{self, Plan};
 use crate::proc::{self, TreeSampler};
-use crate::report::{self, ArrivalsReport, ClientCpu, OpenLoop, Report};
+use crate::report::{self, ArrivalsReport, ClientCpu, OpenLoop, Report, StepReport};
+use crate::schedule::Timetable;
 use crate::stats::{Summary, Tally};
 use crate::workload::Workload;
 
@@ -72,11 +73,17 @@ pub fn run(config: &RunConfig) -> Result<Report, RunError> {
     };
     let clock = Clock::start();
     let measure_from = ns(cfg.warmup);
+    let stop_at = cfg.duration.map(|d| measure_from + ns(d));
+    let timetable = cfg
+        .pacing
+        .schedule()
+        .map(|s| Timetable::new(s, measure_from, stop_at));
     let plan = Arc::new(Plan {
         workload: Workload::for_config(&cfg),
         clock,
         measure_from,
-        stop_at: cfg.duration.map(|d| measure_from + ns(d)),
+        stop_at,
+        timetable: timetable.clone(),
         interrupted: Arc::new(AtomicBool::new(false)),
         verified: AtomicBool::new(false),
         hold_for_sample: cfg.server_pid.is_some(),
@@ -92,6 +99,7 @@ pub fn run(config: &RunConfig) -> Result<Report, RunError> {
         progress: collector::want_progress(cfg.outputs.progress),
         hlog: cfg.outputs.hlog.clone(),
         sampler,
+        timetable: timetable.clone(),
     };
     let collector = thread::Builder::new()
         .name("collector".into())
@@ -192,32 +200,38 @@ pub fn run(config: &RunConfig) -> Result<Report, RunError> {
         }
     };
 
-    let open_loop = match cfg.pacing {
-        Pacing::Closed => None,
-        // The share of the timetable honoured: sends over sends plus the slots that never
-        // left. (Dividing by the elapsed time would count the last replies' latency and the
-        // drain as time the client failed to send in.)
-        Pacing::Open { rate } => Some(OpenLoop {
-            rate,
-            achieved_rps: match tally.counts.sent + tally.counts.unsent {
-                0 => 0.0,
-                slots => rate * tally.counts.sent as f64 / slots as f64,
-            },
-            lag_us: Summary::of(&tally.lag),
-            unsent: tally.counts.unsent,
-            arrivals: ArrivalsReport {
-                process: cfg.arrivals,
-                seed: (cfg.arrivals == Arrivals::Poisson).then(|| cfg.seed()),
-                gap_us: f64::from(cfg.connections) * 1e6 / rate,
-                measured_gap_us: (tally.gaps.count > 0).then(|| tally.gaps.mean_us()),
-                cv: match cfg.arrivals {
-                    Arrivals::Fixed => 0.0,
-                    Arrivals::Poisson => 1.0,
+    let open_loop = match (&cfg.pacing, &timetable) {
+        (Pacing::Open(schedule), Some(tt)) => {
+            // The rate asked for over the window: the constant one, or the schedule's mean.
+            let rate = schedule
+                .constant_rate()
+                .unwrap_or_else(|| tt.mean_rate(measure_from, end));
+            Some(OpenLoop {
+                rate,
+                // The share of the timetable honoured: sends over sends plus the slots that
+                // never left. (Dividing by the elapsed time would count the last replies'
+                // latency and the drain as time the client failed to send in.)
+                achieved_rps: honoured(rate, tally.counts.sent, tally.counts.unsent),
+                lag_us: Summary::of(&tally.lag),
+                unsent: tally.counts.unsent,
+                arrivals: ArrivalsReport {
+                    process: cfg.arrivals,
+                    seed: (cfg.arrivals == Arrivals::Poisson).then(|| cfg.seed()),
+                    gap_us: f64::from(cfg.connections) * 1e6 / rate,
+                    measured_gap_us: (tally.gaps.count > 0).then(|| tally.gaps.mean_us()),
+                    cv: match cfg.arrivals {
+                        Arrivals::Fixed => 0.0,
+                        Arrivals::Poisson => 1.0,
+                    },
+                    measured_cv: (tally.gaps.count > 1).then(|| tally.gaps.cv()),
+                    gaps: tally.gaps.count,
                 },
-                measured_cv: (tally.gaps.count > 1).then(|| tally.gaps.cv()),
-                gaps: tally.gaps.count,
-            },
-        }),
+                steps: schedule
+                    .varies()
+                    .then(|| step_reports(schedule, tt, &tally, measure_from, end)),
+            })
+        }
+        _ => None,
     };
     let mut invalid_reasons = open_loop
         .as_ref()
@@ -310,4 +324,56 @@ pub fn run(config: &RunConfig) -> Result<Report, RunError> {
         }
     }
     Ok(report)
+}
+
+/// The rate honoured of `rate` asked for: `rate` times the share of the timetable sent.
+fn honoured(rate: f64, sent: u64, unsent: u64) -> f64 {
+    match sent + unsent {
+        0 => 0.0,
+        slots => rate * sent as f64 / slots as f64,
+    }
+}
+
+/// A row per step of a ramp or steps that began before the run ended `end`.
+fn step_reports(
+    schedule: &crate::config::Schedule,
+    tt: &Timetable,
+    tally: &Tally,
+    measure_from: u64,
+    end: u64,
+) -> Vec<StepReport> {
+    let pieces = schedule.pieces();
+    tt.steps()
+        .iter()
+        .zip(&tally.steps)
+        .filter(|((start, _, _), _)| *start < end)
+        .map(|(&(start, stop, piece), t)| {
+            let stop = stop.min(end);
+            let (from, to) = match piece.and_then(|i| pieces.get(i)) {
+                Some(p) => (p.from_rps, p.to_rps),
+                // The hold after the schedule, at its last rate.
+                None => {
+                    let last = pieces.last().map_or(0.0, |p| p.to_rps);
+                    (last, last)
+                }
+            };
+            let target_rps = tt.mean_rate(start, stop);
+            let achieved_rps = honoured(target_rps, t.sent, t.unsent);
+            StepReport {
+                start_s: start.saturating_sub(measure_from) as f64 / 1e9,
+                end_s: stop.saturating_sub(measure_from) as f64 / 1e9,
+                target_from_rps: from,
+                target_to_rps: to,
+                target_rps,
+                achieved_rps,
+                achieved: achieved_rps >= report::MIN_RATE_FRACTION * target_rps,
+                sent: t.sent,
+                unsent: t.unsent,
+                ok: t.ok,
+                failed: t.failed,
+                indeterminate: t.indeterminate,
+                latency_us: Summary::of(&t.latency),
+            }
+        })
+        .collect()
 }

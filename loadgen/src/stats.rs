@@ -339,6 +339,52 @@ pub struct Tally {
     pub keys: Vec<KeyTally>,
     /// Open loop: the gaps between consecutive sends of each connection slot, as they left.
     pub gaps: GapStats,
+    /// Open loop on a ramp or steps: one tally per step, by the step each request was
+    /// scheduled in (empty otherwise).
+    pub steps: Vec<StepTally>,
+}
+
+/// One step of a ramp or steps: its requests, by the time each was scheduled, so a request
+/// that waited into the next step still counts where it was offered.
+#[derive(Debug, Clone)]
+pub struct StepTally {
+    /// Latency of its verified replies, µs.
+    pub latency: Histogram<u64>,
+    /// Requests sent (first attempts).
+    pub sent: u64,
+    /// Verified replies.
+    pub ok: u64,
+    /// Failed: certainly not run.
+    pub failed: u64,
+    /// Indeterminate: written, no good reply.
+    pub indeterminate: u64,
+    /// Scheduled in the step, never sent.
+    pub unsent: u64,
+}
+
+impl Default for StepTally {
+    fn default() -> Self {
+        StepTally {
+            latency: new_histogram(),
+            sent: 0,
+            ok: 0,
+            failed: 0,
+            indeterminate: 0,
+            unsent: 0,
+        }
+    }
+}
+
+impl StepTally {
+    /// Adds another thread's tally of the same step.
+    pub fn merge(&mut self, o: &StepTally) {
+        let _ = self.latency.add(&o.latency);
+        self.sent += o.sent;
+        self.ok += o.ok;
+        self.failed += o.failed;
+        self.indeterminate += o.indeterminate;
+        self.unsent += o.unsent;
+    }
 }
 
 impl Default for Tally {
@@ -353,6 +399,7 @@ impl Default for Tally {
             refusals: Refusals::default(),
             keys: Vec::new(),
             gaps: GapStats::default(),
+            steps: Vec::new(),
         }
     }
 }
@@ -376,6 +423,12 @@ impl Tally {
             a.merge(b);
         }
         self.gaps.merge(&o.gaps);
+        if self.steps.len() < o.steps.len() {
+            self.steps.resize(o.steps.len(), StepTally::default());
+        }
+        for (a, b) in self.steps.iter_mut().zip(o.steps.iter()) {
+            a.merge(b);
+        }
     }
 }
 

@@ -518,3 +518,131 @@ fn poisson_arrivals_keep_their_mean_and_spread() {
         );
     }
 }
+
+/// `--steps`: each step is offered its own rate (the requests scheduled in it, sent or not,
+/// are its rate times its length, to within one per connection: the fixed timetable is
+/// exact), each second says its target and what was sent in it, the steps' rows add up to
+/// the run's counts, and the interval log holds one histogram per step, tagged "step", whose
+/// counts are the rows' replies. Rates low enough for a debug-built loadgen on a shared
+/// machine; a run that fell behind anyway (exit 3) still owes the timetable's counts.
+#[test]
+fn steps_offer_each_rate_in_turn() {
+    let s = Server::start("server-eventloop", &[]);
+    let hlog = TempPath::new(".hlog");
+    let run = loadgen(&format!(
+        "--addr {} -c 4 --steps 500:1s,2000:1s,1000:1s --warmup 200ms --hlog {}",
+        s.addr(),
+        hlog.arg()
+    ));
+    assert!(matches!(run.code, Some(0 | 3)), "{}", run.output());
+    assert_eq!(run.f("params.duration_s"), 3.0, "as long as the steps");
+    assert!(run.get("params.rate").is_null());
+    assert_eq!(run.get("params.schedule").as_array().map(Vec::len), Some(3));
+    let steps = run
+        .get("open_loop.steps")
+        .as_array()
+        .expect("a row per step");
+    assert_eq!(steps.len(), 3, "{}", run.output());
+    let (mut sent, mut ok) = (0, 0);
+    for (st, target) in steps.iter().zip([500.0, 2000.0, 1000.0]) {
+        let f = |k: &str| st[k].as_f64().unwrap_or(f64::NAN);
+        let u = |k: &str| st[k].as_u64().unwrap_or(u64::MAX);
+        assert!((f("target_rps") - target).abs() < 1e-6, "{st}");
+        let offered = u("sent") + u("unsent");
+        assert!(
+            offered.abs_diff(target as u64) <= 4,
+            "{target} a second for 1 s: {offered} scheduled\n{}",
+            run.output()
+        );
+        if run.code == Some(0) {
+            assert_eq!(u("unsent"), 0, "{st}");
+            assert_eq!(st["achieved"], true, "{st}");
+            assert_eq!(u("ok"), u("sent"), "{st}");
+        }
+        sent += u("sent");
+        ok += u("ok");
+    }
+    assert_eq!(sent, run.u("counts.sent"));
+    assert_eq!(ok, run.u("counts.ok"));
+    let intervals = run.get("intervals").as_array().expect("intervals");
+    for (iv, target) in intervals.iter().zip([500.0, 2000.0, 1000.0]) {
+        let got = iv["target_rps"].as_f64().unwrap_or(0.0);
+        assert!((got - target).abs() < 1e-6, "{iv}");
+        if run.code == Some(0) {
+            let sent = iv["sent"].as_u64().unwrap_or(0) as f64;
+            assert!(
+                (sent / target - 1.0).abs() < 0.05,
+                "second {}: {sent} sent of {target}\n{}",
+                iv["t_s"],
+                run.output()
+            );
+        }
+    }
+
+    let log = hlog.read();
+    let mut tagged = Vec::new();
+    for entry in IntervalLogIterator::new(log.as_bytes()) {
+        if let Ok(LogEntry::Interval(iv)) = entry {
+            if iv.tag().map(|t| t.as_str()) == Some("step") {
+                let bytes = common::base64_decode(iv.encoded_histogram());
+                let h: Histogram<u64> = Deserializer::new()
+                    .deserialize(&mut bytes.as_slice())
+                    .expect("a step's histogram");
+                tagged.push((iv.start_timestamp(), iv.duration(), h.len()));
+            }
+        }
+    }
+    let expected: Vec<(Duration, Duration, u64)> = steps
+        .iter()
+        .enumerate()
+        .map(|(i, st)| {
+            (
+                Duration::from_secs(i as u64),
+                Duration::from_secs(1),
+                st["ok"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    assert_eq!(tagged, expected, "{log}");
+}
+
+/// `--rate A..B --ramp D`: each second is offered the ramp's mean over it (fixed: exactly,
+/// to one request per connection; Poisson: within five standard deviations of a Poisson
+/// count), and the ramp is one row, followed by the hold at B when --duration is longer.
+#[test]
+fn a_ramp_offers_its_mean_each_second() {
+    let s = Server::start("server-eventloop", &[]);
+    for (arrivals, slack) in [("fixed", 4.0), ("poisson", 5.0)] {
+        let run = loadgen(&format!(
+            "--addr {} -c 4 --rate 500..2500 --ramp 2s -d 3s --warmup 200ms --arrivals {arrivals}",
+            s.addr()
+        ));
+        assert!(matches!(run.code, Some(0 | 3)), "{}", run.output());
+        let steps = run.get("open_loop.steps").as_array().expect("rows");
+        assert_eq!(steps.len(), 2, "the ramp, then the hold\n{}", run.output());
+        let offered = |i: usize| {
+            steps[i]["sent"].as_u64().unwrap_or(0) + steps[i]["unsent"].as_u64().unwrap_or(0)
+        };
+        // The ramp: (500 + 2500) / 2 · 2 s; the hold: 2500 for 1 s.
+        for (i, expected) in [(0, 3000.0f64), (1, 2500.0)] {
+            let tolerance = if arrivals == "fixed" {
+                slack
+            } else {
+                slack * expected.sqrt()
+            };
+            assert!(
+                (offered(i) as f64 - expected).abs() <= tolerance,
+                "{arrivals}, row {i}: {} offered, {expected} expected\n{}",
+                offered(i),
+                run.output()
+            );
+        }
+        assert_eq!(steps[0]["target_from_rps"].as_f64(), Some(500.0));
+        assert_eq!(steps[0]["target_to_rps"].as_f64(), Some(2500.0));
+        let intervals = run.get("intervals").as_array().expect("intervals");
+        for (iv, target) in intervals.iter().zip([1000.0, 2000.0, 2500.0]) {
+            let got = iv["target_rps"].as_f64().unwrap_or(0.0);
+            assert!((got - target).abs() < 1e-6, "{iv}");
+        }
+    }
+}
