@@ -7,6 +7,7 @@ use echolab_loadgen::cli::RunArgs;
 use echolab_loadgen::lab::compare::{self, CompareArgs, TrendArgs};
 use echolab_loadgen::lab::proxy::{self, ProxyArgs};
 use echolab_loadgen::lab::suite::{self, SuiteArgs};
+use echolab_loadgen::lab::sweep::{self, SweepArgs};
 use echolab_loadgen::run::{self, RunError};
 
 /// echolab's load generator: drive an echo server, verify every reply, and report latency
@@ -38,6 +39,11 @@ enum Command {
     /// whether its throughput or p99 regressed (the CI gate: docs/ci.md).
     #[command(after_help = COMPARE_EXIT_CODES)]
     Compare(Box<CompareArgs>),
+    /// Latency against offered load: measure the server's closed-loop capacity, then offer
+    /// open-loop rates from a fraction of it to past it, and report p50/p99/p99.9/max per rate
+    /// (fixed and Poisson arrivals) and the knee: the highest rate whose p99 meets --slo-p99.
+    #[command(after_help = SWEEP_EXIT_CODES, allow_negative_numbers = true)]
+    Sweep(Box<SweepArgs>),
     /// Show the regression gate's history (`compare --history`): a table of the last runs
     /// and an SVG plot of every model's ratio per run.
     Trend(TrendArgs),
@@ -52,6 +58,10 @@ enum Command {
 
 const PROXY_EXIT_CODES: &str = "Exit codes: 0 stopped by SIGINT or SIGTERM, counters written; \
 1 it could not listen, or could not write --stats-file; 2 bad flags.";
+
+const SWEEP_EXIT_CODES: &str = "Exit codes: 0 the sweep ran (with or without a knee: the \
+table says); 1 it could not measure (a capacity run failed) or some run had errors, or the \
+JSON could not be written; 2 bad flags; 130 interrupted (the figures so far are printed).";
 
 const COMPARE_EXIT_CODES: &str = "Exit codes: 0 no regression; 1 a regression (throughput or \
 p99, in any model); 2 bad flags, or a result file that could not be written (when nothing \
@@ -143,6 +153,25 @@ fn main() -> ExitCode {
                 Err(m) => {
                     eprintln!("loadgen compare: {m}");
                     ExitCode::from(2)
+                }
+            }
+        }
+        Command::Sweep(args) => {
+            run::install_sigint();
+            match sweep::sweep_command(&args) {
+                Ok(report) => {
+                    print!("{}", report.table());
+                    ExitCode::from(if report.interrupted {
+                        130
+                    } else if report.errors {
+                        1
+                    } else {
+                        0
+                    })
+                }
+                Err((code, m)) => {
+                    eprintln!("loadgen sweep: {m}");
+                    ExitCode::from(code)
                 }
             }
         }

@@ -10,6 +10,8 @@
 //!   `listening on` line, and stop the whole group (also the tests' harness);
 //! - [`suite`]: every model through the lab's workloads, side by side, with its report;
 //! - [`compare`]: the regression gate (paired trials, bootstrap verdict) and its history;
+//! - [`sweep`]: latency against offered load, rate by rate up to past the capacity, and the
+//!   knee where p99 leaves an objective;
 //! - [`plot`]: SVG chart primitives the suite's and the gate's figures are drawn with.
 //!
 //! Inside the lab, imports point one way too. [`plot`] knows neither the suite nor the gate:
@@ -23,3 +25,4 @@ pub mod launch;
 pub mod plot;
 pub mod proxy;
 pub mod suite;
+pub mod sweep;
