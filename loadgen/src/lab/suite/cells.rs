@@ -1,14 +1,19 @@
-//! The suite's cells: what the repeated runs of one (model, workload, x) add up to, and how
-//! evenly prefork's workers shared `accept`.
+//! The suite's cells: what the repeated runs of one (model, workload, x) add up to, how
+//! evenly prefork's workers shared `accept`, and what one model's sweep rounds add up to.
 //!
 //! A cell is built once every repetition has run, from the samples the loop kept: only their
 //! medians, and the median run's `.hgrm`, reach the report, so the loop itself never has to
-//! decide what a figure is.
+//! decide what a figure is. A sweep likewise: each repetition leaves a capacity and a round,
+//! and `lab::sweep::summarise` merges the rounds point by point.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use super::report::{Cell, CellStatus, Workload};
+use super::report::{
+    Cell, CellStatus, ModelSweep, SweepCapacity, SweepCurve, SweepKnee, SweepPoint, Workload,
+};
+use crate::lab::sweep::report::{Capacity, SweepReport};
+use crate::lab::sweep::{summarise, Round, SweepPlan};
 use crate::stats::median;
 
 /// What one run of one (model, workload, x) measured.
@@ -179,6 +184,130 @@ fn read_spectrum(path: &Path) -> Vec<(f64, f64)> {
             Some((q * 100.0, value * 1000.0))
         })
         .collect()
+}
+
+/// What the sweep workload gathered for one model: each repetition's capacity and round (a
+/// repetition that failed leaves neither), why the model cannot sweep, or why repetitions
+/// failed.
+#[derive(Debug, Default)]
+pub(super) struct SweepRuns {
+    pub(super) capacities: Vec<Capacity>,
+    pub(super) rounds: Vec<Round>,
+    pub(super) unable: Option<String>,
+    pub(super) failed: Vec<String>,
+}
+
+/// One model's sweep from its repetitions: the capacity is the median of theirs (the CPU per
+/// request too), the points the rounds merged by `summarise`. `plan` is the model's sweep
+/// plan (its address aside, what every repetition ran); `runs` is `None` when no repetition
+/// reached the sweep (Ctrl-C before it).
+pub(super) fn make_sweep(
+    model: &str,
+    plan: Result<SweepPlan, String>,
+    runs: Option<&SweepRuns>,
+) -> ModelSweep {
+    let empty = SweepRuns::default();
+    let runs = runs.unwrap_or(&empty);
+    let failed = |note: String| ModelSweep {
+        model: model.into(),
+        status: CellStatus::Failed,
+        note: Some(note),
+        load: String::new(),
+        capacity: None,
+        curves: Vec::new(),
+        notes: Vec::new(),
+        errors: false,
+    };
+    let plan = match plan {
+        Ok(p) => p,
+        Err(e) => return failed(e),
+    };
+    let rps: Vec<f64> = runs.capacities.iter().map(|c| c.rps).collect();
+    let cpu: Vec<f64> = runs
+        .capacities
+        .iter()
+        .filter_map(|c| c.server_cpu_us)
+        .collect();
+    let capacity = Capacity {
+        rps: if rps.is_empty() {
+            0.0
+        } else {
+            median(rps.clone())
+        },
+        runs: rps,
+        server_cpu_us: (!cpu.is_empty()).then(|| median(cpu)),
+    };
+    let measured = !runs.capacities.is_empty();
+    // With no round, `summarise` still says what the load was, for the unable and failed
+    // rows.
+    let report = summarise(&plan, capacity, if measured { &runs.rounds } else { &[] });
+    let mut sweep = from_report(model, report);
+    if let Some(why) = &runs.unable {
+        sweep.status = CellStatus::Unable;
+        sweep.note = Some(why.clone());
+    } else if !measured {
+        sweep.status = CellStatus::Failed;
+        sweep.note = Some(if runs.failed.is_empty() {
+            "not run".into()
+        } else {
+            runs.failed.join("; ")
+        });
+    } else if !runs.failed.is_empty() {
+        sweep.note = Some(runs.failed.join("; "));
+    }
+    if sweep.status != CellStatus::Ok {
+        (sweep.capacity, sweep.curves) = (None, Vec::new());
+    }
+    sweep
+}
+
+/// `loadgen sweep`'s report in the suite's types.
+fn from_report(model: &str, r: SweepReport) -> ModelSweep {
+    let curves = r
+        .curves
+        .into_iter()
+        .map(|c| SweepCurve {
+            arrivals: c.arrivals.to_string(),
+            knee: c.knee.map(|k| SweepKnee {
+                offered_rps: k.offered_rps,
+                utilisation: k.utilisation,
+                p99_us: k.p99_us,
+            }),
+            points: c
+                .points
+                .into_iter()
+                .map(|p| SweepPoint {
+                    offered_rps: p.offered_rps,
+                    utilisation: p.utilisation,
+                    runs: p.runs,
+                    valid_runs: p.valid_runs,
+                    achieved: p.achieved,
+                    achieved_rps: p.achieved_rps,
+                    p50_us: p.p50_us,
+                    p99_us: p.p99_us,
+                    p999_us: p.p999_us,
+                    max_us: p.max_us,
+                    errors: p.errors,
+                    server_cpu_us: p.server_cpu_us,
+                    invalid_reasons: p.invalid_reasons,
+                })
+                .collect(),
+        })
+        .collect();
+    ModelSweep {
+        model: model.into(),
+        status: CellStatus::Ok,
+        note: None,
+        load: r.params.load,
+        capacity: Some(SweepCapacity {
+            rps: r.capacity.rps,
+            runs: r.capacity.runs,
+            server_cpu_us: r.capacity.server_cpu_us,
+        }),
+        curves,
+        notes: r.notes,
+        errors: r.errors,
+    }
 }
 
 #[cfg(test)]

@@ -565,6 +565,7 @@ mod tests {
                 idle: vec![10, 100, 1000, 10_000],
                 full: false,
                 placement: String::new(),
+                sweep: None,
             },
             models: names
                 .iter()
@@ -590,6 +591,7 @@ mod tests {
             elapsed_s: 60.0,
             load_before: None,
             load_after: None,
+            sweeps: vec![],
         }
     }
 

@@ -10,15 +10,26 @@
 //!
 //! Workloads (see [`Workload`](report::Workload)): echo over 1, 16 and 256 persistent
 //! connections; a new connection per request; a 1 ms blocking handler at 16 connections; idle
-//! connections held open beside one measuring connection. Bounded models (a thread pool,
-//! pre-forked workers) serve at most their worker count at once: the suite shows what that
-//! does at 256 connections and marks the idle workload as beyond them, rather than hiding it.
+//! connections held open beside one measuring connection; and `sweep`, latency against
+//! offered load: after a model's other workloads, against the same server, one closed-loop
+//! run measures its capacity (echo, 16 connections pipelined 4 deep), then one round of
+//! `loadgen sweep` offers open-loop rates from 20% (10% with `--full`) to 120% of it, fixed
+//! and Poisson arrivals side by side ([`crate::lab::sweep`]). Over the repetitions the capacity is the median and
+//! the rounds merge point by point, into a curve per arrival process and its knee (the highest
+//! rate whose p99 meets `--sweep-slo`). Bounded models (a thread pool, pre-forked workers)
+//! serve at most their worker count at once: the suite shows what that does at 256
+//! connections and marks the idle workload, and a sweep whose connections outnumber their
+//! workers (or that SO_REUSEPORT would hash onto busy ones), as beyond them, rather than
+//! hiding it.
 //!
 //! The suite is split the way a run flows, each file importing only [`report`] (the result as
 //! data) and none importing another or this one: `workloads` (what one run of a workload is),
 //! `cells` (what the runs of one cell add up to), `tables` (`report.md` and the printed
 //! tables) and `figures` (the SVG plots). This file holds the flags and [`suite`], the loop
 //! that runs them in order.
+//!
+//! Every figure is the median of the repetitions; a sweep's rates are fractions of each
+//! repetition's own capacity, so a point's offered rate is the median of its runs' rates.
 
 mod cells;
 mod figures;
@@ -40,18 +51,27 @@ use crate::lab::launch::{
     custom_model, describe_placement, display_command, find_bin_dir, pin_halves, raise_nofile,
     server_cpu_count, standard_models, Model, Server,
 };
-use crate::lab::suite::report::{AcceptDistribution, Cell, ModelInfo, SuiteParams, SuiteReport};
+use crate::lab::suite::report::{
+    AcceptDistribution, Cell, CellStatus, ModelInfo, ModelSweep, SuiteParams, SuiteReport,
+    SweepSettings,
+};
+use crate::lab::sweep::{measure_capacity, round, SweepPlan};
 use crate::run;
 use crate::stats::median;
-use cells::{jain, make_cell, worker_accepts, Sample};
+use cells::{jain, make_cell, make_sweep, worker_accepts, Sample, SweepRuns};
 use tables::{experiments_doc, markdown};
-use workloads::{cannot, pick_workloads, run_one, Outcome, Plan};
+use workloads::{
+    cannot, cannot_sweep, pick_workloads, run_one, sweep_plan, Outcome, Plan, SweepSpec,
+    SWEEP_CONNECTIONS, SWEEP_PIPELINE, SWEEP_RUNAWAY,
+};
 
 /// `loadgen suite`: run every model through the lab's workloads and write a report.
 #[derive(Debug, Clone, Args)]
 pub struct SuiteArgs {
-    /// The long matrix: more connection counts and idle counts, 5 repetitions, 3 s runs
-    /// (about 600 runs of 4 s: roughly 40 minutes; the default takes about 2.5).
+    /// The long matrix: more connection counts and idle counts, 5 repetitions, 3 s runs, 12
+    /// sweep rates (about 600 runs of 4 s, plus the sweep's 25 per model and repetition,
+    /// another 1,500: roughly 2.5 hours; the default takes about 8 minutes, 5 of them the
+    /// sweep; --workloads echo,short,sleep,idle leaves it out).
     #[arg(long)]
     pub full: bool,
 
@@ -63,9 +83,23 @@ pub struct SuiteArgs {
     #[arg(long, value_delimiter = ',')]
     pub only: Option<Vec<String>>,
 
-    /// Only these workloads (comma-separated: echo, short, sleep, idle).
+    /// Only these workloads (comma-separated: echo, short, sleep, idle, sweep). sweep is
+    /// latency against offered load: each repetition measures a model's closed-loop capacity
+    /// (one run), then offers open-loop fractions of it, fixed and Poisson arrivals, and the
+    /// report gives each model's curve and its knee (see --sweep-slo, --sweep-points).
     #[arg(long, value_delimiter = ',')]
     pub workloads: Option<Vec<String>>,
+
+    /// The sweep's objective: a model's knee is the highest offered rate whose p99 is at most
+    /// this (e.g. 1ms, 500us).
+    #[arg(long, value_name = "DURATION", default_value = "1ms",
+          value_parser = echolab_protocol::units::parse_duration)]
+    pub sweep_slo: Duration,
+
+    /// Offered rates of the sweep, evenly spaced over fractions of each model's capacity
+    /// (default 6, from 20% to 120%; --full 12, from 10% to 120%).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=200))]
+    pub sweep_points: Option<u32>,
 
     /// Connection counts for the echo workload (default 1,16,256; --full 1,4,16,64,256).
     #[arg(long, value_delimiter = ',')]
@@ -133,6 +167,7 @@ pub fn suite(args: &SuiteArgs) -> Result<SuiteReport, String> {
         &mut failures,
     );
     let cells = assemble_cells(&models, &plan, &runs, &dir);
+    let sweeps = assemble_sweeps(&models, repeat, &plan, &runs, &mut failures);
     if interrupted() {
         failures.push("interrupted: the report covers the runs completed before Ctrl-C".into());
     }
@@ -151,6 +186,13 @@ pub fn suite(args: &SuiteArgs) -> Result<SuiteReport, String> {
             idle: plan.idle,
             full: args.full,
             placement: describe_placement(placement.as_ref()),
+            sweep: plan.sweep.as_ref().map(|s| SweepSettings {
+                slo_p99_us: s.slo.as_micros() as u64,
+                fractions: s.fractions.clone(),
+                connections: SWEEP_CONNECTIONS,
+                pipeline: SWEEP_PIPELINE,
+                runaway: SWEEP_RUNAWAY,
+            }),
         },
         models: models
             .iter()
@@ -165,6 +207,7 @@ pub fn suite(args: &SuiteArgs) -> Result<SuiteReport, String> {
         elapsed_s: started.elapsed().as_secs_f64(),
         load_before,
         load_after: crate::proc::load_average(),
+        sweeps,
     };
     let _ = fs::remove_dir_all(&scratch);
     write_report(&report, &dir)?;
@@ -201,7 +244,18 @@ fn plan(args: &SuiteArgs, failures: &mut Vec<String>) -> Result<(u32, Plan), Str
     } else {
         vec![1000, 2000]
     });
-    let workloads = pick_workloads(args.workloads.as_deref())?;
+    let (workloads, sweep) = pick_workloads(args.workloads.as_deref())?;
+    if args.sweep_slo.is_zero() {
+        return Err("--sweep-slo must be above 0".into());
+    }
+    let sweep = sweep.then(|| {
+        let from = if full { 0.1 } else { 0.2 };
+        let n = args.sweep_points.unwrap_or(if full { 12 } else { 6 });
+        SweepSpec {
+            slo: args.sweep_slo,
+            fractions: fractions(from, 1.2, n),
+        }
+    });
     let (mut connections, mut idle) = (connections, idle);
     for list in [&mut connections, &mut idle] {
         list.sort_unstable();
@@ -223,8 +277,23 @@ fn plan(args: &SuiteArgs, failures: &mut Vec<String>) -> Result<(u32, Plan), Str
         connections,
         idle,
         workloads,
+        sweep,
     };
     Ok((repeat, plan))
+}
+
+/// `n` fractions evenly spaced from `from` to `to` (`from` alone when `n` is 1), as `loadgen
+/// sweep --from --to --points` spaces them.
+fn fractions(from: f64, to: f64, n: u32) -> Vec<f64> {
+    (0..n)
+        .map(|i| {
+            if n <= 1 {
+                from
+            } else {
+                from + (to - from) * f64::from(i) / f64::from(n - 1)
+            }
+        })
+        .collect()
 }
 
 /// The models to run: the standard ones built in `bin_dir` (a loop per server CPU where a
@@ -270,14 +339,15 @@ fn results_dir(args: &SuiteArgs) -> Result<(String, PathBuf, PathBuf), String> {
 type Key = (String, &'static str, u32);
 
 /// What the runs gathered: by cell, the samples measured and why a run was unable or failed;
-/// by model, the accept counts of prefork's workers summed over the repetitions, and each
-/// repetition's Jain index.
+/// by model, the accept counts of prefork's workers summed over the repetitions, each
+/// repetition's Jain index, and the sweep's capacities and rounds.
 #[derive(Debug, Default)]
 struct Runs {
     samples: BTreeMap<Key, Vec<Sample>>,
     unable: BTreeMap<Key, String>,
     failed: BTreeMap<Key, String>,
     accepts: BTreeMap<String, (Vec<u64>, Vec<f64>)>,
+    sweeps: BTreeMap<String, SweepRuns>,
 }
 
 /// Every repetition of every model, interleaved (A B C A B C), until done or Ctrl-C.
@@ -305,8 +375,8 @@ fn run_all(
     runs
 }
 
-/// Repetition `rep` of one model: a fresh server, every workload of the plan against it, the
-/// server stopped and checked, and its workers' accept counts read.
+/// Repetition `rep` of one model: a fresh server, every workload of the plan against it (the
+/// sweep last), the server stopped and checked, and its workers' accept counts read.
 fn run_model(
     model: &Model,
     rep: u32,
@@ -325,6 +395,13 @@ fn run_model(
                 let key = (model.name.clone(), workload.name(), x);
                 runs.failed
                     .insert(key, format!("the server did not start: {e}"));
+            }
+            if plan.sweep.is_some() {
+                let sweep = runs.sweeps.entry(model.name.clone()).or_default();
+                sweep.failed.push(format!(
+                    "repetition {}: the server did not start: {e}",
+                    rep + 1
+                ));
             }
             return;
         }
@@ -373,6 +450,10 @@ fn run_model(
             }
         }
     }
+    if let Some(spec) = &plan.sweep {
+        let sweep = runs.sweeps.entry(model.name.clone()).or_default();
+        run_sweep(model, &mut server, rep, plan, spec, sweep, failures);
+    }
     match server.stop() {
         Ok(()) => {}
         Err(e) => failures.push(format!("{}: {e}", model.name)),
@@ -389,6 +470,132 @@ fn run_model(
             }
         }
     }
+}
+
+/// Repetition `rep` of the sweep against `model`'s running server: its capacity (one
+/// closed-loop run), then one round of open-loop rates at fractions of it, both kept in
+/// `sweep`. A capacity run or round that fails is a failure of the suite, named by model and
+/// repetition; one cut short by Ctrl-C is dropped, as a cell's run is.
+fn run_sweep(
+    model: &Model,
+    server: &mut Server,
+    rep: u32,
+    plan: &Plan,
+    spec: &SweepSpec,
+    sweep: &mut SweepRuns,
+    failures: &mut Vec<String>,
+) {
+    if let Some(why) = cannot_sweep(model) {
+        sweep.unable = Some(why);
+        return;
+    }
+    if interrupted() {
+        return;
+    }
+    if !server.alive() {
+        // Its death is already a failure, of the run it happened in.
+        sweep.failed.push(format!(
+            "repetition {}: not run: the server had died",
+            rep + 1
+        ));
+        return;
+    }
+    let mut fail = |sweep: &mut SweepRuns, why: String| {
+        failures.push(format!(
+            "{} sweep (repetition {}): {why}",
+            model.name,
+            rep + 1
+        ));
+        sweep.failed.push(format!("repetition {}: {why}", rep + 1));
+    };
+    let sweep_plan = match sweep_plan(model, server.addr, Some(server.pid()), plan, spec) {
+        Ok(p) => p,
+        Err(e) => return fail(sweep, e),
+    };
+    // Indented under the suite's "[n/N] model" line, as the rest of the model's output.
+    let mut log = |line: &str| eprintln!("    sweep: {line}");
+    let capacity = measure_capacity(&sweep_plan, 1, &mut log);
+    // A capacity run cut short by Ctrl-C measured nothing, whatever it returned.
+    if interrupted() {
+        return;
+    }
+    let died = |server: &mut Server| {
+        (!server.alive()).then(|| format!("the server died ({})", server.describe_exit()))
+    };
+    let capacity = match capacity {
+        Ok(c) => c,
+        Err(e) => {
+            // The error ends with the run's whole summary: the failure keeps its first line.
+            let first = e.lines().next().unwrap_or("").trim_end_matches(':');
+            let why = died(server).map_or_else(
+                || format!("capacity: {first}"),
+                |d| format!("capacity: {d}"),
+            );
+            return fail(sweep, why);
+        }
+    };
+    match round(&sweep_plan, capacity.rps, rep, &mut log) {
+        Ok(mut r) => {
+            if interrupted() {
+                drop_last_run(&mut r);
+            }
+            if let Some(d) = died(server) {
+                return fail(sweep, format!("{d} during the sweep"));
+            }
+            sweep.capacities.push(capacity);
+            sweep.rounds.push(r);
+        }
+        Err(_) if interrupted() => {}
+        Err(e) => fail(sweep, died(server).unwrap_or(e)),
+    }
+}
+
+/// Removes the last run `round` made (rates in order, the arrival processes side by side at
+/// each): when Ctrl-C lands during a round, that run is the one it may have cut short, and a
+/// run cut short is not a measurement. The round runs nothing after it.
+fn drop_last_run(round: &mut crate::lab::sweep::Round) {
+    let points = round.iter().map(Vec::len).max().unwrap_or(0);
+    for i in (0..points).rev() {
+        for curve in round.iter_mut().rev() {
+            if let Some(run) = curve.get_mut(i).filter(|r| r.is_some()) {
+                *run = None;
+                return;
+            }
+        }
+    }
+}
+
+/// Each model's sweep, in model order; errors in a sweep's runs are failures of the suite
+/// (64 requests in flight at most, so even past the capacity nothing should time out: an
+/// error is the server's).
+fn assemble_sweeps(
+    models: &[Model],
+    repeat: u32,
+    plan: &Plan,
+    runs: &Runs,
+    failures: &mut Vec<String>,
+) -> Vec<ModelSweep> {
+    let Some(spec) = &plan.sweep else {
+        return Vec::new();
+    };
+    let mut sweeps = Vec::new();
+    for model in models {
+        // The plan the repetitions ran, less their server's address and pid, with a round per
+        // repetition: what the report says of the load.
+        let unbound = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        let sweep_plan =
+            sweep_plan(model, unbound, None, plan, spec).map(|p| SweepPlan { repeat, ..p });
+        let sweep = make_sweep(&model.name, sweep_plan, runs.sweeps.get(&model.name));
+        if sweep.status == CellStatus::Ok && sweep.errors {
+            failures.push(format!(
+                "{} sweep: runs had errors: {}",
+                model.name,
+                sweep.notes.join("; ")
+            ));
+        }
+        sweeps.push(sweep);
+    }
+    sweeps
 }
 
 /// One cell per model and (workload, x) of the plan, model by model: the tables' order.

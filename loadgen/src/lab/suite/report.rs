@@ -33,6 +33,10 @@ pub struct SuiteReport {
     /// Load averages after the last run.
     #[serde(default)]
     pub load_after: Option<[f64; 3]>,
+    /// The sweep workload: latency against offered load, one per model, in model order
+    /// (empty when the sweep was not run, and in reports from before it existed).
+    #[serde(default)]
+    pub sweeps: Vec<ModelSweep>,
 }
 
 /// The suite's parameters.
@@ -53,6 +57,24 @@ pub struct SuiteParams {
     /// Where the processes ran: "servers on CPUs [..], loadgen on [..]", or "unpinned".
     #[serde(default)]
     pub placement: String,
+    /// How the sweep workload ran, when it did.
+    #[serde(default)]
+    pub sweep: Option<SweepSettings>,
+}
+
+/// The sweep workload's settings, the same for every model.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SweepSettings {
+    /// The objective the knee is judged against: p99 at most this, µs.
+    pub slo_p99_us: u64,
+    /// The offered rates as fractions of each model's capacity, lowest first.
+    pub fractions: Vec<f64>,
+    /// Connections of every run (capacity and open loop).
+    pub connections: u32,
+    /// Requests in flight per connection.
+    pub pipeline: u32,
+    /// A curve stops climbing (for the repetition) past this many times the SLO.
+    pub runaway: f64,
 }
 
 /// One model or variant.
@@ -191,4 +213,103 @@ pub struct AcceptDistribution {
     pub per_worker: Vec<u64>,
     /// Jain's fairness index of `per_worker` (1.0 = perfectly even).
     pub jain: f64,
+}
+
+/// One model's latency against offered load: `loadgen sweep`'s report, less what changes from
+/// one repetition's server to the next (its address), in types that can be read back.
+///
+/// The field names are those of `loadgen sweep --json` (`lab::sweep::report`), so a reader
+/// of either finds the same shape; the sweep's own types are not `Deserialize`, hence these.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModelSweep {
+    /// The model's short name.
+    pub model: String,
+    /// Measured, unable (a bounded model that cannot serve the sweep's connections at once),
+    /// or failed (no repetition measured a capacity).
+    pub status: CellStatus,
+    /// Why unable or failed, or which repetitions failed.
+    pub note: Option<String>,
+    /// Protocol, op, payload, connections, pipeline and threads, as `loadgen sweep` prints
+    /// them.
+    pub load: String,
+    /// The closed-loop capacity: the median of one run per repetition.
+    pub capacity: Option<SweepCapacity>,
+    /// One curve per arrival process (fixed, then Poisson).
+    pub curves: Vec<SweepCurve>,
+    /// The sweep's notes: runs with errors, an interruption.
+    pub notes: Vec<String>,
+    /// Some run had errors (failed or indeterminate requests, or errors of any kind).
+    pub errors: bool,
+}
+
+impl ModelSweep {
+    /// The curve of `arrivals` (`fixed` or `poisson`), if it was swept.
+    pub fn curve(&self, arrivals: &str) -> Option<&SweepCurve> {
+        self.curves.iter().find(|c| c.arrivals == arrivals)
+    }
+}
+
+/// The closed-loop capacity the sweep's rates are fractions of.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SweepCapacity {
+    /// The median of the runs, requests per second.
+    pub rps: f64,
+    /// Each repetition's capacity run, requests per second.
+    pub runs: Vec<f64>,
+    /// The server's CPU per request in those runs (median), µs.
+    pub server_cpu_us: Option<f64>,
+}
+
+/// Latency against offered load for one arrival process.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SweepCurve {
+    /// `fixed` or `poisson`.
+    pub arrivals: String,
+    /// One point per offered rate, lowest first (those never run included, with no runs).
+    pub points: Vec<SweepPoint>,
+    /// The highest rate achieved within the SLO below the first that was not (`None`: not
+    /// even the lowest).
+    pub knee: Option<SweepKnee>,
+}
+
+/// One offered rate's runs over the repetitions, summarised (`lab::sweep::report::Point`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SweepPoint {
+    /// The rate asked for (median over the repetitions' runs), requests per second.
+    pub offered_rps: f64,
+    /// It as a fraction of the capacity.
+    pub utilisation: f64,
+    /// Runs made at this rate (a repetition whose curve ran away below it made none).
+    pub runs: u32,
+    /// Of those, runs that were valid measurements (`loadgen run`'s exit-3 rule).
+    pub valid_runs: u32,
+    /// Most of its runs were valid: only then are its latencies reported.
+    pub achieved: bool,
+    /// The rate sent (median over the runs made).
+    pub achieved_rps: f64,
+    /// Medians over the valid runs, µs (0 when not achieved).
+    pub p50_us: u64,
+    /// 99th percentile, µs.
+    pub p99_us: u64,
+    /// 99.9th percentile, µs.
+    pub p999_us: u64,
+    /// Largest, µs.
+    pub max_us: u64,
+    /// Errors, failed and indeterminate requests, summed over its runs.
+    pub errors: u64,
+    /// The server's CPU per request (median over the runs), µs.
+    pub server_cpu_us: Option<f64>,
+    /// Why a run was not valid, once per distinct reason.
+    pub invalid_reasons: Vec<String>,
+}
+
+/// Where the latency leaves the objective.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct SweepKnee {
+    /// The highest rate within the SLO, requests per second.
+    pub offered_rps: f64,
+    /// It over the capacity.
+    pub utilisation: f64,
+    /// Its p99, µs.
+    pub p99_us: u64,
 }

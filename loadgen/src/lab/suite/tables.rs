@@ -380,6 +380,7 @@ mod tests {
                 idle: vec![],
                 full: false,
                 placement: "unpinned".into(),
+                sweep: None,
             },
             models: ["thread", "thread-pool"]
                 .iter()
@@ -394,6 +395,7 @@ mod tests {
             elapsed_s: 1.0,
             load_before: Some([1.5, 1.0, 0.5]),
             load_after: Some([2.0, 1.2, 0.6]),
+            sweeps: vec![],
         }
     }
 

@@ -1,5 +1,6 @@
 //! The suite's workloads: the matrix of one repetition, and one run of one workload against
-//! a running server (with the idle connections the idle workload holds open beside it).
+//! a running server (with the idle connections the idle workload holds open beside it); for
+//! the sweep workload, the plan `loadgen sweep` runs against one model's server.
 //!
 //! Apart from the loop over models and repetitions so that what a workload *is* (its
 //! connections, its request, what a bounded model is excused) reads in one place, and the
@@ -14,8 +15,9 @@ use std::time::{Duration, Instant};
 use echolab_protocol::{Command as Op, Decoded, Protocol, Request};
 
 use super::report::Workload;
-use crate::config::{self, Outputs, Progress, RunConfig};
+use crate::config::{self, Arrivals, Outputs, Progress, RunConfig};
 use crate::lab::launch::{Model, Server};
+use crate::lab::sweep::SweepPlan;
 use crate::run;
 
 /// The matrix of one repetition.
@@ -26,7 +28,29 @@ pub(super) struct Plan {
     pub(super) connections: Vec<u32>,
     pub(super) idle: Vec<u32>,
     pub(super) workloads: Vec<Workload>,
+    /// The sweep workload, when asked for: it runs after a model's other workloads, against
+    /// the same server, and is no cell (its result is a curve, not one run's figures).
+    pub(super) sweep: Option<SweepSpec>,
 }
+
+/// What the sweep workload offers every model.
+#[derive(Debug, Clone)]
+pub(super) struct SweepSpec {
+    /// p99 objective.
+    pub(super) slo: Duration,
+    /// Offered rates as fractions of the model's capacity, lowest first.
+    pub(super) fractions: Vec<f64>,
+}
+
+/// The sweep's connections and pipeline: enough in flight (64) to load a server past its
+/// capacity from one loadgen thread, few enough that every model (a pool or pre-forked
+/// workers of the default 32 included) serves them all at once.
+pub(super) const SWEEP_CONNECTIONS: u32 = 16;
+/// Requests in flight per connection in the sweep.
+pub(super) const SWEEP_PIPELINE: u32 = 4;
+/// A sweep's curve stops climbing past this many times the SLO (as `loadgen sweep`'s
+/// default): the rates above would only queue longer.
+pub(super) const SWEEP_RUNAWAY: f64 = 10.0;
 
 /// Connection slots of the short and sleep workloads.
 const SLOTS: u32 = 16;
@@ -46,7 +70,11 @@ impl Plan {
     }
 }
 
-pub(super) fn pick_workloads(names: Option<&[String]>) -> Result<Vec<Workload>, String> {
+/// The name `--workloads` takes for the sweep workload.
+pub(super) const SWEEP: &str = "sweep";
+
+/// `--workloads` (every workload when not given): the cell workloads, and whether to sweep.
+pub(super) fn pick_workloads(names: Option<&[String]>) -> Result<(Vec<Workload>, bool), String> {
     let all = [
         Workload::Echo,
         Workload::Short,
@@ -54,16 +82,23 @@ pub(super) fn pick_workloads(names: Option<&[String]>) -> Result<Vec<Workload>, 
         Workload::Idle,
     ];
     let Some(names) = names else {
-        return Ok(all.to_vec());
+        return Ok((all.to_vec(), true));
     };
-    names
-        .iter()
-        .map(|n| {
-            all.iter().copied().find(|w| w.name() == n).ok_or_else(|| {
-                format!("--workloads {n}: not a workload (echo, short, sleep, idle)")
-            })
-        })
-        .collect()
+    let mut workloads = Vec::new();
+    let mut sweep = false;
+    for n in names {
+        if n == SWEEP {
+            sweep = true;
+        } else {
+            let w = all.iter().copied().find(|w| w.name() == n).ok_or_else(|| {
+                format!("--workloads {n}: not a workload (echo, short, sleep, idle, sweep)")
+            })?;
+            if !workloads.contains(&w) {
+                workloads.push(w);
+            }
+        }
+    }
+    Ok((workloads, sweep))
 }
 
 /// Why `model` cannot run `workload` at `x` by its nature, if it cannot.
@@ -77,6 +112,63 @@ pub(super) fn cannot(model: &Model, workload: Workload, x: u32) -> Option<String
         )),
         _ => None,
     }
+}
+
+/// Why `model` cannot run the sweep by its nature, if it cannot: the sweep's connections are
+/// persistent, and a bounded model serves one per worker until it closes, so a connection
+/// with no worker of its own waits the whole run and its requests time out. That is the
+/// bound at work (the echo workload at 256 connections shows it), not a failure.
+pub(super) fn cannot_sweep(model: &Model) -> Option<String> {
+    let n = model.capacity?;
+    if n < SWEEP_CONNECTIONS {
+        Some(format!(
+            "{n} workers: the sweep's {SWEEP_CONNECTIONS} persistent connections need one each"
+        ))
+    } else if model.name.ends_with("reuseport") {
+        Some(format!(
+            "SO_REUSEPORT hashes each of the sweep's {SWEEP_CONNECTIONS} persistent connections \
+             to one worker's queue, so some share a worker and wait the whole run behind another"
+        ))
+    } else {
+        None
+    }
+}
+
+/// The sweep against `model`'s server at `addr` (its process `pid`): the load of the echo
+/// workload in the model's protocol (64 B echo; RESP's ECHO for redis-server), over
+/// [`SWEEP_CONNECTIONS`] connections pipelined [`SWEEP_PIPELINE`] deep from one loadgen
+/// thread, with the suite's run times. `pid` is `None` for the plan a report is summarised
+/// with, which runs nothing.
+pub(super) fn sweep_plan(
+    model: &Model,
+    addr: SocketAddr,
+    pid: Option<i32>,
+    plan: &Plan,
+    spec: &SweepSpec,
+) -> Result<SweepPlan, String> {
+    let base = RunConfig {
+        connections: SWEEP_CONNECTIONS,
+        pipeline: SWEEP_PIPELINE,
+        server_pid: pid,
+        ..echo_args(addr, model.protocol, plan)
+    }
+    .checked()?;
+    Ok(SweepPlan {
+        base,
+        slo_p99_us: spec.slo.as_micros() as u64,
+        arrivals: vec![Arrivals::Fixed, Arrivals::Poisson],
+        fractions: spec.fractions.clone(),
+        // The suite measures one per repetition (`measure_capacity`), never takes one given.
+        capacity: None,
+        capacity_duration: plan.duration,
+        duration: plan.duration,
+        warmup: plan.warmup,
+        // A repetition runs one round (`round`, which does not read this); the plan the
+        // report is summarised with says how many there were.
+        repeat: 1,
+        runaway: SWEEP_RUNAWAY,
+        seed: 1,
+    })
 }
 
 pub(super) enum Outcome {
@@ -171,6 +263,20 @@ pub(super) fn run_one(
 
 fn run_args(addr: SocketAddr, protocol: Protocol, plan: &Plan, hgrm: &Path, pid: i32) -> RunConfig {
     RunConfig {
+        server_pid: Some(pid),
+        outputs: Outputs {
+            hgrm: Some(hgrm.to_path_buf()),
+            progress: Progress::Never,
+            ..Outputs::default()
+        },
+        ..echo_args(addr, protocol, plan)
+    }
+}
+
+/// The echo workload's request and times, over one connection: what the other workloads
+/// and the sweep change.
+fn echo_args(addr: SocketAddr, protocol: Protocol, plan: &Plan) -> RunConfig {
+    RunConfig {
         addr,
         protocol,
         connections: 1,
@@ -181,12 +287,6 @@ fn run_args(addr: SocketAddr, protocol: Protocol, plan: &Plan, hgrm: &Path, pid:
         op: config::Op::Echo,
         // Short enough that starved connections of a bounded model do not stall the suite.
         timeout: Duration::from_secs(1),
-        server_pid: Some(pid),
-        outputs: Outputs {
-            hgrm: Some(hgrm.to_path_buf()),
-            progress: Progress::Never,
-            ..Outputs::default()
-        },
         ..RunConfig::default()
     }
 }
@@ -273,5 +373,25 @@ mod tests {
     fn workloads_parse() {
         assert!(pick_workloads(Some(&["echo".into(), "idle".into()])).is_ok());
         assert!(pick_workloads(Some(&["nap".into()])).is_err());
+        let (cells, sweep) = pick_workloads(None).expect("the default");
+        assert!(sweep && cells.len() == 4, "{cells:?} {sweep}");
+        let (cells, sweep) = pick_workloads(Some(&["sweep".into()])).expect("sweep alone");
+        assert!(sweep && cells.is_empty(), "{cells:?} {sweep}");
+        let (_, sweep) = pick_workloads(Some(&["echo".into()])).expect("echo alone");
+        assert!(!sweep);
+    }
+
+    #[test]
+    fn bounded_models_sweep_only_when_every_connection_has_a_worker() {
+        let model = |name: &str, capacity: Option<u32>| Model {
+            capacity,
+            ..Model::command(name, "true", echolab_protocol::Protocol::Binary)
+        };
+        assert!(cannot_sweep(&model("thread", None)).is_none());
+        assert!(cannot_sweep(&model("thread-pool", Some(32))).is_none());
+        assert!(cannot_sweep(&model("thread-pool", Some(4))).is_some());
+        assert!(cannot_sweep(&model("prefork-reuseport", Some(32))).is_some());
+        // Event loops behind SO_REUSEPORT serve many connections each: not bounded.
+        assert!(cannot_sweep(&model("prefork-eventloop-reuseport", None)).is_none());
     }
 }
