@@ -2,11 +2,13 @@
 //! and the outcome line that opens both.
 //!
 //! These read only a [`SuiteReport`], never the runs, so a stored `report.json` renders as
-//! the live suite did; each table links to the experiment in docs/experiments.md it answers.
+//! the live suite did; each table of a cell workload links to the experiment in
+//! docs/experiments.md it answers. The sweep's tables (each model's knee, and its p99 at each
+//! offered load) follow them.
 
 use std::path::Path;
 
-use super::report::{CellStatus, SuiteReport, Workload};
+use super::report::{CellStatus, ModelSweep, SuiteReport, SweepCurve, Workload};
 
 /// docs/experiments.md relative to the report directory `dir`, if `dir` lies inside an
 /// echolab checkout (so the report's links work where it is committed, under results/).
@@ -247,6 +249,7 @@ fn tables_linked(report: &SuiteReport, docs: Option<&str>) -> String {
             s.push('\n');
         }
     }
+    s.push_str(&sweep_tables(report));
     if !report.accept.is_empty() {
         s.push_str(
             "\n### prefork: connections accepted per worker (all workloads, all repetitions)\n\n",
@@ -272,6 +275,148 @@ fn tables_linked(report: &SuiteReport, docs: Option<&str>) -> String {
         }
     }
     s
+}
+
+/// The knee's three columns of one curve: req/s, % of the capacity, p99 µs; "none" when not
+/// even the lowest rate met the SLO.
+fn knee_columns(curve: Option<&SweepCurve>) -> String {
+    match curve.map(|c| c.knee) {
+        None => "not swept | | ".into(),
+        Some(None) => "none | | ".into(),
+        Some(Some(k)) => format!(
+            "{:.0} | {:.0}% | {}",
+            k.offered_rps,
+            100.0 * k.utilisation,
+            k.p99_us
+        ),
+    }
+}
+
+/// One curve's p99 at its `i`th rate, as the sweep's p99 table writes it.
+fn p99_at(curve: Option<&SweepCurve>, i: usize, slo_us: u64) -> String {
+    match curve.and_then(|c| c.points.get(i)) {
+        None => "–".into(),
+        Some(p) if p.runs == 0 => "–".into(),
+        Some(p) if !p.achieved => "n/a".into(),
+        Some(p) if p.p99_us > slo_us => format!("**{}**", p.p99_us),
+        Some(p) => p.p99_us.to_string(),
+    }
+}
+
+/// The sweep's tables: each model's capacity and knees, then its p99 at each offered load;
+/// empty when the sweep was not run.
+fn sweep_tables(report: &SuiteReport) -> String {
+    let sweeps = &report.sweeps;
+    if sweeps.is_empty() {
+        return String::new();
+    }
+    let settings = report.params.sweep.as_ref();
+    // The fractions every model was offered (the settings'; a report without them: the first
+    // curve's).
+    let fractions: Vec<f64> = settings.map(|p| p.fractions.clone()).unwrap_or_else(|| {
+        (sweeps.iter().flat_map(|w| w.curves.first()))
+            .next()
+            .map(|c| c.points.iter().map(|p| p.utilisation).collect())
+            .unwrap_or_default()
+    });
+    let slo_us = settings.map_or(0, |p| p.slo_p99_us);
+    let (connections, pipeline) = settings.map_or((0, 0), |p| (p.connections, p.pipeline));
+    let span = match (fractions.first(), fractions.last()) {
+        (Some(lo), Some(hi)) => format!("{:.0}% to {:.0}%", 100.0 * lo, 100.0 * hi),
+        _ => "fractions".into(),
+    };
+    let mut s = format!(
+        "\n### latency against offered load: the knee (SLO p99 ≤ {})\n\n",
+        fmt_latency_words(slo_us)
+    );
+    s.push_str(&format!(
+        "Each repetition measured a model's closed-loop capacity (one run of echo 64 B over \
+         {connections} connections, {pipeline} in flight on each; RESP's ECHO for redis-server), \
+         then offered it {} open-loop rates from {span} of that capacity, fixed and Poisson \
+         arrivals side by side; a point's figures are medians over the repetitions. The **knee** is the \
+         highest offered rate whose median p99 meets the SLO, below the first rate that does \
+         not; a rate loadgen did not achieve (its exit-3 rule: the client fell behind its \
+         schedule or sent under 99% of it) never counts. **none**: not even the lowest rate met \
+         the SLO. Server CPU per request is from the capacity runs.\n\n",
+        fractions.len()
+    ));
+    s.push_str("| model | capacity req/s | server CPU µs/req | knee, fixed arrivals: req/s | % of capacity | p99 µs | knee, Poisson arrivals: req/s | % of capacity | p99 µs |\n");
+    s.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    let flagged = |w: &ModelSweep| w.note.is_some() || !w.notes.is_empty();
+    for w in sweeps {
+        let Some(capacity) = w.capacity.as_ref().filter(|_| w.status == CellStatus::Ok) else {
+            s.push_str(&format!(
+                "| {} | {} | | | | | | | |\n",
+                w.model,
+                match w.status {
+                    CellStatus::Unable => format!("unable: {}", w.note.as_deref().unwrap_or("")),
+                    _ => format!("**FAILED**: {}", w.note.as_deref().unwrap_or("")),
+                }
+            ));
+            continue;
+        };
+        s.push_str(&format!(
+            "| {}{} | {:.0} | {} | {} | {} |\n",
+            w.model,
+            if flagged(w) { " †" } else { "" },
+            capacity.rps,
+            fmt_opt(capacity.server_cpu_us, 1),
+            knee_columns(w.curve("fixed")),
+            knee_columns(w.curve("poisson")),
+        ));
+    }
+    let measured: Vec<&ModelSweep> = sweeps
+        .iter()
+        .filter(|w| w.status == CellStatus::Ok)
+        .collect();
+    if !measured.is_empty() && !fractions.is_empty() {
+        s.push_str(&format!(
+            "\np99 µs at each offered load (a share of the model's capacity above), fixed / \
+             Poisson arrivals: **bold** over the SLO; n/a not achieved; – not run (the curve had \
+             run away below).\n\n| model |{}\n|---|{}\n",
+            fractions
+                .iter()
+                .map(|f| format!(" {:.0}% |", 100.0 * f))
+                .collect::<String>(),
+            "---:|".repeat(fractions.len())
+        ));
+        for w in &measured {
+            let (fixed, poisson) = (w.curve("fixed"), w.curve("poisson"));
+            s.push_str(&format!("| {} |", w.model));
+            for i in 0..fractions.len() {
+                s.push_str(&format!(
+                    " {} / {} |",
+                    p99_at(fixed, i, slo_us),
+                    p99_at(poisson, i, slo_us)
+                ));
+            }
+            s.push('\n');
+        }
+    }
+    let notes: Vec<String> = (sweeps.iter())
+        .filter(|w| w.status == CellStatus::Ok && flagged(w))
+        .map(|w| {
+            let all: Vec<&str> = w.note.iter().chain(&w.notes).map(String::as_str).collect();
+            format!("† {}: {}", w.model, all.join("; "))
+        })
+        .collect();
+    if !notes.is_empty() {
+        s.push('\n');
+        s.push_str(&notes.join("\n"));
+        s.push('\n');
+    }
+    s
+}
+
+/// An SLO as a heading says it: `1 ms`, `500 µs`.
+fn fmt_latency_words(us: u64) -> String {
+    if us >= 1000 && us % 1000 == 0 {
+        format!("{} ms", us / 1000)
+    } else if us >= 1000 {
+        format!("{:.1} ms", us as f64 / 1000.0)
+    } else {
+        format!("{us} µs")
+    }
 }
 
 pub(super) fn markdown(report: &SuiteReport, plots: &[String], docs: Option<&str>) -> String {
@@ -333,7 +478,9 @@ pub(super) fn markdown(report: &SuiteReport, plots: &[String], docs: Option<&str
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lab::suite::report::{Cell, ModelInfo, SuiteParams};
+    use crate::lab::suite::report::{
+        Cell, ModelInfo, SuiteParams, SweepCapacity, SweepKnee, SweepPoint, SweepSettings,
+    };
     use std::fs;
 
     fn cell(model: &str, workload: Workload, x: u32, served: f64, errors: u64) -> Cell {
@@ -397,6 +544,138 @@ mod tests {
             load_after: Some([2.0, 1.2, 0.6]),
             sweeps: vec![],
         }
+    }
+
+    /// A curve at 20%, 60% and 100% of `capacity` with these p99s (`None`: not achieved,
+    /// `Some(0)` with no runs: not run), its knee as the sweep decides it.
+    fn curve(
+        arrivals: &str,
+        capacity: f64,
+        p99: [Option<u64>; 3],
+        knee: Option<usize>,
+    ) -> SweepCurve {
+        let points: Vec<SweepPoint> = [0.2, 0.6, 1.0]
+            .iter()
+            .zip(p99)
+            .map(|(f, p)| SweepPoint {
+                offered_rps: f * capacity,
+                utilisation: *f,
+                runs: if p == Some(0) { 0 } else { 3 },
+                achieved: p.is_some_and(|p| p > 0),
+                p99_us: p.unwrap_or(0),
+                ..SweepPoint::default()
+            })
+            .collect();
+        SweepCurve {
+            arrivals: arrivals.into(),
+            knee: knee.map(|i| SweepKnee {
+                offered_rps: points[i].offered_rps,
+                utilisation: points[i].utilisation,
+                p99_us: points[i].p99_us,
+            }),
+            points,
+        }
+    }
+
+    /// The knee table names each model's capacity and knees (or "none"), the unable model
+    /// and why, and the p99 table marks what missed the SLO, was not achieved, or not run.
+    #[test]
+    fn the_sweep_tables_give_each_models_knee() {
+        let mut r = report(vec![]);
+        r.params.sweep = Some(SweepSettings {
+            slo_p99_us: 1000,
+            fractions: vec![0.2, 0.6, 1.0],
+            connections: 16,
+            pipeline: 4,
+            runaway: 10.0,
+        });
+        let measured = |model: &str, capacity: f64, curves: Vec<SweepCurve>| ModelSweep {
+            model: model.into(),
+            status: CellStatus::Ok,
+            note: None,
+            load: String::new(),
+            capacity: Some(SweepCapacity {
+                rps: capacity,
+                runs: vec![capacity],
+                server_cpu_us: Some(2.5),
+            }),
+            curves,
+            notes: vec![],
+            errors: false,
+        };
+        r.sweeps = vec![
+            measured(
+                "thread",
+                10_000.0,
+                vec![
+                    curve(
+                        "fixed",
+                        10_000.0,
+                        [Some(300), Some(800), Some(5000)],
+                        Some(1),
+                    ),
+                    curve("poisson", 10_000.0, [Some(1500), Some(0), Some(0)], None),
+                ],
+            ),
+            ModelSweep {
+                status: CellStatus::Unable,
+                note: Some("4 workers".into()),
+                capacity: None,
+                curves: vec![],
+                ..measured("thread-pool", 0.0, vec![])
+            },
+            measured(
+                "eventloop-epoll",
+                100_000.0,
+                vec![
+                    curve("fixed", 100_000.0, [Some(100), Some(200), None], Some(1)),
+                    curve("poisson", 100_000.0, [Some(100), Some(400), None], Some(1)),
+                ],
+            ),
+        ];
+        let md = markdown(&r, &[], None);
+        let row = |model: &str, after: &str| {
+            let at = md
+                .find(after)
+                .unwrap_or_else(|| panic!("no {after:?}\n{md}"));
+            md[at..]
+                .lines()
+                .find(|l| l.starts_with(&format!("| {model} ")))
+                .unwrap_or_else(|| panic!("no row for {model}\n{md}"))
+                .to_string()
+        };
+        assert!(
+            md.contains("### latency against offered load: the knee (SLO p99 ≤ 1 ms)"),
+            "{md}"
+        );
+        assert!(
+            md.contains("The **knee** is the highest offered rate"),
+            "{md}"
+        );
+        assert_eq!(
+            row("thread", "| model | capacity"),
+            "| thread | 10000 | 2.5 | 6000 | 60% | 800 | none | |  |"
+        );
+        assert!(
+            row("thread-pool", "| model | capacity").contains("unable: 4 workers"),
+            "{md}"
+        );
+        assert_eq!(
+            row("eventloop-epoll", "| model | capacity"),
+            "| eventloop-epoll | 100000 | 2.5 | 60000 | 60% | 200 | 60000 | 60% | 400 |"
+        );
+        assert_eq!(
+            row("thread", "| model | 20% | 60% | 100% |"),
+            "| thread | 300 / **1500** | 800 / – | **5000** / – |"
+        );
+        assert_eq!(
+            row("eventloop-epoll", "| model | 20% | 60% | 100% |"),
+            "| eventloop-epoll | 100 / 100 | 200 / 400 | n/a / n/a |"
+        );
+        // The printed tables carry them too; a report without a sweep has neither table.
+        assert!(tables(&r).contains("| eventloop-epoll | 100000 |"));
+        r.sweeps.clear();
+        assert!(!markdown(&r, &[], None).contains("the knee"));
     }
 
     /// Issue 12: a pool that served 32 of 256 connections must not read as the better model.
