@@ -5,8 +5,9 @@
 //! throughput stops growing with connections, how its latency tail bends (HdrHistogram's
 //! percentile spectrum), what a request costs the server in CPU and context switches, what a
 //! connection costs in memory (PSS against RSS, which counts pages that forked processes
-//! share once in every process), how evenly prefork workers share `accept`, and what idle
-//! connections do to the latency of a busy one.
+//! share once in every process), how evenly prefork workers share `accept`, what idle
+//! connections do to the latency of a busy one, and how each model's p99 climbs with the load
+//! offered to it (the sweep), against the SLO.
 //!
 //! Every model keeps one colour in every plot, chosen by its place in `report.models`. A plot
 //! with no data is not written; cells that did not measure (`Unable`, `Failed`) draw nothing,
@@ -15,11 +16,12 @@
 use std::path::Path;
 
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use super::report::{Cell, CellStatus, SuiteReport, Workload};
+use super::report::{Cell, CellStatus, SuiteReport, SweepCurve, Workload};
 use crate::lab::plot::{
-    at_least, chart, colour, hbars, legend, lg, lighten, lines, page, Axis, Hollow, Line, Plot,
-    Row, PLOT_W,
+    at_least, chart, colour, font, hbars, legend, lg, lighten, lines, page, Axis, Hollow, Line,
+    Plot, Row, PLOT_W,
 };
 
 /// Writes every plot the report has data for into `dir` (created if missing); returns the
@@ -44,6 +46,7 @@ pub fn write_all(report: &SuiteReport, dir: &Path) -> Result<Vec<String>, String
         ("memory-per-connection.svg", memory(report)),
         ("accept-distribution.svg", accept(report)),
         ("idle-vs-latency.svg", idle(report)),
+        ("latency-vs-offered-load.svg", offered_load(report)),
     ];
     let mut written = Vec::new();
     for (name, svg) in plots {
@@ -470,10 +473,141 @@ fn idle(report: &SuiteReport) -> Plot {
     })
 }
 
+/// Points in plotted units.
+type Points = Vec<(f64, f64)>;
+
+/// A sweep curve's achieved points as (log10 offered req/s, log10 p99 µs): a rate loadgen
+/// did not achieve has no latency to draw.
+fn achieved(curve: &SweepCurve) -> Points {
+    (curve.points.iter())
+        .filter(|p| p.achieved && p.runs > 0)
+        .map(|p| (lg(p.offered_rps, 1.0), lg(p.p99_us as f64, 1.0)))
+        .collect()
+}
+
+/// The sweep: p99 against offered load, a line per model and arrival process (fixed solid,
+/// Poisson lighter and dashed), both axes log (the models' capacities differ by orders of
+/// magnitude), with the SLO as a horizontal line.
+fn offered_load(report: &SuiteReport) -> Plot {
+    // (colour, Poisson, points) of each curve that has a point to draw.
+    let mut curves: Vec<(RGBColor, bool, Points)> = Vec::new();
+    let mut entries: Vec<(String, RGBColor)> = Vec::new();
+    for (i, m) in report.models.iter().enumerate() {
+        let Some(sweep) =
+            (report.sweeps.iter()).find(|w| w.model == m.name && w.status == CellStatus::Ok)
+        else {
+            continue;
+        };
+        let before = curves.len();
+        for c in &sweep.curves {
+            let points = achieved(c);
+            if !points.is_empty() {
+                curves.push((colour(i), c.arrivals == "poisson", points));
+            }
+        }
+        if curves.len() > before {
+            entries.push((m.name.clone(), colour(i)));
+        }
+    }
+    if curves.is_empty() {
+        return Ok(None);
+    }
+    let slo = report.params.sweep.as_ref().map(|p| p.slo_p99_us);
+    let slo_y = slo.map(|us| lg(us as f64, 1.0));
+    let x = Axis::log(
+        curves.iter().flat_map(|c| c.2.iter().map(|p| p.0)),
+        "offered load (requests/s, log scale)",
+    );
+    let y = Axis::log(
+        (curves.iter().flat_map(|c| c.2.iter().map(|p| p.1))).chain(slo_y),
+        "p99 latency (µs, log scale)",
+    );
+    let grey = RGBColor(90, 90, 90);
+    entries.push(("fixed arrivals".into(), grey));
+    entries.push(("Poisson (lighter, dashed)".into(), lighten(grey, 0.5)));
+    let notes = ["Only rates loadgen achieved", "are drawn."];
+    page("Latency against offered load (the sweep)", |area| {
+        let (plot, side) = area.split_horizontally(PLOT_W);
+        let mut chart = chart(&plot, None, &x, &y, 70)?;
+        if let (Some(us), Some(at)) = (slo, slo_y) {
+            let xs = chart.x_range();
+            let line = vec![(xs.start, at), (xs.end, at)];
+            chart.draw_series([PathElement::new(line, BLACK.mix(0.7).stroke_width(2))])?;
+            let style = font(13.0).pos(Pos::new(HPos::Left, VPos::Bottom));
+            let label = format!("SLO: p99 {}", crate::stats::fmt_us(us));
+            chart
+                .plotting_area()
+                .draw(&(EmptyElement::at((xs.start, at)) + Text::new(label, (6, -3), style)))?;
+        }
+        for (c, poisson, points) in &curves {
+            if *poisson {
+                let light = lighten(*c, 0.45);
+                let style = light.stroke_width(2);
+                chart.draw_series(DashedLineSeries::new(points.iter().copied(), 7, 5, style))?;
+                chart.draw_series(points.iter().map(|p| Circle::new(*p, 3, light.filled())))?;
+            } else {
+                chart.draw_series(LineSeries::new(points.iter().copied(), c.stroke_width(2)))?;
+                chart.draw_series(points.iter().map(|p| Circle::new(*p, 4, c.filled())))?;
+            }
+        }
+        legend(&side, &entries, &notes)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lab::suite::report::{AcceptDistribution, ModelInfo, SuiteParams};
+    use crate::lab::suite::report::{
+        AcceptDistribution, ModelInfo, ModelSweep, SuiteParams, SweepCapacity, SweepKnee,
+        SweepPoint, SweepSettings,
+    };
+
+    /// A sweep whose p99 climbs with the load, the last rate not achieved; Poisson's p99 a
+    /// little higher than fixed's.
+    fn sweep(model: &str, capacity: f64) -> ModelSweep {
+        let fractions = [0.2, 0.6, 1.0, 1.2];
+        let curve = |arrivals: &str, worse: f64| {
+            let points: Vec<SweepPoint> = (fractions.iter().enumerate())
+                .map(|(i, f)| SweepPoint {
+                    offered_rps: f * capacity,
+                    utilisation: *f,
+                    runs: 3,
+                    valid_runs: if i < 3 { 3 } else { 0 },
+                    achieved: i < 3,
+                    achieved_rps: f * capacity,
+                    p99_us: if i < 3 {
+                        (200.0 * worse * 4f64.powi(i as i32)) as u64
+                    } else {
+                        0
+                    },
+                    ..SweepPoint::default()
+                })
+                .collect();
+            SweepCurve {
+                arrivals: arrivals.into(),
+                knee: Some(SweepKnee {
+                    offered_rps: points[1].offered_rps,
+                    utilisation: points[1].utilisation,
+                    p99_us: points[1].p99_us,
+                }),
+                points,
+            }
+        };
+        ModelSweep {
+            model: model.into(),
+            status: CellStatus::Ok,
+            note: None,
+            load: "binary echo 64 B, 16 connections, pipeline 4, 1 thread(s)".into(),
+            capacity: Some(SweepCapacity {
+                rps: capacity,
+                runs: vec![capacity],
+                server_cpu_us: Some(3.0),
+            }),
+            curves: vec![curve("fixed", 1.0), curve("poisson", 1.3)],
+            notes: vec![],
+            errors: false,
+        }
+    }
 
     fn cell(model: &str, workload: Workload, x: u32, scale: f64) -> Cell {
         Cell {
@@ -565,7 +699,13 @@ mod tests {
                 idle: vec![10, 100, 1000, 10_000],
                 full: false,
                 placement: String::new(),
-                sweep: None,
+                sweep: Some(SweepSettings {
+                    slo_p99_us: 1000,
+                    fractions: vec![0.2, 0.6, 1.0, 1.2],
+                    connections: 16,
+                    pipeline: 4,
+                    runaway: 10.0,
+                }),
             },
             models: names
                 .iter()
@@ -591,7 +731,11 @@ mod tests {
             elapsed_s: 60.0,
             load_before: None,
             load_after: None,
-            sweeps: vec![],
+            sweeps: names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| sweep(n, 20_000.0 * 3f64.powi(i as i32)))
+                .collect(),
         }
     }
 
@@ -633,6 +777,7 @@ mod tests {
             "memory-per-connection.svg",
             "accept-distribution.svg",
             "idle-vs-latency.svg",
+            "latency-vs-offered-load.svg",
         ];
         assert_eq!(
             written, expected,
@@ -673,6 +818,7 @@ mod tests {
         let mut report = report();
         report.cells.clear();
         report.accept.clear();
+        report.sweeps.clear();
         assert_eq!(
             write_all(&report, &dir).expect("no plots"),
             Vec::<String>::new()
@@ -688,6 +834,7 @@ mod tests {
             .cells
             .retain(|c| c.workload == Workload::Echo && c.x == 256);
         report.accept.clear();
+        report.sweeps.clear();
         for c in &mut report.cells {
             c.spectrum.retain(|(p, _)| *p >= 99.0);
             (c.server_cpu_us_per_req, c.server_rss_kib) = (None, None);
@@ -707,6 +854,60 @@ mod tests {
             );
         }
         std::fs::remove_dir_all(&dir).expect("clean up");
+    }
+
+    /// The sweep's plot: a line per model and arrival process, Poisson dashed, only achieved
+    /// points, the SLO drawn; a model whose sweep did not measure, or that has no achieved
+    /// point, draws nothing and is not in the legend.
+    #[test]
+    fn the_sweep_plot_draws_achieved_points_and_the_slo() {
+        // What the SVG's <text> elements say, each trimmed.
+        let texts = |svg: &str| -> Vec<String> {
+            (svg.split("<text").skip(1))
+                .filter_map(|t| Some(t.split_once('>')?.1.split_once("</text>")?.0))
+                .map(|t| t.trim().to_string())
+                .collect()
+        };
+        let hex = |c: RGBColor| format!("stroke=\"#{:02X}{:02X}{:02X}\"", c.0, c.1, c.2);
+        let mut report = report();
+        let svg = offered_load(&report).expect("draws").expect("has data");
+        let said = texts(&svg);
+        assert!(said.contains(&"SLO: p99 1.00ms".to_string()), "{said:?}");
+        for m in ["thread", "fork", "eventloop-epoll", "fixed arrivals"] {
+            assert!(
+                said.contains(&m.to_string()),
+                "the legend names {m}: {said:?}"
+            );
+        }
+        // Fixed arrivals: one line in the model's colour; Poisson: dashes, a line each, in
+        // its lighter colour.
+        let (solid, light) = (hex(colour(0)), hex(lighten(colour(0), 0.45)));
+        let lines_in = |c: &str| svg.split("<polyline").filter(|l| l.contains(c)).count();
+        assert_eq!(lines_in(&solid), 1, "{svg}");
+        assert!(lines_in(&light) > 3, "Poisson is dashed: {svg}");
+        let dots = |svg: &str| svg.matches("<circle").count();
+        // 6 models, 2 curves each, 3 achieved points each (the 4th was not achieved).
+        assert_eq!(dots(&svg), 6 * 2 * 3, "one dot per achieved point");
+
+        report.sweeps[0].status = CellStatus::Failed;
+        for p in &mut report.sweeps[1].curves[1].points {
+            p.achieved = false;
+        }
+        let fewer = offered_load(&report).expect("draws").expect("has data");
+        assert_eq!(dots(&fewer), 6 * 2 * 3 - 6 - 3, "{fewer}");
+        let said = texts(&fewer);
+        assert!(
+            !said.contains(&"thread".to_string()),
+            "a failed sweep: {said:?}"
+        );
+        assert!(
+            said.contains(&"fork".to_string()),
+            "fork's fixed curve: {said:?}"
+        );
+        for w in &mut report.sweeps {
+            w.status = CellStatus::Unable;
+        }
+        assert!(offered_load(&report).expect("draws").is_none());
     }
 
     #[test]
