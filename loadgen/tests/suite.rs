@@ -5,7 +5,8 @@
 //! the servers it started, and the test fails. The matrix is the smallest that still covers
 //! every model and workload (`--repeat 1 --duration 200ms --warmup 0s --workers 4`), so the
 //! whole file stays within seconds of the one full pass in
-//! [`the_tiny_suite_covers_every_model_and_workload`].
+//! [`the_tiny_suite_covers_every_model_and_workload`] and the sweep's, two rates per model, in
+//! [`the_sweep_gives_every_model_a_curve_and_a_knee`].
 //!
 //! Models that misbehave on purpose are `--server NAME=COMMAND` shell commands around the real
 //! `server-thread`. Every test ends by checking that nothing it started is still running:
@@ -27,8 +28,14 @@ use nix::sys::signal::Signal;
 /// The longest one suite may take before the guard kills it (and its servers) and fails.
 const SUITE_LIMIT: Duration = Duration::from_secs(120);
 
-/// The quick matrix every test runs (each adds its models, workloads and counts).
-const QUICK: [&str; 6] = ["--repeat", "1", "--warmup", "0s", "--workers", "4"];
+/// The quick matrix every test runs (each adds its models, workloads and counts), as (flag,
+/// value) pairs: a test that gives one of these flags itself replaces its pair.
+const QUICK: [(&str, &str); 4] = [
+    ("--repeat", "1"),
+    ("--warmup", "0s"),
+    ("--workers", "4"),
+    ("--duration", "200ms"),
+];
 
 /// The standard models, in the suite's table order (redis-server follows when installed).
 const STANDARD: [&str; 12] = [
@@ -135,9 +142,9 @@ fn real_failures(report: &SuiteReport) -> Vec<&String> {
         .collect()
 }
 
-/// Runs `loadgen suite` with the quick matrix, `--bin-dir` the servers' directory, `--results
-/// dir`, `--duration 200ms` unless `args` gives one, and `args`. Past [`SUITE_LIMIT`] the
-/// guard kills the suite's servers and the suite, and fails the test.
+/// Runs `loadgen suite` with the quick matrix (less the flags `args` gives), `--bin-dir` the
+/// servers' directory, `--results dir`, and `args`. Past [`SUITE_LIMIT`] the guard kills the
+/// suite's servers and the suite, and fails the test.
 fn suite(dir: &ResultsDir, args: &[&str]) -> Run {
     suite_signalled(dir, args, None)
 }
@@ -151,9 +158,9 @@ fn suite_signalled(dir: &ResultsDir, args: &[&str], signal: Option<(Duration, Si
         .expect("the target directory is UTF-8")
         .to_owned();
     let mut full: Vec<String> = vec!["suite".into()];
-    full.extend(QUICK.iter().map(|s| s.to_string()));
-    if !args.contains(&"--duration") {
-        full.extend(["--duration".into(), "200ms".into()]);
+    // clap refuses a flag given twice: the test's own replaces the quick matrix's.
+    for (flag, value) in QUICK.iter().filter(|(f, _)| !args.contains(f)) {
+        full.extend([flag.to_string(), value.to_string()]);
     }
     full.extend(["--bin-dir".into(), bin_dir]);
     full.extend(["--results".into(), dir.arg().to_owned()]);
@@ -337,6 +344,142 @@ fn the_tiny_suite_covers_every_model_and_workload() {
     assert_none_left(dir.arg(), "a server", &run);
 }
 
+/// The sweep workload (issue 15): every model that can serve its 16 persistent connections
+/// gets a closed-loop capacity and a curve per arrival process, with runs at its rates;
+/// report.md gives the knee table and the p99 table, and the plot is drawn. prefork-reuseport
+/// is "unable" (SO_REUSEPORT hashes some of the connections onto a busy worker), not failed;
+/// `--workers 16` gives the other bounded models a worker per connection.
+///
+/// On a busy machine a rate may not be achieved (loadgen's client falls behind), so the test
+/// asks for runs at every model's lowest rate, which a round always makes, and latencies only
+/// where the report says the rate was achieved.
+#[test]
+fn the_sweep_gives_every_model_a_curve_and_a_knee() {
+    let dir = ResultsDir::new("sweep");
+    let run = suite(
+        &dir,
+        &[
+            "--workloads",
+            "sweep",
+            "--sweep-points",
+            "2",
+            "--warmup",
+            "100ms",
+            "--workers",
+            "16",
+        ],
+    );
+    run.assert_code(0);
+    let report = dir.report(&run);
+    assert!(
+        real_failures(&report).is_empty(),
+        "failures: {:?}\n{}",
+        report.failures,
+        run.output()
+    );
+    assert!(report.cells.is_empty(), "sweep alone makes no cells");
+    let settings = report.params.sweep.as_ref().expect("params.sweep");
+    assert_eq!(settings.fractions.len(), 2, "{settings:?}");
+    assert_eq!((settings.connections, settings.pipeline), (16, 4));
+    assert_eq!(settings.slo_p99_us, 1000, "--sweep-slo's default");
+
+    let models: Vec<&str> = report.models.iter().map(|m| m.name.as_str()).collect();
+    let swept: Vec<&str> = report.sweeps.iter().map(|w| w.model.as_str()).collect();
+    assert_eq!(swept, models, "one sweep per model, in model order");
+    let mut achieved = 0;
+    for w in &report.sweeps {
+        let at = &w.model;
+        if at == "prefork-reuseport" {
+            assert_eq!(w.status, CellStatus::Unable, "{at}: {w:?}");
+            assert!(
+                w.note
+                    .as_deref()
+                    .is_some_and(|n| n.contains("SO_REUSEPORT")),
+                "{at}: {w:?}"
+            );
+            continue;
+        }
+        assert_eq!(w.status, CellStatus::Ok, "{at}: {w:?}\n{}", run.output());
+        let capacity = w.capacity.as_ref().expect("an ok sweep has a capacity");
+        assert!(capacity.rps > 0.0, "{at}: {capacity:?}");
+        assert_eq!(capacity.runs.len(), 1, "one capacity run per repetition");
+        assert!(
+            capacity.server_cpu_us.is_some_and(|u| u > 0.0),
+            "{at}: the server's CPU per request: {capacity:?}"
+        );
+        let expected = if at == "redis-server" {
+            "resp"
+        } else {
+            "binary"
+        };
+        assert!(w.load.starts_with(expected), "{at}: {}", w.load);
+        let arrivals: Vec<&str> = w.curves.iter().map(|c| c.arrivals.as_str()).collect();
+        assert_eq!(arrivals, ["fixed", "poisson"], "{at}");
+        for c in &w.curves {
+            assert_eq!(c.points.len(), 2, "{at} {}: {c:?}", c.arrivals);
+            let lowest = &c.points[0];
+            assert!(
+                lowest.runs >= 1,
+                "{at} {}: the lowest rate ran: {c:?}",
+                c.arrivals
+            );
+            assert!(
+                (lowest.utilisation - 0.2).abs() < 1e-9 && lowest.offered_rps > 0.0,
+                "{at}: {lowest:?}"
+            );
+            for p in c.points.iter().filter(|p| p.achieved) {
+                achieved += 1;
+                assert!(p.p99_us > 0 && p.p50_us <= p.p99_us, "{at}: {p:?}");
+                assert_eq!(p.errors, 0, "{at}: {p:?}");
+            }
+            if let Some(k) = c.knee {
+                assert!(k.p99_us <= settings.slo_p99_us, "{at}: {k:?}");
+            }
+        }
+    }
+    assert!(
+        achieved > 0,
+        "not one rate of one model achieved: is the machine overloaded?\n{}",
+        run.output()
+    );
+
+    let md = fs::read_to_string(dir.file("report.md")).expect("report.md");
+    assert!(
+        md.contains("### latency against offered load: the knee (SLO p99 ≤ 1 ms)"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| model | capacity req/s | server CPU µs/req | knee, fixed arrivals"),
+        "{md}"
+    );
+    for model in &models {
+        assert!(
+            md.lines().any(|l| l.starts_with(&format!("| {model} "))),
+            "no knee row for {model}\n{md}"
+        );
+    }
+    let svg = fs::read_to_string(dir.file("latency-vs-offered-load.svg"))
+        .unwrap_or_else(|e| panic!("latency-vs-offered-load.svg: {e}\n{md}"));
+    assert!(svg.starts_with("<svg") && svg.contains("SLO"), "{svg}");
+    assert!(
+        md.contains("![latency-vs-offered-load.svg](latency-vs-offered-load.svg)"),
+        "report.md shows the plot\n{md}"
+    );
+    assert!(
+        run.stdout.contains("| model | capacity req/s"),
+        "the knee table is printed\n{}",
+        run.output()
+    );
+    assert!(
+        run.stderr
+            .lines()
+            .any(|l| l.starts_with("    sweep: capacity run")),
+        "progress lines, indented\n{}",
+        run.output()
+    );
+    assert_none_left(dir.arg(), "a server", &run);
+}
+
 /// A model that dies mid-run fails the suite (exit 1), and the failure names it.
 ///
 /// The model is a shell that runs the real server-thread in the background, kills it with
@@ -500,6 +643,9 @@ fn bad_flags_exit_2() {
         (&["--server", "noequals"][..], "--server noequals"),
         (&["--server", "=sh"][..], "--server =sh"),
         (&["--server", "empty="][..], "--server empty="),
+        (&["--sweep-points", "0"][..], "--sweep-points"),
+        (&["--sweep-slo", "0s"][..], "--sweep-slo must be above 0"),
+        (&["--sweep-slo", "fast"][..], "--sweep-slo"),
     ] {
         let dir = ResultsDir::new("bad");
         let run = suite(&dir, flags);
