@@ -281,6 +281,8 @@ pub struct Loadgen {
     args: Vec<String>,
     json: TempPath,
     started: Instant,
+    /// Killed past this (see [`WALL_LIMIT`]).
+    limit: Duration,
     stdout: Option<JoinHandle<String>>,
     stderr: Option<JoinHandle<String>>,
 }
@@ -289,15 +291,16 @@ impl Loadgen {
     /// Starts `loadgen run CMD --json TMP --progress never`, `cmd` split on whitespace (so
     /// tests read like the command lines a person types).
     pub fn start(cmd: &str) -> Loadgen {
+        Loadgen::start_command("run", cmd, &["--progress", "never"])
+    }
+
+    /// Starts `loadgen SUB CMD --json TMP EXTRA...`.
+    pub fn start_command(sub: &str, cmd: &str, extra: &[&str]) -> Loadgen {
         let json = TempPath::new(".json");
-        let mut full: Vec<String> = vec!["run".into()];
+        let mut full: Vec<String> = vec![sub.into()];
         full.extend(cmd.split_whitespace().map(str::to_owned));
-        full.extend([
-            "--json".into(),
-            json.arg().to_owned(),
-            "--progress".into(),
-            "never".into(),
-        ]);
+        full.extend(["--json".into(), json.arg().to_owned()]);
+        full.extend(extra.iter().map(|&a| a.to_owned()));
         let started = Instant::now();
         let (child, stdout, stderr) = spawn_loadgen(&full);
         Loadgen {
@@ -305,6 +308,7 @@ impl Loadgen {
             args: full,
             json,
             started,
+            limit: WALL_LIMIT,
             stdout: Some(stdout),
             stderr: Some(stderr),
         }
@@ -321,7 +325,7 @@ impl Loadgen {
     /// Waits for the run to end; past [`WALL_LIMIT`] kills it and fails the test.
     pub fn wait(mut self) -> Run {
         let mut child = self.child.take().expect("waited once");
-        let status = wait_with_deadline(&mut child, self.started + WALL_LIMIT);
+        let status = wait_with_deadline(&mut child, self.started + self.limit);
         let elapsed = self.started.elapsed();
         let stdout = self
             .stdout
@@ -336,8 +340,9 @@ impl Loadgen {
         let Some(status) = status else {
             let args = self.args.join(" ");
             panic!(
-                "loadgen {args} did not finish within {WALL_LIMIT:?}: killed\n\
-                 --- stdout\n{stdout}--- stderr\n{stderr}"
+                "loadgen {args} did not finish within {:?}: killed\n\
+                 --- stdout\n{stdout}--- stderr\n{stderr}",
+                self.limit
             );
         };
         let json = fs::read_to_string(&self.json.0).ok().map(|text| {
@@ -399,6 +404,13 @@ pub fn spawn_loadgen(args: &[String]) -> (Child, JoinHandle<String>, JoinHandle<
     let stdout = drain(Box::new(child.stdout.take().expect("stdout is piped")));
     let stderr = drain(Box::new(child.stderr.take().expect("stderr is piped")));
     (child, stdout, stderr)
+}
+
+/// Runs `loadgen sweep CMD --json TMP` to the end, killed past `limit` (a sweep is many runs).
+pub fn sweep(cmd: &str, limit: Duration) -> Run {
+    let mut l = Loadgen::start_command("sweep", cmd, &[]);
+    l.limit = limit;
+    l.wait()
 }
 
 /// Runs `loadgen run CMD` to the end (see [`Loadgen::start`]).

@@ -12,7 +12,7 @@
 //! connections; a new connection per request; a 1 ms blocking handler at 16 connections; idle
 //! connections held open beside one measuring connection; and `sweep`, latency against
 //! offered load: after a model's other workloads, against the same server, one closed-loop
-//! run measures its capacity (echo, 16 connections pipelined 4 deep), then one round of
+//! run measures its capacity (echo, 16 connections, one request in flight on each), then one round of
 //! `loadgen sweep` offers open-loop rates from 20% (10% with `--full`) to 120% of it, fixed
 //! and Poisson arrivals side by side ([`crate::lab::sweep`]). Over the repetitions the capacity is the median and
 //! the rounds merge point by point, into a curve per arrival process and its knee (the highest
