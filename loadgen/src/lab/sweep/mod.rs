@@ -7,9 +7,12 @@
 //! as a run of its own (fresh connections, its own warmup, so the queue one rate leaves does
 //! not land in the next). A run is a point only if `loadgen run` itself would call it a
 //! valid measurement: the client kept its schedule and sent at least 99% of the timetable.
-//! A rate the server could not take is reported as not achieved, never as a latency. Once a
-//! run's p99 is past `--runaway` times the SLO, or its rate was not achieved, that curve
-//! climbs no further in that round: the rates above would only queue longer.
+//! A rate the server could not take is reported as not achieved, never as a latency. Once two
+//! rates in a row have run away (a p99 past `--runaway` times the SLO, or the rate not
+//! achieved), or a run had errors, that curve climbs no further in that round: the rates
+//! above would only queue longer. Two, because one run's tail can be one stall of a shared
+//! machine (a virtual machine's stolen time reaches tens of milliseconds), which the next
+//! rate does not repeat.
 //!
 //! Each round runs every rate once for each arrival process, the processes side by side at
 //! each rate (fixed, then Poisson, then the next rate), so a machine that drifts during the
@@ -86,8 +89,8 @@ pub struct SweepArgs {
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub repeat: u32,
 
-    /// A curve stops climbing (for the round) after a run whose p99 is above this many times
-    /// the SLO.
+    /// A curve stops climbing (for the round) after two rates in a row whose p99 is above this
+    /// many times the SLO (or whose rate was not achieved).
     #[arg(long, default_value_t = 10.0)]
     pub runaway: f64,
 
@@ -112,6 +115,9 @@ pub struct SweepArgs {
     #[arg(short, long)]
     pub quiet: bool,
 }
+
+/// Rates in a row that must run away before a curve stops climbing in a round.
+const RUNAWAY_STRIKES: u32 = 2;
 
 /// How a sweep runs, built from [`SweepArgs`] or by the suite.
 #[derive(Debug, Clone)]
@@ -318,8 +324,9 @@ pub fn measure_capacity(
 }
 
 /// One round: every rate (the plan's fractions of `capacity`), lowest first, each arrival
-/// process side by side at each; a process stops climbing after a run that did not keep its
-/// rate, had errors, or ran past `--runaway` times the SLO. `round` picks the Poisson seed.
+/// process side by side at each; a process stops climbing after a run with errors, or after
+/// two rates in a row that did not keep their rate or ran past `--runaway` times the SLO.
+/// `round` picks the Poisson seed.
 pub fn round(
     plan: &SweepPlan,
     capacity: f64,
@@ -329,6 +336,8 @@ pub fn round(
     let mut out: Round = vec![vec![None; plan.fractions.len()]; plan.arrivals.len()];
     let runaway_us = (plan.runaway * plan.slo_p99_us as f64) as u64;
     let mut climbing = vec![true; plan.arrivals.len()];
+    // Rates in a row that ran away, per arrival process.
+    let mut strikes = vec![0u32; plan.arrivals.len()];
     for (i, &fraction) in plan.fractions.iter().enumerate() {
         let rate = (fraction * capacity).max(0.01);
         for (a, &arrivals) in plan.arrivals.iter().enumerate() {
@@ -364,7 +373,12 @@ pub fn round(
                     "invalid".to_string()
                 }
             ));
-            if !s.rate_kept || s.errors > 0 || s.p99 > runaway_us {
+            if !s.rate_kept || s.p99 > runaway_us {
+                strikes[a] += 1;
+            } else {
+                strikes[a] = 0;
+            }
+            if s.errors > 0 || strikes[a] >= RUNAWAY_STRIKES {
                 climbing[a] = false;
             }
             out[a][i] = Some(s);
