@@ -566,7 +566,8 @@ fn drop_last_run(round: &mut crate::lab::sweep::Round) {
 }
 
 /// Each model's sweep, in model order; errors in a sweep's runs are failures of the suite
-/// (64 requests in flight at most, so even past the capacity nothing should time out: an
+/// (16 requests in flight at most, one per connection, so even past the capacity nothing
+/// should time out: an
 /// error is the server's).
 fn assemble_sweeps(
     models: &[Model],
