@@ -24,8 +24,20 @@ use rand_pcg::Pcg64;
 
 use crate::schedule::Timetable;
 
-/// How the open loop's requests arrive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+/// How the open loop's requests arrive (named `fixed` and `poisson` on the command line and
+/// in JSON alike).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Arrivals {
     /// Evenly spaced: the coefficient of variation of the gaps is 0.
     #[default]

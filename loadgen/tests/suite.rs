@@ -413,7 +413,7 @@ fn the_sweep_gives_every_model_a_curve_and_a_knee() {
             "binary"
         };
         assert!(w.load.starts_with(expected), "{at}: {}", w.load);
-        let arrivals: Vec<&str> = w.curves.iter().map(|c| c.arrivals.as_str()).collect();
+        let arrivals: Vec<String> = w.curves.iter().map(|c| c.arrivals.to_string()).collect();
         assert_eq!(arrivals, ["fixed", "poisson"], "{at}");
         for c in &w.curves {
             assert_eq!(c.points.len(), 2, "{at} {}: {c:?}", c.arrivals);

@@ -9,9 +9,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use super::report::{
-    Cell, CellStatus, ModelSweep, SweepCapacity, SweepCurve, SweepKnee, SweepPoint, Workload,
-};
+use super::report::{Cell, CellStatus, ModelSweep, Workload};
 use crate::lab::sweep::report::{Capacity, SweepReport};
 use crate::lab::sweep::{summarise, Round, SweepPlan};
 use crate::stats::median;
@@ -261,50 +259,15 @@ pub(super) fn make_sweep(
     sweep
 }
 
-/// `loadgen sweep`'s report in the suite's types.
+/// `loadgen sweep`'s report as the suite keeps it.
 fn from_report(model: &str, r: SweepReport) -> ModelSweep {
-    let curves = r
-        .curves
-        .into_iter()
-        .map(|c| SweepCurve {
-            arrivals: c.arrivals.to_string(),
-            knee: c.knee.map(|k| SweepKnee {
-                offered_rps: k.offered_rps,
-                utilisation: k.utilisation,
-                p99_us: k.p99_us,
-            }),
-            points: c
-                .points
-                .into_iter()
-                .map(|p| SweepPoint {
-                    offered_rps: p.offered_rps,
-                    utilisation: p.utilisation,
-                    runs: p.runs,
-                    valid_runs: p.valid_runs,
-                    achieved: p.achieved,
-                    achieved_rps: p.achieved_rps,
-                    p50_us: p.p50_us,
-                    p99_us: p.p99_us,
-                    p999_us: p.p999_us,
-                    max_us: p.max_us,
-                    errors: p.errors,
-                    server_cpu_us: p.server_cpu_us,
-                    invalid_reasons: p.invalid_reasons,
-                })
-                .collect(),
-        })
-        .collect();
     ModelSweep {
         model: model.into(),
         status: CellStatus::Ok,
         note: None,
         load: r.params.load,
-        capacity: Some(SweepCapacity {
-            rps: r.capacity.rps,
-            runs: r.capacity.runs,
-            server_cpu_us: r.capacity.server_cpu_us,
-        }),
-        curves,
+        capacity: Some(r.capacity),
+        curves: r.curves,
         notes: r.notes,
         errors: r.errors,
     }

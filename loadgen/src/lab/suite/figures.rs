@@ -19,6 +19,7 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::report::{Cell, CellStatus, SuiteReport, SweepCurve, Workload};
+use crate::config::Arrivals;
 use crate::lab::plot::{
     at_least, chart, colour, font, hbars, legend, lg, lighten, lines, page, Axis, Hollow, Line,
     Plot, Row, PLOT_W,
@@ -502,7 +503,7 @@ fn offered_load(report: &SuiteReport) -> Plot {
         for c in &sweep.curves {
             let points = achieved(c);
             if !points.is_empty() {
-                curves.push((colour(i), c.arrivals == "poisson", points));
+                curves.push((colour(i), c.arrivals == Arrivals::Poisson, points));
             }
         }
         if curves.len() > before {
@@ -584,7 +585,7 @@ mod tests {
                 })
                 .collect();
             SweepCurve {
-                arrivals: arrivals.into(),
+                arrivals: arrivals.parse().expect("fixed or poisson"),
                 knee: Some(SweepKnee {
                     offered_rps: points[1].offered_rps,
                     utilisation: points[1].utilisation,

@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::Arrivals;
+
 /// One whole suite run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SuiteReport {
@@ -218,8 +220,8 @@ pub struct AcceptDistribution {
 /// One model's latency against offered load: `loadgen sweep`'s report, less what changes from
 /// one repetition's server to the next (its address), in types that can be read back.
 ///
-/// The field names are those of `loadgen sweep --json` (`lab::sweep::report`), so a reader
-/// of either finds the same shape; the sweep's own types are not `Deserialize`, hence these.
+/// Its capacity and curves are the sweep's own types (`lab::sweep::report`), so a reader of
+/// either file finds the same shape.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ModelSweep {
     /// The model's short name.
@@ -243,73 +245,14 @@ pub struct ModelSweep {
 }
 
 impl ModelSweep {
-    /// The curve of `arrivals` (`fixed` or `poisson`), if it was swept.
-    pub fn curve(&self, arrivals: &str) -> Option<&SweepCurve> {
+    /// The curve of `arrivals`, if it was swept.
+    pub fn curve(&self, arrivals: Arrivals) -> Option<&SweepCurve> {
         self.curves.iter().find(|c| c.arrivals == arrivals)
     }
 }
 
-/// The closed-loop capacity the sweep's rates are fractions of.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SweepCapacity {
-    /// The median of the runs, requests per second.
-    pub rps: f64,
-    /// Each repetition's capacity run, requests per second.
-    pub runs: Vec<f64>,
-    /// The server's CPU per request in those runs (median), µs.
-    pub server_cpu_us: Option<f64>,
-}
-
-/// Latency against offered load for one arrival process.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SweepCurve {
-    /// `fixed` or `poisson`.
-    pub arrivals: String,
-    /// One point per offered rate, lowest first (those never run included, with no runs).
-    pub points: Vec<SweepPoint>,
-    /// The highest rate achieved within the SLO below the first that was not (`None`: not
-    /// even the lowest).
-    pub knee: Option<SweepKnee>,
-}
-
-/// One offered rate's runs over the repetitions, summarised (`lab::sweep::report::Point`).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct SweepPoint {
-    /// The rate asked for (median over the repetitions' runs), requests per second.
-    pub offered_rps: f64,
-    /// It as a fraction of the capacity.
-    pub utilisation: f64,
-    /// Runs made at this rate (a repetition whose curve ran away below it made none).
-    pub runs: u32,
-    /// Of those, runs that were valid measurements (`loadgen run`'s exit-3 rule).
-    pub valid_runs: u32,
-    /// Most of its runs were valid: only then are its latencies reported.
-    pub achieved: bool,
-    /// The rate sent (median over the runs made).
-    pub achieved_rps: f64,
-    /// Medians over the valid runs, µs (0 when not achieved).
-    pub p50_us: u64,
-    /// 99th percentile, µs.
-    pub p99_us: u64,
-    /// 99.9th percentile, µs.
-    pub p999_us: u64,
-    /// Largest, µs.
-    pub max_us: u64,
-    /// Errors, failed and indeterminate requests, summed over its runs.
-    pub errors: u64,
-    /// The server's CPU per request (median over the runs), µs.
-    pub server_cpu_us: Option<f64>,
-    /// Why a run was not valid, once per distinct reason.
-    pub invalid_reasons: Vec<String>,
-}
-
-/// Where the latency leaves the objective.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-pub struct SweepKnee {
-    /// The highest rate within the SLO, requests per second.
-    pub offered_rps: f64,
-    /// It over the capacity.
-    pub utilisation: f64,
-    /// Its p99, µs.
-    pub p99_us: u64,
-}
+/// The sweep's own types, under the names the suite's files use: they read back from
+/// `report.json` as `loadgen sweep --json` writes them.
+pub use crate::lab::sweep::report::{
+    Capacity as SweepCapacity, Curve as SweepCurve, Knee as SweepKnee, Point as SweepPoint,
+};

@@ -9,6 +9,7 @@
 use std::path::Path;
 
 use super::report::{CellStatus, ModelSweep, SuiteReport, SweepCurve, Workload};
+use crate::config::Arrivals;
 
 /// docs/experiments.md relative to the report directory `dir`, if `dir` lies inside an
 /// echolab checkout (so the report's links work where it is committed, under results/).
@@ -361,8 +362,8 @@ fn sweep_tables(report: &SuiteReport) -> String {
             if flagged(w) { " †" } else { "" },
             capacity.rps,
             fmt_opt(capacity.server_cpu_us, 1),
-            knee_columns(w.curve("fixed")),
-            knee_columns(w.curve("poisson")),
+            knee_columns(w.curve(Arrivals::Fixed)),
+            knee_columns(w.curve(Arrivals::Poisson)),
         ));
     }
     let measured: Vec<&ModelSweep> = sweeps
@@ -381,7 +382,7 @@ fn sweep_tables(report: &SuiteReport) -> String {
             "---:|".repeat(fractions.len())
         ));
         for w in &measured {
-            let (fixed, poisson) = (w.curve("fixed"), w.curve("poisson"));
+            let (fixed, poisson) = (w.curve(Arrivals::Fixed), w.curve(Arrivals::Poisson));
             s.push_str(&format!("| {} |", w.model));
             for i in 0..fractions.len() {
                 s.push_str(&format!(
@@ -567,7 +568,7 @@ mod tests {
             })
             .collect();
         SweepCurve {
-            arrivals: arrivals.into(),
+            arrivals: arrivals.parse().expect("fixed or poisson"),
             knee: knee.map(|i| SweepKnee {
                 offered_rps: points[i].offered_rps,
                 utilisation: points[i].utilisation,

@@ -9,9 +9,9 @@
 
 use std::fmt::Write as _;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::config::{as_text, Arrivals};
+use crate::config::Arrivals;
 use crate::stats::fmt_us;
 
 /// Everything one sweep measured.
@@ -56,7 +56,7 @@ pub struct SweepParams {
 }
 
 /// The closed-loop capacity.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Capacity {
     /// The median of the runs, requests per second.
     pub rps: f64,
@@ -67,10 +67,9 @@ pub struct Capacity {
 }
 
 /// Latency against offered load for one arrival process.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Curve {
     /// `fixed` or `poisson`.
-    #[serde(serialize_with = "as_text")]
     pub arrivals: Arrivals,
     /// One point per offered rate, lowest first (those never run included, with no runs).
     pub points: Vec<Point>,
@@ -80,7 +79,7 @@ pub struct Curve {
 }
 
 /// One offered rate's runs, summarised.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Point {
     /// The rate asked for, requests per second.
     pub offered_rps: f64,
@@ -119,7 +118,7 @@ impl Point {
 }
 
 /// Where the latency leaves the objective.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct Knee {
     /// The highest rate within the SLO (see the module's rule), requests per second.
     pub offered_rps: f64,
