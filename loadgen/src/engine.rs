@@ -452,7 +452,9 @@ pub fn run_thread(
     };
     w.run()?;
     let finished_at = plan.clock.now();
-    if !w.tally.steps.is_empty() {
+    // The collector needs the steps' histograms only to log them (the report merges the
+    // tallies): each is about 140 KB, so they are copied only when asked for.
+    if !w.tally.steps.is_empty() && plan.cfg.outputs.hlog.is_some() {
         let latency = w.tally.steps.iter().map(|s| s.latency.clone()).collect();
         let _ = w.tx.send(ToCollector::Steps { latency });
     }
@@ -985,7 +987,10 @@ impl Worker<'_> {
             Pacing::Open(_) => {
                 while self.may_start(i) {
                     let due = self.due(i);
-                    if due > now {
+                    // Not yet; or never: a request due once the window has ended is not the
+                    // run's (a reply landing as the window ends must not start it: it would
+                    // count as sent and belong to no step).
+                    if due > now || plan.stop_at.is_some_and(|stop| due >= stop) {
                         break;
                     }
                     // The client's own lateness: from when the request could first have
@@ -1001,12 +1006,12 @@ impl Worker<'_> {
                     }
                     self.start_request(i, due, now);
                 }
-                if self.may_start(i) {
-                    let due = self.due(i);
+                let next = self.due(i);
+                if self.may_start(i) && plan.stop_at.is_none_or(|stop| next < stop) {
                     let c = &mut self.conns[i];
-                    if c.timer_due != Some(due) {
-                        c.timer_due = Some(due);
-                        self.heap.push(Reverse((due, i)));
+                    if c.timer_due != Some(next) {
+                        c.timer_due = Some(next);
+                        self.heap.push(Reverse((next, i)));
                     }
                 }
             }

@@ -366,7 +366,10 @@ fn step_reports(
                 target_to_rps: to,
                 target_rps,
                 achieved_rps,
-                achieved: achieved_rps >= report::MIN_RATE_FRACTION * target_rps,
+                // A step with nothing scheduled in it (a rate under one request per its
+                // length) missed nothing.
+                achieved: t.sent + t.unsent == 0
+                    || achieved_rps >= report::MIN_RATE_FRACTION * target_rps,
                 sent: t.sent,
                 unsent: t.unsent,
                 ok: t.ok,
