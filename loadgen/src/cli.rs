@@ -327,6 +327,13 @@ mod tests {
         refused(&["--steps", "100:0s"], "0 s");
         refused(&["--steps", "0:1s"], "rate 0");
         refused(&["--rate", "1..1e9", "--ramp", "1s"], "1e9");
+        let many: Vec<String> = (0..100).map(|i| format!("{}:1s", 100 + i)).collect();
+        let many = many.join(",");
+        refused(&["--steps", &many, "-c", "32", "-t", "32"], "histograms");
+        assert!(
+            config(&["--steps", &many]).is_ok(),
+            "100 steps on one thread"
+        );
     }
 
     #[test]

@@ -240,6 +240,21 @@ impl RunConfig {
                 .checked(check_rate)
                 .map_err(|e| format!("--rate or --steps: {e}"))?;
         }
+        if let Some(schedule) = self.pacing.schedule().filter(|s| s.varies()) {
+            // Steps, the hold after them included, times the threads that each keep a
+            // histogram per step.
+            let histograms =
+                (schedule.pieces().len() + 1) * self.threads.min(self.connections) as usize;
+            if histograms > crate::schedule::MAX_STEP_HISTOGRAMS {
+                return Err(format!(
+                    "{} steps on {} threads would keep {histograms} latency histograms of about \
+                     140 KB (each thread one per step): at most {} (fewer steps or --threads)",
+                    schedule.pieces().len(),
+                    self.threads.min(self.connections),
+                    crate::schedule::MAX_STEP_HISTOGRAMS
+                ));
+            }
+        }
         let schedule_length = self.pacing.schedule().and_then(Schedule::length);
         if let Some(length) = schedule_length {
             if self.requests.is_some() {

@@ -25,6 +25,12 @@ use crate::clock::{ns, NANOS};
 /// The most steps a schedule may have (the report has a row for each).
 pub const MAX_STEPS: usize = 1000;
 
+/// The most step histograms a run may keep, over all its threads: each thread records the
+/// latency of each step in a histogram of its own (about 140 KB, 1 µs to 60 s at 3 digits),
+/// so steps × threads is the memory a schedule costs, twice more at the end (the merge, and
+/// the interval log's copy). 2000 is under 300 MB.
+pub const MAX_STEP_HISTOGRAMS: usize = 2000;
+
 /// One piece of a schedule: the rate goes from `from_rps` to `to_rps` (equal for a step)
 /// over `length` (`None`: for the rest of the run).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
