@@ -93,7 +93,7 @@ def main():
                    "-d", f"{args.seconds}s", "--warmup", "500ms", "--capacity-duration", f"{args.seconds}s",
                    "--repeat", str(args.repeat), "--server-pid", str(proc.pid), "--json", report_path]
             print(" ".join(cmd[1:]), file=sys.stderr)
-            subprocess.run(cmd, check=False, preexec_fn=client_affinity(client_cpus))
+            done = subprocess.run(cmd, check=False, preexec_fn=client_affinity(client_cpus))
             shutil.copy(report_path, os.path.join(out, "sweep.json"))
             report = json.load(open(report_path))
     finally:
@@ -142,6 +142,11 @@ def main():
         lines.append(f"Knee with {name} arrivals: " + (
             f"{k['offered_rps']:.0f} req/s, {k['utilisation']:.0%} of capacity (p99 {k['p99_us']} µs)."
             if k else "none (even the lowest rate missed the SLO)."))
+    if done.returncode != 0 or report.get("errors"):
+        # The figures stay, but a run with errors is not the queue the model describes.
+        lines.append("")
+        lines.append(f"**The sweep exited {done.returncode}** (errors: {report.get('errors')}; notes: "
+                     f"{'; '.join(report.get('notes', [])) or 'none'}): read the figures with that in mind.")
     lines.append("")
     lines.append(f"Made by `python3 scripts/knee.py --spin-us {d_us} --repeat {args.repeat} --seconds {args.seconds:g}"
                  f"{' --pin' if args.pin else ''}`.")

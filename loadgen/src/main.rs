@@ -41,7 +41,8 @@ enum Command {
     Compare(Box<CompareArgs>),
     /// Latency against offered load: measure the server's closed-loop capacity, then offer
     /// open-loop rates from a fraction of it to past it, and report p50/p99/p99.9/max per rate
-    /// (fixed and Poisson arrivals) and the knee: the highest rate whose p99 meets --slo-p99.
+    /// (fixed and Poisson arrivals) and the knee: the highest rate whose p99 meets --slo-p99,
+    /// below the first that does not.
     #[command(after_help = SWEEP_EXIT_CODES, allow_negative_numbers = true)]
     Sweep(Box<SweepArgs>),
     /// Show the regression gate's history (`compare --history`): a table of the last runs
@@ -159,11 +160,14 @@ fn main() -> ExitCode {
         Command::Sweep(args) => {
             run::install_sigint();
             match sweep::sweep_command(&args) {
-                Ok(report) => {
+                Ok((report, write_error)) => {
                     print!("{}", report.table());
+                    if let Some(e) = &write_error {
+                        eprintln!("loadgen sweep: {e}");
+                    }
                     ExitCode::from(if report.interrupted {
                         130
-                    } else if report.errors {
+                    } else if report.errors || write_error.is_some() {
                         1
                     } else {
                         0

@@ -144,6 +144,10 @@ fn flags_that_cannot_work_are_refused() {
         ("--arrivals gamma", "gamma"),
         ("--runaway 0.5", "--runaway"),
         ("--slo-p99 0s", "--slo-p99"),
+        ("--slo-p99 500ns", "--slo-p99"),
+        ("--duration 0s", "--duration"),
+        ("--capacity-duration 0s", "--capacity-duration"),
+        ("--capacity 100000000 --to 1.2", "--capacity"),
         ("--protocol resp --op spin:10", "--protocol binary"),
     ] {
         let run = sweep(&format!("--addr {addr} {flags}"), SWEEP_LIMIT);

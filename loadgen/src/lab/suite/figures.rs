@@ -590,6 +590,7 @@ mod tests {
                     offered_rps: points[1].offered_rps,
                     utilisation: points[1].utilisation,
                     p99_us: points[1].p99_us,
+                    lower_bound: false,
                 }),
                 points,
             }

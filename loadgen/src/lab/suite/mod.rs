@@ -55,7 +55,7 @@ use crate::lab::suite::report::{
     AcceptDistribution, Cell, CellStatus, ModelInfo, ModelSweep, SuiteParams, SuiteReport,
     SweepSettings,
 };
-use crate::lab::sweep::{measure_capacity, round, SweepPlan};
+use crate::lab::sweep::{drop_last_run, measure_capacity, round, SweepPlan};
 use crate::run;
 use crate::stats::median;
 use cells::{jain, make_cell, make_sweep, worker_accepts, Sample, SweepRuns};
@@ -91,7 +91,7 @@ pub struct SuiteArgs {
     pub workloads: Option<Vec<String>>,
 
     /// The sweep's objective: a model's knee is the highest offered rate whose p99 is at most
-    /// this (e.g. 1ms, 500us).
+    /// this, below the first rate whose p99 is not (e.g. 1ms, 500us).
     #[arg(long, value_name = "DURATION", default_value = "1ms",
           value_parser = echolab_protocol::units::parse_duration)]
     pub sweep_slo: Duration,
@@ -547,21 +547,6 @@ fn run_sweep(
         }
         Err(_) if interrupted() => {}
         Err(e) => fail(sweep, died(server).unwrap_or(e)),
-    }
-}
-
-/// Removes the last run `round` made (rates in order, the arrival processes side by side at
-/// each): when Ctrl-C lands during a round, that run is the one it may have cut short, and a
-/// run cut short is not a measurement. The round runs nothing after it.
-fn drop_last_run(round: &mut crate::lab::sweep::Round) {
-    let points = round.iter().map(Vec::len).max().unwrap_or(0);
-    for i in (0..points).rev() {
-        for curve in round.iter_mut().rev() {
-            if let Some(run) = curve.get_mut(i).filter(|r| r.is_some()) {
-                *run = None;
-                return;
-            }
-        }
     }
 }
 

@@ -284,8 +284,10 @@ fn knee_columns(curve: Option<&SweepCurve>) -> String {
     match curve.map(|c| c.knee) {
         None => "not swept | | ".into(),
         Some(None) => "none | | ".into(),
+        // "≥": every rate swept met the SLO, and the knee is further up.
         Some(Some(k)) => format!(
-            "{:.0} | {:.0}% | {}",
+            "{}{:.0} | {:.0}% | {}",
+            if k.lower_bound { "≥ " } else { "" },
             k.offered_rps,
             100.0 * k.utilisation,
             k.p99_us
@@ -337,7 +339,8 @@ fn sweep_tables(report: &SuiteReport) -> String {
          arrivals side by side; a point's figures are medians over the repetitions. The **knee** is the \
          highest offered rate whose median p99 meets the SLO, below the first rate that does \
          not; a rate loadgen did not achieve (its exit-3 rule: the client fell behind its \
-         schedule or sent under 99% of it) never counts. **none**: not even the lowest rate met \
+         schedule or sent under 99% of it) never counts. **≥**: every rate swept met it, and the \
+         knee is further up. **none**: not even the lowest rate met \
          the SLO. Server CPU per request is from the capacity runs.\n\n",
         fractions.len()
     ));
@@ -573,6 +576,7 @@ mod tests {
                 offered_rps: points[i].offered_rps,
                 utilisation: points[i].utilisation,
                 p99_us: points[i].p99_us,
+                lower_bound: false,
             }),
             points,
         }

@@ -48,8 +48,8 @@ pub struct SweepArgs {
     #[command(flatten)]
     pub load: LoadArgs,
 
-    /// The objective: the knee is the highest offered rate whose p99 is at most this (e.g.
-    /// 1ms, 500us).
+    /// The objective: the knee is the highest offered rate whose p99 is at most this, below
+    /// the first rate whose p99 is not (e.g. 1ms, 500us).
     #[arg(long, value_name = "DURATION", default_value = "1ms", value_parser = parse_duration)]
     pub slo_p99: Duration,
 
@@ -116,6 +116,9 @@ pub struct SweepArgs {
     pub quiet: bool,
 }
 
+/// The highest rate a run may be asked for (`loadgen run --rate`'s limit).
+const MAX_RATE: f64 = 100e6;
+
 /// Rates in a row that must run away before a curve stops climbing in a round.
 const RUNAWAY_STRIKES: u32 = 2;
 
@@ -158,11 +161,28 @@ impl SweepArgs {
         if !(self.runaway.is_finite() && self.runaway >= 1.0) {
             return Err("--runaway must be at least 1 (times the SLO)".into());
         }
-        if self.slo_p99.is_zero() {
-            return Err("--slo-p99 must be above 0".into());
+        if self.slo_p99 < Duration::from_micros(1) {
+            return Err(
+                "--slo-p99 must be at least 1us (latency is recorded in microseconds)".into(),
+            );
         }
-        if self.arrivals.is_empty() {
-            return Err("--arrivals needs fixed, poisson or both".into());
+        for (flag, d) in [
+            ("--duration", self.duration),
+            ("--capacity-duration", self.capacity_duration),
+        ] {
+            if d.is_zero() {
+                return Err(format!("{flag} must be above 0"));
+            }
+        }
+        if let Some(c) = self.capacity {
+            if c * self.to > MAX_RATE {
+                return Err(format!(
+                    "--capacity {c} --to {}: the highest rate would be {:.0} req/s, above \
+                     loadgen's {MAX_RATE:.0}",
+                    self.to,
+                    c * self.to
+                ));
+            }
         }
         if self.load.op == crate::config::Op::Incr {
             return Err(
@@ -171,8 +191,16 @@ impl SweepArgs {
                     .into(),
             );
         }
-        let mut arrivals = self.arrivals.clone();
-        arrivals.dedup();
+        // Each process once, in the order given.
+        let mut arrivals: Vec<Arrivals> = Vec::new();
+        for &a in &self.arrivals {
+            if !arrivals.contains(&a) {
+                arrivals.push(a);
+            }
+        }
+        if arrivals.is_empty() {
+            return Err("--arrivals needs fixed, poisson or both".into());
+        }
         let n = self.points;
         let fractions = (0..n)
             .map(|i| {
@@ -290,6 +318,10 @@ pub fn measure_capacity(
             break;
         }
         let r = run::run(&cfg).map_err(|e| e.to_string())?;
+        if r.interrupted {
+            // Cut short by Ctrl-C: not a measurement of the capacity.
+            break;
+        }
         let s = Sample::of(&r);
         if !s.valid || r.throughput_rps <= 0.0 {
             return Err(format!(
@@ -339,7 +371,8 @@ pub fn round(
     // Rates in a row that ran away, per arrival process.
     let mut strikes = vec![0u32; plan.arrivals.len()];
     for (i, &fraction) in plan.fractions.iter().enumerate() {
-        let rate = (fraction * capacity).max(0.01);
+        // A measured capacity times --to may pass what loadgen can be asked for.
+        let rate = (fraction * capacity).clamp(0.01, MAX_RATE);
         for (a, &arrivals) in plan.arrivals.iter().enumerate() {
             if !climbing[a] || interrupted() {
                 continue;
@@ -385,6 +418,21 @@ pub fn round(
         }
     }
     Ok(out)
+}
+
+/// Removes the last run `round` made (rates in order, the arrival processes side by side at
+/// each): when Ctrl-C lands during a round, that run is the one it may have cut short, and a
+/// run cut short is not a measurement. The round runs nothing after it.
+pub fn drop_last_run(round: &mut Round) {
+    let points = round.iter().map(Vec::len).max().unwrap_or(0);
+    for i in (0..points).rev() {
+        for curve in round.iter_mut().rev() {
+            if let Some(run) = curve.get_mut(i).filter(|r| r.is_some()) {
+                *run = None;
+                return;
+            }
+        }
+    }
 }
 
 /// The report of a sweep from its capacity and rounds (each point's runs merged across them).
@@ -469,7 +517,11 @@ pub fn sweep(plan: &SweepPlan, log: &mut dyn FnMut(&str)) -> Result<SweepReport,
         if interrupted() {
             break;
         }
-        rounds.push(round(plan, capacity.rps, r, log)?);
+        let mut made = round(plan, capacity.rps, r, log)?;
+        if interrupted() {
+            drop_last_run(&mut made);
+        }
+        rounds.push(made);
     }
     Ok(summarise(plan, capacity, &rounds))
 }
@@ -526,9 +578,10 @@ fn interrupted() -> bool {
     run::INTERRUPTED.load(Ordering::Relaxed)
 }
 
-/// `loadgen sweep` from its flags: runs, prints the table, writes the JSON. Returns the
-/// report, or a usage error (`Err((2, message))`) or a failure to measure (`Err((1, ...))`).
-pub fn sweep_command(args: &SweepArgs) -> Result<SweepReport, (u8, String)> {
+/// `loadgen sweep` from its flags: runs, and writes the JSON. Returns the report and, if the
+/// JSON could not be written, why (the report is still printed: the measurements stand); or
+/// a usage error (`Err((2, message))`) or a failure to measure (`Err((1, ...))`).
+pub fn sweep_command(args: &SweepArgs) -> Result<(SweepReport, Option<String>), (u8, String)> {
     let plan = args.plan().map_err(|m| (2, m))?;
     let quiet = args.quiet;
     let report = sweep(&plan, &mut |line| {
@@ -537,10 +590,13 @@ pub fn sweep_command(args: &SweepArgs) -> Result<SweepReport, (u8, String)> {
         }
     })
     .map_err(|m| (1, m))?;
-    if let Some(path) = &args.json {
-        let text = serde_json::to_string_pretty(&report).map_err(|e| (1, e.to_string()))?;
-        std::fs::write(path, text + "\n")
-            .map_err(|e| (1, format!("cannot write {}: {e}", path.display())))?;
-    }
-    Ok(report)
+    let write_error = args.json.as_ref().and_then(|path| {
+        let written = serde_json::to_string_pretty(&report)
+            .map_err(|e| e.to_string())
+            .and_then(|text| std::fs::write(path, text + "\n").map_err(|e| e.to_string()));
+        written
+            .err()
+            .map(|e| format!("cannot write {}: {e}", path.display()))
+    });
+    Ok((report, write_error))
 }

@@ -51,7 +51,8 @@ pub struct SweepParams {
     pub warmup_s: f64,
     /// Rounds (each rate is run once per round and arrival process).
     pub repeat: u32,
-    /// A curve stops climbing after a run whose p99 is above this many times the SLO.
+    /// A curve stops climbing after two rates in a row whose p99 is above this many times the
+    /// SLO (or whose rate was not achieved).
     pub runaway: f64,
 }
 
@@ -74,7 +75,7 @@ pub struct Curve {
     /// One point per offered rate, lowest first (those never run included, with no runs).
     pub points: Vec<Point>,
     /// The highest rate achieved within the SLO below the first that was not (`None`: not
-    /// even the lowest).
+    /// even the lowest; `lower_bound` when no rate swept was not).
     pub knee: Option<Knee>,
 }
 
@@ -126,15 +127,21 @@ pub struct Knee {
     pub utilisation: f64,
     /// Its p99, µs.
     pub p99_us: u64,
+    /// Every rate swept met the SLO: the knee is somewhere above, and this is only as far
+    /// as the sweep went (sweep higher with `--to`).
+    #[serde(default)]
+    pub lower_bound: bool,
 }
 
 /// The knee of `points` (lowest rate first) against `slo_us`.
 pub fn knee(points: &[Point], slo_us: u64) -> Option<Knee> {
-    let good = points.iter().take_while(|p| p.meets(slo_us)).last()?;
+    let good = points.iter().take_while(|p| p.meets(slo_us)).count();
+    let last = points.get(good.checked_sub(1)?)?;
     Some(Knee {
-        offered_rps: good.offered_rps,
-        utilisation: good.utilisation,
-        p99_us: good.p99_us,
+        offered_rps: last.offered_rps,
+        utilisation: last.utilisation,
+        p99_us: last.p99_us,
+        lower_bound: good == points.len(),
     })
 }
 
@@ -212,10 +219,16 @@ impl SweepReport {
             let _ = match curve.knee {
                 Some(k) => writeln!(
                     s,
-                    "    knee: {:.0} req/s ({:.0}% of capacity), p99 {}",
+                    "    knee: {}{:.0} req/s ({:.0}% of capacity), p99 {}{}",
+                    if k.lower_bound { "at least " } else { "" },
                     k.offered_rps,
                     100.0 * k.utilisation,
-                    fmt_us(k.p99_us)
+                    fmt_us(k.p99_us),
+                    if k.lower_bound {
+                        ": every rate swept met the SLO (sweep higher with --to)"
+                    } else {
+                        ""
+                    }
                 ),
                 None => writeln!(
                     s,
@@ -259,6 +272,10 @@ mod tests {
         let k = knee(&pts, 1000).expect("a knee");
         assert_eq!(k.offered_rps, 500.0);
         assert_eq!(k.p99_us, 800);
+        assert!(!k.lower_bound);
+        // Every rate within the SLO: the knee is only as far as the sweep went.
+        let k = knee(&pts[..2], 1000).expect("a knee");
+        assert_eq!((k.offered_rps, k.lower_bound), (500.0, true));
         assert!(knee(&pts[2..], 1000).is_none(), "the lowest rate missed");
         // A rate that was not achieved ends the climb even with a low p99 on record.
         let pts = [point(100.0, true, 200), point(200.0, false, 100)];
