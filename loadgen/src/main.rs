@@ -62,7 +62,8 @@ const PROXY_EXIT_CODES: &str = "Exit codes: 0 stopped by SIGINT or SIGTERM, coun
 
 const SWEEP_EXIT_CODES: &str = "Exit codes: 0 the sweep ran (with or without a knee: the \
 table says); 1 it could not measure (a capacity run failed) or some run had errors, or the \
-JSON could not be written; 2 bad flags; 130 interrupted (the figures so far are printed).";
+JSON could not be written (the table is printed all the same); 2 bad flags; 130 interrupted \
+(the figures so far are printed).";
 
 const COMPARE_EXIT_CODES: &str = "Exit codes: 0 no regression; 1 a regression (throughput or \
 p99, in any model); 2 bad flags, or a result file that could not be written (when nothing \
