@@ -1070,7 +1070,11 @@ impl Worker<'_> {
                 self.conn_failed(i, ErrorKind::Protocol, why, now);
                 return;
             }
-            c.queued += (c.wbuf.len() - before) as u64;
+            let len = (c.wbuf.len() - before) as u64;
+            c.queued += len;
+            if p.start >= plan.measure_from {
+                self.tally.counts.request_bytes += len;
+            }
             p.end = c.queued;
             p.sent = now;
             p.attempts += 1;
@@ -1120,7 +1124,11 @@ impl Worker<'_> {
             self.conn_failed(i, ErrorKind::Protocol, why, now);
             return;
         }
-        c.queued += (c.wbuf.len() - before) as u64;
+        let len = (c.wbuf.len() - before) as u64;
+        c.queued += len;
+        if measured {
+            self.tally.counts.request_bytes += len;
+        }
         c.in_flight.push_back(Pending {
             id,
             start,
@@ -1161,6 +1169,7 @@ impl Worker<'_> {
                     c.wpos += n;
                     c.written += n as u64;
                     c.write_blocked_since = None;
+                    self.tally.counts.bytes_written += n as u64;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     c.write_blocked_since.get_or_insert(now);
@@ -1199,6 +1208,7 @@ impl Worker<'_> {
                 }
                 Ok(n) => {
                     c.rbuf.filled(n);
+                    self.tally.counts.bytes_read += n as u64;
                     // A short read emptied the socket's receive queue: with edge-triggered
                     // epoll, bytes (or a FIN) arriving after it raise a new edge, so the read
                     // that would only say EAGAIN can be skipped — one syscall less per reply
@@ -1303,6 +1313,9 @@ impl Worker<'_> {
                 Check::Incomplete => return true,
                 Check::Ok { len } => {
                     c.rbuf.consume(len);
+                    if measured {
+                        self.tally.counts.reply_bytes += len as u64;
+                    }
                     c.backoff = BACKOFF_FIRST_NS;
                     c.answered = true;
                     self.failures_in_a_row = 0;

@@ -98,6 +98,16 @@ pub struct ArrivalsReport {
     pub gaps: u64,
 }
 
+/// Bytes per request on the wire, the protocol's framing included (TCP's and IP's headers
+/// not): what a format, a payload size or compression changes.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct BytesPerRequest {
+    /// Bytes written per request attempt.
+    pub sent: f64,
+    /// Bytes read per verified reply.
+    pub received: f64,
+}
+
 /// loadgen's own cost.
 #[derive(Debug, Clone, Serialize)]
 pub struct ClientCpu {
@@ -122,8 +132,10 @@ pub struct Report {
     pub elapsed_s: f64,
     /// Verified replies per second.
     pub throughput_rps: f64,
-    /// Request tallies (measured window).
+    /// Request tallies (measured window), bytes included.
     pub counts: Counts,
+    /// What a request and its reply weigh on the wire, on average (`None` with no reply).
+    pub bytes_per_request: Option<BytesPerRequest>,
     /// Errors by kind (warmup included: an error is an error).
     pub errors: ErrorCounts,
     /// `--op incr`: session refusals by code word (warmup included, like errors; each is
@@ -267,6 +279,16 @@ impl Report {
                 format!("  retries {}", c.retries)
             }
         );
+        if let Some(b) = &self.bytes_per_request {
+            let _ = writeln!(
+                s,
+                "  bytes       {:.1} per request sent, {:.1} per reply received; {} written and {} read on the sockets (whole run)",
+                b.sent,
+                b.received,
+                fmt_bytes(c.bytes_written),
+                fmt_bytes(c.bytes_read)
+            );
+        }
         if c.failed + c.indeterminate > 0 {
             let _ = writeln!(
                 s,
@@ -488,6 +510,24 @@ pub fn diagnose(
     })
 }
 
+/// A byte count with a binary prefix: `512 B`, `6.4 MiB`.
+fn fmt_bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut unit = UNITS[0];
+    for u in &UNITS[1..] {
+        if v < 1024.0 {
+            break;
+        }
+        v /= 1024.0;
+        unit = u;
+    }
+    format!("{v:.1} {unit}")
+}
+
 /// `p50 .. max, mean ± stdev` on one line.
 fn percentiles(l: &Summary) -> String {
     format!(
@@ -656,6 +696,15 @@ mod tests {
         o.achieved_rps = 900.0;
         o.lag_us.p99 = 5_000;
         assert_eq!(open_loop_validity(&o).len(), 2);
+    }
+
+    #[test]
+    fn byte_counts_read_in_binary_units() {
+        assert_eq!(fmt_bytes(0), "0 B");
+        assert_eq!(fmt_bytes(1023), "1023 B");
+        assert_eq!(fmt_bytes(1536), "1.5 KiB");
+        assert_eq!(fmt_bytes(5 * 1024 * 1024), "5.0 MiB");
+        assert_eq!(fmt_bytes(3 << 40), "3.0 TiB");
     }
 
     #[test]

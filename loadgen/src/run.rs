@@ -275,6 +275,10 @@ pub fn run(config: &RunConfig) -> Result<Report, RunError> {
         machine: proc::machine_info(),
         elapsed_s,
         throughput_rps: per_s(tally.counts.ok),
+        bytes_per_request: tally
+            .counts
+            .bytes_per_request()
+            .map(|(sent, received)| report::BytesPerRequest { sent, received }),
         counts: tally.counts,
         errors: tally.errors,
         refusals: tally.refusals,

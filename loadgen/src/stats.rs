@@ -204,6 +204,16 @@ pub struct Counts {
     /// the run's connections, some connections were never served: a bounded server (a pool,
     /// pre-forked workers) left them waiting, and the figures describe the others only.
     pub connections_served: u64,
+    /// Bytes of the measured requests as encoded, every attempt (a resend goes on the wire
+    /// again): the protocol's cost per request, headers included, TCP's not.
+    pub request_bytes: u64,
+    /// Bytes of the measured requests' verified replies.
+    pub reply_bytes: u64,
+    /// Bytes the sockets took over the whole run (warmup, session HELLOs and resends
+    /// included).
+    pub bytes_written: u64,
+    /// Bytes read from the sockets over the whole run.
+    pub bytes_read: u64,
 }
 
 impl Counts {
@@ -219,6 +229,22 @@ impl Counts {
         self.abandoned += o.abandoned;
         self.closed_idle += o.closed_idle;
         self.connections_served += o.connections_served;
+        self.request_bytes += o.request_bytes;
+        self.reply_bytes += o.reply_bytes;
+        self.bytes_written += o.bytes_written;
+        self.bytes_read += o.bytes_read;
+    }
+
+    /// Bytes per request sent (every attempt counted) and per verified reply received, on
+    /// the measured requests; `None` with none.
+    pub fn bytes_per_request(&self) -> Option<(f64, f64)> {
+        let attempts = self.sent + self.retries;
+        (attempts > 0 && self.ok > 0).then(|| {
+            (
+                self.request_bytes as f64 / attempts as f64,
+                self.reply_bytes as f64 / self.ok as f64,
+            )
+        })
     }
 }
 

@@ -651,3 +651,65 @@ fn a_ramp_offers_its_mean_each_second() {
         }
     }
 }
+
+/// Bytes on the wire, counted two ways that must agree: as each request and reply is
+/// encoded or verified (per request) and as the sockets took and gave them (in total). With
+/// no warmup, one connection and a count, nothing else crosses the sockets, so the two are
+/// equal in each protocol; and for binary echo of 64 B the size per request is what the
+/// protocol crate's own encoder makes of one (ids below 128 all have the same length).
+#[test]
+fn bytes_per_request_are_what_the_codec_encodes() {
+    use echolab_protocol::{Command, Protocol, Reply, Request};
+    let s = Server::start("server-eventloop", &[]);
+    // JSON has no first byte of its own that `--protocol auto` could tell apart.
+    let json = Server::start("server-eventloop", &["--protocol", "json"]);
+    let mut per_request = Vec::new();
+    for (protocol, server) in [("binary", &s), ("resp", &s), ("json", &json)] {
+        let run = loadgen(&format!(
+            "--addr {} --protocol {protocol} -c 1 -n 100 --warmup 0",
+            server.addr()
+        ));
+        run.assert_code(0);
+        assert_eq!(run.u("counts.ok"), 100);
+        assert_eq!(
+            run.u("counts.request_bytes"),
+            run.u("counts.bytes_written"),
+            "{protocol}: encoded against written\n{}",
+            run.output()
+        );
+        assert_eq!(
+            run.u("counts.reply_bytes"),
+            run.u("counts.bytes_read"),
+            "{protocol}: verified against read\n{}",
+            run.output()
+        );
+        let sent = run.f("bytes_per_request.sent");
+        assert_eq!(sent, run.u("counts.request_bytes") as f64 / 100.0);
+        per_request.push(sent);
+        assert!(run.stdout.contains("per request sent"), "{}", run.output());
+    }
+    // The binary request and reply the protocol crate encodes for one echo of 64 B.
+    let codec = Protocol::Binary.codec(echolab_protocol::DEFAULT_MAX_FRAME);
+    let payload = [b'a'; 64];
+    let request = Request {
+        id: Some(99),
+        command: Command::Echo,
+        payload: &payload,
+    };
+    let mut out = Vec::new();
+    codec
+        .encode_request(&request, &mut out)
+        .expect("an echo encodes");
+    assert_eq!(per_request[0], out.len() as f64, "binary bytes per request");
+    let mut reply = Vec::new();
+    codec.encode_reply(&request, Reply::Echo, &mut reply);
+    let run = loadgen(&format!("--addr {} -c 1 -n 100 --warmup 0", s.addr()));
+    assert_eq!(run.f("bytes_per_request.received"), reply.len() as f64);
+    // JSON names every field in every message; binary names none.
+    assert!(
+        per_request[2] > per_request[0],
+        "json {} against binary {}",
+        per_request[2],
+        per_request[0]
+    );
+}
