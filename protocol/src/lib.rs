@@ -57,6 +57,7 @@ pub mod detect;
 mod error;
 pub mod frame;
 pub mod json;
+pub mod record;
 pub mod resp;
 pub mod session;
 pub mod units;

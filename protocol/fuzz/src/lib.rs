@@ -245,3 +245,33 @@ pub fn check(protocol: Protocol, data: &[u8]) {
         };
     }
 }
+
+/// The record decoders ([`echolab_protocol::record`]) and the compression frame, on arbitrary
+/// bytes: **no panic** in any format's decoder or in `unframe` (the first byte picks the limit
+/// a compressed record may claim, so small limits are tried as often as large ones); and
+/// **decode(encode(r)) == r** for every record a decoder accepted, in every format (a record
+/// one format accepts is one every format must carry).
+pub fn check_record(data: &[u8]) {
+    use echolab_protocol::record::{unframe, Format, RecordCodec};
+    let limit = 1usize << (data.first().copied().unwrap_or(0) % 24);
+    if let Ok(body) = unframe(data, limit) {
+        assert!(body.len() <= limit.max(data.len()), "unframe returned more than allowed");
+    }
+    for f in Format::ALL {
+        let Ok(record) = RecordCodec::new(f).decode(data) else {
+            continue;
+        };
+        for g in Format::ALL {
+            let codec = RecordCodec::new(g);
+            let mut out = Vec::new();
+            codec
+                .encode(&record, &mut out)
+                .unwrap_or_else(|e| panic!("{f}'s record does not encode in {g}: {e}"));
+            assert_eq!(
+                codec.decode(&out).as_ref(),
+                Ok(&record),
+                "{f}'s record through {g}"
+            );
+        }
+    }
+}
