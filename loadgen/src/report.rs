@@ -102,7 +102,8 @@ pub struct ArrivalsReport {
 /// not): what a format, a payload size or compression changes.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct BytesPerRequest {
-    /// Bytes written per request attempt.
+    /// Bytes encoded per request attempt (an attempt whose connection broke before it was
+    /// written counts too: it was built for the wire).
     pub sent: f64,
     /// Bytes read per verified reply.
     pub received: f64,

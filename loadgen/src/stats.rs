@@ -210,7 +210,7 @@ pub struct Counts {
     /// Bytes of the measured requests' verified replies.
     pub reply_bytes: u64,
     /// Bytes the sockets took over the whole run (warmup, session HELLOs and resends
-    /// included).
+    /// included; `--op incr`'s read-back of the counters after the run not).
     pub bytes_written: u64,
     /// Bytes read from the sockets over the whole run.
     pub bytes_read: u64,

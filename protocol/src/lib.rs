@@ -11,6 +11,9 @@
 //! - [`json`]: the framing of the book echolab grew from (a little-endian 4-byte length and a
 //!   JSON body, `{"in": "ping", "params": ...}`), so its Python examples work unchanged.
 //!
+//! [`record`] is a structured record (the book's `Person`) in four formats — positional,
+//! JSON, protobuf, Avro — with snappy frames: what a message's structure and compression cost.
+//!
 //! Binary and JSON frame messages alike, a 4-byte length and then the body, and differ only
 //! in the length's byte order; both go through [`frame`], so the `max_frame` check on that
 //! length, the one a hostile peer aims at, is written once.

@@ -16,10 +16,12 @@
 //!   zigzag-encoded, a count before the list, a presence byte before the address).
 //!
 //! Every decoder takes bytes from the network: it returns an error for anything it cannot
-//! parse and never allocates more than its input could hold (a list's count is checked against
-//! the bytes left before anything is reserved). [`frame`] and [`unframe`] put a flag byte in
-//! front of each encoded record (0: as is; 1: snappy), compressing above a threshold; a
-//! compressed record's claimed length is checked against a limit before a byte is
+//! parse, and what it allocates is bounded by a small multiple of its input (a list's count is
+//! checked against the bytes left, and against [`MAX_INTERESTS`], before anything is
+//! reserved; a decoded list holds a few dozen bytes per item however short its strings).
+//! [`frame`] and [`unframe`] put a flag byte in front of each encoded record (0: as is; 1:
+//! snappy), compressing at or above a threshold; a compressed record's claimed length is
+//! checked against a limit, and against what snappy can expand its bytes to, before a byte is
 //! decompressed, so a small frame claiming to expand to gigabytes is refused, not allocated.
 
 use std::fmt;
@@ -75,10 +77,15 @@ pub const AVRO_SCHEMA: &str = r#"{
   ]
 }"#;
 
-/// The most apache-avro may reserve for one string or array while decoding (see
-/// [`RecordCodec::new`]): a second guard behind the check of every claim against the bytes
-/// left.
+/// The most apache-avro may reserve for one string (bytes) or array (items) while decoding
+/// (see [`RecordCodec::new`]): a second guard behind the check of every claim against the
+/// bytes left. Process-wide and set once, by the first codec made.
 pub const AVRO_MAX_ALLOCATION: usize = 16 << 20;
+
+/// The most interests a record may carry, in every format: a decoded list costs a few dozen
+/// bytes per item (a `String`, or apache-avro's `Value`), so a count that one input byte per
+/// item would allow is still capped.
+pub const MAX_INTERESTS: usize = 65_536;
 
 /// How a record is laid out on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -206,16 +213,19 @@ impl RecordCodec {
     }
 
     /// A codec for a connection that announced `format` and, for Avro, the schema `schema`:
-    /// refused with [`RecordError::SchemaMismatch`] unless the schema's canonical form is
-    /// this codec's (whitespace and field order within the JSON object do not matter; a
-    /// different field, type or name does).
+    /// refused with [`RecordError::SchemaMismatch`] unless the schema is this codec's as JSON
+    /// (whitespace and the order of keys within an object do not matter; a different field,
+    /// type or name does).
+    ///
+    /// The peer's schema is compared as JSON and never handed to apache-avro's parser, which
+    /// `unwrap`s on some invalid names (apache/avro-rs#547): a schema is the first thing a
+    /// client sends, and it must not be able to take the server down.
     pub fn agreed(format: Format, schema: Option<&str>) -> Result<RecordCodec, RecordError> {
         let codec = RecordCodec::new(format);
-        if let Some(ours) = &codec.avro {
-            let theirs = schema
-                .and_then(|s| apache_avro::Schema::parse_str(s).ok())
-                .ok_or(RecordError::SchemaMismatch)?;
-            if theirs.canonical_form() != ours.canonical_form() {
+        if codec.avro.is_some() {
+            let as_json = |s: &str| serde_json::from_str::<serde_json::Value>(s).ok();
+            let theirs = schema.and_then(as_json);
+            if theirs.is_none() || theirs != as_json(AVRO_SCHEMA) {
                 return Err(RecordError::SchemaMismatch);
             }
         }
@@ -248,6 +258,17 @@ impl RecordCodec {
 
     /// Decodes one record that is exactly `bytes`.
     pub fn decode(&self, bytes: &[u8]) -> Result<Person, RecordError> {
+        let p = self.decode_any(bytes)?;
+        if p.interests.len() > MAX_INTERESTS {
+            return Err(malformed(format!(
+                "{} interests, more than {MAX_INTERESTS}",
+                p.interests.len()
+            )));
+        }
+        Ok(p)
+    }
+
+    fn decode_any(&self, bytes: &[u8]) -> Result<Person, RecordError> {
         match self.format {
             Format::Positional => decode_positional(bytes),
             Format::Json => serde_json::from_slice(bytes).map_err(malformed),
@@ -293,6 +314,7 @@ fn avro_claims_fit(bytes: &[u8]) -> Result<(), RecordError> {
     };
     string(&mut c, "user_name")?;
     long(&mut c, "favourite_number")?;
+    let mut total: u64 = 0;
     loop {
         let count = long(&mut c, "interests")?;
         if count == 0 {
@@ -303,9 +325,11 @@ fn avro_claims_fit(bytes: &[u8]) -> Result<(), RecordError> {
             long(&mut c, "interests' block size")?;
         }
         let items = count.unsigned_abs();
-        if items > c.buf.len() as u64 {
+        total = total.saturating_add(items);
+        if items > c.buf.len() as u64 || total > MAX_INTERESTS as u64 {
             return Err(malformed(format!(
-                "interests: {items} claimed, {} bytes left",
+                "interests: {items} claimed ({total} in all), {} bytes left, at most \
+                 {MAX_INTERESTS}",
                 c.buf.len()
             )));
         }
@@ -391,9 +415,9 @@ fn decode_positional(bytes: &[u8]) -> Result<Person, RecordError> {
     let count = c.varint("interests")?;
     // Each string takes at least its length byte: a count above the bytes left is a lie, and
     // reserving for it would let four bytes ask for gigabytes.
-    if count > c.buf.len() as u64 {
+    if count > c.buf.len() as u64 || count > MAX_INTERESTS as u64 {
         return Err(malformed(format!(
-            "interests: {count} claimed, {} bytes left",
+            "interests: {count} claimed, {} bytes left, at most {MAX_INTERESTS}",
             c.buf.len()
         )));
     }
@@ -419,6 +443,10 @@ fn decode_positional(bytes: &[u8]) -> Result<Person, RecordError> {
         address,
     })
 }
+
+/// How many times its size a snappy body may claim to expand to (its densest element, a
+/// 3-byte copy of 64 bytes, is about 21).
+const MAX_SNAPPY_RATIO: usize = 32;
 
 /// The frame's flag byte: how the record after it is stored.
 const RAW: u8 = 0;
@@ -466,6 +494,14 @@ pub fn unframe(frame: &[u8], limit: usize) -> Result<std::borrow::Cow<'_, [u8]>,
             if claimed > limit {
                 return Err(RecordError::TooLarge { claimed, limit });
             }
+            // snappy's densest element, a 3-byte copy, emits at most 64 bytes: a claim past
+            // 32 times the body is a lie, and decompress_vec would zero that much first.
+            if claimed > body.len().saturating_mul(MAX_SNAPPY_RATIO) {
+                return Err(malformed(format!(
+                    "snappy claims {claimed} bytes from {}: more than {MAX_SNAPPY_RATIO} times",
+                    body.len()
+                )));
+            }
             snap::raw::Decoder::new()
                 .decompress_vec(body)
                 .map(std::borrow::Cow::Owned)
@@ -504,12 +540,13 @@ mod tests {
     }
 
     fn strategy() -> impl Strategy<Value = Person> {
-        let text = "\\PC{0,20}";
+        // Any string: control characters, NUL and private-use included.
+        let text = any::<String>;
         (
-            text,
+            text(),
             any::<i64>(),
-            prop::collection::vec(text, 0..40),
-            prop::option::of((text, text)),
+            prop::collection::vec(text(), 0..40),
+            prop::option::of((text(), text())),
         )
             .prop_map(|(user_name, favourite_number, interests, address)| Person {
                 user_name,
@@ -620,6 +657,23 @@ mod tests {
         assert!(RecordCodec::new(Format::Avro).decode(&b).is_err());
     }
 
+    /// More interests than [`MAX_INTERESTS`] are refused in every format, honest or not.
+    #[test]
+    fn too_many_interests_are_refused_in_every_format() {
+        let mut p = book_person();
+        p.interests = vec![String::new(); MAX_INTERESTS + 1];
+        for f in Format::ALL {
+            let codec = RecordCodec::new(f);
+            let mut out = Vec::new();
+            codec.encode(&p, &mut out).expect("encodes");
+            let e = codec.decode(&out);
+            assert!(
+                matches!(e, Err(RecordError::Malformed(ref m)) if m.contains("65536")),
+                "{f}: {e:?}"
+            );
+        }
+    }
+
     /// A snappy frame whose header claims 3 GiB is refused by its claim, before a byte is
     /// decompressed; an unknown flag and an empty frame are errors of their own.
     #[test]
@@ -639,6 +693,16 @@ mod tests {
             Err(RecordError::UnknownCompression(7))
         );
         assert_eq!(unframe(&[], 1 << 20), Err(RecordError::Empty));
+        // Within the limit, but more than snappy could make of 4 bytes: refused before the
+        // claimed megabyte is zeroed.
+        let mut liar = vec![SNAPPY];
+        put_uvarint(&mut liar, 1 << 20);
+        liar.extend_from_slice(&[0, 0, 0, 0]);
+        let e = unframe(&liar, 1 << 21);
+        assert!(
+            matches!(e, Err(RecordError::Malformed(ref m)) if m.contains("32 times")),
+            "{e:?}"
+        );
         // Below the threshold, or incompressible, a record goes raw.
         let mut out = Vec::new();
         frame(b"abc", Compression::Snappy { threshold: 10 }, &mut out);
@@ -671,6 +735,17 @@ mod tests {
         assert!(
             RecordCodec::agreed(Format::Json, None).is_ok(),
             "JSON needs no schema"
+        );
+        // A schema apache-avro's own parser panics on (apache/avro-rs#547) is a mismatch
+        // here, not a crash: the peer's schema never reaches that parser.
+        let hostile = r#"{"type":"record","name":"R","aliases":[":"],"fields":[]}"#;
+        assert_eq!(
+            RecordCodec::agreed(Format::Avro, Some(hostile)).err(),
+            Some(RecordError::SchemaMismatch)
+        );
+        assert_eq!(
+            RecordCodec::agreed(Format::Avro, Some("not json")).err(),
+            Some(RecordError::SchemaMismatch)
         );
     }
 

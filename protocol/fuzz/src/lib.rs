@@ -246,31 +246,40 @@ pub fn check(protocol: Protocol, data: &[u8]) {
     }
 }
 
-/// The record decoders ([`echolab_protocol::record`]) and the compression frame, on arbitrary
-/// bytes: **no panic** in any format's decoder or in `unframe` (the first byte picks the limit
-/// a compressed record may claim, so small limits are tried as often as large ones); and
+/// The record decoders ([`echolab_protocol::record`]), the compression frame and the Avro
+/// schema check, on arbitrary bytes: **no panic** in any format's decoder, in `unframe` (the
+/// first byte picks the limit a compressed record may claim, so small limits are tried as
+/// often as large ones) or in `RecordCodec::agreed` (the input as a peer's schema); and
 /// **decode(encode(r)) == r** for every record a decoder accepted, in every format (a record
 /// one format accepts is one every format must carry).
 pub fn check_record(data: &[u8]) {
     use echolab_protocol::record::{unframe, Format, RecordCodec};
+    use std::sync::OnceLock;
+    // Made once: an Avro codec parses its schema when it is made.
+    static CODECS: OnceLock<Vec<RecordCodec>> = OnceLock::new();
+    let codecs = CODECS.get_or_init(|| Format::ALL.into_iter().map(RecordCodec::new).collect());
     let limit = 1usize << (data.first().copied().unwrap_or(0) % 24);
     if let Ok(body) = unframe(data, limit) {
         assert!(body.len() <= limit.max(data.len()), "unframe returned more than allowed");
     }
-    for f in Format::ALL {
-        let Ok(record) = RecordCodec::new(f).decode(data) else {
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = RecordCodec::agreed(Format::Avro, Some(text));
+    }
+    for codec in codecs {
+        let Ok(record) = codec.decode(data) else {
             continue;
         };
-        for g in Format::ALL {
-            let codec = RecordCodec::new(g);
+        for other in codecs {
             let mut out = Vec::new();
-            codec
-                .encode(&record, &mut out)
-                .unwrap_or_else(|e| panic!("{f}'s record does not encode in {g}: {e}"));
+            other.encode(&record, &mut out).unwrap_or_else(|e| {
+                panic!("{}'s record does not encode in {}: {e}", codec.format(), other.format())
+            });
             assert_eq!(
-                codec.decode(&out).as_ref(),
+                other.decode(&out).as_ref(),
                 Ok(&record),
-                "{f}'s record through {g}"
+                "{}'s record through {}",
+                codec.format(),
+                other.format()
             );
         }
     }
