@@ -38,10 +38,12 @@ pub(crate) const SIZE: (u32, u32) = (800, 500);
 pub(crate) const PLOT_W: i32 = 590;
 
 /// One colour per series, by its index (a model's place in the suite's report, or in the
-/// gate's history), so a model keeps its colour in every figure (Tableau 10: distinct, and
-/// still distinguishable to most colour-blind readers). Past ten the colours repeat.
+/// gate's history), so a model keeps its colour in every figure: Tableau 10 (distinct, and
+/// still distinguishable to most colour-blind readers), then four darker hues from d3's
+/// category20b, because the suite has twelve standard models and two sharing a colour were
+/// told apart only by the legend's order. Past fourteen the colours repeat.
 pub(crate) fn colour(index: usize) -> RGBColor {
-    const PALETTE: [RGBColor; 10] = [
+    const PALETTE: [RGBColor; 14] = [
         RGBColor(31, 119, 180),
         RGBColor(255, 127, 14),
         RGBColor(44, 160, 44),
@@ -52,6 +54,10 @@ pub(crate) fn colour(index: usize) -> RGBColor {
         RGBColor(127, 127, 127),
         RGBColor(188, 189, 34),
         RGBColor(23, 190, 207),
+        RGBColor(57, 59, 121),
+        RGBColor(140, 109, 49),
+        RGBColor(99, 121, 57),
+        RGBColor(123, 65, 115),
     ];
     PALETTE[index % PALETTE.len()]
 }
@@ -406,6 +412,15 @@ pub(crate) fn hbars(area: &Area<'_>, caption: Option<&str>, desc: &str, rows: &[
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The twelve standard models and redis-server get thirteen different colours.
+    #[test]
+    fn a_suites_models_do_not_share_a_colour() {
+        let colours: Vec<(u8, u8, u8)> = (0..13).map(|i| colour(i).rgb()).collect();
+        for (i, a) in colours.iter().enumerate() {
+            assert!(!colours[..i].contains(a), "colour {i} repeats");
+        }
+    }
 
     #[test]
     fn helpers_keep_to_their_ranges() {
