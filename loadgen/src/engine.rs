@@ -1006,10 +1006,10 @@ impl Worker<'_> {
                     }
                     self.start_request(i, due, now);
                 }
-                let next = self.due(i);
-                if self.may_start(i) && plan.stop_at.is_none_or(|stop| next < stop) {
+                if self.may_start(i) {
+                    let next = self.due(i);
                     let c = &mut self.conns[i];
-                    if c.timer_due != Some(next) {
+                    if plan.stop_at.is_none_or(|stop| next < stop) && c.timer_due != Some(next) {
                         c.timer_due = Some(next);
                         self.heap.push(Reverse((next, i)));
                     }

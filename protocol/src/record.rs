@@ -301,16 +301,10 @@ impl RecordCodec {
 fn avro_claims_fit(bytes: &[u8]) -> Result<(), RecordError> {
     let mut c = Cursor { buf: bytes };
     let long = |c: &mut Cursor<'_>, what: &str| c.varint(what).map(zigzag_decode);
+    // A negative length fails the conversion, as a length past the bytes left fails the check.
     let string = |c: &mut Cursor<'_>, what: &str| -> Result<(), RecordError> {
         let len = long(c, what)?;
-        let len = usize::try_from(len)
-            .ok()
-            .filter(|&l| l <= c.buf.len())
-            .ok_or_else(|| {
-                malformed(format!("{what}: {len} bytes claimed, {} left", c.buf.len()))
-            })?;
-        c.buf = &c.buf[len..];
-        Ok(())
+        c.take(len, what).map(|_| ())
     };
     string(&mut c, "user_name")?;
     long(&mut c, "favourite_number")?;
@@ -382,9 +376,14 @@ impl<'a> Cursor<'a> {
         Ok(v)
     }
 
-    fn string(&mut self, what: &str) -> Result<String, RecordError> {
-        let len = self.varint(what)?;
-        let len = usize::try_from(len)
+    /// The next `len` bytes, if that many are left (a claimed length is never trusted).
+    fn take(
+        &mut self,
+        len: impl TryInto<usize> + fmt::Display + Copy,
+        what: &str,
+    ) -> Result<&'a [u8], RecordError> {
+        let n = len
+            .try_into()
             .ok()
             .filter(|&l| l <= self.buf.len())
             .ok_or_else(|| {
@@ -393,8 +392,14 @@ impl<'a> Cursor<'a> {
                     self.buf.len()
                 ))
             })?;
-        let (s, rest) = self.buf.split_at(len);
+        let (s, rest) = self.buf.split_at(n);
         self.buf = rest;
+        Ok(s)
+    }
+
+    fn string(&mut self, what: &str) -> Result<String, RecordError> {
+        let len = self.varint(what)?;
+        let s = self.take(len, what)?;
         String::from_utf8(s.to_vec()).map_err(|_| malformed(format!("{what}: not UTF-8")))
     }
 

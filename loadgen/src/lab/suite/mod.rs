@@ -55,7 +55,7 @@ use crate::lab::suite::report::{
     AcceptDistribution, Cell, CellStatus, ModelInfo, ModelSweep, SuiteParams, SuiteReport,
     SweepSettings,
 };
-use crate::lab::sweep::{drop_last_run, measure_capacity, round, SweepPlan};
+use crate::lab::sweep::{drop_last_run, fractions, measure_capacity, round, SweepPlan};
 use crate::run;
 use crate::stats::median;
 use cells::{jain, make_cell, make_sweep, worker_accepts, Sample, SweepRuns};
@@ -280,20 +280,6 @@ fn plan(args: &SuiteArgs, failures: &mut Vec<String>) -> Result<(u32, Plan), Str
         sweep,
     };
     Ok((repeat, plan))
-}
-
-/// `n` fractions evenly spaced from `from` to `to` (`from` alone when `n` is 1), as `loadgen
-/// sweep --from --to --points` spaces them.
-fn fractions(from: f64, to: f64, n: u32) -> Vec<f64> {
-    (0..n)
-        .map(|i| {
-            if n <= 1 {
-                from
-            } else {
-                from + (to - from) * f64::from(i) / f64::from(n - 1)
-            }
-        })
-        .collect()
 }
 
 /// The models to run: the standard ones built in `bin_dir` (a loop per server CPU where a

@@ -201,16 +201,7 @@ impl SweepArgs {
         if arrivals.is_empty() {
             return Err("--arrivals needs fixed, poisson or both".into());
         }
-        let n = self.points;
-        let fractions = (0..n)
-            .map(|i| {
-                if n == 1 {
-                    self.from
-                } else {
-                    self.from + (self.to - self.from) * f64::from(i) / f64::from(n - 1)
-                }
-            })
-            .collect();
+        let fractions = fractions(self.from, self.to, self.points);
         let base = self
             .load
             .apply(RunConfig {
@@ -234,6 +225,20 @@ impl SweepArgs {
             seed: self.seed,
         })
     }
+}
+
+/// `n` fractions of the capacity evenly spaced from `from` to `to` (`from` alone when `n` is
+/// 1): `--from --to --points`, and the suite's sweep rates.
+pub fn fractions(from: f64, to: f64, n: u32) -> Vec<f64> {
+    (0..n)
+        .map(|i| {
+            if n <= 1 {
+                from
+            } else {
+                from + (to - from) * f64::from(i) / f64::from(n - 1)
+            }
+        })
+        .collect()
 }
 
 /// One run's figures, as the sweep keeps them.
