@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
+use echolab_protocol::record::Format;
 use echolab_protocol::units::{parse_addr, parse_duration, parse_size, parse_timeout};
 use echolab_protocol::Protocol;
 
@@ -18,7 +19,13 @@ use crate::config::{
     Progress, RateArg, Retry, RunConfig, Schedule, SourceIps, DEFAULT_KEYS, DEFAULT_MAX_ATTEMPTS,
     DEFAULT_PAYLOAD, MAX_CONNECTIONS, MAX_KEYS,
 };
+use crate::records::{Compress, Entropy, RecordSpec, Shape};
 use crate::schedule::{parse_steps, StepList};
+
+/// Parses `--format`: one of the record formats, by name.
+fn parse_format(s: &str) -> Result<Format, String> {
+    s.parse()
+}
 
 /// `loadgen run`: drive one server and report what it did.
 #[derive(Debug, Clone, Args)]
@@ -160,9 +167,10 @@ pub struct LoadArgs {
     pub payload: Option<usize>,
 
     /// What each request asks: echo, ping (RESP's bare PING), sleep:US or spin:US (binary only;
-    /// the server sleeps or burns CPU for US microseconds, then echoes), or incr (binary only:
+    /// the server sleeps or burns CPU for US microseconds, then echoes), incr (binary only:
     /// each connection slot is a session client, each request adds 1 to a counter; see
-    /// --keys, --retry).
+    /// --keys, --retry), or record (binary only: each request is a structured record the
+    /// server decodes, changes and encodes back; see --format).
     #[arg(long, default_value = "echo", value_parser = parse_op)]
     pub op: Op,
 
@@ -174,6 +182,36 @@ pub struct LoadArgs {
     /// gets its own histogram. Default: connections stay open.
     #[arg(long, value_name = "K", value_parser = clap::value_parser!(u64).range(1..))]
     pub requests_per_conn: Option<u64>,
+
+    /// With --op record: how records are laid out. positional (echolab's own: values in a
+    /// fixed order), json (field names in every message), protobuf (a tag/type key per
+    /// field, varints, zigzag) or avro (values only; the schema is sent once per connection,
+    /// in its HELLO). [default: positional]
+    #[arg(long, value_parser = parse_format, help_heading = "Records (--op record)")]
+    pub format: Option<Format>,
+
+    /// With --op record: book (the book's Person: a name, a number, two interests), nested
+    /// (with an address message inside) or large (512 interests, about 7-8 KB).
+    /// [default: book]
+    #[arg(long, value_enum, help_heading = "Records (--op record)")]
+    pub record: Option<Shape>,
+
+    /// With --op record: low (words from a small vocabulary, which compress well) or high
+    /// (random letters and digits of the same lengths, which snappy cannot compress).
+    /// [default: low]
+    #[arg(long, value_enum, help_heading = "Records (--op record)")]
+    pub entropy: Option<Entropy>,
+
+    /// With --op record: none, or snappy for records of at least --compress-threshold bytes
+    /// (each message's flag byte says which; the server compresses its reply when the
+    /// request was). [default: none]
+    #[arg(long, value_enum, help_heading = "Records (--op record)")]
+    pub compress: Option<Compress>,
+
+    /// With --compress snappy: the smallest record compressed, in bytes (256, 1K, ...).
+    /// [default: 256]
+    #[arg(long, value_name = "BYTES", value_parser = parse_size, help_heading = "Records (--op record)")]
+    pub compress_threshold: Option<usize>,
 }
 
 impl LoadArgs {
@@ -181,8 +219,30 @@ impl LoadArgs {
     /// the default for every other op.
     pub fn payload(&self) -> usize {
         self.payload.unwrap_or(match self.op {
-            Op::Ping | Op::Incr => 0,
+            Op::Ping | Op::Incr | Op::Record => 0,
             _ => DEFAULT_PAYLOAD,
+        })
+    }
+
+    /// The records --op record sends, when any of their flags is given (`None` otherwise:
+    /// defaults for --op record, and the flags refused with any other op, by
+    /// [`RunConfig::checked`]).
+    pub fn record(&self) -> Option<RecordSpec> {
+        if self.format.is_none()
+            && self.record.is_none()
+            && self.entropy.is_none()
+            && self.compress.is_none()
+            && self.compress_threshold.is_none()
+        {
+            return None;
+        }
+        let d = RecordSpec::default();
+        Some(RecordSpec {
+            format: self.format.unwrap_or(d.format),
+            shape: self.record.unwrap_or(d.shape),
+            entropy: self.entropy.unwrap_or(d.entropy),
+            compress: self.compress.unwrap_or(d.compress),
+            threshold: self.compress_threshold.unwrap_or(d.threshold),
         })
     }
 
@@ -196,6 +256,7 @@ impl LoadArgs {
             op: self.op,
             pipeline: self.pipeline,
             requests_per_conn: self.requests_per_conn,
+            record: self.record(),
             ..config
         }
     }
@@ -334,6 +395,50 @@ mod tests {
             config(&["--steps", &many]).is_ok(),
             "100 steps on one thread"
         );
+    }
+
+    #[test]
+    fn record_flags() {
+        let d = config(&["--op", "record"]).expect("valid flags");
+        assert_eq!(d.record, Some(RecordSpec::default()));
+        assert_eq!(d.payload, 0, "the record is the payload");
+        let cfg = config(&[
+            "--op",
+            "record",
+            "--format",
+            "avro",
+            "--record",
+            "large",
+            "--entropy",
+            "high",
+            "--compress",
+            "snappy",
+            "--compress-threshold",
+            "1K",
+        ])
+        .expect("valid flags");
+        assert_eq!(
+            cfg.record,
+            Some(RecordSpec {
+                format: Format::Avro,
+                shape: Shape::Large,
+                entropy: Entropy::High,
+                compress: Compress::Snappy,
+                threshold: 1024,
+            })
+        );
+        let refused = |args: &[&str], needle: &str| {
+            let e = config(args).expect_err("refused");
+            assert!(e.contains(needle), "{args:?}: {e}");
+        };
+        refused(&["--op", "record", "--protocol", "json"], "binary-only");
+        refused(
+            &["--op", "record", "--payload", "8"],
+            "leave out --payload 8",
+        );
+        refused(&["--format", "avro"], "not --op echo");
+        refused(&["--op", "incr", "--compress", "snappy"], "not --op incr");
+        assert!(config(&["--op", "record", "--format", "xml"]).is_err());
     }
 
     #[test]

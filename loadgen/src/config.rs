@@ -18,6 +18,7 @@ use serde::ser::SerializeStruct;
 use serde::{Serialize, Serializer};
 
 pub use crate::arrivals::Arrivals;
+pub use crate::records::RecordSpec;
 pub use crate::schedule::{RateArg, Schedule};
 
 /// A run configuration. Build one from [`RunConfig::default`]; [`RunConfig::checked`] (called
@@ -79,6 +80,9 @@ pub struct RunConfig {
     /// `--op incr`: connection slot `g` is session client `client_id_base + g`. `None` until
     /// [`RunConfig::checked`] draws one from the clock and the pid.
     pub client_id_base: Option<u64>,
+    /// `--op record`: the records' format, shape, content and compression (`None` with
+    /// every other op; [`RunConfig::checked`] fills in the defaults for `--op record`).
+    pub record: Option<RecordSpec>,
     /// Sample this process tree's CPU, context switches and memory over the window.
     #[serde(skip)]
     pub server_pid: Option<i32>,
@@ -146,6 +150,7 @@ impl Default for RunConfig {
             keys: DEFAULT_KEYS,
             key_prefix: None,
             client_id_base: None,
+            record: None,
             server_pid: None,
             outputs: Outputs::default(),
         }
@@ -189,8 +194,28 @@ impl RunConfig {
                     "--op incr sends the counter's name as its payload: leave out --payload {payload}"
                 ))
             }
+            (Op::Record, Protocol::Resp | Protocol::Json) => {
+                return Err(
+                    "--op record needs --protocol binary (records are binary-only: RESP and JSON have no HELLO to agree a format)"
+                        .into(),
+                )
+            }
+            (Op::Record, _) if payload != 0 => {
+                return Err(format!(
+                    "--op record sends a record as its payload: leave out --payload {payload} (--record picks its size)"
+                ))
+            }
             _ => {}
         }
+        let record = match (self.op, self.record) {
+            (Op::Record, spec) => Some(spec.unwrap_or_default()),
+            (_, None) => None,
+            (op, Some(_)) => {
+                return Err(format!(
+                    "--format, --record, --entropy and --compress describe --op record's records, not --op {op}"
+                ))
+            }
+        };
         if self.max_attempts == 0 {
             return Err("--max-attempts must be at least 1 (the first write counts)".into());
         }
@@ -299,6 +324,7 @@ impl RunConfig {
             duration,
             key_prefix,
             client_id_base,
+            record,
             ..self.clone()
         })
     }
@@ -408,6 +434,9 @@ pub enum Op {
     Spin(u32),
     /// Add 1 to one of the run's counters, in a session (binary only): see `--keys`.
     Incr,
+    /// Send a structured record, which the server decodes, changes and encodes back
+    /// (binary only): see `--format`.
+    Record,
 }
 
 impl std::fmt::Display for Op {
@@ -418,6 +447,7 @@ impl std::fmt::Display for Op {
             Op::Sleep(us) => write!(f, "sleep:{us}"),
             Op::Spin(us) => write!(f, "spin:{us}"),
             Op::Incr => f.write_str("incr"),
+            Op::Record => f.write_str("record"),
         }
     }
 }
@@ -530,7 +560,7 @@ pub(crate) fn check_rate(r: f64) -> Result<f64, String> {
     Ok(r)
 }
 
-/// Parses `echo`, `ping`, `sleep:US`, `spin:US`, `incr`.
+/// Parses `echo`, `ping`, `sleep:US`, `spin:US`, `incr`, `record`.
 pub fn parse_op(s: &str) -> Result<Op, String> {
     let micros = |arg: &str| -> Result<u32, String> {
         let us: u64 = arg
@@ -547,10 +577,11 @@ pub fn parse_op(s: &str) -> Result<Op, String> {
         None if s == "echo" => Ok(Op::Echo),
         None if s == "ping" => Ok(Op::Ping),
         None if s == "incr" => Ok(Op::Incr),
+        None if s == "record" => Ok(Op::Record),
         Some(("sleep", arg)) => Ok(Op::Sleep(micros(arg)?)),
         Some(("spin", arg)) => Ok(Op::Spin(micros(arg)?)),
         _ => Err(format!(
-            "'{s}' is not an op (echo, ping, sleep:US, spin:US or incr)"
+            "'{s}' is not an op (echo, ping, sleep:US, spin:US, incr or record)"
         )),
     }
 }

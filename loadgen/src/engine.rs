@@ -50,7 +50,7 @@ use crate::clock::{ns, Clock, NANOS};
 use crate::config::{Arrivals, Op, Pacing, Retry, RunConfig};
 use crate::schedule::Timetable;
 use crate::stats::{self, ErrorKind, KeyTally, StepTally, Tally};
-use crate::workload::{Check, Workload};
+use crate::workload::{Check, Scratch, Workload};
 use echolab_protocol::session::Refusal;
 
 /// How often a thread checks timeouts and retries failed connections.
@@ -111,6 +111,14 @@ pub struct Plan {
     /// thread checks this and not only its own replies, so a thread whose connections all
     /// wait behind a bounded server's busy workers does not give up while others are served.
     pub verified: AtomicBool,
+}
+
+impl Plan {
+    /// Whether connection `c` opens with a HELLO, and sends nothing else until it is
+    /// answered: to open its session (`--op incr`), to agree a record format (`--op record`).
+    fn says_hello(&self, c: &Conn) -> bool {
+        c.session.is_some() || self.workload.agrees_format()
+    }
 }
 
 /// What a worker tells the collector.
@@ -177,7 +185,8 @@ pub struct ThreadResult {
 enum Kind {
     /// A request of the workload: counted, retried, classified.
     Request,
-    /// `--op incr`: the HELLO that opens each connection; none of the counts'.
+    /// `--op incr` and `--op record`: the HELLO that opens each connection; none of the
+    /// counts'.
     Hello,
 }
 
@@ -284,8 +293,8 @@ struct Conn {
     retry: VecDeque<Pending>,
     /// `--op incr`: the slot's session.
     session: Option<Session>,
-    /// `--op incr`: the current socket's HELLO has been answered (until then it sends
-    /// nothing else: a request behind a refused HELLO would be refused too).
+    /// `--op incr` and `--op record`: the current socket's HELLO has been answered (until
+    /// then it sends nothing else: a request behind a refused HELLO would be refused too).
     hello_done: bool,
     /// The deadline this connection has in the timer heap, if any (older entries are stale).
     timer_due: Option<u64>,
@@ -316,7 +325,7 @@ struct Worker<'a> {
     interval_sent: u64,
     interval_errors: u64,
     tx: Sender<ToCollector>,
-    scratch: Vec<u8>,
+    scratch: Scratch,
     draining: bool,
     /// Disconnected by the collector once it has taken its closing samples.
     release: Receiver<()>,
@@ -441,7 +450,7 @@ pub fn run_thread(
         interval_sent: 0,
         interval_errors: 0,
         tx,
-        scratch: Vec::new(),
+        scratch: Scratch::default(),
         draining: false,
         release,
         released: false,
@@ -786,18 +795,18 @@ impl Worker<'_> {
         }
     }
 
-    /// `--op incr`: connection `i` sends its HELLO, first thing on a new socket.
+    /// `--op incr` and `--op record`: connection `i` sends its HELLO, first thing on a new
+    /// socket.
     fn say_hello(&mut self, i: usize, now: u64) {
         let plan = self.plan;
         let c = &mut self.conns[i];
-        let Some(session) = c.session else {
+        if !plan.says_hello(c) {
             return;
-        };
+        }
+        // Client 0: a HELLO that agrees a record format and opens no session.
+        let (client, sent) = c.session.map_or((0, 0), |s| (s.client, s.queued_max));
         let before = c.wbuf.len();
-        if let Err(e) = plan
-            .workload
-            .encode_hello(session.client, session.queued_max, &mut c.wbuf)
-        {
+        if let Err(e) = plan.workload.encode_hello(client, sent, &mut c.wbuf) {
             let why = format!("cannot encode HELLO: {e}");
             self.conn_failed(i, ErrorKind::Protocol, why, now);
             return;
@@ -963,7 +972,7 @@ impl Worker<'_> {
         c.state == State::Open
             && !self.draining
             && c.retry.is_empty()
-            && (c.session.is_none() || c.hello_done)
+            && (c.hello_done || !self.plan.says_hello(c))
             && c.in_flight.len() < self.plan.cfg.pipeline as usize
             && self
                 .plan
@@ -1047,7 +1056,7 @@ impl Worker<'_> {
             if c.state != State::Open
                 || c.retry.is_empty()
                 || c.in_flight.len() >= pipeline
-                || (c.session.is_some() && !c.hello_done)
+                || (!c.hello_done && plan.says_hello(c))
             {
                 return;
             }
@@ -1061,6 +1070,7 @@ impl Worker<'_> {
                 let low = lowest_unanswered(c).map_or(p.id, |l| l.min(p.id));
                 plan.workload
                     .encode_incr(p.id, p.key as usize, low, &mut c.wbuf)
+                    .map_err(|e| e.to_string())
             } else {
                 plan.workload.encode(p.id, &mut self.scratch, &mut c.wbuf)
             };
@@ -1106,7 +1116,10 @@ impl Worker<'_> {
                 let keys = plan.workload.key_count().max(1) as u64;
                 let key = ((c.global + c.next_k) % keys) as usize;
                 let low = lowest_unanswered(c).map_or(seq, |l| l.min(seq));
-                let encoded = plan.workload.encode_incr(seq, key, low, &mut c.wbuf);
+                let encoded = plan
+                    .workload
+                    .encode_incr(seq, key, low, &mut c.wbuf)
+                    .map_err(|e| e.to_string());
                 (seq, key as u32, encoded)
             }
             None => {

@@ -12,6 +12,7 @@
 //! - [`config`]: the typed, checked run configuration (the parameters, described once);
 //! - [`cli`]: `loadgen run`'s flags, one adapter that builds a `RunConfig`;
 //! - [`workload`]: request encoding (ids stamped into payloads) and reply verification;
+//! - [`records`]: `--op record`'s structured records, in a format, maybe compressed;
 //! - [`engine`]: the per-thread event loop, connections, pacing, timeouts;
 //! - [`arrivals`]: the open loop's arrival process (fixed or Poisson, seeded);
 //! - [`schedule`]: the open loop's target rate over time (constant, a ramp, steps);
@@ -34,6 +35,7 @@ pub mod counters;
 pub mod engine;
 pub mod lab;
 pub mod proc;
+pub mod records;
 pub mod report;
 pub mod run;
 pub mod schedule;

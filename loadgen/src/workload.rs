@@ -11,10 +11,12 @@
 //! ([`Refusal`]) is read back from an ERROR reply's code word, since what the client may
 //! conclude depends on which one it is.
 
+use echolab_protocol::record::AVRO_SCHEMA;
 use echolab_protocol::session::{self, Refusal};
 use echolab_protocol::{Codec, Command, Decoded, Protocol, ProtocolError, Request, Status};
 
 use crate::config::{Op, RunConfig};
+use crate::records::{RecordScratch, Records};
 use crate::stats::ErrorKind;
 
 /// Hex digits in the id stamp at the start of each payload.
@@ -32,6 +34,15 @@ pub struct Workload {
     stamp_len: usize,
     /// `--op incr`: the counters' names, by key index.
     keys: Vec<Vec<u8>>,
+    /// `--op record`: the records, and the format each connection's HELLO agrees.
+    records: Option<Records>,
+}
+
+/// A thread's buffers for building requests, reused so that a request allocates nothing.
+#[derive(Debug, Default)]
+pub struct Scratch {
+    payload: Vec<u8>,
+    record: RecordScratch,
 }
 
 /// The outcome of checking one reply.
@@ -98,6 +109,7 @@ impl Workload {
             stamp_at,
             stamp_len: room.min(STAMP_LEN),
             keys: Vec::new(),
+            records: None,
         }
     }
 
@@ -110,7 +122,16 @@ impl Workload {
                 .map(|k| format!("{prefix}{k}").into_bytes())
                 .collect();
         }
+        if cfg.op == Op::Record {
+            w.records = Some(Records::new(cfg.record.unwrap_or_default()));
+        }
         w
+    }
+
+    /// Whether every connection opens with a HELLO that agrees a record format (`--op
+    /// record`), beside the one a session opens with (`--op incr`).
+    pub fn agrees_format(&self) -> bool {
+        self.records.is_some()
     }
 
     /// `--op incr`: the name of counter `key`.
@@ -123,18 +144,29 @@ impl Workload {
         self.keys.len()
     }
 
-    /// Appends `HELLO client sent` to `out` (its id is 0: a HELLO is no request of the
-    /// session's, and its reply, refusals included, answers "no request in particular").
+    /// Appends `HELLO client sent` to `out`, with `--op record`'s format and schema (client
+    /// 0: a format and no session). Its id is 0: a HELLO is no request of the session's, and
+    /// its reply, refusals included, answers "no request in particular".
     pub fn encode_hello(
         &self,
         client: u64,
         sent: u64,
         out: &mut Vec<u8>,
     ) -> Result<(), ProtocolError> {
+        let format = self.records.as_ref().map(|r| r.spec().format);
+        // The schema travels once, here; every RECORD after it carries values only.
+        let schema = match format {
+            Some(f) if f.has_schema() => AVRO_SCHEMA.as_bytes(),
+            _ => &[],
+        };
         let request = Request {
             id: Some(0),
-            command: Command::Hello { client, sent },
-            payload: &[],
+            command: Command::Hello {
+                client,
+                sent,
+                format,
+            },
+            payload: schema,
         };
         self.codec.encode_request(&request, out)
     }
@@ -181,6 +213,7 @@ impl Workload {
             session::hello::NEW,
             session::hello::RESUMED,
             session::hello::UNRECORDED,
+            session::hello::AGREED,
         ]
         .iter()
         .any(|w| w.as_bytes() == word)
@@ -191,7 +224,7 @@ impl Workload {
                 len,
                 kind: ErrorKind::Mismatch,
                 why: format!(
-                    "HELLO answered {:?}, not new, resumed or unrecorded",
+                    "HELLO answered {:?}, not new, resumed, unrecorded or agreed",
                     String::from_utf8_lossy(&word[..word.len().min(64)])
                 ),
             }
@@ -281,6 +314,7 @@ impl Workload {
             Op::Spin(micros) => Command::Spin { micros },
             // Not sent through `encode`: see `encode_incr`.
             Op::Incr => Command::Incr { by: 1, low: 0 },
+            Op::Record => Command::Record,
         }
     }
 
@@ -296,21 +330,23 @@ impl Workload {
     }
 
     /// Appends request `id` to `out`. `scratch` is reused between calls to avoid allocating.
-    pub fn encode(
-        &self,
-        id: u64,
-        scratch: &mut Vec<u8>,
-        out: &mut Vec<u8>,
-    ) -> Result<(), ProtocolError> {
-        scratch.clear();
-        scratch.extend_from_slice(&self.pattern);
-        self.stamp(id, scratch);
+    pub fn encode(&self, id: u64, scratch: &mut Scratch, out: &mut Vec<u8>) -> Result<(), String> {
+        let payload = &mut scratch.payload;
+        payload.clear();
+        if let Some(records) = &self.records {
+            records.request(id, &mut scratch.record, payload)?;
+        } else {
+            payload.extend_from_slice(&self.pattern);
+            self.stamp(id, payload);
+        }
         let request = Request {
             id: Some(id),
             command: self.command(),
-            payload: scratch,
+            payload,
         };
-        self.codec.encode_request(&request, out)
+        self.codec
+            .encode_request(&request, out)
+            .map_err(|e| e.to_string())
     }
 
     /// Checks the reply at the start of `buf` against request `id`.
@@ -349,6 +385,16 @@ impl Workload {
                 len,
                 kind: ErrorKind::Mismatch,
                 why: format!("reply id {got} where {id} was expected (out of order or misrouted)"),
+            };
+        }
+        if let Some(records) = &self.records {
+            return match records.check(id, response.payload, self.codec.max_frame()) {
+                None => Check::Ok { len },
+                Some(why) => Check::Failed {
+                    len,
+                    kind: ErrorKind::Mismatch,
+                    why,
+                },
             };
         }
         if !self.payload_matches(id, response.payload) {
@@ -397,7 +443,7 @@ mod tests {
     /// and checks the reply.
     fn round_trip(protocol: Protocol, op: Op, payload: usize, id: u64, answer_id: u64) -> Check {
         let w = Workload::new(protocol, op, payload);
-        let (mut scratch, mut wire) = (Vec::new(), Vec::new());
+        let (mut scratch, mut wire) = (Scratch::default(), Vec::new());
         w.encode(answer_id, &mut scratch, &mut wire)
             .expect("encode");
         let server = protocol.codec(echolab_protocol::DEFAULT_MAX_FRAME);
@@ -448,7 +494,7 @@ mod tests {
     #[test]
     fn a_changed_payload_byte_is_a_mismatch() {
         let w = Workload::new(Protocol::Resp, Op::Echo, 64);
-        let (mut scratch, mut wire) = (Vec::new(), Vec::new());
+        let (mut scratch, mut wire) = (Scratch::default(), Vec::new());
         w.encode(9, &mut scratch, &mut wire).expect("encode");
         let server = Protocol::Resp.codec(1 << 20);
         let Ok(Decoded::Complete { message, .. }) = server.decode_request(&wire) else {
@@ -537,7 +583,14 @@ mod tests {
         let Ok(Decoded::Complete { message, .. }) = server.decode_request(&hello) else {
             panic!("decode");
         };
-        assert_eq!(message.command, Command::Hello { client: 9, sent: 3 });
+        assert_eq!(
+            message.command,
+            Command::Hello {
+                client: 9,
+                sent: 3,
+                format: None
+            }
+        );
         let mut word = Vec::new();
         server.encode_reply(&message, Reply::Word(session::hello::RESUMED), &mut word);
         assert!(matches!(w.check_hello(&word), Check::Ok { .. }));

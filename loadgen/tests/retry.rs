@@ -250,7 +250,9 @@ fn session_fake(k: usize, dedup: bool, forget: bool) -> (FakeServer, Arc<Mutex<S
         let breaks = !broke.load(Ordering::SeqCst);
         while let Some(req) = c.request() {
             let reply = match req.command {
-                Command::Hello { client: id, sent } => {
+                Command::Hello {
+                    client: id, sent, ..
+                } => {
                     log.lock().expect("lock").hellos.push((id, sent));
                     let mut st = state.lock().expect("lock");
                     let known = st.clients.contains(&id);

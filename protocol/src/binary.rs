@@ -6,6 +6,10 @@
 //! response = status:u8  id:uvarint  payload:rest
 //! ```
 //!
+//! HELLO's payload is `sent:uvarint`, then optionally `format:u8  schema:rest`: one message
+//! opens a session, agrees a record format, or both. RECORD's payload is a record frame
+//! ([`crate::record::frame`]), and so is its reply's.
+//!
 //! The length prefix is what makes the stream self-synchronising: a receiver reads four bytes,
 //! knows exactly how many more belong to this message, and never scans the payload for a
 //! delimiter (which is why binary payloads need no escaping, unlike RESP's inline form). It is
@@ -17,6 +21,7 @@
 //! The full contract, with hex examples, is `docs/protocol.md`.
 
 use crate::frame::{ByteOrder, LengthPrefix};
+use crate::record::Format;
 use crate::session::MAX_KEY;
 use crate::varint::{get_uvarint, put_uvarint, uvarint_len};
 use crate::{Codec, Command, Decoded, Protocol, ProtocolError, Reply, Request, Response, Status};
@@ -30,14 +35,18 @@ pub const OP_ECHO: u8 = 0x01;
 pub const OP_SLEEP: u8 = 0x02;
 /// Op byte of SPIN.
 pub const OP_SPIN: u8 = 0x03;
-/// Op byte of HELLO: `arg` is the client id, the payload `sent:uvarint` (see
-/// [`crate::session`]).
+/// Op byte of HELLO: `arg` is the client id (0: no session), the payload `sent:uvarint`
+/// (see [`crate::session`]), then optionally a record format's code
+/// ([`crate::record::Format::code`]) and its schema.
 pub const OP_HELLO: u8 = 0x10;
 /// Op byte of INCR: `id` is the sequence number in a session, `arg` the amount, the payload
 /// `low:uvarint` then the key.
 pub const OP_INCR: u8 = 0x11;
 /// Op byte of GET: `arg` is 0, the payload the key.
 pub const OP_GET: u8 = 0x12;
+/// Op byte of RECORD: `arg` is 0, the payload a record frame in the format the connection's
+/// HELLO agreed.
+pub const OP_RECORD: u8 = 0x20;
 
 /// Status byte of a successful response.
 pub const STATUS_OK: u8 = 0x00;
@@ -118,22 +127,31 @@ fn parse_request(body: &[u8]) -> Result<Request<'_>, (Option<u64>, ProtocolError
             micros: micros("SPIN")?,
         },
         OP_HELLO => {
-            if arg == 0 {
-                return Err(fail(ProtocolError::ZeroClient));
-            }
             let (sent, n) = get_uvarint(payload).map_err(|error| {
                 fail(ProtocolError::Varint {
                     field: "sent",
                     error,
                 })
             })?;
-            if n != payload.len() {
-                return Err(fail(ProtocolError::Trailing { op: "HELLO" }));
+            // What follows `sent`, if anything, is the record format and its schema.
+            let (format, schema) = match payload[n..].split_first() {
+                None => (None, &[][..]),
+                Some((&code, schema)) => (
+                    Some(Format::from_code(code).ok_or(fail(ProtocolError::UnknownFormat(code)))?),
+                    schema,
+                ),
+            };
+            if arg == 0 && format.is_none() {
+                return Err(fail(ProtocolError::ZeroClient));
             }
             return Ok(Request {
                 id: Some(id),
-                command: Command::Hello { client: arg, sent },
-                payload: &[],
+                command: Command::Hello {
+                    client: arg,
+                    sent,
+                    format,
+                },
+                payload: schema,
             });
         }
         OP_INCR => {
@@ -152,6 +170,8 @@ fn parse_request(body: &[u8]) -> Result<Request<'_>, (Option<u64>, ProtocolError
         }
         OP_GET if arg != 0 => return Err(fail(ProtocolError::GetArg(arg))),
         OP_GET => Command::Get,
+        OP_RECORD if arg != 0 => return Err(fail(ProtocolError::RecordArg(arg))),
+        OP_RECORD => Command::Record,
         other => return Err(fail(ProtocolError::UnknownOp(other))),
     };
     let payload = match command {
@@ -208,6 +228,7 @@ impl Codec for BinaryCodec {
                 text.as_bytes()
             }
             Reply::Word(word) => word.as_bytes(),
+            Reply::Bytes(bytes) => bytes,
         };
         // An echo is never longer than the request it answers (the reply's header is the
         // shorter), so this only fires for a caller's own oversized payload; the client gets
@@ -236,14 +257,21 @@ impl Codec for BinaryCodec {
         request: &Request<'_>,
         out: &mut Vec<u8>,
     ) -> Result<(), ProtocolError> {
-        // The fields a session op carries ahead of the caller's payload (at most 10 bytes).
+        // The fields a session op carries ahead of the caller's payload (at most 11 bytes).
         let mut head = Vec::new();
         let (op, arg) = match request.command {
             Command::Echo => (OP_ECHO, 0),
             Command::Sleep { micros } => (OP_SLEEP, u64::from(micros)),
             Command::Spin { micros } => (OP_SPIN, u64::from(micros)),
-            Command::Hello { client, sent } => {
+            Command::Hello {
+                client,
+                sent,
+                format,
+            } => {
                 put_uvarint(&mut head, sent);
+                if let Some(format) = format {
+                    head.push(format.code());
+                }
                 (OP_HELLO, client)
             }
             Command::Incr { by, low } => {
@@ -251,6 +279,7 @@ impl Codec for BinaryCodec {
                 (OP_INCR, by)
             }
             Command::Get => (OP_GET, 0),
+            Command::Record => (OP_RECORD, 0),
             Command::Ping => {
                 return Err(ProtocolError::Unsupported {
                     protocol: Protocol::Binary,
@@ -506,17 +535,71 @@ mod tests {
     }
 
     #[test]
+    fn hello_agrees_a_format_with_or_without_a_session() {
+        let c = BinaryCodec::new(1024);
+        for (client, format, schema) in [
+            (0, Format::Avro, &b"{}"[..]),
+            (9, Format::Protobuf, &b""[..]),
+            (0, Format::Positional, &b""[..]),
+        ] {
+            let req = Request {
+                id: Some(0),
+                command: Command::Hello {
+                    client,
+                    sent: 0,
+                    format: Some(format),
+                },
+                payload: schema,
+            };
+            let mut wire = Vec::new();
+            c.encode_request(&req, &mut wire).expect("encodes");
+            let Ok(Decoded::Complete { message, len }) = c.decode_request(&wire) else {
+                panic!("{req:?} did not decode");
+            };
+            assert_eq!((message, len), (req, wire.len()));
+        }
+    }
+
+    #[test]
+    fn record_carries_its_frame_and_takes_no_arg() {
+        let c = BinaryCodec::new(1024);
+        let req = Request {
+            id: Some(5),
+            command: Command::Record,
+            payload: &[0, 1, 2, 3],
+        };
+        let mut wire = Vec::new();
+        c.encode_request(&req, &mut wire).expect("encodes");
+        assert_eq!(wire, [0, 0, 0, 7, OP_RECORD, 5, 0, 0, 1, 2, 3]);
+        assert!(matches!(
+            c.decode_request(&wire),
+            Ok(Decoded::Complete { message, .. }) if message == req
+        ));
+        assert_eq!(
+            invalid(&frame(&[OP_RECORD, 0x05, 0x02, 0x00])),
+            (Some(5), "RECORD takes arg 0, got 2".to_string(), 8)
+        );
+        // The reply carries the server's bytes as its payload.
+        let mut out = Vec::new();
+        c.encode_reply(&req, Reply::Bytes(b"new"), &mut out);
+        assert_eq!(out, [0, 0, 0, 5, STATUS_OK, 5, b'n', b'e', b'w']);
+    }
+
+    #[test]
     fn session_ops_reject_bad_fields_but_keep_the_connection() {
         // HELLO with client 0.
         let (id, msg, _) = invalid(&frame(&[OP_HELLO, 0x03, 0x00, 0x00]));
         assert_eq!(
             (id, msg.as_str()),
-            (Some(3), "HELLO needs a client id other than 0")
+            (
+                Some(3),
+                "HELLO needs a client id other than 0, or a record format, or both"
+            )
         );
-        // HELLO with bytes after `sent`.
+        // HELLO whose byte after `sent` names no format.
         assert_eq!(
             invalid(&frame(&[OP_HELLO, 0x03, 0x07, 0x00, b'x'])).1,
-            "HELLO takes no payload after its fields"
+            "unknown record format 120 (expected 0 positional, 1 json, 2 protobuf or 3 avro)"
         );
         // HELLO without `sent`.
         assert!(invalid(&frame(&[OP_HELLO, 0x03, 0x07]))

@@ -57,13 +57,12 @@ pub enum ProtocolError {
     /// A session op's key (the payload of INCR or GET) was empty or longer than
     /// [`crate::session::MAX_KEY`].
     KeyLength(usize),
-    /// HELLO named client 0, which is reserved for "no session".
+    /// HELLO named client 0 (no session) and no record format: it would agree on nothing.
     ZeroClient,
-    /// Bytes followed the last field of an op that has no payload.
-    Trailing {
-        /// The op's name.
-        op: &'static str,
-    },
+    /// HELLO named a record format this version does not know.
+    UnknownFormat(u8),
+    /// RECORD was sent with a nonzero `arg` (reserved, must be 0).
+    RecordArg(u64),
     /// RESP: the `*<count>` header of an array is not a number or is too large.
     InvalidMultibulkLength,
     /// RESP: a `$<len>` header is not a number, negative, or above `max_frame`.
@@ -132,7 +131,7 @@ impl fmt::Display for ProtocolError {
             UnknownOp(op) => {
                 write!(
                     f,
-                    "unknown op 0x{op:02x} (expected 0x01 ECHO, 0x02 SLEEP, 0x03 SPIN, 0x10 HELLO, 0x11 INCR or 0x12 GET)"
+                    "unknown op 0x{op:02x} (expected 0x01 ECHO, 0x02 SLEEP, 0x03 SPIN, 0x10 HELLO, 0x11 INCR, 0x12 GET or 0x20 RECORD)"
                 )
             }
             UnknownStatus(s) => write!(
@@ -146,8 +145,14 @@ impl fmt::Display for ProtocolError {
                 "key length {len} is outside 1..={}",
                 crate::session::MAX_KEY
             ),
-            ZeroClient => f.write_str("HELLO needs a client id other than 0"),
-            Trailing { op } => write!(f, "{op} takes no payload after its fields"),
+            ZeroClient => {
+                f.write_str("HELLO needs a client id other than 0, or a record format, or both")
+            }
+            UnknownFormat(code) => write!(
+                f,
+                "unknown record format {code} (expected 0 positional, 1 json, 2 protobuf or 3 avro)"
+            ),
+            RecordArg(arg) => write!(f, "RECORD takes arg 0, got {arg}"),
             ArgTooLarge { op, arg } => write!(
                 f,
                 "{op} arg {arg} us exceeds the limit of {} us",

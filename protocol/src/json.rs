@@ -230,6 +230,9 @@ impl Codec for JsonCodec {
             Reply::Word(word) => {
                 self.put_response(out, "word", |out| put_string(out, word), request.id)
             }
+            // Records are binary-only: JSON has no request that produces bytes, and its
+            // `result` is JSON text, which raw bytes are not.
+            Reply::Bytes(_) => self.encode_error(request.id, "records are binary-only", out),
         }
     }
 
@@ -258,6 +261,12 @@ impl Codec for JsonCodec {
                 return Err(ProtocolError::Unsupported {
                     protocol: Protocol::Json,
                     what: "sessions (HELLO, INCR, GET)",
+                })
+            }
+            Command::Record => {
+                return Err(ProtocolError::Unsupported {
+                    protocol: Protocol::Json,
+                    what: "records",
                 })
             }
         };

@@ -142,6 +142,7 @@ impl FromStr for Protocol {
 /// | `ConfigGet` | — | `CONFIG GET pattern` | — |
 /// | `Pi` | — | — | `{"in": "pi"}` |
 /// | `Hello`, `Incr`, `Get` (sessions, see [`session`]) | ops 0x10, 0x11, 0x12 | — | — |
+/// | `Record` (a structured record, see [`record`]) | op 0x20 | — | — |
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Command {
     /// Reply with the payload.
@@ -168,13 +169,17 @@ pub enum Command {
         /// Number of terms, at most [`json::MAX_PI_N`].
         n: u64,
     },
-    /// Open or resume a session on this connection ([`session`]): reply with one of
-    /// [`session::hello`]'s words. Carries no payload.
+    /// Opens the connection: a session ([`session`]), a record format ([`record`]), or
+    /// both, agreed once. Replies with one of [`session::hello`]'s words. The payload is the
+    /// format's schema (Avro's; empty for the others), or empty.
     Hello {
-        /// The client's id, kept across reconnects; never 0.
+        /// The client's id, kept across reconnects; 0 opens no session (allowed only when
+        /// `format` is given: a HELLO must agree on something).
         client: u64,
         /// How many sequence numbers the client has used so far (0: a brand-new client).
         sent: u64,
+        /// The record format this connection's [`Command::Record`] requests will use.
+        format: Option<record::Format>,
     },
     /// Add `by` to the counter named by the payload and reply with its new value, in decimal.
     /// Not idempotent: the operation that makes a retry dangerous. Within a session the
@@ -189,6 +194,10 @@ pub enum Command {
     /// Reply with the value of the counter named by the payload (0 if it was never
     /// incremented), in decimal.
     Get,
+    /// The payload is a record frame ([`record::frame`]) in the format this connection's
+    /// HELLO agreed: the server decodes it, adds 1 to its number, and replies with the
+    /// record encoded again.
+    Record,
 }
 
 /// A decoded request. The payload borrows from the caller's buffer: decoding allocates nothing.
@@ -206,7 +215,7 @@ pub struct Request<'a> {
 
 /// The server's answer to a successful request, handed to [`Codec::encode_reply`].
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Reply {
+pub enum Reply<'a> {
     /// The answer that needs no computing: the request's payload echoed (or `PONG` for a
     /// bare RESP `PING`, or the matching settings for `CONFIG GET`).
     Echo,
@@ -217,6 +226,8 @@ pub enum Reply {
     Value(u64),
     /// A fixed word ([`session::hello`]).
     Word(&'static str),
+    /// Bytes the server computed: [`Command::Record`]'s new record, framed.
+    Bytes(&'a [u8]),
 }
 
 /// Whether a response reports success.

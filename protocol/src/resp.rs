@@ -352,6 +352,8 @@ impl Codec for RespCodec {
                 out.extend_from_slice(word.as_bytes());
                 out.extend_from_slice(b"\r\n");
             }
+            // Records are binary-only; a bulk string carries any bytes all the same.
+            (_, Reply::Bytes(bytes)) => put_bulk(out, bytes),
         }
     }
 
@@ -404,6 +406,12 @@ impl Codec for RespCodec {
                 return Err(ProtocolError::Unsupported {
                     protocol: Protocol::Resp,
                     what: "sessions (HELLO, INCR, GET)",
+                })
+            }
+            Command::Record => {
+                return Err(ProtocolError::Unsupported {
+                    protocol: Protocol::Resp,
+                    what: "records",
                 })
             }
         }

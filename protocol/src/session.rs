@@ -70,6 +70,8 @@ pub mod hello {
     /// The server was started with `--dedup off`: it accepts the session and records
     /// nothing, so every retry runs again. That is the lesson.
     pub const UNRECORDED: &str = "unrecorded";
+    /// A HELLO with client 0 agreed a record format and opened no session.
+    pub const AGREED: &str = "agreed";
 }
 
 /// The refusals a session can get, read back from an ERROR reply's message.

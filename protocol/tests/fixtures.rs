@@ -125,7 +125,7 @@ fn binary_spin() {
 
 #[test]
 fn binary_unknown_op_keeps_the_id() {
-    let msg = b"unknown op 0x09 (expected 0x01 ECHO, 0x02 SLEEP, 0x03 SPIN, 0x10 HELLO, 0x11 INCR or 0x12 GET)";
+    let msg = b"unknown op 0x09 (expected 0x01 ECHO, 0x02 SLEEP, 0x03 SPIN, 0x10 HELLO, 0x11 INCR, 0x12 GET or 0x20 RECORD)";
     let mut reply = vec![0, 0, 0, (2 + msg.len()) as u8, 0x01, 0x05];
     reply.extend_from_slice(msg);
     let hex: Vec<String> = reply.iter().map(|b| format!("{b:02x}")).collect();
@@ -263,6 +263,7 @@ fn binary_hello_opens_a_session() {
         command: Command::Hello {
             client: 42,
             sent: 0,
+            format: None,
         },
         payload: b"",
     };

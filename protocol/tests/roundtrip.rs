@@ -132,12 +132,14 @@ fn micros() -> impl Strategy<Value = u32> {
     prop_oneof![0..=max, Just(max), 0u32..200]
 }
 
-/// A binary v1 request: ECHO, SLEEP or SPIN, always with an id.
+/// A binary v1 request: ECHO, SLEEP, SPIN or RECORD (whose payload the codec does not read),
+/// always with an id.
 fn binary_request() -> impl Strategy<Value = OwnedRequest> {
     let command = prop_oneof![
         Just(Command::Echo),
         micros().prop_map(|micros| Command::Sleep { micros }),
         micros().prop_map(|micros| Command::Spin { micros }),
+        Just(Command::Record),
     ];
     (id(), command, payload()).prop_map(|(id, command, payload)| OwnedRequest {
         id: Some(id),
@@ -293,7 +295,7 @@ fn garbage(protocol: Protocol) -> impl Strategy<Value = Vec<u8>> {
 // ---------------------------------------------------------------------------------------------
 
 /// The success reply a server sends for `request`.
-fn reply_for(request: &OwnedRequest) -> Reply {
+fn reply_for(request: &OwnedRequest) -> Reply<'static> {
     match request.command {
         Command::Pi { n } => Reply::Pi(json::pi(n)),
         _ => Reply::Echo,

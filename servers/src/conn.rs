@@ -29,7 +29,11 @@ use std::net::{Shutdown as HowShutdown, TcpStream};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
-use echolab_protocol::{detect, Codec, Command, Decoded, Protocol, ReadBuffer, ServerCodecs};
+use echolab_protocol::record::{Format, RecordCodec};
+use echolab_protocol::session::hello;
+use echolab_protocol::{
+    detect, Codec, Command, Decoded, Protocol, ReadBuffer, Reply, Request, ServerCodecs,
+};
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags};
 use nix::sys::socket::{recv, MsgFlags};
@@ -96,6 +100,19 @@ pub struct Outcome {
     pub tally: Tally,
 }
 
+/// What a connection's HELLO agreed, kept for as long as the connection lives (on a
+/// blocking handler's stack, in the event loop's connection struct): the session it opened,
+/// and the record format its RECORD requests are in. A connection that never says HELLO has
+/// neither, and its INCRs run outside any session, its RECORDs are refused.
+#[derive(Debug, Default)]
+pub struct Agreed {
+    /// Which client's session (see [`crate::session`]).
+    pub session: Session,
+    /// How RECORD's payload is laid out. Made once, at the HELLO: for Avro that is when the
+    /// schema is checked and parsed, so each record after it carries values only.
+    pub record: Option<RecordCodec>,
+}
+
 /// What [`answer_all`] left behind.
 #[derive(Debug)]
 pub enum Answered {
@@ -110,27 +127,29 @@ pub enum Answered {
 /// request (SLEEP, SPIN, pi) starts, `before_slow` is handed the replies so far, so the caller
 /// can send them rather than make them wait for it.
 ///
-/// The session requests (HELLO, INCR, GET) are answered from `store`, the server's one
-/// table (shared by every thread or process of the server), and `session`, this
-/// connection's own state (which client its HELLO named): each caller keeps one `Session` per
-/// connection, on a blocking handler's stack or in the event loop's connection struct. A
-/// refusal (`TOOOLD`, `EXPIRED`...) is an ERROR reply and the connection stays open.
+/// The requests that depend on state (HELLO, INCR, GET, RECORD) are answered from `store`,
+/// the server's one session table (shared by every thread or process of the server), and
+/// `agreed`, this connection's own state (which client and record format its HELLO named):
+/// each caller keeps one `Agreed` per connection. A refusal (`TOOOLD`, `EXPIRED`, a schema
+/// mismatch, a record that cannot be read...) is an ERROR reply and the connection stays open.
 pub fn answer_all(
     codec: &dyn Codec,
     store: &Store,
-    session: &mut Session,
+    agreed: &mut Agreed,
     input: &mut ReadBuffer,
     output: &mut OutBuf,
     tally: &mut Tally,
     mut before_slow: impl FnMut(&mut OutBuf) -> Result<(), Ended>,
 ) -> Result<Answered, Ended> {
+    // A RECORD's reply is computed into this before it is framed (reused within the batch).
+    let mut scratch = Vec::new();
     let mut answered = 0;
     loop {
         let len = match codec.decode_request(input.data()) {
             Ok(Decoded::Incomplete) => return Ok(Answered::Requests(answered)),
-            Ok(Decoded::Complete { message, len }) if is_session(&message.command) => {
+            Ok(Decoded::Complete { message, len }) if is_stateful(&message.command) => {
                 debug_spin();
-                match store.answer(session, &message) {
+                match answer_stateful(store, agreed, codec.max_frame(), &message, &mut scratch) {
                     Ok(reply) => {
                         codec.encode_reply(&message, reply, output.appender());
                         tally.requests += 1;
@@ -216,7 +235,7 @@ fn serve_loop(
     let mut output = OutBuf::default();
     // This connection's codec, once its first byte has said which.
     let mut chosen: Option<&dyn Codec> = None;
-    let mut session = Session::default();
+    let mut agreed = Agreed::default();
     let mut last_request = Instant::now();
     // When the first byte of the request now in `input` arrived: a request that never
     // completes (slowloris) is cut off `request_timeout` later, however steadily it trickles.
@@ -275,7 +294,7 @@ fn serve_loop(
         let answered = match answer_all(
             codec,
             store,
-            &mut session,
+            &mut agreed,
             &mut input,
             &mut output,
             tally,
@@ -349,12 +368,66 @@ fn flush(stream: &mut TcpStream, output: &mut OutBuf) -> Result<(), Ended> {
     })
 }
 
-/// Whether a command is answered from the session table rather than executed.
-fn is_session(command: &Command) -> bool {
+/// Whether a command is answered from the session table or the connection's agreement
+/// rather than executed.
+fn is_stateful(command: &Command) -> bool {
     matches!(
         command,
-        Command::Hello { .. } | Command::Incr { .. } | Command::Get
+        Command::Hello { .. } | Command::Incr { .. } | Command::Get | Command::Record
     )
+}
+
+/// Answers HELLO, INCR, GET and RECORD: the reply (a RECORD's computed into `scratch`), or
+/// an ERROR's message.
+fn answer_stateful<'s>(
+    store: &Store,
+    agreed: &mut Agreed,
+    max_frame: usize,
+    request: &Request<'_>,
+    scratch: &'s mut Vec<u8>,
+) -> Result<Reply<'s>, String> {
+    match request.command {
+        Command::Hello {
+            client,
+            sent,
+            format,
+        } => {
+            // The format first: a HELLO that cannot agree on it changes nothing, not even
+            // the session, so the client can correct it and say HELLO again.
+            let record = format
+                .map(|f| agree_format(f, request.payload))
+                .transpose()?;
+            let reply = if client == 0 {
+                Reply::Word(hello::AGREED)
+            } else {
+                store.hello(&mut agreed.session, client, sent)?
+            };
+            if record.is_some() {
+                agreed.record = record;
+            }
+            Ok(reply)
+        }
+        Command::Record => {
+            let codec = agreed
+                .record
+                .as_ref()
+                .ok_or("RECORD before a HELLO that names a record format")?;
+            scratch.clear();
+            // The frame is checked against max_frame before a byte is decompressed.
+            codec
+                .answer(request.payload, max_frame, scratch)
+                .map_err(|e| e.to_string())?;
+            Ok(Reply::Bytes(scratch))
+        }
+        _ => store.answer(&mut agreed.session, request),
+    }
+}
+
+/// The record codec for a HELLO's format and schema (Avro's: compared with the server's
+/// own, never parsed from the peer's bytes).
+fn agree_format(format: Format, schema: &[u8]) -> Result<RecordCodec, String> {
+    let schema = std::str::from_utf8(schema).map_err(|_| "the schema is not UTF-8".to_string())?;
+    RecordCodec::agreed(format, Some(schema)).map_err(|e| e.to_string())
 }
 
 /// Whether a command may take long enough that earlier replies should not wait for it.

@@ -40,11 +40,11 @@ use echolab_protocol::{Codec, Protocol, ReadBuffer, ServerCodecs};
 
 use crate::acceptlock::AcceptLock;
 use crate::cli::{parse_size, ServerArgs};
-use crate::conn::{self, Answered, Ended, Limits, Outcome, Tally};
+use crate::conn::{self, Agreed, Answered, Ended, Limits, Outcome, Tally};
 use crate::net::Acceptor;
 use crate::outbuf::OutBuf;
 use crate::poller::{Event, Interest, Poller};
-use crate::session::{Session, Store};
+use crate::session::Store;
 use crate::signals::SignalPipe;
 use crate::stats::{Counters, SharedCounters};
 use crate::READ_CHUNK;
@@ -201,7 +201,7 @@ pub struct EventLoop<'a> {
     /// neither, but one type for every model means one code path to trust. With `--threads`,
     /// the one table every loop thread shares, and its lock is theirs to contend for. For a
     /// prefork worker, the one table every worker shares. (What each connection's HELLO said
-    /// is its own `Connection::session`.)
+    /// is its own `Connection::agreed`.)
     store: &'a Store,
     /// What starts the graceful shutdown: the signal pipe, or the shutdown broadcast.
     stop: Stop<'a>,
@@ -235,9 +235,9 @@ struct Connection {
     /// Replies not yet taken by the kernel.
     output: OutBuf,
     tally: Tally,
-    /// Which client this connection's HELLO named: what a blocking handler keeps on its
-    /// stack, kept here between turns.
-    session: Session,
+    /// What this connection's HELLO agreed (its session, its record format): what a
+    /// blocking handler keeps on its stack, kept here between turns.
+    agreed: Agreed,
     last_request: Instant,
     /// When the first byte of the partial request in `input` arrived (`--request-timeout`).
     partial_since: Option<Instant>,
@@ -650,7 +650,7 @@ impl EventLoop<'_> {
                 protocol: None,
                 output: OutBuf::default(),
                 tally: Tally::default(),
-                session: Session::default(),
+                agreed: Agreed::default(),
                 last_request: now,
                 partial_since: None,
                 last_write: now,
@@ -755,7 +755,7 @@ fn drive(c: &mut Connection, settings: &Settings, store: &Store) -> Result<Turn,
                     match conn::answer_all(
                         codec,
                         store,
-                        &mut c.session,
+                        &mut c.agreed,
                         &mut c.input,
                         &mut c.output,
                         &mut c.tally,

@@ -23,7 +23,7 @@ pub fn set_debug_spin_ns(ns: u64) {
 }
 
 /// Runs `request` on the calling thread and returns what to reply.
-pub fn execute(request: &Request<'_>) -> Reply {
+pub fn execute(request: &Request<'_>) -> Reply<'static> {
     debug_spin();
     match request.command {
         // CONFIG GET has nothing to run: the codec answers it from its table of settings.
@@ -41,7 +41,9 @@ pub fn execute(request: &Request<'_>) -> Reply {
         Command::Pi { n } => Reply::Pi(json::pi(n)),
         // Answered by the caller (conn::answer_all) from the session table
         // (crate::session::Store), which is state, where everything here is stateless.
-        Command::Hello { .. } | Command::Incr { .. } | Command::Get => Reply::Echo,
+        Command::Hello { .. } | Command::Incr { .. } | Command::Get | Command::Record => {
+            Reply::Echo
+        }
     }
 }
 

@@ -474,9 +474,13 @@ impl Store {
 
     /// Answers one session request (HELLO, INCR, GET): the reply, or an ERROR's message.
     /// Any other command is a caller's bug, answered with an error.
-    pub fn answer(&self, session: &mut Session, request: &Request<'_>) -> Result<Reply, String> {
+    pub fn answer(
+        &self,
+        session: &mut Session,
+        request: &Request<'_>,
+    ) -> Result<Reply<'static>, String> {
         match request.command {
-            Command::Hello { client, sent } => self.hello(session, client, sent),
+            Command::Hello { client, sent, .. } => self.hello(session, client, sent),
             Command::Incr { by, low } => {
                 self.incr(session, request.id.unwrap_or(0), by, low, request.payload)
             }
@@ -486,7 +490,12 @@ impl Store {
     }
 
     /// HELLO: open or resume `client`'s session on this connection.
-    pub fn hello(&self, session: &mut Session, client: u64, sent: u64) -> Result<Reply, String> {
+    pub fn hello(
+        &self,
+        session: &mut Session,
+        client: u64,
+        sent: u64,
+    ) -> Result<Reply<'static>, String> {
         // The codec refuses client 0 already; here too, because 0 marks an empty slot.
         if client == 0 {
             return Err("HELLO needs a client id other than 0".into());
@@ -543,7 +552,7 @@ impl Store {
         by: u64,
         low: u64,
         key: &[u8],
-    ) -> Result<Reply, String> {
+    ) -> Result<Reply<'static>, String> {
         let who = Who {
             client: session.client,
             seq,
@@ -626,7 +635,7 @@ impl Store {
     }
 
     /// GET: the counter's value, 0 if it was never incremented.
-    pub fn get(&self, key: &[u8]) -> Result<Reply, String> {
+    pub fn get(&self, key: &[u8]) -> Result<Reply<'static>, String> {
         let _locked = self.lock()?;
         let value = match self.find_counter(key, false) {
             Ok(Some(slot)) => self.words()[slot + COUNTER_WORDS - 1].load(Relaxed),

@@ -42,7 +42,11 @@ fn hello(c: &mut Client, client: u64, sent: u64) -> OwnedResponse {
     let id = c.next_id();
     c.request(&Request {
         id: Some(id),
-        command: Op::Hello { client, sent },
+        command: Op::Hello {
+            client,
+            sent,
+            format: None,
+        },
         payload: b"",
     })
 }
@@ -485,7 +489,17 @@ fn a_hundred_thousand_clients_stay_within_the_bound() {
             next = ids.end;
             let mut wire = Vec::new();
             for client in ids.clone() {
-                encode(&*codec, Op::Hello { client, sent: 0 }, 1, b"", &mut wire);
+                encode(
+                    &*codec,
+                    Op::Hello {
+                        client,
+                        sent: 0,
+                        format: None,
+                    },
+                    1,
+                    b"",
+                    &mut wire,
+                );
                 encode(&*codec, Op::Incr { by: 1, low: 1 }, 1, b"n", &mut wire);
             }
             conn.send_raw(&wire);

@@ -251,7 +251,9 @@ pub fn check(protocol: Protocol, data: &[u8]) {
 /// first byte picks the limit a compressed record may claim, so small limits are tried as
 /// often as large ones) or in `RecordCodec::agreed` (the input as a peer's schema); and
 /// **decode(encode(r)) == r** for every record a decoder accepted, in every format (a record
-/// one format accepts is one every format must carry).
+/// one format accepts is one every format must carry); and what the server does with a
+/// RECORD request (`RecordCodec::answer`, the input as the request's frame) answers in a
+/// frame the client side reads back.
 pub fn check_record(data: &[u8]) {
     use echolab_protocol::record::{unframe, Format, RecordCodec};
     use std::sync::OnceLock;
@@ -266,6 +268,11 @@ pub fn check_record(data: &[u8]) {
         let _ = RecordCodec::agreed(Format::Avro, Some(text));
     }
     for codec in codecs {
+        let mut reply = Vec::new();
+        if codec.answer(data, limit, &mut reply).is_ok() {
+            let back = codec.reply(&reply, usize::MAX);
+            assert!(back.is_ok(), "{}: an answer that does not read back: {back:?}", codec.format());
+        }
         let Ok(record) = codec.decode(data) else {
             continue;
         };
