@@ -300,3 +300,57 @@ fn binary_get_reads_a_counter() {
     request_fixture(Protocol::Binary, req, get);
     session_reply_fixture(get, Reply::Value(12), "00 00 00 04 00 09 31 32", b"12");
 }
+
+#[test]
+fn binary_hello_agrees_a_format_and_record_is_answered() {
+    use echolab_protocol::record::{Format, Person, RecordCodec};
+    // HELLO with no session (client 0) and format 2, protobuf, which sends no schema.
+    let hello = "00 00 00 05 10 00 00 00 02";
+    let req = Request {
+        id: Some(0),
+        command: Command::Hello {
+            client: 0,
+            sent: 0,
+            format: Some(Format::Protobuf),
+        },
+        payload: b"",
+    };
+    request_fixture(Protocol::Binary, req, hello);
+    session_reply_fixture(
+        hello,
+        Reply::Word(echolab_protocol::session::hello::AGREED),
+        "00 00 00 08 00 00 61 67 72 65 65 64",
+        b"agreed",
+    );
+    // RECORD id 1: flag 00 (raw), then the book's record in protobuf; the reply is the same
+    // record with favourite_number 1338 (zigzag 2676: f4 14).
+    let record = "00 00 00 25 20 01 00 00 0a 06 4d 61 72 74 69 6e 10 f2 14 1a 0b 64 61 79 64 72 65 61 6d 69 6e 67 1a 07 68 61 63 6b 69 6e 67";
+    let frame = unhex(record)[7..].to_vec();
+    request_fixture(
+        Protocol::Binary,
+        Request {
+            id: Some(1),
+            command: Command::Record,
+            payload: &frame,
+        },
+        record,
+    );
+    let book = Person {
+        user_name: "Martin".into(),
+        favourite_number: 1337,
+        interests: vec!["daydreaming".into(), "hacking".into()],
+        address: None,
+    };
+    let codec = RecordCodec::new(Format::Protobuf);
+    assert_eq!(codec.reply(&frame, 1 << 20), Ok(book));
+    let mut answer = Vec::new();
+    codec
+        .answer(&frame, DEFAULT_MAX_FRAME, &mut answer)
+        .expect("answers");
+    session_reply_fixture(
+        record,
+        Reply::Bytes(&answer),
+        "00 00 00 24 00 01 00 0a 06 4d 61 72 74 69 6e 10 f4 14 1a 0b 64 61 79 64 72 65 61 6d 69 6e 67 1a 07 68 61 63 6b 69 6e 67",
+        &answer,
+    );
+}
