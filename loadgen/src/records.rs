@@ -263,7 +263,10 @@ mod tests {
         assert_eq!(number(1), -1);
         assert_eq!(number(2), 2);
         assert_eq!(number(1337), -337);
-        assert!(number((5 << 40) | 2).abs() < 1000, "small, whatever the slot");
+        assert!(
+            number((5 << 40) | 2).abs() < 1000,
+            "small, whatever the slot"
+        );
     }
 
     #[test]
