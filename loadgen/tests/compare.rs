@@ -734,7 +734,16 @@ fn prefork_reuseport_is_compared_only_when_named() {
         "--candidate-args",
         &cand.flag(),
     ]);
-    run.assert_code(0);
+    // Even one connection's throughput is bimodal here (which worker the hash picks, and
+    // where the scheduler puts it on 2 vCPUs: CI saw pairs of 35 950 against 15 890 req/s
+    // with the same binary), so 8 pairs may end INCONCLUSIVE (exit 4). Either way the model
+    // was compared; a regression (exit 1) beyond 50% between two runs of one build is not.
+    assert!(
+        matches!(run.code, Some(0 | 4)),
+        "exit {:?}\n{}",
+        run.code,
+        run.output()
+    );
     assert_eq!(
         model_names(&run),
         ["prefork-reuseport", "eventloop-epoll"],
@@ -744,7 +753,12 @@ fn prefork_reuseport_is_compared_only_when_named() {
     for name in ["prefork-reuseport", "eventloop-epoll"] {
         let m = model(&run, name);
         assert_compared(&run, m, 8);
-        assert_eq!(m["throughput_verdict"], "no_significant_change", "{name}");
+        let verdict = m["throughput_verdict"].as_str().unwrap_or_default();
+        assert!(
+            ["no_significant_change", "inconclusive"].contains(&verdict),
+            "{name}: {verdict}\n{}",
+            run.output()
+        );
     }
     assert_none_left(&[&base, &cand], &run);
 }

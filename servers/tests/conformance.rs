@@ -623,7 +623,7 @@ fn error_cases(protocol: Protocol, max: usize) -> Vec<ErrorCase> {
                 case(
                     "binary unknown op",
                     body(&[&[0x09, 0x05, 0x00]]),
-                    "unknown op 0x09 (expected 0x01 ECHO, 0x02 SLEEP, 0x03 SPIN, 0x10 HELLO, 0x11 INCR or 0x12 GET)",
+                    "unknown op 0x09 (expected 0x01 ECHO, 0x02 SLEEP, 0x03 SPIN, 0x10 HELLO, 0x11 INCR, 0x12 GET or 0x20 RECORD)",
                     false,
                     Some(5),
                 ),
