@@ -7,7 +7,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use clap::Args;
 use echolab_protocol::record::Format;
@@ -15,9 +15,9 @@ use echolab_protocol::units::{parse_addr, parse_duration, parse_size, parse_time
 use echolab_protocol::Protocol;
 
 use crate::config::{
-    parse_op, parse_protocol, parse_rate_arg, parse_source_ips, Arrivals, Op, Outputs, Pacing,
-    Progress, RateArg, Retry, RunConfig, Schedule, SourceIps, DEFAULT_KEYS, DEFAULT_MAX_ATTEMPTS,
-    DEFAULT_PAYLOAD, MAX_CONNECTIONS, MAX_KEYS,
+    parse_op, parse_protocol, parse_rate_arg, parse_segment, parse_source_ips, parse_start_at,
+    Arrivals, Op, Outputs, Pacing, Progress, RateArg, Retry, RunConfig, Schedule, Segment,
+    SourceIps, DEFAULT_KEYS, DEFAULT_MAX_ATTEMPTS, DEFAULT_PAYLOAD, MAX_CONNECTIONS, MAX_KEYS,
 };
 use crate::records::{Compress, Entropy, RecordSpec, Shape};
 use crate::schedule::{parse_steps, StepList};
@@ -122,6 +122,20 @@ pub struct RunArgs {
     /// clock and the pid, and printed in the report's params.
     #[arg(long, value_name = "BASE", value_parser = clap::value_parser!(u64).range(1..))]
     pub client_id_base: Option<u64>,
+
+    /// Run segment I of N (I from 0): the connection slots g with g % N == I, and with them
+    /// their share of the timetable and of --requests. N instances with the same flags and
+    /// I = 0..N-1 send exactly what one would (the same total --rate and -c); merge their
+    /// reports and interval logs with `loadgen merge`. See docs/loadgen.md, "More than one
+    /// machine".
+    #[arg(long, value_name = "I/N", value_parser = parse_segment)]
+    pub segment: Option<Segment>,
+
+    /// Start at this wall-clock time, RFC 3339 in UTC (2026-12-07T18:30:00Z), or +DURATION
+    /// from now: so that segments on several machines start together. It assumes their
+    /// clocks agree (NTP, PTP); the report records the clock.
+    #[arg(long, value_name = "TIME", value_parser = parse_start_at)]
+    pub start_at: Option<SystemTime>,
 
     /// Sample the CPU time, context switches, memory and task counts of this process and
     /// its descendants over the measured window (Linux /proc).
@@ -301,6 +315,8 @@ impl RunArgs {
                 keys: self.keys,
                 key_prefix: self.key_prefix.clone(),
                 client_id_base: self.client_id_base,
+                segment: self.segment,
+                start_at: self.start_at,
                 server_pid: self.server_pid,
                 outputs: Outputs {
                     json: self.json.clone(),

@@ -7,7 +7,7 @@
 //! absolute `CLOCK_MONOTONIC` time, which is what lets pacing wake to the microsecond instead
 //! of to epoll's millisecond.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use nix::sys::time::TimeSpec;
 use nix::time::{clock_gettime, ClockId};
@@ -21,6 +21,9 @@ pub struct Clock {
     base: Instant,
     /// `CLOCK_MONOTONIC` at `base`, in ns.
     base_mono_ns: u64,
+    /// The wall clock (`CLOCK_REALTIME`) at `base`: read once, so that a step of the wall
+    /// clock during the run (NTP) moves no timestamp; only the run's start is wall time.
+    base_wall: SystemTime,
 }
 
 impl Clock {
@@ -35,7 +38,14 @@ impl Clock {
         Clock {
             base,
             base_mono_ns: mono,
+            base_wall: SystemTime::now(),
         }
+    }
+
+    /// A run time on the wall clock, as the run's start fixed it: what interval logs and
+    /// reports of several machines are aligned by (so only as good as their clocks' sync).
+    pub fn wall(&self, at: u64) -> SystemTime {
+        self.base_wall + Duration::from_nanos(at)
     }
 
     /// Nanoseconds since the start.

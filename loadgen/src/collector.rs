@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufWriter, IsTerminal, Write};
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
@@ -40,6 +40,12 @@ pub struct Setup {
     pub sampler: Option<TreeSampler>,
     /// Open loop: the schedule, for each second's target rate and the steps' log entries.
     pub timetable: Option<Timetable>,
+    /// The share of the timetable this instance sends: 1, or a `--segment`'s share of the
+    /// connection slots (each second's target is the run's times this).
+    pub share: f64,
+    /// `--segment`: the tag of every per-second histogram in the interval log, naming the
+    /// instance, so that logs of several can be told apart once merged.
+    pub tag: Option<String>,
 }
 
 /// One second of the run, merged over threads.
@@ -87,8 +93,7 @@ pub fn collect(mut setup: Setup, rx: Receiver<ToCollector>, release: Sender<()>)
 
     // The interval log's BaseTime is the wall-clock start of the measured window, so each
     // interval's timestamp is its offset into the window.
-    let until_start = setup.measure_from.saturating_sub(setup.clock.now());
-    let wall_start = SystemTime::now() + Duration::from_nanos(until_start);
+    let wall_start = setup.clock.wall(setup.measure_from);
     let mut file = setup
         .hlog
         .as_ref()
@@ -303,13 +308,14 @@ fn append_hlog(
     h: &Histogram<u64>,
     index: u64,
     length: Duration,
+    tag: Option<Tag<'_>>,
     notes: &mut Vec<String>,
 ) {
     let Some(w) = log.as_mut() else {
         return;
     };
     let at = Duration::from_secs(index);
-    if let Err(e) = w.write_histogram(h, at, length, None) {
+    if let Err(e) = w.write_histogram(h, at, length, tag) {
         notes.push(format!("cannot write the interval log: {e}"));
         *log = None;
     }
@@ -335,7 +341,7 @@ fn finish_interval(
         target_rps: setup
             .timetable
             .as_ref()
-            .map(|tt| tt.mean_rate(start, start + length)),
+            .map(|tt| tt.mean_rate(start, start + length) * setup.share),
         errors: p.errors,
         p50_us: s.p50,
         p99_us: s.p99,
@@ -357,6 +363,7 @@ fn finish_interval(
         &p.latency,
         index,
         Duration::from_nanos(length),
+        setup.tag.as_deref().and_then(Tag::new),
         &mut out.notes,
     );
     out.intervals.push(iv);

@@ -10,7 +10,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use clap::ValueEnum;
 use echolab_protocol::{Protocol, MAX_ARG_MICROS};
@@ -83,6 +83,13 @@ pub struct RunConfig {
     /// `--op record`: the records' format, shape, content and compression (`None` with
     /// every other op; [`RunConfig::checked`] fills in the defaults for `--op record`).
     pub record: Option<RecordSpec>,
+    /// `--segment I/N`: this instance runs segment I of N of the run described, the
+    /// connection slots `g` with `g % N == I`, and with them their share of the timetable
+    /// (`None`: the whole run).
+    pub segment: Option<Segment>,
+    /// `--start-at`: when to start, on the wall clock (`None`: now).
+    #[serde(serialize_with = "opt_rfc3339")]
+    pub start_at: Option<SystemTime>,
     /// Sample this process tree's CPU, context switches and memory over the window.
     #[serde(skip)]
     pub server_pid: Option<i32>,
@@ -151,6 +158,8 @@ impl Default for RunConfig {
             key_prefix: None,
             client_id_base: None,
             record: None,
+            segment: None,
+            start_at: None,
             server_pid: None,
             outputs: Outputs::default(),
         }
@@ -161,6 +170,14 @@ impl RunConfig {
     /// The seed of the Poisson timetable: `--seed`, or [`DEFAULT_SEED`].
     pub fn seed(&self) -> u64 {
         self.seed.unwrap_or(DEFAULT_SEED)
+    }
+
+    /// The connection slots this instance runs: all of them, or a `--segment`'s share.
+    pub fn slots(&self) -> u32 {
+        match self.segment {
+            None => self.connections,
+            Some(s) => s.checked(self.connections).unwrap_or(0),
+        }
     }
 
     /// Checks the parameters against each other and returns the configuration the engine
@@ -319,8 +336,12 @@ impl RunConfig {
         if duration == Some(Duration::ZERO) {
             return Err("--duration must be above 0".into());
         }
+        let slots = match self.segment {
+            None => self.connections,
+            Some(seg) => seg.checked(self.connections)?,
+        };
         Ok(RunConfig {
-            threads: self.threads.min(self.connections),
+            threads: self.threads.min(slots),
             duration,
             key_prefix,
             client_id_base,
@@ -418,6 +439,90 @@ pub enum Progress {
     Always,
     /// Never.
     Never,
+}
+
+/// `--segment I/N`: one of N instances that together make one run (on N machines, say).
+///
+/// The run's connection slots are numbered `0..connections`; segment I takes the slots `g`
+/// with `g % N == I`. Everything else a slot does already depends on `g` alone: its share of
+/// the open-loop timetable (fixed: request `g + k·connections`; Poisson: its own stream seeded
+/// from `--seed` and `g`), its share of `--requests`, its request ids (`g` in the high bits)
+/// and its session client id. So the N segments send exactly what one instance would, the
+/// same total rate, no request twice and none skipped, and each is a whole run of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Segment {
+    /// Which segment, from 0.
+    pub index: u32,
+    /// How many segments.
+    pub count: u32,
+}
+
+impl Segment {
+    /// Whether connection slot `g` is this segment's.
+    pub fn owns(&self, g: u64) -> bool {
+        g % u64::from(self.count) == u64::from(self.index)
+    }
+
+    /// How many of `connections` slots are this segment's, or why it has none.
+    pub fn checked(&self, connections: u32) -> Result<u32, String> {
+        if self.index >= self.count {
+            return Err(format!(
+                "--segment {self}: the index counts from 0, so it must be below {}",
+                self.count
+            ));
+        }
+        if connections < self.count {
+            return Err(format!(
+                "--segment {self}: {connections} connection(s) cannot be shared by {} segments (each needs at least one: raise --connections)",
+                self.count
+            ));
+        }
+        Ok((connections - self.index).div_ceil(self.count))
+    }
+}
+
+impl std::fmt::Display for Segment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
+/// Parses `--segment I/N`.
+pub fn parse_segment(s: &str) -> Result<Segment, String> {
+    let bad = || format!("'{s}' is not a segment: expected I/N, e.g. 0/4 (I counts from 0)");
+    let (i, n) = s.split_once('/').ok_or_else(bad)?;
+    let index = i.trim().parse().map_err(|_| bad())?;
+    let count: u32 = n.trim().parse().map_err(|_| bad())?;
+    if count == 0 {
+        return Err(bad());
+    }
+    Ok(Segment { index, count })
+}
+
+/// Parses `--start-at`: an RFC 3339 time (`2026-12-07T18:30:00Z`, a fraction allowed; a
+/// space for the `T` too), or `+DURATION` from now (`+10s`), which is only useful on one
+/// machine.
+pub fn parse_start_at(s: &str) -> Result<SystemTime, String> {
+    if let Some(after) = s.strip_prefix('+') {
+        let d =
+            echolab_protocol::units::parse_duration(after).map_err(|e| format!("'{s}': {e}"))?;
+        return Ok(SystemTime::now() + d);
+    }
+    humantime::parse_rfc3339_weak(s).map_err(|e| {
+        format!("'{s}' is not a time: {e} (expected RFC 3339 in UTC, e.g. 2026-12-07T18:30:00Z, or +10s)")
+    })
+}
+
+/// Serializes a wall-clock time as RFC 3339, in UTC, to the nanosecond.
+pub fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_nanos(t).to_string()
+}
+
+fn opt_rfc3339<S: Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => s.serialize_str(&rfc3339(*t)),
+        None => s.serialize_none(),
+    }
 }
 
 /// What each request asks the server to do.

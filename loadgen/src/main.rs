@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use echolab_loadgen::cli::RunArgs;
 use echolab_loadgen::lab::compare::{self, CompareArgs, TrendArgs};
+use echolab_loadgen::lab::merge::{self, MergeArgs};
 use echolab_loadgen::lab::proxy::{self, ProxyArgs};
 use echolab_loadgen::lab::suite::{self, SuiteArgs};
 use echolab_loadgen::lab::sweep::{self, SweepArgs};
@@ -55,7 +56,14 @@ enum Command {
     // range, instead of clap's "unexpected argument".
     #[command(after_help = PROXY_EXIT_CODES, allow_negative_numbers = true)]
     Proxy(ProxyArgs),
+    /// Merge the segments of one run made with `run --segment I/N` (on several machines)
+    /// into one report: counts summed, latency from the union of their interval logs'
+    /// histograms (exact), seconds aligned by the wall clock.
+    #[command(after_help = MERGE_EXIT_CODES)]
+    Merge(MergeArgs),
 }
+
+const MERGE_EXIT_CODES: &str = "Exit codes: 0 merged, every segment clean; 1 merged, and some segment had errors (the report says which); 2 bad flags, or inputs refused (not every segment of one run, parameters that disagree, runs that do not overlap in time, a log that does not match its report), or a file that could not be read or written; 3 merged, and the run is not a valid measurement; 130 some segment was interrupted.";
 
 const PROXY_EXIT_CODES: &str = "Exit codes: 0 stopped by SIGINT or SIGTERM, counters written; \
 1 it could not listen, or could not write --stats-file; 2 bad flags.";
@@ -95,6 +103,10 @@ fn main() -> ExitCode {
                 Err(RunError::Usage(m)) => {
                     eprintln!("loadgen run: {m}");
                     ExitCode::from(2)
+                }
+                Err(RunError::Interrupted) => {
+                    eprintln!("loadgen run: {}", RunError::Interrupted);
+                    ExitCode::from(130)
                 }
                 Err(e) => {
                     eprintln!("loadgen run: {e}");
@@ -191,6 +203,16 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Merge(args) => match merge::merge(&args) {
+            Ok(merged) => {
+                print!("{}", merge::summary(&merged));
+                ExitCode::from(merge::exit_code(&merged))
+            }
+            Err(merge::Refused(m)) => {
+                eprintln!("loadgen merge: {m}");
+                ExitCode::from(2)
+            }
+        },
         Command::Trend(args) => match compare::trend(&args) {
             Ok(table) => {
                 print!("{table}");

@@ -109,6 +109,22 @@ pub struct BytesPerRequest {
     pub received: f64,
 }
 
+/// A run's place on the wall clock.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunClock {
+    /// The start of the measured window, RFC 3339 in UTC.
+    pub measured_from: String,
+    /// The same, in seconds since 1970.
+    pub measured_from_unix_s: f64,
+    /// With `--start-at`: how late the run began after it, seconds.
+    pub start_late_s: Option<f64>,
+    /// How the times were taken, and what comparing them across machines assumes.
+    pub source: &'static str,
+}
+
+/// [`RunClock::source`].
+pub const CLOCK_SOURCE: &str = "the wall clock (CLOCK_REALTIME) read once when the run began;     every duration and latency on CLOCK_MONOTONIC. Aligning runs of several machines assumes     their wall clocks agree (NTP, PTP): an offset between them shifts their seconds, not     their latencies";
+
 /// loadgen's own cost.
 #[derive(Debug, Clone, Serialize)]
 pub struct ClientCpu {
@@ -129,6 +145,9 @@ pub struct Report {
     pub params: RunConfig,
     /// Where it ran.
     pub machine: MachineInfo,
+    /// When the measured window began on the wall clock: what `loadgen merge` aligns the
+    /// reports and interval logs of several instances by.
+    pub clock: RunClock,
     /// The measured window, seconds.
     pub elapsed_s: f64,
     /// Verified replies per second.
@@ -230,11 +249,29 @@ impl Report {
             Retry::Never => String::new(),
             r => format!(", retry {r} (at most {} attempts)", p.max_attempts),
         };
+        let conns = match p.segment {
+            None => format!("{} connections", p.connections),
+            Some(seg) => format!(
+                "segment {seg}: {} of {} connections",
+                p.slots(),
+                p.connections
+            ),
+        };
         let _ = writeln!(
             s,
-            "loadgen: {} {} {what}, {} connections ({shape}) on {} thread(s), {mode}, pipeline {}{retry}, {limit} after {} s warmup",
-            p.addr, p.protocol.name(), p.connections, p.threads, p.pipeline, p.warmup.as_secs_f64()
+            "loadgen: {} {} {what}, {conns} ({shape}) on {} thread(s), {mode}, pipeline {}{retry}, {limit} after {} s warmup",
+            p.addr, p.protocol.name(), p.threads, p.pipeline, p.warmup.as_secs_f64()
         );
+        if p.start_at.is_some() || p.segment.is_some() {
+            let late = self.clock.start_late_s.map_or(String::new(), |l| {
+                format!(" ({:.1} ms after --start-at)", l * 1e3)
+            });
+            let _ = writeln!(
+                s,
+                "  clock       measured from {}{late} on this machine's wall clock",
+                self.clock.measured_from
+            );
+        }
         let _ = writeln!(
             s,
             "  throughput  {:.0} req/s ({} verified replies in {:.2} s)",
@@ -423,11 +460,11 @@ impl Report {
         // Only where the window, not a count, ended the run: with -n, or an op slower than the
         // window, replies legitimately come after it.
         let timed = p.duration.is_some() && p.requests.is_none();
-        if timed && c.ok > 0 && c.connections_served < u64::from(p.connections) {
+        if timed && c.ok > 0 && c.connections_served < u64::from(p.slots()) {
             let _ = writeln!(
                 s,
                 "  served      {} of {} connections got a verified reply in the window: the figures above describe those only (a bounded server, a pool or pre-forked workers, serves one connection per worker; the others wait)",
-                c.connections_served, p.connections
+                c.connections_served, p.slots()
             );
         }
         for n in &self.notes {

@@ -4,6 +4,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
+use std::time::{Duration, SystemTime};
 
 use crate::clock::{ns, Clock};
 use crate::collector::{self, Setup};
@@ -47,12 +48,15 @@ pub enum RunError {
     Usage(String),
     /// The system refused something loadgen needs (threads, epoll, the server's /proc).
     Setup(String),
+    /// Ctrl-C (or SIGTERM) while waiting for `--start-at`: nothing was sent.
+    Interrupted,
 }
 
 impl std::fmt::Display for RunError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             RunError::Usage(m) | RunError::Setup(m) => f.write_str(m),
+            RunError::Interrupted => f.write_str("interrupted before the start: nothing was sent"),
         }
     }
 }
@@ -71,6 +75,7 @@ pub fn run(config: &RunConfig) -> Result<Report, RunError> {
         ),
         None => None,
     };
+    let late = wait_for_start(cfg.start_at)?;
     let clock = Clock::start();
     let measure_from = ns(cfg.warmup);
     let stop_at = cfg.duration.map(|d| measure_from + ns(d));
@@ -90,6 +95,11 @@ pub fn run(config: &RunConfig) -> Result<Report, RunError> {
         cfg: cfg.clone(),
     });
 
+    let mine: Vec<u64> = (0..u64::from(cfg.connections))
+        .filter(|&g| cfg.segment.is_none_or(|s| s.owns(g)))
+        .collect();
+    // Every slot offers the same share of the schedule, so a segment's is its slots'.
+    let share = mine.len() as f64 / f64::from(cfg.connections);
     let (tx, rx) = crossbeam_channel::unbounded();
     let (release_tx, release_rx) = crossbeam_channel::bounded::<()>(0);
     let setup = Setup {
@@ -100,18 +110,23 @@ pub fn run(config: &RunConfig) -> Result<Report, RunError> {
         hlog: cfg.outputs.hlog.clone(),
         sampler,
         timetable: timetable.clone(),
+        share,
+        tag: cfg
+            .segment
+            .map(|s| format!("segment-{}-of-{}", s.index, s.count)),
     };
     let collector = thread::Builder::new()
         .name("collector".into())
         .spawn(move || collector::collect(setup, rx, release_tx))
         .map_err(|e| RunError::Setup(format!("cannot start the collector thread: {e}")))?;
 
-    // Connection g goes to thread g % T, so each thread's share is spread over the timetable.
-    let threads = u64::from(cfg.threads);
+    // This instance's connection slots (all of them, or a --segment's), dealt round-robin to
+    // the threads, so each thread's share is spread over the timetable.
+    let threads = cfg.threads as usize;
     let connections = u64::from(cfg.connections);
     let mut workers = Vec::new();
     for t in 0..threads {
-        let globals: Vec<u64> = (t..connections).step_by(threads as usize).collect();
+        let globals: Vec<u64> = mine.iter().skip(t).step_by(threads).copied().collect();
         let budget = cfg.requests.map(|n| {
             globals
                 .iter()
@@ -123,9 +138,7 @@ pub fn run(config: &RunConfig) -> Result<Report, RunError> {
         let release = release_rx.clone();
         let spawned = thread::Builder::new()
             .name(format!("worker-{t}"))
-            .spawn(move || {
-                engine::run_thread(&worker_plan, t as usize, globals, budget, tx, release)
-            });
+            .spawn(move || engine::run_thread(&worker_plan, t, globals, budget, tx, release));
         match spawned {
             Ok(h) => workers.push(h),
             Err(e) => {
@@ -151,7 +164,7 @@ pub fn run(config: &RunConfig) -> Result<Report, RunError> {
         if workers[finished].is_finished() {
             finished += 1;
         } else {
-            thread::sleep(std::time::Duration::from_millis(5));
+            thread::sleep(Duration::from_millis(5));
         }
     }
     for (t, w) in workers.into_iter().enumerate() {
@@ -205,7 +218,8 @@ pub fn run(config: &RunConfig) -> Result<Report, RunError> {
             // The rate asked for over the window: the constant one, or the schedule's mean.
             let rate = schedule
                 .constant_rate()
-                .unwrap_or_else(|| tt.mean_rate(measure_from, end));
+                .unwrap_or_else(|| tt.mean_rate(measure_from, end))
+                * share;
             Some(OpenLoop {
                 rate,
                 // The share of the timetable honoured: sends over sends plus the slots that
@@ -217,7 +231,7 @@ pub fn run(config: &RunConfig) -> Result<Report, RunError> {
                 arrivals: ArrivalsReport {
                     process: cfg.arrivals,
                     seed: (cfg.arrivals == Arrivals::Poisson).then(|| cfg.seed()),
-                    gap_us: f64::from(cfg.connections) * 1e6 / rate,
+                    gap_us: mine.len() as f64 * 1e6 / rate,
                     measured_gap_us: (tally.gaps.count > 0).then(|| tally.gaps.mean_us()),
                     cv: match cfg.arrivals {
                         Arrivals::Fixed => 0.0,
@@ -228,7 +242,7 @@ pub fn run(config: &RunConfig) -> Result<Report, RunError> {
                 },
                 steps: schedule
                     .varies()
-                    .then(|| step_reports(schedule, tt, &tally, measure_from, end)),
+                    .then(|| step_reports(schedule, tt, share, &tally, measure_from, end)),
             })
         }
         _ => None,
@@ -273,6 +287,17 @@ pub fn run(config: &RunConfig) -> Result<Report, RunError> {
         tool: format!("loadgen {}", env!("CARGO_PKG_VERSION")),
         params: cfg.clone(),
         machine: proc::machine_info(),
+        clock: {
+            let from = clock.wall(measure_from);
+            report::RunClock {
+                measured_from: crate::config::rfc3339(from),
+                measured_from_unix_s: from
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(0.0, |d| d.as_secs_f64()),
+                start_late_s: late.map(|d| d.as_secs_f64()),
+                source: report::CLOCK_SOURCE,
+            }
+        },
         elapsed_s,
         throughput_rps: per_s(tally.counts.ok),
         bytes_per_request: tally
@@ -330,6 +355,34 @@ pub fn run(config: &RunConfig) -> Result<Report, RunError> {
     Ok(report)
 }
 
+/// Waits until `start_at` on the wall clock, if given, in short sleeps so that Ctrl-C ends
+/// the wait. Returns how late the start was (a time already past by more than a second is
+/// refused: the other segments started without this one).
+fn wait_for_start(start_at: Option<SystemTime>) -> Result<Option<Duration>, RunError> {
+    let Some(at) = start_at else {
+        return Ok(None);
+    };
+    loop {
+        if INTERRUPTED.load(Ordering::Relaxed) {
+            return Err(RunError::Interrupted);
+        }
+        match at.duration_since(SystemTime::now()) {
+            Ok(left) if left.is_zero() => return Ok(Some(Duration::ZERO)),
+            Ok(left) => thread::sleep(left.min(Duration::from_millis(50))),
+            Err(past) if past.duration() <= Duration::from_secs(1) => {
+                return Ok(Some(past.duration()))
+            }
+            Err(past) => {
+                return Err(RunError::Usage(format!(
+                    "--start-at {} was {:.1} s ago: the other segments started without this one",
+                    crate::config::rfc3339(at),
+                    past.duration().as_secs_f64()
+                )))
+            }
+        }
+    }
+}
+
 /// The rate honoured of `rate` asked for: `rate` times the share of the timetable sent.
 fn honoured(rate: f64, sent: u64, unsent: u64) -> f64 {
     match sent + unsent {
@@ -342,6 +395,7 @@ fn honoured(rate: f64, sent: u64, unsent: u64) -> f64 {
 fn step_reports(
     schedule: &crate::config::Schedule,
     tt: &Timetable,
+    share: f64,
     tally: &Tally,
     measure_from: u64,
     end: u64,
@@ -361,13 +415,13 @@ fn step_reports(
                     (last, last)
                 }
             };
-            let target_rps = tt.mean_rate(start, stop);
+            let target_rps = tt.mean_rate(start, stop) * share;
             let achieved_rps = honoured(target_rps, t.sent, t.unsent);
             StepReport {
                 start_s: start.saturating_sub(measure_from) as f64 / 1e9,
                 end_s: stop.saturating_sub(measure_from) as f64 / 1e9,
-                target_from_rps: from,
-                target_to_rps: to,
+                target_from_rps: from * share,
+                target_to_rps: to * share,
                 target_rps,
                 achieved_rps,
                 // A step with nothing scheduled in it (a rate under one request per its

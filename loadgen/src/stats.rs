@@ -173,7 +173,7 @@ impl Serialize for ErrorCounts {
 ///
 /// The split is the book's point about retries: resending a failed request is always safe,
 /// resending an indeterminate one may run it twice.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Counts {
     /// Requests started: encoded and handed to the connection's socket. Each counts once,
     /// however many times `--retry` wrote it.

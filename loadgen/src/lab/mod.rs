@@ -12,6 +12,8 @@
 //! - [`compare`]: the regression gate (paired trials, bootstrap verdict) and its history;
 //! - [`sweep`]: latency against offered load, rate by rate up to past the capacity, and the
 //!   knee where p99 leaves an objective;
+//! - [`merge`]: the segments of one run made on several machines (`--segment`), as one
+//!   report: the union of their histograms, exact;
 //! - [`plot`]: SVG chart primitives the suite's and the gate's figures are drawn with.
 //!
 //! Inside the lab, imports point one way too. [`plot`] knows neither the suite nor the gate:
@@ -22,6 +24,7 @@
 
 pub mod compare;
 pub mod launch;
+pub mod merge;
 pub mod plot;
 pub mod proxy;
 pub mod suite;
