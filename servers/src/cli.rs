@@ -103,6 +103,16 @@ pub struct ServerArgs {
     #[arg(long, value_name = "NS", default_value_t = 0, value_parser = RangedI64ValueParser::<u64>::new().range(0..=MAX_DEBUG_SPIN_NS as i64), allow_negative_numbers = true, help_heading = TESTING_AIDS)]
     pub debug_spin_ns: u64,
 
+    /// Run this many rounds of a fixed arithmetic loop on every request: a slowdown counted
+    /// in instructions, not in time.
+    ///
+    /// Each round is the same few instructions whatever the machine's speed or load, so under
+    /// Cachegrind (the instruction gate, docs/ci.md) it adds exactly the same count to every
+    /// request, where --debug-spin-ns adds however many loop turns fit in the time (fewer
+    /// under Valgrind, which runs code ~50 times slower). 0 adds nothing.
+    #[arg(long, value_name = "ROUNDS", default_value_t = 0, value_parser = RangedI64ValueParser::<u64>::new().range(0..=MAX_DEBUG_WORK as i64), allow_negative_numbers = true, help_heading = TESTING_AIDS)]
+    pub debug_work: u64,
+
     /// Exactly-once INCR: on records each executed (client, seq) and answers a retry from it.
     ///
     /// on: a retried INCR (same client, same seq, after a broken connection) is answered with
@@ -167,6 +177,9 @@ pub const MAX_BACKLOG: i64 = 65535;
 /// The largest `--debug-spin-ns`: one second per request is already a server that does nothing.
 pub const MAX_DEBUG_SPIN_NS: u64 = 1_000_000_000;
 
+/// The largest `--debug-work`: about a second of CPU per request on this kind of machine.
+pub const MAX_DEBUG_WORK: u64 = 1_000_000_000;
+
 /// What every server sets up for the whole process before its model starts (see
 /// [`crate::main_with`]).
 #[derive(Debug, Clone, Copy)]
@@ -175,6 +188,8 @@ pub struct ProcessSettings {
     pub verbose: bool,
     /// `--debug-spin-ns`.
     pub debug_spin_ns: u64,
+    /// `--debug-work`.
+    pub debug_work: u64,
 }
 
 impl ServerArgs {
@@ -183,6 +198,7 @@ impl ServerArgs {
         ProcessSettings {
             verbose: self.verbose,
             debug_spin_ns: self.debug_spin_ns,
+            debug_work: self.debug_work,
         }
     }
 

@@ -17,6 +17,14 @@ use echolab_protocol::{json, Command, Reply, Request};
 /// Forked children inherit it with the rest of memory.
 static DEBUG_SPIN_NS: AtomicU64 = AtomicU64::new(0);
 
+/// `--debug-work`: rounds of a fixed loop run on every request, set once at start-up.
+static DEBUG_WORK: AtomicU64 = AtomicU64::new(0);
+
+/// Sets `--debug-work` for this process (and the children it will fork).
+pub fn set_debug_work(rounds: u64) {
+    DEBUG_WORK.store(rounds, Ordering::Relaxed);
+}
+
 /// Sets `--debug-spin-ns` for this process (and the children it will fork).
 pub fn set_debug_spin_ns(ns: u64) {
     DEBUG_SPIN_NS.store(ns, Ordering::Relaxed);
@@ -47,12 +55,28 @@ pub fn execute(request: &Request<'_>) -> Reply<'static> {
     }
 }
 
-/// Burns `--debug-spin-ns` of CPU, as every request does (the session requests, which
-/// [`crate::session`] answers, call it too).
+/// Burns `--debug-spin-ns` of CPU and runs `--debug-work`'s rounds, as every request does
+/// (the session requests, which [`crate::session`] answers, call it too).
 pub fn debug_spin() {
     let ns = DEBUG_SPIN_NS.load(Ordering::Relaxed);
     if ns > 0 {
         spin(Duration::from_nanos(ns));
+    }
+    let rounds = DEBUG_WORK.load(Ordering::Relaxed);
+    if rounds > 0 {
+        work(rounds);
+    }
+}
+
+/// `rounds` turns of an xorshift step: the same instructions per turn on any machine, kept
+/// from being optimised away by `black_box`.
+fn work(rounds: u64) {
+    let mut x = std::hint::black_box(0x9e37_79b9_7f4a_7c15_u64);
+    for _ in 0..rounds {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x = std::hint::black_box(x);
     }
 }
 

@@ -82,6 +82,7 @@ pub fn main_with(
     log::init(program, settings.verbose);
     // Set before the model starts any thread or forks any process, so every one of them sees it.
     exec::set_debug_spin_ns(settings.debug_spin_ns);
+    exec::set_debug_work(settings.debug_work);
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -1,0 +1,251 @@
+#!/usr/bin/env python3
+"""The instruction gate: instructions per request, counted under Cachegrind, baseline against
+candidate, per server model (issue 18; docs/ci.md, "The instruction gate").
+
+The paired wall-clock gate (`loadgen compare`) sees everything a change does to time, and pays
+for it in noise: on a shared 2-vCPU machine it needs minutes to tell 5% from nothing. This gate
+counts what the CPU executes instead. Each model's server runs under Valgrind's Cachegrind
+(`--cache-sim=no`: instruction counts only; `--trace-children=yes`, so a forked child's or a
+pre-forked worker's instructions count too) while the candidate's loadgen, running natively,
+holds one fixed conversation with it: one connection, closed loop, binary ECHO of 64 bytes,
+RESP ECHO, a pipelined batch of binary ECHOs (16 in flight) and session INCRs, each for a set
+number of requests. The conversation is held twice, with SHORT and then LONG requests per
+part, on two fresh servers; the difference of their totals over the difference of requests
+is the instructions per request, with start-up, shutdown and everything else that does not
+grow with the requests cancelled out.
+
+loadgen's own client path is counted the same way, the loadgen of each build against one
+server running natively, but under Callgrind with `--separate-threads=yes`, counting only the
+engine's worker thread (the third a run starts: main, collector, worker). The main thread
+polls its workers every 5 ms and the collector wakes each second, so their counts follow the
+wall clock, which Valgrind stretches differently each run (two runs of one build differed by
+8% with them counted); the worker's count per request repeats to 0.01%.
+
+What it cannot see: anything outside user space (a system call more per request, a wake-up,
+a lock that waits) and anything timing-dependent. The wall-clock gate sees those; this one
+sees a CPU-only change of well under 1%, in a minute, without noise (docs/ci.md has the proof).
+
+    python3 scripts/instr-gate.py --baseline-bin-dir A --candidate-bin-dir B
+        [--models thread,fork,...] [--candidate-args "--debug-work 500"] [--threshold 0.2]
+        [--short 200] [--long 1200] [--no-client] [--json PATH]
+Exit 0: no model's count grew past --threshold percent; 1: one did (it says which); 2: bad
+flags, or a server or loadgen that would not run.
+"""
+import argparse
+import glob
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+# The models, as the suite and the paired gate name them, and the flags that select them.
+MODELS = {
+    "thread": ("server-thread", []),
+    "thread-pool": ("server-thread", ["--pool", "4"]),
+    "fork": ("server-fork", []),
+    "prefork-shared": ("server-prefork", ["--workers", "4", "--accept", "shared"]),
+    "prefork-locked": ("server-prefork", ["--workers", "4", "--accept", "locked"]),
+    "eventloop-select": ("server-eventloop", ["--backend", "select"]),
+    "eventloop-poll": ("server-eventloop", ["--backend", "poll"]),
+    "eventloop-epoll": ("server-eventloop", ["--backend", "epoll"]),
+    "prefork-eventloop": ("server-prefork", ["--workers", "2", "--worker", "eventloop", "--accept", "exclusive"]),
+}
+
+# The conversation: loadgen flags for each part (the count is added).
+PARTS = [
+    ("binary echo", ["--protocol", "binary"]),
+    ("resp echo", ["--protocol", "resp"]),
+    ("binary pipelined x16", ["--protocol", "binary", "-p", "16"]),
+    ("binary incr", ["--protocol", "binary", "--op", "incr", "--keys", "4"]),
+]
+
+# Each conversation's session clients (and so its counters' names) are new to the server:
+# the client path's conversations all talk to one server, whose counters outlive a run.
+_conversations = 0
+
+VALGRIND = ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--trace-children=yes", "--quiet"]
+
+
+def fail(msg):
+    print(f"instr-gate: {msg}", file=sys.stderr)
+    sys.exit(2)
+
+
+def instructions(outdir):
+    """The Ir summed over every cachegrind.out file in OUTDIR (one per process)."""
+    total = 0
+    files = glob.glob(os.path.join(outdir, "cachegrind.out.*"))
+    for path in files:
+        with open(path) as f:
+            for line in f:
+                if line.startswith("summary:"):
+                    total += int(line.split()[1])
+    return total, len(files)
+
+
+def start(cmd, log):
+    """Starts CMD in its own process group; returns it and its address from `listening on`."""
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        with open(log.name) as f:
+            m = re.search(r"listening on (\S+)", f.read())
+        if m:
+            return proc, m.group(1)
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    stop(proc)
+    with open(log.name) as f:
+        fail(f"{shlex.join(cmd)} did not start:\n{f.read()}")
+
+
+def stop(proc):
+    """SIGTERM (a graceful shutdown, so every process writes its counts), then wait."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def converse(loadgen, addr, n, prefix=()):
+    """Holds the conversation with N requests per part; PREFIX runs loadgen under something."""
+    global _conversations
+    _conversations += 1
+    for name, flags in PARTS:
+        if "incr" in flags:
+            flags = [*flags, "--client-id-base", str(1000 * _conversations)]
+        cmd = [*prefix, loadgen, "run", "--addr", addr, "-c", "1", "-n", str(n), "--warmup", "0",
+               "--timeout", "30s", "--progress", "never", *flags]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        if r.returncode != 0:
+            fail(f"{name}: loadgen exit {r.returncode}:\n{r.stdout}{r.stderr}")
+
+
+def server_per_request(bin_dir, model, extra, loadgen, short, long_):
+    """The server's instructions per request of the conversation, and its processes counted."""
+    binary, args = MODELS[model]
+    counts = []
+    for n in (short, long_):
+        with tempfile.TemporaryDirectory() as out, tempfile.NamedTemporaryFile("w+") as log:
+            cmd = [*VALGRIND, f"--cachegrind-out-file={out}/cachegrind.out.%p",
+                   os.path.join(bin_dir, binary), "--addr", "127.0.0.1:0", *args, *extra]
+            proc, addr = start(cmd, log)
+            try:
+                converse(loadgen, addr, n)
+            finally:
+                stop(proc)
+            counts.append(instructions(out))
+    (a, _), (b, procs) = counts
+    return (b - a) / (len(PARTS) * (long_ - short)), procs
+
+
+def worker_instructions(outdir):
+    """The Ir of loadgen's worker threads: callgrind.out.PID-TT for TT from 03 (01 is main,
+    02 the collector), over every run in OUTDIR."""
+    total = 0
+    for path in glob.glob(os.path.join(outdir, "callgrind.out.*-*")):
+        if int(path.rsplit("-", 1)[1]) < 3:
+            continue
+        with open(path) as f:
+            for line in f:
+                if line.startswith("summary:"):
+                    total += int(line.split()[1])
+    return total
+
+
+def client_per_request(loadgen, server_bin, short, long_):
+    """loadgen's worker thread's instructions per request, under Callgrind, against a native
+    server."""
+    with tempfile.NamedTemporaryFile("w+") as log:
+        proc, addr = start([server_bin, "--addr", "127.0.0.1:0", "--backend", "epoll"], log)
+        try:
+            counts = []
+            for n in (short, long_):
+                with tempfile.TemporaryDirectory() as out:
+                    converse(loadgen, addr, n,
+                             prefix=["valgrind", "--tool=callgrind", "--separate-threads=yes",
+                                     "--quiet", f"--callgrind-out-file={out}/callgrind.out.%p"])
+                    counts.append(worker_instructions(out))
+        finally:
+            stop(proc)
+    return (counts[1] - counts[0]) / (len(PARTS) * (long_ - short))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--baseline-bin-dir", required=True)
+    ap.add_argument("--candidate-bin-dir", required=True)
+    ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--baseline-args", default="")
+    ap.add_argument("--candidate-args", default="")
+    ap.add_argument("--threshold", type=float, default=0.2, help="percent (default 0.2)")
+    ap.add_argument("--short", type=int, default=200)
+    ap.add_argument("--long", type=int, default=1200)
+    ap.add_argument("--no-client", action="store_true", help="skip loadgen's own client path")
+    ap.add_argument("--json")
+    a = ap.parse_args()
+    if not shutil.which("valgrind"):
+        fail("needs valgrind (Debian: apt-get install valgrind)")
+    models = [m for m in a.models.split(",") if m]
+    unknown = [m for m in models if m not in MODELS]
+    if unknown:
+        fail(f"unknown model(s) {', '.join(unknown)} (known: {', '.join(MODELS)})")
+    if not 0 < a.short < a.long:
+        fail("--short must be above 0 and below --long")
+    base, cand = os.path.abspath(a.baseline_bin_dir), os.path.abspath(a.candidate_bin_dir)
+    # One instrument for both sides, as in the paired gate: the candidate's loadgen.
+    loadgen = os.path.join(cand, "loadgen")
+    for d in (base, cand):
+        if not os.access(os.path.join(d, "loadgen"), os.X_OK):
+            fail(f"no loadgen in {d}")
+    rows, regressed = [], []
+    started = time.time()
+    print(f"{'model':18} {'baseline Ir/req':>16} {'candidate Ir/req':>17} {'change':>9}  verdict")
+    targets = [(m, "server") for m in models] + ([] if a.no_client else [("loadgen", "client")])
+    for name, side in targets:
+        if side == "server":
+            b, procs = server_per_request(base, name, shlex.split(a.baseline_args), loadgen, a.short, a.long)
+            c, _ = server_per_request(cand, name, shlex.split(a.candidate_args), loadgen, a.short, a.long)
+        else:
+            server_bin = os.path.join(cand, "server-eventloop")
+            b = client_per_request(os.path.join(base, "loadgen"), server_bin, a.short, a.long)
+            c = client_per_request(loadgen, server_bin, a.short, a.long)
+            procs = 1
+        change = 100.0 * (c / b - 1.0) if b > 0 else float("inf")
+        verdict = "REGRESSION" if change > a.threshold else (
+            "improvement" if change < -a.threshold else "no significant change")
+        if verdict == "REGRESSION":
+            regressed.append(name)
+        print(f"{name:18} {b:16.1f} {c:17.1f} {change:+8.3f}%  {verdict}", flush=True)
+        rows.append({"model": name, "side": side, "baseline_ir_per_request": b,
+                     "candidate_ir_per_request": c, "change_percent": change,
+                     "processes": procs, "verdict": verdict})
+    took = time.time() - started
+    print(f"instructions per request over the conversation ({', '.join(p for p, _ in PARTS)}), "
+          f"{a.long - a.short} requests per part between a short and a long run; threshold "
+          f"{a.threshold}%; {took:.0f} s")
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump({"threshold_percent": a.threshold, "short": a.short, "long": a.long,
+                       "parts": [p for p, _ in PARTS], "seconds": took, "rows": rows,
+                       "candidate_args": a.candidate_args, "baseline_args": a.baseline_args}, f, indent=1)
+    if regressed:
+        print(f"REGRESSION in instructions per request: {', '.join(regressed)}")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
