@@ -21,7 +21,9 @@ from hdrh.log import HistogramLogReader
 
 # loadgen's histograms: 1 µs to 60 s, 3 significant digits.
 LOWEST, HIGHEST, DIGITS = 1, 60_000_000, 3
-PERCENTILES = {"p50": 50.0, "p90": 90.0, "p99": 99.0, "p999": 99.9, "p9999": 99.99}
+# As quantiles, written as loadgen's code writes them: 99.9 / 100 is 0.9990000000000001 in
+# floating point, and ceil(q * N) would then pick the next sample when N is a multiple of 1000.
+PERCENTILES = {"p50": 0.5, "p90": 0.9, "p99": 0.99, "p999": 0.999, "p9999": 0.9999}
 
 
 def union(path, skip_tag=None):
@@ -64,7 +66,7 @@ def figures(h):
         "max": h.get_max_value(),
     }
     for name, p in PERCENTILES.items():
-        out[name] = nearest_rank(h, p / 100.0)
+        out[name] = nearest_rank(h, p)
     return out
 
 
@@ -93,7 +95,7 @@ def main():
     print(f"{'':8} {'loadgen merge':>14} {'hdrh, segments':>15} {'hdrh, merged log':>17} {'hdrh own percentile':>20}")
     bad = []
     for k in ours:
-        own = total.get_value_at_percentile(PERCENTILES[k]) if k in PERCENTILES else ""
+        own = total.get_value_at_percentile(100 * PERCENTILES[k]) if k in PERCENTILES else ""
         print(f"{k:8} {ours[k]:>14} {theirs[k]:>15} {reread[k]:>17} {own:>20}")
         if not (same(ours[k], theirs[k], k) and same(ours[k], reread[k], k)):
             bad.append(k)

@@ -299,6 +299,12 @@ impl RunArgs {
 
     /// Checks the flags against each other and builds the configuration.
     pub fn config(&self) -> Result<RunConfig, String> {
+        if self.segment.is_some() && self.load.op == Op::Incr && self.key_prefix.is_some() {
+            return Err(
+                "--key-prefix with --segment: each segment checks exactly-once on counters of its own (its default prefix names the segment); with one prefix every segment would count the others' increments as duplicates"
+                    .into(),
+            );
+        }
         self.load
             .apply(RunConfig {
                 addr: self.addr,
@@ -455,6 +461,19 @@ mod tests {
         refused(&["--format", "avro"], "not --op echo");
         refused(&["--op", "incr", "--compress", "snappy"], "not --op incr");
         assert!(config(&["--op", "record", "--format", "xml"]).is_err());
+    }
+
+    #[test]
+    fn segment_flags() {
+        let cfg = config(&["--segment", "1/3", "-c", "10", "-t", "8"]).expect("valid flags");
+        assert_eq!(cfg.segment, Some(Segment { index: 1, count: 3 }));
+        assert_eq!((cfg.slots(), cfg.threads), (3, 3), "slots 1, 4, 7");
+        let incr = config(&["--segment", "2/3", "--op", "incr", "--client-id-base", "16"])
+            .expect("valid flags");
+        assert_eq!(incr.key_prefix.as_deref(), Some("lg10-s2-"));
+        let e = config(&["--segment", "0/2", "--op", "incr", "--key-prefix", "k"])
+            .expect_err("one prefix for every segment");
+        assert!(e.contains("--key-prefix with --segment"), "{e}");
     }
 
     #[test]

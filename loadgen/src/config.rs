@@ -229,7 +229,7 @@ impl RunConfig {
             (_, None) => None,
             (op, Some(_)) => {
                 return Err(format!(
-                    "--format, --record, --entropy and --compress describe --op record's records, not --op {op}"
+                    "--format, --record, --entropy, --compress and --compress-threshold describe --op record's records, not --op {op}"
                 ))
             }
         };
@@ -373,10 +373,15 @@ impl RunConfig {
                 self.connections
             ));
         }
+        // A segment counts on counters of its own, so that its exactly-once check reads only
+        // its own increments, even when every segment is given one --client-id-base.
         let prefix = self
             .key_prefix
             .clone()
-            .unwrap_or_else(|| format!("lg{base:x}-"));
+            .unwrap_or_else(|| match self.segment {
+                None => format!("lg{base:x}-"),
+                Some(s) => format!("lg{base:x}-s{}-", s.index),
+            });
         let longest = prefix.len() + (self.keys - 1).to_string().len();
         if prefix.is_empty() || longest > echolab_protocol::session::MAX_KEY {
             return Err(format!(

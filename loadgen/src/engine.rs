@@ -672,8 +672,13 @@ impl Worker<'_> {
     /// Starts a nonblocking connect for connection `i`.
     fn connect(&mut self, i: usize, now: u64) {
         let cfg = &self.plan.cfg;
-        let source = (!cfg.source_ips.is_empty())
-            .then(|| cfg.source_ips[self.conns[i].global as usize % cfg.source_ips.len()]);
+        let source = (!cfg.source_ips.is_empty()).then(|| {
+            // By the slot's place among this instance's own (g / N in a segment), so a
+            // segment's slots use every address, not one in N.
+            let g = self.conns[i].global;
+            let k = cfg.segment.map_or(g, |s| g / u64::from(s.count));
+            cfg.source_ips[k as usize % cfg.source_ips.len()]
+        });
         match start_connect(cfg.addr, source) {
             Ok(mut sock) => {
                 let registered = self.poll.registry().register(

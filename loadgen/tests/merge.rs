@@ -243,6 +243,20 @@ fn segments_send_one_timetable_and_merge_exactly() {
         .expect("runs");
     assert!(status.status.success());
     refused(&[j0, j1, json.arg(), h0, h1, hlog.arg()], "params.rate");
+    // A report whose clock no run has (year 11 476), or whose index is out of range.
+    let text = std::fs::read_to_string(&files[2].0 .0).expect("json");
+    for (from, to, why) in [
+        (
+            "\"measured_from_unix_s\": ",
+            "\"measured_from_unix_s\": 3e11, \"was\": ",
+            "is not a run's",
+        ),
+        ("\"index\": 2", "\"index\": 7", "segment 7 of 3 cannot be"),
+    ] {
+        let bent = TempPath::new("-bent.json");
+        std::fs::write(&bent.0, text.replacen(from, to, 1)).expect("write");
+        refused(&[j0, j1, bent.arg(), h0, h1, h2], why);
+    }
     // A log whose segment's report is another run's.
     refused(&[j0, j1, j2, h0, h1, late[0].1.arg()], "not the same run");
 }

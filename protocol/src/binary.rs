@@ -269,8 +269,16 @@ impl Codec for BinaryCodec {
                 format,
             } => {
                 put_uvarint(&mut head, sent);
-                if let Some(format) = format {
-                    head.push(format.code());
+                match format {
+                    Some(format) => head.push(format.code()),
+                    // The decoder would read the payload's first byte as a format.
+                    None if !request.payload.is_empty() => {
+                        return Err(ProtocolError::Unsupported {
+                            protocol: Protocol::Binary,
+                            what: "a HELLO payload without a record format",
+                        })
+                    }
+                    None => {}
                 }
                 (OP_HELLO, client)
             }
@@ -558,6 +566,22 @@ mod tests {
             };
             assert_eq!((message, len), (req, wire.len()));
         }
+    }
+
+    #[test]
+    fn a_hello_payload_needs_a_format() {
+        let req = Request {
+            id: Some(0),
+            command: Command::Hello {
+                client: 9,
+                sent: 0,
+                format: None,
+            },
+            payload: b"schema",
+        };
+        assert!(BinaryCodec::new(1024)
+            .encode_request(&req, &mut Vec::new())
+            .is_err());
     }
 
     #[test]

@@ -16,9 +16,12 @@
 //!   zigzag-encoded, a count before the list, a presence byte before the address).
 //!
 //! Every decoder takes bytes from the network: it returns an error for anything it cannot
-//! parse, and what it allocates is bounded by a small multiple of its input (a list's count is
-//! checked against the bytes left, and against [`MAX_INTERESTS`], before anything is
-//! reserved; a decoded list holds a few dozen bytes per item however short its strings).
+//! parse, and what it allocates is bounded by a multiple of its input. Positional and Avro
+//! check a list's count against the bytes left, and against [`MAX_INTERESTS`], before
+//! anything is reserved. prost and serde_json build the list first and [`MAX_INTERESTS`] is
+//! checked after: an interest costs them a `String` (24 bytes) for as little as 2 input bytes,
+//! so a record frame of `max_frame` bytes may briefly hold about 12 times that (some 24 MiB at
+//! the default 1 MiB, doubled while a `Vec` grows) before it is refused.
 //! [`frame`] and [`unframe`] put a flag byte in front of each encoded record (0: as is; 1:
 //! snappy), compressing at or above a threshold; a compressed record's claimed length is
 //! checked against a limit, and against what snappy can expand its bytes to, before a byte is

@@ -73,6 +73,16 @@ struct Part {
     steps: Vec<Histogram<u64>>,
 }
 
+/// The longest histogram entry read, base64 characters: loadgen's are a few KB.
+const MAX_ENTRY: usize = 1 << 20;
+
+/// The most histograms one log may hold: a day of seconds, and steps.
+const MAX_HISTOGRAMS: usize = 100_000;
+
+/// The largest count or byte total taken from a report: sums of any number of them cannot
+/// overflow, and no real run comes near it.
+const MAX_COUNT: u64 = 1 << 53;
+
 /// A parsed interval log.
 struct Log {
     path: PathBuf,
@@ -129,12 +139,35 @@ fn read_log(path: &Path, text: &str) -> Result<Log, Refused> {
             LogEntry::StartTime(t) => log.start = Some(t.as_secs_f64()),
             LogEntry::BaseTime(_) => {}
             LogEntry::Interval(iv) => {
+                // loadgen's own histograms compress to a few KB; a huge entry is not one.
+                if iv.encoded_histogram().len() > MAX_ENTRY {
+                    return Err(bad(format!(
+                        "a histogram entry of {} bytes, more than loadgen writes ({MAX_ENTRY})",
+                        iv.encoded_histogram().len()
+                    )));
+                }
                 let bytes = base64::engine::general_purpose::STANDARD
                     .decode(iv.encoded_histogram())
                     .map_err(|e| bad(format!("a histogram is not base64: {e}")))?;
                 let h: Histogram<u64> = Deserializer::new()
                     .deserialize(&mut bytes.as_slice())
                     .map_err(|e| bad(format!("a histogram does not decode: {e:?}")))?;
+                // Another tool's histogram (other bounds or precision) would not add exactly.
+                let ours = stats::new_histogram();
+                if (h.low(), h.high(), h.sigfig()) != (ours.low(), ours.high(), ours.sigfig()) {
+                    return Err(bad(format!(
+                        "a histogram of {}..{} at {} digits: not loadgen's ({}..{} at {})",
+                        h.low(),
+                        h.high(),
+                        h.sigfig(),
+                        ours.low(),
+                        ours.high(),
+                        ours.sigfig()
+                    )));
+                }
+                if log.seconds.len() + log.steps.len() >= MAX_HISTOGRAMS {
+                    return Err(bad(format!("more than {MAX_HISTOGRAMS} histograms")));
+                }
                 match iv.tag().map(|t| t.as_str()) {
                     Some("step") => log.steps.push(h),
                     Some(tag) => {
@@ -188,6 +221,12 @@ fn pair(reports: Vec<(PathBuf, Value)>, logs: Vec<Log>) -> Result<Vec<Part>, Ref
                 path.display()
             )));
         };
+        if n == 0 || index >= n {
+            return Err(Refused(format!(
+                "{}: segment {index} of {n} cannot be",
+                path.display()
+            )));
+        }
         if *count.get_or_insert(n) != n {
             return Err(Refused(format!(
                 "{} is segment {index} of {n}, the others are of {}",
@@ -197,8 +236,29 @@ fn pair(reports: Vec<(PathBuf, Value)>, logs: Vec<Log>) -> Result<Vec<Part>, Ref
         }
         let from = report["clock"]["measured_from_unix_s"]
             .as_f64()
-            .unwrap_or(0.0);
-        let elapsed = report["elapsed_s"].as_f64().unwrap_or(0.0);
+            .unwrap_or(-1.0);
+        let elapsed = report["elapsed_s"].as_f64().unwrap_or(-1.0);
+        // Year 1970 to 9999, and a window of at most a year: a wall clock and a run.
+        if !(0.0..=253_402_300_799.0).contains(&from) || !(0.0..=3.2e7).contains(&elapsed) {
+            return Err(Refused(format!(
+                "{}: clock.measured_from_unix_s {from} or elapsed_s {elapsed} is not a run's",
+                path.display()
+            )));
+        }
+        if serde_json::from_value::<Counts>(report["counts"].clone()).map_or(true, |c| {
+            c.sent
+                .max(c.ok)
+                .max(c.request_bytes)
+                .max(c.reply_bytes)
+                .max(c.bytes_written)
+                .max(c.bytes_read)
+                > MAX_COUNT
+        }) {
+            return Err(Refused(format!(
+                "{}: its counts are missing or out of range",
+                path.display()
+            )));
+        }
         let part = Part {
             index,
             report,
@@ -282,10 +342,18 @@ fn pair(reports: Vec<(PathBuf, Value)>, logs: Vec<Log>) -> Result<Vec<Part>, Ref
 }
 
 /// The parameters that may differ between segments: the segment itself, what each instance
-/// draws for itself when not told (`--op incr`'s key prefix and client-id base), and
-/// `--start-at` (a `+10s` differs by when each was typed): whether the segments ran together
-/// is decided by their measured windows, which must overlap.
-const OWN_PARAMS: [&str; 4] = ["segment", "key_prefix", "client_id_base", "start_at"];
+/// draws for itself when not told (`--op incr`'s key prefix and client-id base), what is
+/// the machine's own (`--source-ips`; `--threads`, which a segment with fewer slots than
+/// threads lowers), and `--start-at` (a `+10s` differs by when each was typed): whether the
+/// segments ran together is decided by their measured windows, which must overlap.
+const OWN_PARAMS: [&str; 6] = [
+    "segment",
+    "key_prefix",
+    "client_id_base",
+    "start_at",
+    "threads",
+    "source_ips",
+];
 
 fn check_params(parts: &[Part]) -> Result<(), Refused> {
     let first = &parts[0];
@@ -338,7 +406,11 @@ fn check_overlap(parts: &[Part]) -> Result<(), Refused> {
 }
 
 fn wall(unix_s: f64) -> String {
-    rfc3339(SystemTime::UNIX_EPOCH + Duration::from_secs_f64(unix_s.max(0.0)))
+    Duration::try_from_secs_f64(unix_s)
+        .ok()
+        .and_then(|d| SystemTime::UNIX_EPOCH.checked_add(d))
+        .filter(|_| unix_s <= 253_402_300_799.0)
+        .map_or_else(|| format!("{unix_s} s"), rfc3339)
 }
 
 /// The merged run's seconds: each part's second `s` lands in the second that began nearest
@@ -354,7 +426,7 @@ fn merged_seconds(parts: &[Part], t0: f64) -> BTreeMap<u64, Histogram<u64>> {
             let slot = out
                 .entry(second_of(p, t0, *s))
                 .or_insert_with(stats::new_histogram);
-            // Same bounds on both sides (every loadgen histogram is made alike).
+            // Same bounds on both sides (read_log refused any other), so this cannot fail.
             let _ = slot.add(h);
         }
     }
@@ -369,7 +441,7 @@ fn sum_object(parts: &[Part], field: &str) -> Value {
             for (k, v) in m {
                 let n = v.as_u64().unwrap_or(0);
                 let e = out.entry(k.clone()).or_insert(json!(0));
-                *e = json!(e.as_u64().unwrap_or(0) + n);
+                *e = json!(e.as_u64().unwrap_or(0).saturating_add(n));
             }
         }
     }
@@ -440,9 +512,9 @@ fn combine(parts: &[Part]) -> Value {
         for iv in p.report["intervals"].as_array().into_iter().flatten() {
             let s = second_of(p, t0, iv["t_s"].as_u64().unwrap_or(0));
             let e = intervals.entry(s).or_insert((0, 0, 0, 0.0, None));
-            e.0 += iv["ok"].as_u64().unwrap_or(0);
-            e.1 += iv["sent"].as_u64().unwrap_or(0);
-            e.2 += iv["errors"].as_u64().unwrap_or(0);
+            e.0 = e.0.saturating_add(iv["ok"].as_u64().unwrap_or(0));
+            e.1 = e.1.saturating_add(iv["sent"].as_u64().unwrap_or(0));
+            e.2 = e.2.saturating_add(iv["errors"].as_u64().unwrap_or(0));
             e.3 = e.3.max(iv["length_s"].as_f64().unwrap_or(1.0));
             if let Some(t) = iv["target_rps"].as_f64() {
                 e.4 = Some(e.4.unwrap_or(0.0) + t);
@@ -555,7 +627,7 @@ fn merged_steps(parts: &[Part]) -> Value {
                 row[key] = json!(parts
                     .iter()
                     .map(|p| p.report["open_loop"]["steps"][k][key].as_u64().unwrap_or(0))
-                    .sum::<u64>());
+                    .fold(0u64, u64::saturating_add));
             }
             for p in parts {
                 if let Some(h) = p.steps.get(k) {
@@ -579,6 +651,7 @@ fn merged_steps(parts: &[Part]) -> Value {
 /// The merged per-second histograms as an interval log, untagged: a single run's log again.
 fn write_log(path: &Path, parts: &[Part]) -> std::io::Result<()> {
     let t0 = parts.iter().map(|p| p.from).fold(f64::MAX, f64::min);
+    // pair() held every start to years 1970..9999.
     let start = SystemTime::UNIX_EPOCH + Duration::from_secs_f64(t0.max(0.0));
     let mut file = BufWriter::new(File::create(path)?);
     let mut serializer = V2DeflateSerializer::new();
@@ -661,6 +734,14 @@ pub fn exit_code(merged: &Value) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn any_number_is_a_time_or_says_it_is_not() {
+        assert_eq!(wall(0.0), "1970-01-01T00:00:00.000000000Z");
+        for x in [3e11, 1e30, f64::NAN, f64::INFINITY, -1.0] {
+            assert!(wall(x).ends_with(" s"), "{x}: {}", wall(x));
+        }
+    }
 
     #[test]
     fn tags_name_a_segment() {
