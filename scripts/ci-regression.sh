@@ -16,14 +16,23 @@
 # Flags after `--` go to `loadgen compare`, e.g. to check that the gate catches a slowdown:
 #   scripts/ci-regression.sh HEAD -- --candidate-args "--debug-spin-ns 1000"
 #
+# Then the instruction gate (scripts/instr-gate.py): each model's instructions per request
+# under Cachegrind, and loadgen's client path, the same two builds. It sees a CPU-only change
+# far smaller than the paired gate can, and nothing the paired gate alone sees (a system call
+# or a wake-up more). INSTR_FLAGS passes flags to it, e.g.
+#   INSTR_FLAGS='--candidate-args "--debug-work 200"' scripts/ci-regression.sh HEAD
+# and INSTR_GATE=off skips it (it needs valgrind). The summary says, per model, which gate
+# fired.
+#
 # Environment: GATE_DIR (default target/ci-regression) holds the baseline's worktree and build,
 # which are kept between runs so that only what changed is rebuilt (`git worktree remove
 # target/ci-regression/base-src` drops the worktree), and the reports; GATE_HISTORY (default
 # $GATE_DIR/history.jsonl) is the history file.
 #
-# Exit codes: 0 no regression; 1 a regression; 2 usage or build error; 3 a model could not be
-# compared (a server failed to start, crashed, or answered wrongly); 4 inconclusive (the
-# machine was too noisy to rule out a regression in the time allowed: run it again).
+# Exit codes: 0 no regression; 1 a regression (in either gate); 2 usage or build error; 3 a
+# model could not be compared (a server failed to start, crashed, or answered wrongly); 4
+# inconclusive (the machine was too noisy for the paired gate to rule out a regression in the
+# time allowed, and the instruction gate found none: run it again).
 set -euo pipefail
 
 usage() {
@@ -102,7 +111,7 @@ fi
 
 echo "== building the baseline, $base_label (release, in $src)"
 # Its own target directory: both builds produce binaries with the same names.
-if ! (cd "$src" && CARGO_TARGET_DIR="$work/base-target" cargo build --release --locked -q -p echolab-servers --bins); then
+if ! (cd "$src" && CARGO_TARGET_DIR="$work/base-target" cargo build --release --locked -q -p echolab-servers -p echolab-loadgen --bins); then
   fail "the baseline $base_label does not build"
 fi
 echo "== building the candidate, $cand_label (release)"
@@ -136,5 +145,48 @@ if [[ -s $history ]]; then
   target/release/loadgen trend "$history" --svg "${history%.jsonl}.svg" --last 5 || true
 fi
 echo "   Markdown for a pull-request comment: $work/report.md"
+echo "   paired gate took $(($(date +%s) - started)) s"
+
+irc=0
+if [[ ${INSTR_GATE:-on} != off ]]; then
+  echo "== instructions per request under Cachegrind (scripts/instr-gate.py)"
+  if ! command -v valgrind >/dev/null; then
+    echo "ci-regression: the instruction gate needs valgrind (apt-get install valgrind), or INSTR_GATE=off" >&2
+    exit 2
+  fi
+  instr_flags=()
+  eval "instr_flags=(${INSTR_FLAGS:-})"
+  rm -f "$work/instr.json"
+  set +e
+  python3 scripts/instr-gate.py --baseline-bin-dir "$work/base-target/release" \
+    --candidate-bin-dir "$root/target/release" --json "$work/instr.json" \
+    ${instr_flags[@]+"${instr_flags[@]}"}
+  irc=$?
+  set -e
+  [[ $irc -eq 2 ]] && exit 2
+  # Which gate fired, model by model.
+  python3 - "$work/report.json" "$work/instr.json" <<'EOF'
+import json, os, sys
+report = json.load(open(sys.argv[1])) if os.path.exists(sys.argv[1]) else {}
+paired = {m.get("model") or m.get("name"): m for m in report.get("models", [])}
+instr = {r["model"]: r for r in json.load(open(sys.argv[2]))["rows"]}
+print("== which gate fired")
+for name in list(dict.fromkeys([*paired, *instr])):
+    p = paired.get(name, {})
+    wall = "regression" in (p.get("throughput_verdict"), p.get("p99_verdict"))
+    i = instr.get(name)
+    count = i is not None and i["verdict"] == "REGRESSION"
+    why = {(True, True): "both: slower in time and in instructions (a CPU cost)",
+           (True, False): "the paired gate only: slower in time, not in instructions (a system call, a wake-up, a lock; or noise)",
+           (False, True): "the instruction gate only: more instructions, below what time can show here",
+           (False, False): "neither"}[(wall, count)]
+    extra = f" ({i['change_percent']:+.3f}% instructions)" if i else ""
+    print(f"   {name:20} {why}{extra}")
+EOF
+fi
 echo "   gate took $(($(date +%s) - started)) s in all"
+if [[ $rc -eq 1 || $irc -eq 1 ]]; then
+  exit 1
+fi
 exit $rc
+

@@ -54,7 +54,8 @@ MODELS = {
     "eventloop-select": ("server-eventloop", ["--backend", "select"]),
     "eventloop-poll": ("server-eventloop", ["--backend", "poll"]),
     "eventloop-epoll": ("server-eventloop", ["--backend", "epoll"]),
-    "prefork-eventloop": ("server-prefork", ["--workers", "2", "--worker", "eventloop", "--accept", "exclusive"]),
+    "prefork-eventloop-exclusive": ("server-prefork", ["--workers", "2", "--worker", "eventloop", "--accept", "exclusive"]),
+    "eventloop-threads": ("server-eventloop", ["--backend", "epoll", "--threads", "2"]),
 }
 
 # The conversation: loadgen flags for each part (the count is added).
