@@ -66,18 +66,48 @@ pub fn debug_spin() {
     if rounds > 0 {
         work(rounds);
     }
+    // A constant: in a build without it the comparison is always false, and the branch and
+    // the loop compile to nothing. That is the point, so clippy's lint does not apply.
+    #[allow(clippy::absurd_extreme_comparisons)]
+    if BUILT_IN_WORK > 0 {
+        work(BUILT_IN_WORK);
+    }
 }
 
-/// `rounds` turns of an xorshift step: the same instructions per turn on any machine, kept
-/// from being optimised away by `black_box`.
+/// `rounds` turns of an add whose value goes through `black_box` each time: a few instructions
+/// per turn, the same on any machine, and neither folded nor vectorised by the compiler.
+#[inline(always)]
 fn work(rounds: u64) {
-    let mut x = std::hint::black_box(0x9e37_79b9_7f4a_7c15_u64);
+    let mut x = 0u64;
     for _ in 0..rounds {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x = std::hint::black_box(x);
+        x = std::hint::black_box(x).wrapping_add(1);
     }
+    std::hint::black_box(x);
+}
+
+/// `ECHOLAB_DEBUG_WORK`, read when the crate is compiled: rounds of [`work`] built into every
+/// request. A build made with it is a candidate with a CPU-only regression compiled in, as
+/// one a real change would bring, with none of the per-request check `--debug-work` costs
+/// (a few instructions, about 1% of a request here): that is how the instruction gate's proof
+/// (scripts/instr-gate-proof.py) injects 0.5%. 0, the default, compiles to nothing.
+const BUILT_IN_WORK: u64 = match option_env!("ECHOLAB_DEBUG_WORK") {
+    Some(s) => parse_rounds(s.as_bytes()),
+    None => 0,
+};
+
+/// A decimal number, at compile time (anything else is 0).
+const fn parse_rounds(digits: &[u8]) -> u64 {
+    let mut n = 0u64;
+    let mut i = 0;
+    while i < digits.len() {
+        let d = digits[i];
+        if !d.is_ascii_digit() {
+            return 0;
+        }
+        n = n.saturating_mul(10).saturating_add((d - b'0') as u64);
+        i += 1;
+    }
+    n
 }
 
 /// Burns CPU on this thread for `d` of wall time.
