@@ -18,7 +18,7 @@ conversation, under Cachegrind) is taken:
 loadgen's own client path is measured --self times as well (its worker thread, under
 Callgrind; nothing is injected into it).
 
-    python3 scripts/instr-gate-proof.py [--self 6] [--trials 4] [--threshold 0.2]
+    python3 scripts/instr-gate-proof.py [--self 6] [--trials 4] [--threshold 0.3]
         [--models thread,fork,...] [--bin-dir DIR] [--out DIR]
 Writes results/DATE-instr-gate-proof/ (table.md, runs.jsonl: every measurement, machine.txt).
 """
@@ -58,7 +58,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--self", type=int, default=6, dest="self_runs")
     ap.add_argument("--trials", type=int, default=4)
-    ap.add_argument("--threshold", type=float, default=0.2, help="percent")
+    ap.add_argument("--threshold", type=float, default=0.3, help="percent")
     ap.add_argument("--models", default=",".join(gate.MODELS))
     ap.add_argument("--bin-dir", help="use these binaries as they are (default: build target/release)")
     ap.add_argument("--out", help="write here instead of results/DATE-instr-gate-proof/")

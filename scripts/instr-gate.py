@@ -26,7 +26,7 @@ a lock that waits) and anything timing-dependent. The wall-clock gate sees those
 sees a CPU-only change of well under 1%, in a minute, without noise (docs/ci.md has the proof).
 
     python3 scripts/instr-gate.py --baseline-bin-dir A --candidate-bin-dir B
-        [--models thread,fork,...] [--candidate-args "--debug-work 500"] [--threshold 0.2]
+        [--models thread,fork,...] [--candidate-args "--debug-work 500"] [--threshold 0.3]
         [--short 200] [--long 1200] [--no-client] [--json PATH]
 Exit 0: no model's count grew past --threshold percent; 1: one did (it says which); 2: bad
 flags, or a server or loadgen that would not run.
@@ -192,7 +192,8 @@ def main():
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--baseline-args", default="")
     ap.add_argument("--candidate-args", default="")
-    ap.add_argument("--threshold", type=float, default=0.2, help="percent (default 0.2)")
+    ap.add_argument("--threshold", type=float, default=0.3,
+                    help="percent (default 0.3: the proof, docs/ci.md, measured self runs within 0.23%%)")
     ap.add_argument("--short", type=int, default=200)
     ap.add_argument("--long", type=int, default=1200)
     ap.add_argument("--no-client", action="store_true", help="skip loadgen's own client path")
