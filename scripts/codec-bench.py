@@ -10,22 +10,14 @@ benchmark, with the ratios docs/protocol.md quotes.
 Writes results/DATE-codec-bench/ (table.md, raw.tsv, machine.txt).
 """
 import argparse
-import json
 import os
 import subprocess
 
-from lablib import ROOT, results_dir, write_table, write_tsv
+from lablib import ROOT, criterion_median_ns, results_dir, write_table, write_tsv
 
 PROTOCOLS = ["binary", "resp", "json"]
 SIZES = [16, 1024, 65536]
 GROUPS = [("echo_roundtrip", "round trip"), ("decode_request", "decode only")]
-
-
-def median_ns(group, protocol, size):
-    """Criterion's median estimate, ns, from target/criterion/GROUP/PROTOCOL/SIZE/new."""
-    path = os.path.join(ROOT, "target", "criterion", group, protocol, str(size), "new", "estimates.json")
-    with open(path) as f:
-        return json.load(f)["median"]["point_estimate"]
 
 
 def fmt(ns):
@@ -50,7 +42,7 @@ def main():
     lines = ["| | binary | RESP | JSON | RESP / binary | JSON / binary |", "|---|---:|---:|---:|---:|---:|"]
     for group, label in GROUPS:
         for size in SIZES:
-            ns = {p: median_ns(group, p, size) for p in PROTOCOLS}
+            ns = {p: criterion_median_ns(group, p, size) for p in PROTOCOLS}
             raw += [f"{group}\t{p}\t{size}\t{ns[p]:.2f}" for p in PROTOCOLS]
             name = {16: "16 B", 1024: "1 KiB", 65536: "64 KiB"}[size]
             lines.append(f"| {label}, {name} | {fmt(ns['binary'])} | {fmt(ns['resp'])} | {fmt(ns['json'])} | "

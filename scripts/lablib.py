@@ -9,6 +9,7 @@ scripts/ on the import path by living in it). book_client.py stays standalone on
 is the book's client, and shows the book's JSON framing on its own.
 """
 import datetime
+import json
 import os
 import shutil
 import socket
@@ -53,6 +54,13 @@ def read_reply(sock):
     """One binary v1 response body: status | id | payload."""
     (n,) = struct.unpack(">I", recv_exactly(sock, 4))
     return recv_exactly(sock, n)
+
+
+def criterion_median_ns(*parts):
+    """Criterion's median estimate, ns, of the benchmark at target/criterion/PARTS.../new."""
+    path = os.path.join(ROOT, "target", "criterion", *map(str, parts), "new", "estimates.json")
+    with open(path) as f:
+        return json.load(f)["median"]["point_estimate"]
 
 
 def build_release(*packages):

@@ -14,21 +14,14 @@ which the bench prints.
 Writes results/DATE-record-bench/ (table.md, raw.tsv, machine.txt).
 """
 import argparse
-import json
 import os
 import subprocess
 
-from lablib import ROOT, results_dir, write_table, write_tsv
+from lablib import ROOT, criterion_median_ns, results_dir, write_table, write_tsv
 
 FORMATS = ["positional", "protobuf", "avro", "json"]
 RECORDS = ["book", "nested", "large-text", "large-random"]
 GROUPS = ["record_roundtrip", "record_snappy"]
-
-
-def median_ns(group, fmt, record):
-    path = os.path.join(ROOT, "target", "criterion", group, fmt, record, "new", "estimates.json")
-    with open(path) as f:
-        return json.load(f)["median"]["point_estimate"]
 
 
 def ns(v):
@@ -57,7 +50,7 @@ def main():
         for fmt in FORMATS:
             cells = []
             for group in GROUPS:
-                t = median_ns(group, fmt, record)
+                t = criterion_median_ns(group, fmt, record)
                 b = sizes[(group, fmt, record)]
                 raw.append(f"{group}\t{fmt}\t{record}\t{b}\t{t:.1f}")
                 cells.append((b, t))

@@ -214,8 +214,30 @@ fn malformed(why: impl fmt::Display) -> RecordError {
 /// Encodes and decodes [`Person`] in one [`Format`].
 pub struct RecordCodec {
     format: Format,
-    /// Avro only: the parsed schema.
-    avro: Option<apache_avro::Schema>,
+    /// Avro only: the parsed schema, one for the whole process.
+    avro: Option<&'static apache_avro::Schema>,
+}
+
+/// [`AVRO_SCHEMA`] parsed, and as JSON (what a peer's schema is compared with): made once, by
+/// the first Avro codec, not by every connection that agrees Avro.
+struct OurSchema {
+    parsed: Option<apache_avro::Schema>,
+    json: Option<serde_json::Value>,
+}
+
+fn our_schema() -> &'static OurSchema {
+    static OURS: std::sync::OnceLock<OurSchema> = std::sync::OnceLock::new();
+    OURS.get_or_init(|| {
+        // apache-avro reserves what a string's or an array's length claims, up to a
+        // process-wide limit (512 MiB unless set before the first decode): a record is never
+        // larger than its frame, so a claim past this is a lie.
+        apache_avro::max_allocation_bytes(AVRO_MAX_ALLOCATION);
+        OurSchema {
+            // The schema is a constant of this file, and a test checks that it parses.
+            parsed: apache_avro::Schema::parse_str(AVRO_SCHEMA).ok(),
+            json: serde_json::from_str(AVRO_SCHEMA).ok(),
+        }
+    })
 }
 
 impl fmt::Debug for RecordCodec {
@@ -230,12 +252,7 @@ impl RecordCodec {
     /// A codec of `format` (Avro with [`AVRO_SCHEMA`]).
     pub fn new(format: Format) -> RecordCodec {
         let avro = if format == Format::Avro {
-            // apache-avro reserves what a string's or an array's length claims, up to a
-            // process-wide limit (512 MiB unless set before the first decode): a record is
-            // never larger than its frame, so a claim past this is a lie.
-            apache_avro::max_allocation_bytes(AVRO_MAX_ALLOCATION);
-            // The schema is a constant of this file, and a test checks that it parses.
-            apache_avro::Schema::parse_str(AVRO_SCHEMA).ok()
+            our_schema().parsed.as_ref()
         } else {
             None
         };
@@ -256,9 +273,8 @@ impl RecordCodec {
         }
         let codec = RecordCodec::new(format);
         if codec.avro.is_some() {
-            let as_json = |s: &str| serde_json::from_str::<serde_json::Value>(s).ok();
-            let theirs = schema.and_then(as_json);
-            if theirs.is_none() || theirs != as_json(AVRO_SCHEMA) {
+            let theirs = schema.and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok());
+            if theirs.is_none() || theirs.as_ref() != our_schema().json.as_ref() {
                 return Err(RecordError::SchemaMismatch);
             }
         }
@@ -280,7 +296,7 @@ impl RecordCodec {
             Format::Json => serde_json::to_writer(out, p).map_err(malformed),
             Format::Protobuf => prost::Message::encode(p, out).map_err(malformed),
             Format::Avro => {
-                let schema = self.avro.as_ref().ok_or(RecordError::SchemaMismatch)?;
+                let schema = self.avro.ok_or(RecordError::SchemaMismatch)?;
                 let value = apache_avro::to_value(p).map_err(malformed)?;
                 let bytes = apache_avro::to_avro_datum(schema, value).map_err(malformed)?;
                 out.extend_from_slice(&bytes);
@@ -351,7 +367,7 @@ impl RecordCodec {
             Format::Json => serde_json::from_slice(bytes).map_err(malformed),
             Format::Protobuf => <Person as prost::Message>::decode(bytes).map_err(malformed),
             Format::Avro => {
-                let schema = self.avro.as_ref().ok_or(RecordError::SchemaMismatch)?;
+                let schema = self.avro.ok_or(RecordError::SchemaMismatch)?;
                 // apache-avro reserves an array's claimed count of values (tens of bytes
                 // each) before reading them: a few bytes claiming 60 million interests asked
                 // it for 3 GB under the fuzzer. Every claim is checked against the bytes left
