@@ -340,6 +340,52 @@ fn a_massively_slowed_candidate_is_a_regression_in(mode: &str) {
     assert_none_left(&[&base, &cand], &run);
 }
 
+/// The early stop: a regression that is plain after 8 pairs (an interval wholly below
+/// 1 - threshold) stops there, under a --pairs of 12, with the same verdict, and the report
+/// says why it stopped; with `--early-stop off` the same comparison runs all 12 pairs and its
+/// trace shows it was settled from pair 8 on. A stop that did not happen, or happened without
+/// the interval having settled, fails the test.
+#[test]
+fn a_settled_verdict_stops_the_pairs_early() {
+    for (early_stop, pairs) in [("8", 8), ("off", 12)] {
+        let (base, cand) = (Marker::new("base"), Marker::new("cand"));
+        let run = compare(&[
+            "--baseline",
+            &base.command("server-eventloop", ""),
+            "--candidate",
+            &cand.command("server-eventloop", "--debug-spin-ns 200000"),
+            "--pairs",
+            "12",
+            "--max-pairs",
+            "12",
+            "--early-stop",
+            early_stop,
+            "--p99-threshold",
+            "off",
+        ]);
+        run.assert_code(1);
+        let m = model(&run, "server");
+        assert_compared(&run, m, pairs);
+        assert_eq!(m["throughput_verdict"], "regression", "{}", run.output());
+        assert_eq!(
+            m["stopped_settled"],
+            early_stop != "off",
+            "{}",
+            run.output()
+        );
+        let trace = m["settled"].as_array().expect("settled is an array");
+        let first = trace.first().expect("a settled point");
+        assert_eq!(first["pairs"], 8, "{}", run.output());
+        assert_eq!(first["throughput"], "regression", "{}", run.output());
+        let high = number(&run, &m["throughput"]["high"], "throughput.high");
+        assert!(high < 0.95, "settled, so wholly below 0.95: {high}");
+        for p in m["pairs"].as_array().expect("pairs") {
+            assert!(number(&run, &p["seconds"], "seconds") > 0.0, "{p}");
+        }
+        assert_none_left(&[&base, &cand], &run);
+    }
+}
+
 /// A build against itself, with a threshold no noise reaches: exit 0, no significant change,
 /// a ratio near 1, p99 reported but not gated.
 #[test]

@@ -104,7 +104,8 @@ pub struct CompareArgs {
     #[arg(long, value_enum, default_value_t = Mode::Alternate)]
     pub mode: Mode,
 
-    /// Pairs of trials (one baseline and one candidate each) per server, at least. At least 8:
+    /// Pairs of trials (one baseline and one candidate each) per server, at least (unless the
+    /// verdict settles before: --early-stop). At least 8:
     /// the bootstrap interval of a handful of pairs is too narrow to trust.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(8..=10_000))]
     pub pairs: u32,
@@ -113,6 +114,15 @@ pub struct CompareArgs {
     /// ±--precision gets more pairs, up to this many (or until --time-limit).
     #[arg(long, default_value_t = 150, value_parser = clap::value_parser!(u32).range(8..=10_000))]
     pub max_pairs: u32,
+
+    /// Stop giving a model pairs once its verdicts are settled, from this many pairs on: once
+    /// the estimate and its whole interval lie on one side of every line a verdict is drawn at
+    /// (1 ± the threshold, for throughput and for a gated p99), more pairs only narrow the
+    /// interval. This may stop a model before --pairs. `off` runs every model to --precision
+    /// (the gate before the early stop; a proof uses it to replay where each floor would have
+    /// stopped). At least 8.
+    #[arg(long, default_value = "12", value_parser = parse_early_stop)]
+    pub early_stop: EarlyStop,
 
     /// The interval half-width that is precise enough to stop adding pairs (default: half the
     /// threshold).
@@ -209,6 +219,22 @@ fn parse_percent_or_off(s: &str) -> Result<Gate, String> {
     }
 }
 
+/// `--early-stop`: the floor in pairs, or `None` for off.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EarlyStop(pub Option<u32>);
+
+fn parse_early_stop(s: &str) -> Result<EarlyStop, String> {
+    if s.trim().eq_ignore_ascii_case("off") {
+        return Ok(EarlyStop(None));
+    }
+    match s.trim().parse::<u32>() {
+        Ok(n) if n >= 8 => Ok(EarlyStop(Some(n))),
+        _ => Err(format!(
+            "'{s}': a number of pairs, 8 or more (fewer give an interval too narrow to trust), or off"
+        )),
+    }
+}
+
 fn parse_confidence(s: &str) -> Result<f64, String> {
     let v = parse_percent(s)?;
     if !(0.5..1.0).contains(&v) {
@@ -245,6 +271,10 @@ mod tests {
         assert!(parse_percent("-3").is_err());
         assert!(parse_percent("five").is_err());
         assert_eq!(parse_percent_or_off("off"), Ok(Gate(None)));
+        assert_eq!(parse_early_stop("off"), Ok(EarlyStop(None)));
+        assert_eq!(parse_early_stop("12"), Ok(EarlyStop(Some(12))));
+        assert!(parse_early_stop("7").is_err());
+        assert!(parse_early_stop("soon").is_err());
         assert!(parse_confidence("40").is_err());
         assert_eq!(parse_confidence("95"), Ok(0.95));
     }

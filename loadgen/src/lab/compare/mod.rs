@@ -43,11 +43,11 @@ mod stats;
 mod trend;
 mod trials;
 
-pub use flags::{parse_percent, CompareArgs, Gate, Mode, TrendArgs};
+pub use flags::{parse_percent, CompareArgs, EarlyStop, Gate, Mode, TrendArgs};
 pub use history::read_history;
 pub use output::{markdown, table};
-pub use report::{CompareParams, CompareReport, ModelComparison, Pair, Trial};
-pub use stats::{paired_ratio, throughput_verdict, verdict, Estimate, Verdict, TRIM};
+pub use report::{CompareParams, CompareReport, ModelComparison, Pair, Settled, Trial};
+pub use stats::{paired_ratio, settled, throughput_verdict, verdict, Estimate, Verdict, TRIM};
 pub use trend::trend;
 pub use trials::REUSEPORT_SKIP;
 
@@ -57,7 +57,7 @@ use std::time::Instant;
 use crate::lab::launch::{describe_placement, pin_halves, server_cpu_count};
 use crate::run;
 use history::write_outputs;
-use trials::{precise_enough, run_args, run_pair, sides, summarise};
+use trials::{precise_enough, run_args, run_pair, settled_now, sides, summarise};
 
 fn workload_words(args: &CompareArgs) -> String {
     let conns = match args.load.requests_per_conn {
@@ -93,8 +93,11 @@ pub fn compare(args: &CompareArgs) -> Result<CompareReport, String> {
     let mut models: Vec<ModelComparison> = sides.iter().map(|s| s.start()).collect();
     let precision = args.precision.unwrap_or(args.threshold / 2.0);
     // Pair 1 of every model, then pair 2 of every model, ...: a noisy minute on the machine
-    // is shared by all models instead of falling on one of them. Past --pairs, only the models
-    // whose interval is still wider than ±precision go on, while time is left.
+    // is shared by all models instead of falling on one of them. A model stops getting pairs
+    // once its verdicts are settled (from --early-stop's floor on: no pair it could plausibly
+    // get would change them) or, past --pairs, once its interval is within ±precision; the
+    // rest go on while time is left.
+    let early_stop = args.early_stop.0;
     'pairs: for i in 0..args.max_pairs.max(args.pairs) {
         let past_minimum = i >= args.pairs;
         if past_minimum && started.elapsed() >= args.time_limit {
@@ -108,7 +111,17 @@ pub fn compare(args: &CompareArgs) -> Result<CompareReport, String> {
             if m.failure.is_some() || m.skipped.is_some() {
                 continue;
             }
-            if m.precise || (past_minimum && precise_enough(args, m, precision)) {
+            if m.precise || m.stopped_settled {
+                continue;
+            }
+            if let Some(s) = settled_now(args, m) {
+                m.settled.push(s);
+                if early_stop.is_some_and(|floor| s.pairs >= floor) {
+                    m.stopped_settled = true;
+                    continue;
+                }
+            }
+            if past_minimum && precise_enough(args, m, precision) {
                 m.precise = true;
                 continue;
             }
@@ -120,6 +133,14 @@ pub fn compare(args: &CompareArgs) -> Result<CompareReport, String> {
         }
     }
     let cut_short = interrupted();
+    // Where the models that ran out of pairs or time ended, for the settled trace.
+    for m in models.iter_mut().filter(|m| !m.stopped_settled) {
+        if let Some(s) = settled_now(args, m) {
+            if m.settled.last() != Some(&s) {
+                m.settled.push(s);
+            }
+        }
+    }
     let models = models
         .into_iter()
         .map(|m| summarise(args, m, cut_short))
@@ -134,6 +155,7 @@ pub fn compare(args: &CompareArgs) -> Result<CompareReport, String> {
             pairs: args.pairs,
             max_pairs: args.max_pairs.max(args.pairs),
             precision: args.precision.unwrap_or(args.threshold / 2.0),
+            early_stop,
             time_limit_s: args.time_limit.as_secs_f64(),
             mode: args.mode,
             duration_s: args.duration.as_secs_f64(),

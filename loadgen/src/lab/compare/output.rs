@@ -119,7 +119,7 @@ fn headline(report: &CompareReport) -> String {
     let _ = write!(
         s,
         " — {} vs {}; {}; {}–{} pairs per model (more while the interval is wider than ±{:.1}%, \
-         for at most {:.0} s), {}, a fresh server per trial; \
+         for at most {:.0} s{}), {}, a fresh server per trial; \
          ratio = trimmed geometric mean of the pair ratios (candidate / baseline), {:.0}% bootstrap interval; \
          threshold {:.1}% throughput, {} p99",
         p.candidate_label,
@@ -129,6 +129,9 @@ fn headline(report: &CompareReport) -> String {
         p.max_pairs,
         p.precision * 100.0,
         p.time_limit_s,
+        p.early_stop.map_or(String::new(), |floor| format!(
+            "; fewer, from {floor} on, once no pair could change the verdict"
+        )),
         match p.mode {
             Mode::Alternate => "the two trials of a pair one after the other, order alternating",
             Mode::SideBySide => "the two trials of a pair side by side on the same CPUs",

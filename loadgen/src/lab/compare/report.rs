@@ -31,6 +31,22 @@ pub struct Pair {
     pub baseline: Trial,
     /// The candidate's trial.
     pub candidate: Trial,
+    /// Wall-clock seconds the pair took, servers started and stopped included (what an
+    /// early stop saves is counted in these).
+    #[serde(default)]
+    pub seconds: f64,
+}
+
+/// A point in a model's pairs at which more pairs could no longer change its verdicts
+/// ([`super::stats::settled`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settled {
+    /// How many pairs the model had.
+    pub pairs: u32,
+    /// The throughput verdict it had settled on.
+    pub throughput: Verdict,
+    /// The p99 verdict, when p99 is gated.
+    pub p99: Option<Verdict>,
 }
 
 /// The comparison of one server (model).
@@ -69,6 +85,15 @@ pub struct ModelComparison {
     /// It stopped getting pairs because its interval was within ±precision.
     #[serde(default)]
     pub precise: bool,
+    /// It stopped getting pairs because its verdicts were settled (`--early-stop`).
+    #[serde(default)]
+    pub stopped_settled: bool,
+    /// Every pair count, from 8 on, at which the verdicts were settled. With `--early-stop
+    /// off` this traces the whole comparison, so a proof can replay where any floor would
+    /// have stopped and whether the verdict would have been the same; with it on, the last
+    /// entry is where the model stopped.
+    #[serde(default)]
+    pub settled: Vec<Settled>,
     /// Every pair, in run order.
     pub pairs: Vec<Pair>,
 }
@@ -98,6 +123,9 @@ pub struct CompareParams {
     /// The interval half-width at which a model stops getting pairs.
     #[serde(default)]
     pub precision: f64,
+    /// From how many pairs on a model whose verdicts are settled stops (none: never).
+    #[serde(default)]
+    pub early_stop: Option<u32>,
     /// No pair starts past this many seconds (beyond the minimum).
     #[serde(default)]
     pub time_limit_s: f64,
@@ -197,6 +225,8 @@ pub(super) mod tests {
             skipped: None,
             retried_pairs: 0,
             precise: false,
+            stopped_settled: false,
+            settled: Vec::new(),
             pairs: Vec::new(),
         }
     }
@@ -213,6 +243,7 @@ pub(super) mod tests {
                 pairs: 3,
                 max_pairs: 3,
                 precision: 0.025,
+                early_stop: None,
                 time_limit_s: 60.0,
                 mode: Mode::Alternate,
                 duration_s: 0.0,

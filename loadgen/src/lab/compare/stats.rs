@@ -150,6 +150,45 @@ pub fn throughput_verdict(e: &Estimate, threshold: f64, precision: f64) -> Verdi
     }
 }
 
+/// The verdict on `e` if more pairs cannot change it, or `None` while they still can.
+///
+/// A verdict changes only when the estimate crosses `1 - threshold` or `1 + threshold` (the
+/// line at 1 matters only beyond them: a regression is an estimate below `1 - threshold`
+/// whose interval also lies below 1). So once the estimate and its whole interval lie on one
+/// side of both lines, pairs that land where the interval says pairs land leave the verdict
+/// as it is, and more of them only narrow the interval. That is the early stop's rule: it
+/// never shortens a comparison whose interval still reaches across a line, which is exactly
+/// the case the extra pairs are for. It trusts the interval; how far that can be trusted with
+/// few pairs is what `--early-stop`'s floor is for.
+pub fn settled(e: &Estimate, threshold: f64, higher_is_better: bool) -> Option<Verdict> {
+    // -1 below the lower line, 0 between the lines, 1 above the upper one; a value on a line
+    // belongs to neither side.
+    let side = |x: f64| {
+        if x < 1.0 - threshold {
+            Some(-1)
+        } else if x > 1.0 - threshold && x < 1.0 + threshold {
+            Some(0)
+        } else if x > 1.0 + threshold {
+            Some(1)
+        } else {
+            None
+        }
+    };
+    let s = side(e.ratio)?;
+    if side(e.low) != Some(s) || side(e.high) != Some(s) {
+        return None;
+    }
+    let v = verdict(e, threshold, higher_is_better);
+    // Below or above both lines, with the interval on the same side, the verdict is the
+    // region's (the interval excludes 1 there); the check keeps the two definitions honest.
+    let expected = match (s, higher_is_better) {
+        (0, _) => Verdict::NoSignificantChange,
+        (-1, true) | (1, false) => Verdict::Regression,
+        _ => Verdict::Improvement,
+    };
+    (v == expected).then_some(v)
+}
+
 /// `--seed` mixed with the model's name: the models' pairs ran minute by minute together, and
 /// one stream of resampling for all of them would make their intervals err together.
 pub(super) fn model_seed(seed: u64, name: &str) -> u64 {
@@ -243,6 +282,59 @@ mod tests {
             verdict(&e(1.20, 1.10, 1.30), 0.25, false),
             Verdict::NoSignificantChange
         );
+    }
+
+    #[test]
+    fn a_verdict_is_settled_only_when_its_interval_crosses_no_line() {
+        let e = |ratio, low, high| Estimate { ratio, low, high };
+        // Wholly below 0.95: a regression more pairs cannot undo.
+        assert_eq!(
+            settled(&e(0.90, 0.88, 0.93), 0.05, true),
+            Some(Verdict::Regression)
+        );
+        // A regression today, but the interval reaches above 0.95: not settled.
+        assert_eq!(settled(&e(0.93, 0.90, 0.97), 0.05, true), None);
+        // Wholly between the lines: no change, however wide (wider than ±2.5% here).
+        assert_eq!(
+            settled(&e(1.0, 0.955, 1.045), 0.05, true),
+            Some(Verdict::NoSignificantChange)
+        );
+        // Between the lines but touching one: not settled.
+        assert_eq!(settled(&e(1.0, 0.95, 1.02), 0.05, true), None);
+        // An estimate outside its own interval (a skewed bootstrap): not settled.
+        assert_eq!(settled(&e(0.96, 0.90, 0.94), 0.05, true), None);
+        assert_eq!(
+            settled(&e(1.10, 1.06, 1.14), 0.05, true),
+            Some(Verdict::Improvement)
+        );
+        // Latency: higher is worse.
+        assert_eq!(
+            settled(&e(1.40, 1.30, 1.50), 0.25, false),
+            Some(Verdict::Regression)
+        );
+        assert_eq!(
+            settled(&e(0.95, 0.85, 1.10), 0.25, false),
+            Some(Verdict::NoSignificantChange)
+        );
+        assert_eq!(settled(&e(1.20, 1.10, 1.30), 0.25, false), None);
+    }
+
+    #[test]
+    fn a_settled_verdict_is_the_verdict_with_any_precision() {
+        // Whatever --precision says, a settled interval gets the verdict it settled on: the
+        // early stop and the final summary cannot disagree.
+        for (ratio, low, high) in [
+            (0.90, 0.88, 0.93),
+            (1.0, 0.955, 1.045),
+            (1.1, 1.06, 1.14),
+            (0.97, 0.951, 0.99),
+        ] {
+            let e = Estimate { ratio, low, high };
+            let s = settled(&e, 0.05, true).expect("settled");
+            for precision in [0.001, 0.025, 1.0] {
+                assert_eq!(throughput_verdict(&e, 0.05, precision), s, "{e:?}");
+            }
+        }
     }
 
     #[test]

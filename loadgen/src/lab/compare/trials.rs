@@ -10,8 +10,10 @@ use std::path::Path;
 use echolab_protocol::Protocol;
 
 use super::flags::{CompareArgs, Mode};
-use super::report::{ModelComparison, Pair, Trial};
-use super::stats::{half_width, model_seed, paired_ratio, throughput_verdict, verdict};
+use super::report::{ModelComparison, Pair, Settled, Trial};
+use super::stats::{
+    half_width, model_seed, paired_ratio, settled, throughput_verdict, verdict, Estimate,
+};
 use crate::config::{Outputs, Progress, RunConfig};
 use crate::lab::launch::{find_bin_dir, standard_models, takes_its_arguments, Model, Server};
 use crate::run;
@@ -48,6 +50,8 @@ impl Side {
             skipped: self.skipped.clone(),
             retried_pairs: 0,
             precise: false,
+            stopped_settled: false,
+            settled: Vec::new(),
             pairs: Vec::new(),
         }
     }
@@ -323,6 +327,7 @@ pub(super) fn run_pair(
     i: u32,
     cpus: Option<&nix::sched::CpuSet>,
 ) {
+    let started = std::time::Instant::now();
     let baseline_first = i % 2 == 0;
     let names = ["baseline", "candidate"];
     let models = [&side.baseline, &side.candidate];
@@ -400,22 +405,64 @@ pub(super) fn run_pair(
         baseline_first,
         baseline: b,
         candidate: c,
+        seconds: started.elapsed().as_secs_f64(),
     });
 }
 
-/// Whether `m`'s throughput interval is already within ±`precision` (a quicker bootstrap
-/// than the final one: it only decides whether to go on).
-pub(super) fn precise_enough(args: &CompareArgs, m: &ModelComparison, precision: f64) -> bool {
-    let b: Vec<f64> = m.pairs.iter().map(|p| p.baseline.throughput_rps).collect();
-    let c: Vec<f64> = m.pairs.iter().map(|p| p.candidate.throughput_rps).collect();
-    paired_ratio(
-        &b,
-        &c,
+/// The fewest pairs whose verdicts are checked for being settled: `--pairs`' own floor, below
+/// which a bootstrap interval is too narrow to trust at all.
+pub(super) const SETTLE_FLOOR: u32 = 8;
+
+/// `m`'s throughput and p99 intervals from a quicker bootstrap than the final one (2 000
+/// resamples): they only decide whether the model gets another pair.
+fn quick_estimates(
+    args: &CompareArgs,
+    m: &ModelComparison,
+) -> (Option<Estimate>, Option<Estimate>) {
+    let side = |f: &dyn Fn(&Pair) -> f64| m.pairs.iter().map(f).collect::<Vec<f64>>();
+    let seed = model_seed(args.seed, &m.name);
+    let rps = paired_ratio(
+        &side(&|p| p.baseline.throughput_rps),
+        &side(&|p| p.candidate.throughput_rps),
         args.confidence,
         2000,
-        model_seed(args.seed, &m.name),
-    )
-    .is_some_and(|e| half_width(&e) <= precision)
+        seed,
+    );
+    let p99 = paired_ratio(
+        &side(&|p| p.baseline.p99_us as f64),
+        &side(&|p| p.candidate.p99_us as f64),
+        args.confidence,
+        2000,
+        seed ^ 0x99,
+    );
+    (rps, p99)
+}
+
+/// Whether `m`'s throughput interval is already within ±`precision`.
+pub(super) fn precise_enough(args: &CompareArgs, m: &ModelComparison, precision: f64) -> bool {
+    quick_estimates(args, m)
+        .0
+        .is_some_and(|e| half_width(&e) <= precision)
+}
+
+/// `m`'s verdicts, if no more pairs can change them ([`settled`]): throughput's, and p99's
+/// when p99 is gated. `None` below [`SETTLE_FLOOR`] pairs.
+pub(super) fn settled_now(args: &CompareArgs, m: &ModelComparison) -> Option<Settled> {
+    let n = u32::try_from(m.pairs.len()).unwrap_or(u32::MAX);
+    if n < SETTLE_FLOOR {
+        return None;
+    }
+    let (rps, p99) = quick_estimates(args, m);
+    let throughput = settled(&rps?, args.threshold, true)?;
+    let p99 = match args.p99_threshold.0 {
+        Some(t) => Some(settled(&p99?, t, false)?),
+        None => None,
+    };
+    Some(Settled {
+        pairs: n,
+        throughput,
+        p99,
+    })
 }
 
 /// The medians, estimates and verdicts of `m`'s pairs. A comparison cut short by Ctrl-C gets
@@ -446,9 +493,13 @@ pub(super) fn summarise(
     let seed = model_seed(args.seed, &m.name);
     m.throughput = paired_ratio(&b_rps, &c_rps, args.confidence, args.resamples, seed);
     let precision = args.precision.unwrap_or(args.threshold / 2.0);
-    // A model the loop stopped for being precise is judged as precise: the final interval,
-    // from more resamples, may come out a hair wider at the boundary.
-    let precision = if m.precise { f64::INFINITY } else { precision };
+    // A model the loop stopped for being precise (or settled) is judged as such: the final
+    // interval, from more resamples, may come out a hair wider at the boundary.
+    let precision = if m.precise || m.stopped_settled {
+        f64::INFINITY
+    } else {
+        precision
+    };
     m.throughput_verdict = m
         .throughput
         .map(|e| throughput_verdict(&e, args.threshold, precision));
