@@ -17,14 +17,17 @@
 #   scripts/ci-regression.sh HEAD -- --candidate-args "--debug-spin-ns 1000"
 #
 # Then the instruction gate (scripts/instr-gate.py): each model's instructions per request
-# under Cachegrind, and loadgen's client path, the same two builds. It sees a CPU-only change
+# under Cachegrind, loadgen's client path, and every case of the codec benches
+# (protocol/benches), the same two builds. It sees a CPU-only change
 # far smaller than the paired gate can, and nothing the paired gate alone sees (a system call
 # or a wake-up more). INSTR_FLAGS passes flags to it, e.g.
 #   INSTR_FLAGS='--candidate-args "--debug-work 200"' scripts/ci-regression.sh HEAD
 # and INSTR_GATE=off skips it (it needs valgrind). The summary says, per model, which gate
 # fired.
 #
-# Environment: GATE_DIR (default target/ci-regression) holds the baseline's worktree and build,
+# Environment: GATE_BUDGET (default 600) is the seconds the whole gate may take: the paired
+# gate's --time-limit is what the builds leave of it, less 150 s for the instruction gate.
+# GATE_DIR (default target/ci-regression) holds the baseline's worktree and build,
 # which are kept between runs so that only what changed is rebuilt (`git worktree remove
 # target/ci-regression/base-src` drops the worktree), and the reports; GATE_HISTORY (default
 # $GATE_DIR/history.jsonl) is the history file.
@@ -118,10 +121,47 @@ echo "== building the candidate, $cand_label (release)"
 if ! cargo build --release --locked -q -p echolab-servers -p echolab-loadgen; then
   fail "the working tree does not build"
 fi
+# The codec benches, for the instruction gate to count: their executables, as cargo names them.
+bench_bins() {
+  cargo build --release --locked -q -p echolab-protocol --benches --message-format=json |
+    python3 -c 'import json, sys
+paths = [m["executable"] for m in map(json.loads, sys.stdin)
+         if m.get("reason") == "compiler-artifact" and m.get("executable") and "bench" in m["target"]["kind"]]
+print(",".join(paths))'
+}
+base_benches="" cand_benches=""
+if [[ ${INSTR_GATE:-on} != off ]]; then
+  # A baseline from before the benches could be counted would time them instead (minutes).
+  if [[ -f $src/protocol/benches/counting/mod.rs ]]; then
+    echo "== building the codec benches of both"
+    base_benches=$(cd "$src" && CARGO_TARGET_DIR="$work/base-target" bench_bins) ||
+      fail "the baseline's benches do not build"
+    cand_benches=$(bench_bins) || fail "the working tree's benches do not build"
+  else
+    echo "   (the baseline's codec benches cannot be counted: it predates protocol/benches/counting)"
+  fi
+fi
 built=$(date +%s)
 echo "   builds took $((built - started)) s"
 
+# The whole gate fits GATE_BUDGET seconds (default 600): the paired gate gets what the builds
+# left, less a reserve for the instruction gate, as its --time-limit (at least a minute, and
+# at most compare's own 6 minutes), unless the flags after `--` set one. Past it, a model still
+# short of --precision is INCONCLUSIVE rather than the job late.
+budget=${GATE_BUDGET:-600}
+[[ $budget =~ ^[0-9]+$ ]] || fail "GATE_BUDGET must be a number of seconds, not '$budget'"
+reserve=0
+[[ ${INSTR_GATE:-on} == off ]] || reserve=150
+limit=$((budget - (built - started) - reserve))
+((limit > 360)) && limit=360
+((limit < 60)) && limit=60
+limit_flags=(--time-limit "${limit}s")
+for f in ${compare_flags[@]+"${compare_flags[@]}"}; do
+  [[ $f == --time-limit || $f == --time-limit=* ]] && limit_flags=()
+done
+
 echo "== comparing every model (loadgen compare; progress on stderr in $work/compare.log)"
+[[ ${#limit_flags[@]} -eq 0 ]] || echo "   time limit ${limit} s: what GATE_BUDGET=${budget} s leaves after the builds and ${reserve} s for the instruction gate"
 rm -f "$work/report.json" "$work/report.md"
 set +e
 target/release/loadgen compare \
@@ -132,6 +172,7 @@ target/release/loadgen compare \
   --json "$work/report.json" \
   --markdown "$work/report.md" \
   --history "$history" \
+  ${limit_flags[@]+"${limit_flags[@]}"} \
   ${compare_flags[@]+"${compare_flags[@]}"} 2>"$work/compare.log"
 rc=$?
 set -e
@@ -160,6 +201,7 @@ if [[ ${INSTR_GATE:-on} != off ]]; then
   set +e
   python3 scripts/instr-gate.py --baseline-bin-dir "$work/base-target/release" \
     --candidate-bin-dir "$root/target/release" --json "$work/instr.json" \
+    --baseline-benches "$base_benches" --candidate-benches "$cand_benches" \
     ${instr_flags[@]+"${instr_flags[@]}"}
   irc=$?
   set -e
@@ -169,8 +211,15 @@ if [[ ${INSTR_GATE:-on} != off ]]; then
 import json, os, sys
 report = json.load(open(sys.argv[1])) if os.path.exists(sys.argv[1]) else {}
 paired = {m.get("model") or m.get("name"): m for m in report.get("models", [])}
-instr = {r["model"]: r for r in json.load(open(sys.argv[2]))["rows"]}
+rows = json.load(open(sys.argv[2]))["rows"]
+instr = {r["model"]: r for r in rows if r["side"] != "codec"}
 print("== which gate fired")
+codec = [r for r in rows if r["side"] == "codec"]
+grew = [r for r in codec if r["verdict"] == "REGRESSION"]
+if codec:
+    print(f"   codec benches: {len(codec)} cases, {len(grew)} grew past the threshold (the instruction gate only: no wall-clock gate runs them)")
+for r in grew:
+    print(f"   {r['model']}: {r['change_percent']:+.3f}% instructions per iteration")
 for name in list(dict.fromkeys([*paired, *instr])):
     p = paired.get(name, {})
     wall = "regression" in (p.get("throughput_verdict"), p.get("p99_verdict"))

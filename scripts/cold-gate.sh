@@ -16,8 +16,8 @@
 # clone holds HEAD and machine.txt must name the code that ran. ECHOLAB_ALLOW_DIRTY=1 lets a trial
 # go ahead (still timing HEAD, not the working tree); write a trial outside results/.
 #
-# Cost: two release builds of the workspace from nothing, then one gate comparison (a median of
-# 136 s and at most about 6 minutes in results/2026-12-01-ci-gate/). Run it on an idle machine:
+# Cost: two release builds of the workspace from nothing, then one gate comparison (at most
+# about 6 minutes: --time-limit) and the instruction gate (about a minute and a half). Run it on an idle machine:
 # machine.txt records the load before and after, and the table says when the machine was busy.
 set -euo pipefail
 
@@ -89,10 +89,18 @@ if [[ $status -eq 2 || -z $builds || ! -s $gate/report.json ]]; then
   echo "cold-gate: the gate exited $status without a comparison (see its output above); nothing written" >&2
   exit 2
 fi
+# The instruction gate follows the paired one: its time is the gap between the gate's two
+# running totals (empty when it was off).
+paired_total=$(sed -n 's/^   paired gate took \([0-9]*\) s$/\1/p' "$tmp/gate.log")
+all_total=$(sed -n 's/^   gate took \([0-9]*\) s in all$/\1/p' "$tmp/gate.log")
+instr=""
+if [[ -n $paired_total && -n $all_total ]] && grep -q '^== instructions per request' "$tmp/gate.log"; then
+  instr=$((all_total - paired_total))
+fi
 compare=$(python3 -c 'import json, sys; print(round(json.load(open(sys.argv[1]))["elapsed_s"]))' "$gate/report.json")
 total=$((end - start))
 # Three clocks read in whole seconds: the rest can come out a second below zero.
-rest=$((total - builds - compare))
+rest=$((total - builds - compare - ${instr:-0}))
 ((rest >= 0)) || rest=0
 case $status in
   0) verdict="0, no regression" ;;
@@ -114,8 +122,9 @@ scripts/machine-info.sh "$before" >"$out/machine.txt"
   echo
   echo "| phase | seconds |"
   echo "|---|---:|"
-  echo "| builds (the baseline's worktree, both release builds) | $builds |"
+  echo "| builds (the baseline's worktree, both release builds, and both sides' codec benches) | $builds |"
   echo "| comparing (\`loadgen compare\`, every model) | $compare |"
+  [[ -z $instr ]] || echo "| the instruction gate (\`instr-gate.py\`: every model, loadgen's client path, the codec benches) | $instr |"
   echo "| the rest (reports, trend plot) | $rest |"
   echo "| **the gate in all** | **$total** |"
   echo

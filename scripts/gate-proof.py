@@ -372,6 +372,12 @@ def report(record, args, levels, out):
               f"max {max(gate_s):.0f} s (builds are cached between runs here; see docs/ci.md for a cold start)."]
     if any("settled" in r for r in runs):
         lines += replay(runs, models)
+    # ci-regression.sh redraws each history's last five runs beside it; the proof's own plots
+    # (below) show every run.
+    for cond in ["calibration", *CONDITIONS]:
+        p = os.path.join(out, f"{cond}.svg")
+        if os.path.exists(p):
+            os.remove(p)
     for cond in sorted({r["condition"] for r in runs}):
         h = os.path.join(out, f"{cond}.jsonl")
         subprocess.run([LOADGEN, "trend", h, "--svg", os.path.join(out, f"trend-{cond}.svg")],

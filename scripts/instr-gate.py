@@ -21,6 +21,12 @@ polls its workers every 5 ms and the collector wakes each second, so their count
 wall clock, which Valgrind stretches differently each run (two runs of one build differed by
 8% with them counted); the worker's count per request repeats to 0.01%.
 
+The codec benches (protocol/benches: codec and record) are counted too, when --baseline-benches
+and --candidate-benches name their executables: each runs its criterion cases a fixed number of
+times instead of timing them (ECHOLAB_COUNT_ITERS; protocol/benches/counting), under Callgrind
+with a dump at the end of every run of a case, so each case's instructions per iteration are
+exact. These have no sockets and no threads, and their counts repeat to the instruction.
+
 What it cannot see: anything outside user space (a system call more per request, a wake-up,
 a lock that waits) and anything timing-dependent. The wall-clock gate sees those; this one
 sees a CPU-only change of well under 1%, in a minute, without noise (docs/ci.md has the proof).
@@ -28,6 +34,7 @@ sees a CPU-only change of well under 1%, in a minute, without noise (docs/ci.md 
     python3 scripts/instr-gate.py --baseline-bin-dir A --candidate-bin-dir B
         [--models thread,fork,...] [--candidate-args "--debug-work 500"] [--threshold 0.3]
         [--short 200] [--long 1200] [--no-client] [--json PATH]
+        [--baseline-benches A/deps/codec-HASH,... --candidate-benches B/deps/codec-HASH,...]
 Exit 0: no model's count grew past --threshold percent; 1: one did (it says which); 2: bad
 flags, or a server or loadgen that would not run.
 """
@@ -39,6 +46,7 @@ import re
 import shlex
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -185,6 +193,43 @@ def client_per_request(loadgen, server_bin, short, long_):
     return (counts[1] - counts[0]) / (len(PARTS) * (long_ - short))
 
 
+def bench_name(path):
+    """`codec` for target/release/deps/codec-0123456789abcdef."""
+    return re.sub(r"-[0-9a-f]{16}$", "", os.path.basename(path))
+
+
+def bench_counts(path, iters, runs):
+    """{case: instructions per iteration} of one bench executable, under Callgrind: the median
+    over RUNS processes. One process's figure can be off by up to about 0.8% on the cases that
+    allocate most (snappy's, Avro's): where the heap's top lands, and with it when malloc grows
+    or trims the heap, differs from process to process, and Avro's hash maps are seeded afresh
+    in each."""
+    per_run = [bench_counts_once(path, iters) for _ in range(runs)]
+    return {c: statistics.median(r[c] for r in per_run) for c in per_run[0]}
+
+
+def bench_counts_once(path, iters):
+    """{case: instructions per iteration} of one process of a bench executable."""
+    with tempfile.TemporaryDirectory() as out:
+        env = dict(os.environ, ECHOLAB_COUNT_ITERS=str(iters))
+        r = subprocess.run(["valgrind", "--tool=callgrind", "--quiet", "--dump-after=*count_case*",
+                            f"--callgrind-out-file={out}/cg.out", path],
+                           env=env, capture_output=True, text=True, timeout=1800)
+        if r.returncode != 0:
+            fail(f"{path} under Callgrind: exit {r.returncode}:\n{r.stderr[-2000:]}")
+        cases = [line[5:] for line in r.stdout.splitlines() if line.startswith("case ")]
+        dumps = {}
+        for f in glob.glob(os.path.join(out, "cg.out.*")):
+            with open(f) as fh:
+                for line in fh:
+                    if line.startswith("summary:"):
+                        dumps[int(f.rsplit(".", 1)[1])] = int(line.split()[1])
+        # Dumps 3i+1, 3i+2, 3i+3 are case i's 1, N and 2N iterations (counting/mod.rs).
+        if len(dumps) < 3 * len(cases) or not cases:
+            fail(f"{path}: {len(cases)} cases but {len(dumps)} dumps; was it built with protocol/benches/counting?")
+        return {c: (dumps[3 * i + 3] - dumps[3 * i + 2]) / iters for i, c in enumerate(cases)}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--baseline-bin-dir", required=True)
@@ -197,6 +242,13 @@ def main():
     ap.add_argument("--short", type=int, default=200)
     ap.add_argument("--long", type=int, default=1200)
     ap.add_argument("--no-client", action="store_true", help="skip loadgen's own client path")
+    ap.add_argument("--baseline-benches", default="",
+                    help="the baseline's codec bench executables, comma-separated (cargo build --release --benches -p echolab-protocol)")
+    ap.add_argument("--candidate-benches", default="", help="the candidate's, matched to the baseline's by name")
+    ap.add_argument("--bench-iters", type=int, default=20, help="iterations N per case (each runs 1, N and 2N times)")
+    ap.add_argument("--bench-runs", type=int, default=3, help="processes per bench and side; each case's median counts")
+    ap.add_argument("--codec-threshold", type=float, default=1.0,
+                    help="percent, for the codec cases (default 1.0: the self runs in docs/ci.md moved up to 0.5%%)")
     ap.add_argument("--json")
     a = ap.parse_args()
     if not shutil.which("valgrind"):
@@ -217,7 +269,34 @@ def main():
     started = time.time()
     print(f"{'model':18} {'baseline Ir/req':>16} {'candidate Ir/req':>17} {'change':>9}  verdict")
     targets = [(m, "server") for m in models] + ([] if a.no_client else [("loadgen", "client")])
+    benches = {}
+    for side, arg in (("baseline", a.baseline_benches), ("candidate", a.candidate_benches)):
+        for path in filter(None, arg.split(",")):
+            if not os.access(path, os.X_OK):
+                fail(f"{side} bench {path} is not an executable")
+            benches.setdefault(bench_name(path), {})[side] = path
+    if any(len(v) != 2 for v in benches.values()):
+        fail("--baseline-benches and --candidate-benches must name the same benches")
+    targets += [(name, "codec") for name in benches]
     for name, side in targets:
+        if side == "codec":
+            b_cases = bench_counts(benches[name]["baseline"], a.bench_iters, a.bench_runs)
+            c_cases = bench_counts(benches[name]["candidate"], a.bench_iters, a.bench_runs)
+            for case in c_cases:
+                b, c = b_cases.get(case), c_cases[case]
+                if b is None:
+                    print(f"{name}/{case:40} {'new':>16} {c:17.1f}")
+                    continue
+                change = 100.0 * (c / b - 1.0) if b > 0 else float("inf")
+                verdict = "REGRESSION" if change > a.codec_threshold else (
+                    "improvement" if change < -a.codec_threshold else "no significant change")
+                if verdict == "REGRESSION":
+                    regressed.append(f"{name}/{case}")
+                print(f"{name}/{case:40} {b:16.1f} {c:17.1f} {change:+8.3f}%  {verdict}", flush=True)
+                rows.append({"model": f"{name}/{case}", "side": "codec", "baseline_ir_per_request": b,
+                             "candidate_ir_per_request": c, "change_percent": change,
+                             "processes": 1, "verdict": verdict})
+            continue
         if side == "server":
             b, procs = server_per_request(base, name, shlex.split(a.baseline_args), loadgen, a.short, a.long)
             c, _ = server_per_request(cand, name, shlex.split(a.candidate_args), loadgen, a.short, a.long)
@@ -241,7 +320,8 @@ def main():
           f"{a.threshold}%; {took:.0f} s")
     if a.json:
         with open(a.json, "w") as f:
-            json.dump({"threshold_percent": a.threshold, "short": a.short, "long": a.long,
+            json.dump({"threshold_percent": a.threshold, "codec_threshold_percent": a.codec_threshold,
+                       "bench_iters": a.bench_iters, "bench_runs": a.bench_runs, "short": a.short, "long": a.long,
                        "parts": [p for p, _ in PARTS], "seconds": took, "rows": rows,
                        "candidate_args": a.candidate_args, "baseline_args": a.baseline_args}, f, indent=1)
     if regressed:

@@ -15,6 +15,9 @@
 //! must be JSON text, so it is a JSON string of exactly `size` bytes, quotes included
 //! (`"xx...x"`). Every exchange is checked once for correctness before it is timed.
 //!
+//! `ECHOLAB_COUNT_ITERS=N` runs the same cases a fixed number of times instead, for the
+//! instruction gate to count under Callgrind (see `counting`).
+//!
 //! Run it with `cargo bench -p echolab-protocol --bench codec` (about a minute and a half;
 //! results land in `target/criterion/`). It exists because the book asks how much a text or
 //! self-describing format costs compared with a binary one: these numbers are that cost with
@@ -22,7 +25,9 @@
 
 use std::time::Duration;
 
-use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+mod counting;
+
+use criterion::{black_box, criterion_group, BenchmarkId, Criterion, Throughput};
 use echolab_protocol::{
     Codec, Command, Decoded, Protocol, Reply, Request, Status, DEFAULT_MAX_FRAME,
 };
@@ -120,9 +125,9 @@ fn check_exchange(codec: &dyn Codec, payload: &[u8]) {
     }
 }
 
-fn echo_roundtrip(c: &mut Criterion) {
-    let mut group = c.benchmark_group("echo_roundtrip");
-    group.throughput(Throughput::Elements(1));
+/// Every `echo_roundtrip` case: its protocol and size, and the exchange it repeats (each
+/// checked once first). The timed and the counted runs both take their cases from here.
+fn roundtrip_cases(mut each: impl FnMut(&str, usize, &mut dyn FnMut() -> usize)) {
     for protocol in Protocol::ALL {
         let codec = protocol.codec(DEFAULT_MAX_FRAME);
         for size in SIZES {
@@ -131,17 +136,15 @@ fn echo_roundtrip(c: &mut Criterion) {
             let request = echo_request(&payload);
             let mut wire = Vec::new();
             let mut reply = Vec::new();
-            group.bench_function(BenchmarkId::new(protocol.name(), size), |b| {
-                b.iter(|| echo_exchange(&*codec, black_box(&request), &mut wire, &mut reply));
+            each(protocol.name(), size, &mut || {
+                echo_exchange(&*codec, black_box(&request), &mut wire, &mut reply)
             });
         }
     }
-    group.finish();
 }
 
-fn decode_request(c: &mut Criterion) {
-    let mut group = c.benchmark_group("decode_request");
-    group.throughput(Throughput::Elements(1));
+/// Every `decode_request` case: the server's parse of an already-encoded request.
+fn decode_cases(mut each: impl FnMut(&str, usize, &mut dyn FnMut() -> usize)) {
     for protocol in Protocol::ALL {
         let codec = protocol.codec(DEFAULT_MAX_FRAME);
         for size in SIZES {
@@ -151,14 +154,33 @@ fn decode_request(c: &mut Criterion) {
             if let Err(e) = codec.encode_request(&echo_request(&payload), &mut wire) {
                 panic!("{protocol}: encode_request failed: {e}");
             }
-            group.bench_function(BenchmarkId::new(protocol.name(), size), |b| {
-                b.iter(|| match codec.decode_request(black_box(&wire)) {
-                    Ok(Decoded::Complete { message, len }) => (message.payload.len(), len),
+            each(
+                protocol.name(),
+                size,
+                &mut || match codec.decode_request(black_box(&wire)) {
+                    Ok(Decoded::Complete { message, len }) => message.payload.len() + len,
                     other => panic!("{protocol}: decode_request gave {other:?}"),
-                });
-            });
+                },
+            );
         }
     }
+}
+
+fn echo_roundtrip(c: &mut Criterion) {
+    let mut group = c.benchmark_group("echo_roundtrip");
+    group.throughput(Throughput::Elements(1));
+    roundtrip_cases(|protocol, size, f| {
+        group.bench_function(BenchmarkId::new(protocol, size), |b| b.iter(&mut *f));
+    });
+    group.finish();
+}
+
+fn decode_request(c: &mut Criterion) {
+    let mut group = c.benchmark_group("decode_request");
+    group.throughput(Throughput::Elements(1));
+    decode_cases(|protocol, size, f| {
+        group.bench_function(BenchmarkId::new(protocol, size), |b| b.iter(&mut *f));
+    });
     group.finish();
 }
 
@@ -172,4 +194,22 @@ criterion_group! {
         .sample_size(100);
     targets = echo_roundtrip, decode_request
 }
-criterion_main!(benches);
+
+/// criterion's main, unless `ECHOLAB_COUNT_ITERS` asks for the cases counted ([`counting`]).
+fn main() {
+    if let Some(n) = counting::iterations() {
+        roundtrip_cases(|protocol, size, f| {
+            counting::case(&format!("echo_roundtrip/{protocol}/{size}"), n, || {
+                black_box(f());
+            });
+        });
+        decode_cases(|protocol, size, f| {
+            counting::case(&format!("decode_request/{protocol}/{size}"), n, || {
+                black_box(f());
+            });
+        });
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

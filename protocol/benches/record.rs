@@ -13,11 +13,16 @@
 //! FORMAT RECORD COMPRESSION BYTES`: the framed request's size, which
 //! `scripts/record-bench.py` keeps beside the times.
 //!
+//! `ECHOLAB_COUNT_ITERS=N` runs the same cases a fixed number of times instead, for the
+//! instruction gate to count under Callgrind (see `counting`).
+//!
 //! `cargo bench -p echolab-protocol --bench record` (about two minutes).
 
 use std::time::Duration;
 
-use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+mod counting;
+
+use criterion::{black_box, criterion_group, BenchmarkId, Criterion, Throughput};
 use echolab_protocol::record::{frame, unframe, Address, Compression, Format, Person, RecordCodec};
 
 /// The most a framed record may claim to expand to.
@@ -104,40 +109,71 @@ fn exchange(
         .map_or(0, |r| r.favourite_number)
 }
 
-fn bench(c: &mut Criterion) {
-    let compressions = [
-        ("record_roundtrip", Compression::None),
-        ("record_snappy", Compression::Snappy { threshold: 0 }),
-    ];
+/// The two groups: every record framed raw, and every record snappy-compressed (threshold 0;
+/// a record snappy cannot shorten still goes raw, as `record::frame` decides).
+const GROUPS: [(&str, Compression); 2] = [
+    ("record_roundtrip", Compression::None),
+    ("record_snappy", Compression::Snappy { threshold: 0 }),
+];
+
+/// Every case of one group: its format and record, and the exchange it repeats (checked
+/// once, and its framed request's size printed, first). The timed and the counted runs both
+/// take their cases from here.
+fn cases(
+    group_name: &str,
+    compression: Compression,
+    mut each: impl FnMut(Format, &str, &mut dyn FnMut() -> i64),
+) {
     let records = records();
-    for (group_name, compression) in compressions {
+    for format in Format::ALL {
+        let codec = RecordCodec::new(format);
+        for (name, p) in &records {
+            let (mut wire, mut scratch) = (Vec::new(), Vec::new());
+            // Checked once, untimed: the exchange works and the reply is incremented.
+            assert_eq!(
+                exchange(&codec, compression, p, &mut wire, &mut scratch),
+                p.favourite_number + 1,
+                "{format} {name}"
+            );
+            scratch.clear();
+            wire.clear();
+            let _ = codec.encode(p, &mut scratch);
+            frame(&scratch, compression, &mut wire);
+            eprintln!("size {format} {name} {group_name} {}", wire.len());
+            each(format, name, &mut || {
+                exchange(&codec, compression, black_box(p), &mut wire, &mut scratch)
+            });
+        }
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    for (group_name, compression) in GROUPS {
         let mut group = c.benchmark_group(group_name);
         group.throughput(Throughput::Elements(1));
         group.warm_up_time(Duration::from_millis(500));
         group.measurement_time(Duration::from_secs(2));
-        for format in Format::ALL {
-            let codec = RecordCodec::new(format);
-            for (name, p) in &records {
-                let (mut wire, mut scratch) = (Vec::new(), Vec::new());
-                // Checked once, untimed: the exchange works and the reply is incremented.
-                assert_eq!(
-                    exchange(&codec, compression, p, &mut wire, &mut scratch),
-                    p.favourite_number + 1,
-                    "{format} {name}"
-                );
-                scratch.clear();
-                wire.clear();
-                let _ = codec.encode(p, &mut scratch);
-                frame(&scratch, compression, &mut wire);
-                eprintln!("size {format} {name} {group_name} {}", wire.len());
-                group.bench_with_input(BenchmarkId::new(format.name(), name), p, |b, p| {
-                    b.iter(|| exchange(&codec, compression, black_box(p), &mut wire, &mut scratch))
-                });
-            }
-        }
+        cases(group_name, compression, |format, name, f| {
+            group.bench_function(BenchmarkId::new(format.name(), name), |b| b.iter(&mut *f));
+        });
         group.finish();
     }
 }
 
 criterion_group!(benches, bench);
-criterion_main!(benches);
+
+/// criterion's main, unless `ECHOLAB_COUNT_ITERS` asks for the cases counted ([`counting`]).
+fn main() {
+    if let Some(n) = counting::iterations() {
+        for (group_name, compression) in GROUPS {
+            cases(group_name, compression, |format, name, f| {
+                counting::case(&format!("{group_name}/{}/{name}", format.name()), n, || {
+                    black_box(f());
+                });
+            });
+        }
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
