@@ -200,7 +200,7 @@ def bench_name(path):
 
 def bench_counts(path, iters, runs):
     """{case: instructions per iteration} of one bench executable, under Callgrind: the median
-    over RUNS processes. One process's figure can be off by up to about 0.8% on the cases that
+    over RUNS processes. One process's figure can be off by 1% and more on the cases that
     allocate most (snappy's, Avro's): where the heap's top lands, and with it when malloc grows
     or trims the heap, differs from process to process, and Avro's hash maps are seeded afresh
     in each."""
@@ -247,8 +247,9 @@ def main():
     ap.add_argument("--candidate-benches", default="", help="the candidate's, matched to the baseline's by name")
     ap.add_argument("--bench-iters", type=int, default=20, help="iterations N per case (each runs 1, N and 2N times)")
     ap.add_argument("--bench-runs", type=int, default=3, help="processes per bench and side; each case's median counts")
-    ap.add_argument("--codec-threshold", type=float, default=1.0,
-                    help="percent, for the codec cases (default 1.0: the self runs in docs/ci.md moved up to 0.5%%)")
+    ap.add_argument("--codec-threshold", type=float, default=2.0,
+                    help="percent, for the codec cases (default 2.0: in the self runs of docs/ci.md the cases "
+                         "that compress or use Avro moved by up to 1.06%%, the others by 0.000%%)")
     ap.add_argument("--json")
     a = ap.parse_args()
     if not shutil.which("valgrind"):
