@@ -27,9 +27,10 @@
 #
 # Environment: GATE_BUDGET (default 600) is the seconds the whole gate may take: the paired
 # gate's --time-limit is what the builds leave of it, less 150 s for the instruction gate.
-# GATE_DIR (default target/ci-regression) holds the baseline's worktree and build,
-# which are kept between runs so that only what changed is rebuilt (`git worktree remove
-# target/ci-regression/base-src` drops the worktree), and the reports; GATE_HISTORY (default
+# GATE_DIR (default target/ci-regression) holds the baseline's worktree, kept between runs so
+# that only what changed is rebuilt (`git worktree remove target/ci-regression/base-src` drops
+# it), the baseline's binaries (base-bin; both sides build in target/, sharing their
+# dependencies), and the reports; GATE_HISTORY (default
 # $GATE_DIR/history.jsonl) is the history file.
 #
 # Exit codes: 0 no regression; 1 a regression (in either gate); 2 usage or build error; 3 a
@@ -113,28 +114,43 @@ else
 fi
 
 echo "== building the baseline, $base_label (release, in $src)"
-# Its own target directory: both builds produce binaries with the same names.
-if ! (cd "$src" && CARGO_TARGET_DIR="$work/base-target" cargo build --release --locked -q -p echolab-servers -p echolab-loadgen --bins); then
+# In the candidate's target directory, so that the crates both sides depend on (most of a cold
+# build's time) are compiled once: cargo keeps a workspace crate built from another path apart.
+# Only the final binaries share names, so the baseline's are copied out, as cargo lists them,
+# before the candidate's build puts its own in their place.
+executables() {
+  python3 -c 'import json, sys
+kinds = set(sys.argv[1].split(","))
+paths = [m["executable"] for m in map(json.loads, sys.stdin)
+         if m.get("reason") == "compiler-artifact" and m.get("executable") and kinds & set(m["target"]["kind"])]
+print("\n".join(paths))' "$1"
+}
+base_bin="$work/base-bin"
+rm -rf "$base_bin" && mkdir -p "$base_bin" || fail "cannot create $base_bin"
+if ! base_exes=$(cd "$src" && cargo build --release --locked -q -p echolab-servers -p echolab-loadgen --bins \
+  --message-format=json | executables bin); then
   fail "the baseline $base_label does not build"
 fi
+while IFS= read -r exe; do
+  [[ -n $exe ]] && cp "$exe" "$base_bin/"
+done <<<"$base_exes"
+[[ -x $base_bin/loadgen ]] || fail "the baseline $base_label built no loadgen"
 echo "== building the candidate, $cand_label (release)"
 if ! cargo build --release --locked -q -p echolab-servers -p echolab-loadgen; then
   fail "the working tree does not build"
 fi
-# The codec benches, for the instruction gate to count: their executables, as cargo names them.
+# The codec benches, for the instruction gate to count: their executables, as cargo names them
+# (the two sides' have different hashes in target/release/deps).
 bench_bins() {
   cargo build --release --locked -q -p echolab-protocol --benches --message-format=json |
-    python3 -c 'import json, sys
-paths = [m["executable"] for m in map(json.loads, sys.stdin)
-         if m.get("reason") == "compiler-artifact" and m.get("executable") and "bench" in m["target"]["kind"]]
-print(",".join(paths))'
+    executables bench | paste -sd, -
 }
 base_benches="" cand_benches=""
 if [[ ${INSTR_GATE:-on} != off ]]; then
   # A baseline from before the benches could be counted would time them instead (minutes).
   if [[ -f $src/protocol/benches/counting/mod.rs ]]; then
     echo "== building the codec benches of both"
-    base_benches=$(cd "$src" && CARGO_TARGET_DIR="$work/base-target" bench_bins) ||
+    base_benches=$(cd "$src" && bench_bins) ||
       fail "the baseline's benches do not build"
     cand_benches=$(bench_bins) || fail "the working tree's benches do not build"
   else
@@ -165,7 +181,7 @@ echo "== comparing every model (loadgen compare; progress on stderr in $work/com
 rm -f "$work/report.json" "$work/report.md"
 set +e
 target/release/loadgen compare \
-  --baseline-bin-dir "$work/base-target/release" \
+  --baseline-bin-dir "$base_bin" \
   --candidate-bin-dir "$root/target/release" \
   --baseline-label "$base_label" \
   --candidate-label "$cand_label" \
@@ -199,7 +215,7 @@ if [[ ${INSTR_GATE:-on} != off ]]; then
   eval "instr_flags=(${INSTR_FLAGS:-})"
   rm -f "$work/instr.json"
   set +e
-  python3 scripts/instr-gate.py --baseline-bin-dir "$work/base-target/release" \
+  python3 scripts/instr-gate.py --baseline-bin-dir "$base_bin" \
     --candidate-bin-dir "$root/target/release" --json "$work/instr.json" \
     --baseline-benches "$base_benches" --candidate-benches "$cand_benches" \
     ${instr_flags[@]+"${instr_flags[@]}"}
