@@ -177,6 +177,12 @@ fn run(args: Args, ring: Ring) -> io::Result<()> {
     let counters = SharedCounters::new(1)?;
     // With a spare descriptor: out of descriptors, the loop sheds clients rather than pause.
     let acceptor = Acceptor::with_spare(net::bind(cfg.addr, cfg.backlog, false)?)?;
+    // The acceptor made the listener nonblocking, for its own accept(2) to stop at EAGAIN.
+    // The ring's accept must see it blocking: on an O_NONBLOCK listener the kernel (since
+    // 5.8) completes it with EAGAIN when no client waits, instead of waiting for one, and the
+    // loop would go round for nothing. It is nonblocking again only while the acceptor's own
+    // accept runs (`accept_backlog`).
+    acceptor.listener().set_nonblocking(false)?;
     let addr = acceptor.local_addr()?;
     let settings = Settings {
         codecs: cfg.protocol.codecs(cfg.max_frame),
@@ -476,8 +482,23 @@ impl Uring<'_> {
     }
 
     /// Accepts what is queued with accept(2) itself, through [`Acceptor::accept_or_shed`],
-    /// until the queue is empty or accepting is paused.
+    /// until the queue is empty or accepting is paused: with the listener nonblocking for the
+    /// time it takes, so that an empty queue returns EAGAIN rather than block the loop.
     fn accept_backlog(&mut self) {
+        let Some(a) = &self.acceptor else {
+            return;
+        };
+        // fcntl(2) cannot fail on an open socket; if it did, accepting waits for the tick.
+        if a.listener().set_nonblocking(true).is_err() {
+            return;
+        }
+        self.accept_queued();
+        if let Some(a) = &self.acceptor {
+            let _ = a.listener().set_nonblocking(false);
+        }
+    }
+
+    fn accept_queued(&mut self) {
         loop {
             let (counters, codecs) = (self.counters, &self.settings.codecs);
             let Some(a) = self.acceptor.as_mut() else {
