@@ -1584,3 +1584,49 @@ fn unmap(ptr: NonNull<libc::c_void>, len: usize) {
     // SAFETY: `ptr` and `len` are a mapping `map` made, unmapped once, by its only owner.
     let _ = unsafe { munmap(ptr, len) };
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    #[test]
+    fn user_data_carries_the_op_the_slot_and_the_generation() {
+        let key = Key {
+            index: MAX_SLOTS - 1,
+            generation: u32::MAX,
+        };
+        for op in [
+            Op::Tick,
+            Op::Signals,
+            Op::Accept,
+            Op::Recv,
+            Op::Send,
+            Op::Cancel,
+        ] {
+            assert_eq!(untag(tag(op, key)), (Some(op), key));
+        }
+        assert_eq!(untag(0).0, None, "no operation is tagged 0");
+    }
+
+    /// A completion that arrives after its connection's slot was freed and given to another
+    /// connection names the old generation, and finds nothing.
+    #[test]
+    fn a_reused_slot_does_not_answer_to_its_old_key() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connection = || Connection::new(TcpStream::connect(addr).unwrap(), addr);
+        let mut slab = Slab::default();
+        let first = slab.insert(connection()).ok().unwrap();
+        assert!(slab.get_mut(first).is_some());
+        assert!(slab.remove(first).is_some());
+        assert!(slab.is_empty());
+        let second = slab.insert(connection()).ok().unwrap();
+        assert_eq!(second.index, first.index, "the slot is reused");
+        assert_ne!(second.generation, first.generation);
+        assert!(slab.get_mut(first).is_none(), "the old key finds nothing");
+        assert!(slab.remove(first).is_none());
+        assert!(slab.get_mut(second).is_some());
+        assert_eq!(slab.keys(), vec![second]);
+    }
+}
