@@ -95,7 +95,10 @@ fn refuse_io_uring_setup() -> io::Result<()> {
 /// counts the waits in io_uring_enter and the completions they brought back.
 #[test]
 fn stats_name_the_model_and_how_it_received() {
-    for (args, recv) in [(&[][..], "multishot"), (&["--recv", "single"][..], "single")] {
+    for (args, recv) in [
+        (&[][..], "multishot"),
+        (&["--recv", "single"][..], "single"),
+    ] {
         let test = format!("server-uring {args:?}");
         let server = Server::start(uring_bin(), args);
         let mut c = server.client();

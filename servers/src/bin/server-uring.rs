@@ -150,7 +150,12 @@ fn main() -> ExitCode {
     // nothing half set up.
     let ring = match Ring::new() {
         Ok(ring) => ring,
-        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM | libc::EACCES)) => {
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::ENOSYS | libc::EPERM | libc::EACCES)
+            ) =>
+        {
             eprintln!(
                 "server-uring: io_uring is not available here (io_uring_setup: {e}): the kernel lacks it, or a seccomp filter or kernel.io_uring_disabled forbids it; run server-eventloop instead"
             );
@@ -158,9 +163,11 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             let e = io::Error::new(e.kind(), format!("io_uring_setup: {e}"));
-            return echolab_servers::main_with("server-uring", args.server.process_settings(), || {
-                Err(e)
-            });
+            return echolab_servers::main_with(
+                "server-uring",
+                args.server.process_settings(),
+                || Err(e),
+            );
         }
     };
     echolab_servers::main_with("server-uring", args.server.process_settings(), || {
@@ -199,13 +206,7 @@ fn run(args: Args, ring: Ring) -> io::Result<()> {
     // The loop owns everything from here. The accept, the self-pipe's poll and the tick are
     // submitted now, so `listening on` is true when printed.
     let mut server = Uring::new(
-        ring,
-        args.recv,
-        settings,
-        &store,
-        &counters,
-        &signals,
-        acceptor,
+        ring, args.recv, settings, &store, &counters, &signals, acceptor,
     )?;
     net::announce(addr)?;
     info!("io_uring: {} receives", server.recv_mode());
@@ -235,7 +236,9 @@ fn run(args: Args, ring: Ring) -> io::Result<()> {
     report
         .extra
         .insert("io_uring_enter_waits".into(), enters.into());
-    report.extra.insert("completions".into(), completions.into());
+    report
+        .extra
+        .insert("completions".into(), completions.into());
     report.emit(cfg.stats_file.as_deref());
     Ok(())
 }
@@ -678,8 +681,7 @@ impl Uring<'_> {
         // does; then the connection finishes, once its replies are out.
         if !more && self.shutdown_deadline.is_some() {
             if c.takes_input() {
-                if let Err(ended) = drain_now(&mut self.ring, c, key, &self.settings, self.store)
-                {
+                if let Err(ended) = drain_now(&mut self.ring, c, key, &self.settings, self.store) {
                     self.close(key, Some(ended));
                     return;
                 }
@@ -860,7 +862,10 @@ impl Uring<'_> {
         if c.outgoing.state == Sending::Idle && c.pending() > 0 {
             let fd = c.stream.as_raw_fd();
             let budget = self.settings.write_budget;
-            if let Err(e) = c.outgoing.start(&mut self.ring, fd, &mut c.output, key, budget) {
+            if let Err(e) = c
+                .outgoing
+                .start(&mut self.ring, fd, &mut c.output, key, budget)
+            {
                 self.close(key, Some(Ended::Failed(e)));
                 return;
             }
@@ -933,8 +938,7 @@ impl Uring<'_> {
         if c.recv == Receiving::Armed && cancel(&mut self.ring, Op::Recv, key).is_ok() {
             c.recv = Receiving::Cancelling;
         }
-        if c.outgoing.state == Sending::InFlight && cancel(&mut self.ring, Op::Send, key).is_ok()
-        {
+        if c.outgoing.state == Sending::InFlight && cancel(&mut self.ring, Op::Send, key).is_ok() {
             c.outgoing.state = Sending::Cancelling;
         }
         self.release_if_done(key);
@@ -1296,8 +1300,9 @@ struct Slot {
 }
 
 impl Slab {
-    /// A slot for `conn`, or `conn` back when every slot is taken.
-    fn insert(&mut self, conn: Connection) -> Result<Key, Connection> {
+    /// A slot for `conn`, or `conn` back (boxed: the rare path should not make the common one
+    /// move a large value) when every slot is taken.
+    fn insert(&mut self, conn: Connection) -> Result<Key, Box<Connection>> {
         let index = match self.free.pop() {
             Some(i) => i,
             None => match u32::try_from(self.slots.len()) {
@@ -1308,11 +1313,11 @@ impl Slab {
                     });
                     i
                 }
-                _ => return Err(conn),
+                _ => return Err(Box::new(conn)),
             },
         };
         let Some(slot) = self.slots.get_mut(index as usize) else {
-            return Err(conn);
+            return Err(Box::new(conn));
         };
         slot.conn = Some(conn);
         self.occupied += 1;
@@ -1481,7 +1486,10 @@ impl BufRing {
         let buffers = match map(usize::from(BUF_COUNT) * BUF_SIZE) {
             Ok(b) => b,
             Err(e) => {
-                unmap(entries, usize::from(BUF_COUNT) * std::mem::size_of::<BufRingEntry>());
+                unmap(
+                    entries,
+                    usize::from(BUF_COUNT) * std::mem::size_of::<BufRingEntry>(),
+                );
                 return Err(e);
             }
         };
@@ -1550,7 +1558,8 @@ impl BufRing {
         // SAFETY: the tail is entry 0's last u16, within the mapping and 2-byte aligned; the
         // kernel reads it with an acquire load and never writes it, and we only ever store to
         // it atomically.
-        let tail = unsafe { AtomicU16::from_ptr(BufRingEntry::tail(self.entries.as_ptr()).cast_mut()) };
+        let tail =
+            unsafe { AtomicU16::from_ptr(BufRingEntry::tail(self.entries.as_ptr()).cast_mut()) };
         tail.store(self.tail, Ordering::Release);
     }
 }
