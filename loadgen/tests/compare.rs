@@ -51,7 +51,7 @@ const QUICK: [(&str, &str); 5] = [
 /// The models bin-dir mode knows, in its order.
 const MODELS: &str = "thread, thread-pool, fork, prefork-shared, prefork-locked, \
 prefork-reuseport, eventloop-select, eventloop-poll, eventloop-epoll, \
-prefork-eventloop-exclusive, prefork-eventloop-reuseport, eventloop-threads";
+prefork-eventloop-exclusive, prefork-eventloop-reuseport, eventloop-threads, uring";
 
 // ----- the harness -----------------------------------------------------------------------
 
@@ -105,6 +105,7 @@ impl FakeBinDir {
             "server-fork",
             "server-prefork",
             "server-eventloop",
+            "server-uring",
         ] {
             let path = dir.join(name);
             fs::write(&path, "#!/bin/sh\nexit 1\n").expect("write a fake server");

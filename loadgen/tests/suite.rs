@@ -38,7 +38,7 @@ const QUICK: [(&str, &str); 4] = [
 ];
 
 /// The standard models, in the suite's table order (redis-server follows when installed).
-const STANDARD: [&str; 12] = [
+const STANDARD: [&str; 13] = [
     "thread",
     "thread-pool",
     "fork",
@@ -51,6 +51,7 @@ const STANDARD: [&str; 12] = [
     "prefork-eventloop-exclusive",
     "prefork-eventloop-reuseport",
     "eventloop-threads",
+    "uring",
 ];
 
 // ----- the harness -----------------------------------------------------------------------

@@ -1,6 +1,6 @@
 //! The command line of every server, as a person meets it: a bad flag is refused with exit
 //! status 2 and a message that says what *is* valid; a runtime failure to listen exits 1 and
-//! names the address; and the four binaries' help pages look alike.
+//! names the address; and every binary's help page looks alike.
 //!
 //! Each case here was once a bad first contact (issue 12): `--addr localhost:7000` refused as
 //! "invalid socket address syntax", `--workers -1` answered with clap's "unexpected argument
@@ -11,7 +11,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{eventloop_bin, fork_bin, prefork_bin, thread_bin, Client, Server};
+use common::{eventloop_bin, fork_bin, prefork_bin, thread_bin, uring_bin, Client, Server};
 
 /// Every server binary, with its short name.
 fn binaries() -> Vec<(&'static str, &'static str)> {
@@ -20,6 +20,7 @@ fn binaries() -> Vec<(&'static str, &'static str)> {
         ("server-fork", fork_bin()),
         ("server-eventloop", eventloop_bin()),
         ("server-prefork", prefork_bin()),
+        ("server-uring", uring_bin()),
     ]
 }
 
@@ -260,7 +261,7 @@ fn long_help(bin: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// The four binaries show the flags they share in one style: the same entry, word for word,
+/// The binaries show the flags they share in one style: the same entry, word for word,
 /// in `-h` (but for `--max-connections`, which says what the limit really is per model), and
 /// every `-h` points to `--help` for more.
 #[test]

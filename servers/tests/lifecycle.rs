@@ -157,6 +157,18 @@ fn idle_timeout_eventloop_threads() {
     idle_timeout(&EVENTLOOP_THREADS);
 }
 
+// The io_uring loop keeps the event loop's clocks on a tick too, a timeout it submits to the
+// ring; a connection it closes has its receive cancelled first.
+#[test]
+fn idle_timeout_uring() {
+    idle_timeout(&URING);
+}
+
+#[test]
+fn idle_timeout_uring_single() {
+    idle_timeout(&URING_SINGLE);
+}
+
 // prefork's event-loop workers: each worker's loop keeps its own idle clocks, whichever
 // worker the kernel (or the accept lock) gave the three clients to.
 
@@ -328,6 +340,26 @@ fn busy_eventloop_poll_max_connections() {
         eventloop_bin(),
         &["--backend", "poll", "--max-connections", "2"],
         Protocol::Binary,
+        false,
+    );
+}
+
+#[test]
+fn busy_uring_max_connections() {
+    busy(
+        uring_bin(),
+        &["--max-connections", "2"],
+        Protocol::Binary,
+        false,
+    );
+}
+
+#[test]
+fn busy_uring_max_connections_resp() {
+    busy(
+        uring_bin(),
+        &["--max-connections", "2"],
+        Protocol::Resp,
         false,
     );
 }
@@ -534,6 +566,18 @@ fn sigterm_in_flight_eventloop_threads() {
     sigterm_in_flight(&EVENTLOOP_THREADS);
 }
 
+// io_uring: as in the event loop, the SLEEP holds the loop's only thread, and the self-pipe's
+// poll completes once it returns; the reply, already submitted as a send, still arrives.
+#[test]
+fn sigterm_in_flight_uring() {
+    sigterm_in_flight(&URING);
+}
+
+#[test]
+fn sigterm_in_flight_uring_single() {
+    sigterm_in_flight(&URING_SINGLE);
+}
+
 // prefork's event-loop workers: the parent passes SIGTERM on to every worker; the worker with
 // the SLEEP sees it once the SLEEP returns, answers, and closes; the others close at once.
 
@@ -655,6 +699,11 @@ fn sigint_eventloop_epoll() {
 #[test]
 fn sigint_eventloop_threads() {
     sigint(&EVENTLOOP_THREADS);
+}
+
+#[test]
+fn sigint_uring() {
+    sigint(&URING);
 }
 
 #[test]
@@ -988,4 +1037,11 @@ fn slow_reader_of_a_large_reply_prefork_loop_shared() {
 #[test]
 fn slow_reader_of_a_large_reply_eventloop_threads() {
     slow_reader_of_a_large_reply(&EVENTLOOP_THREADS);
+}
+
+// io_uring: the 16 MiB reply goes out in sends of --write-budget (64 KiB) each, one in flight
+// at a time, while receiving is cancelled for backpressure.
+#[test]
+fn slow_reader_of_a_large_reply_uring() {
+    slow_reader_of_a_large_reply(&URING);
 }

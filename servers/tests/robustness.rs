@@ -295,6 +295,12 @@ fn slowloris_eventloop_threads() {
     slowloris(&EVENTLOOP_THREADS, 1000, true);
 }
 
+// io_uring: a thousand multishot receives armed at once, each trickled byte a completion.
+#[test]
+fn slowloris_uring() {
+    slowloris(&URING, 1000, true);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Recycling prefork workers
 
@@ -554,6 +560,13 @@ fn header_only_flood_prefork_loop_shared() {
 #[test]
 fn header_only_flood_eventloop_threads() {
     header_only_flood(&EVENTLOOP_THREADS, 1000);
+}
+
+// io_uring: the receives share one ring of provided buffers (2 MiB in all), and each header
+// is copied out of it into a read buffer as small as what arrived.
+#[test]
+fn header_only_flood_uring() {
+    header_only_flood(&URING, 1000);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1256,6 +1269,7 @@ fn never_reads_every_model() {
         &EVENTLOOP_POLL,
         &EVENTLOOP_EPOLL,
         &EVENTLOOP_THREADS,
+        &URING,
     ] {
         never_reads(v);
     }

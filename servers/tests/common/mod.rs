@@ -87,6 +87,11 @@ pub fn eventloop_bin() -> &'static str {
     env!("CARGO_BIN_EXE_server-eventloop")
 }
 
+/// The single-threaded io_uring server (`--recv multishot|single`).
+pub fn uring_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_server-uring")
+}
+
 static SERVERS_STARTED: AtomicUsize = AtomicUsize::new(0);
 
 /// A running server binary; killed with its whole process group when dropped.

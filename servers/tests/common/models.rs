@@ -1,7 +1,8 @@
 //! The one table of the server models every "each model" test runs against: each binary with
 //! the flags that select one model (thread per connection, a pool of 4, fork, prefork with 4
 //! workers in each accept mode, prefork with 4 event-loop workers in each of theirs, the event
-//! loop on each backend, and 2 event loops on threads), and what a test needs to know
+//! loop on each backend, 2 event loops on threads, and the io_uring loop with each way of
+//! receiving), and what a test needs to know
 //! about it — how many clients it serves at once, whether a connection can queue behind a busy
 //! worker, its workers and its backend.
 //!
@@ -246,8 +247,33 @@ pub const EVENTLOOP_THREADS: Model = Model {
     backend: None,
 };
 
+// The io_uring loop: one thread that serves every connection at once, like the event loop,
+// and has no workers list. `backend` stays `None`: that field promises `eventloop/<backend>`
+// stats, and this model's are `uring/<recv>`. A row per way of receiving: multishot into the
+// provided-buffer ring (what this kernel does by default), and single receives into each
+// connection's own buffer (what a kernel without multishot receives falls back to, which no
+// other test would run on a kernel that has them).
+pub const URING: Model = Model {
+    name: "uring",
+    bin: uring_bin,
+    args: &[],
+    parallel: 64,
+    may_queue: false,
+    workers: None,
+    backend: None,
+};
+pub const URING_SINGLE: Model = Model {
+    name: "uring --recv single",
+    bin: uring_bin,
+    args: &["--recv", "single"],
+    parallel: 64,
+    may_queue: false,
+    workers: None,
+    backend: None,
+};
+
 /// Every model, in the table's order.
-pub const ALL: [&Model; 15] = [
+pub const ALL: [&Model; 17] = [
     &THREAD,
     &THREAD_POOL,
     &FORK,
@@ -263,6 +289,8 @@ pub const ALL: [&Model; 15] = [
     &EVENTLOOP_POLL,
     &EVENTLOOP_EPOLL,
     &EVENTLOOP_THREADS,
+    &URING,
+    &URING_SINGLE,
 ];
 
 /// Calls the macro `$table` with every model as `module => MODEL` pairs, for a test file that
@@ -287,6 +315,8 @@ macro_rules! every_model {
             eventloop_poll => EVENTLOOP_POLL,
             eventloop_epoll => EVENTLOOP_EPOLL,
             eventloop_threads => EVENTLOOP_THREADS,
+            uring => URING,
+            uring_single => URING_SINGLE,
         }
     };
 }

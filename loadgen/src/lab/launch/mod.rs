@@ -150,6 +150,8 @@ pub fn standard_models(bin: &Path, workers: u32, loops: usize) -> Vec<Model> {
         &["--threads".into(), cores.clone()],
         None,
     ));
+    // One thread and one io_uring ring: the event loop's shape with submitted operations.
+    models.push(ours("uring", "server-uring", &[], None));
     if let Some(redis) = which("redis-server") {
         models.push(Model {
             name: "redis-server".into(),

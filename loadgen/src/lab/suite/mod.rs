@@ -78,7 +78,7 @@ pub struct SuiteArgs {
     /// Only these models (comma-separated short names: thread, thread-pool, fork,
     /// prefork-shared, prefork-locked, prefork-reuseport, prefork-eventloop-exclusive,
     /// prefork-eventloop-reuseport, eventloop-select, eventloop-poll, eventloop-epoll,
-    /// eventloop-threads, redis-server, or a name given with --server). The loop-per-core
+    /// eventloop-threads, uring, redis-server, or a name given with --server). The loop-per-core
     /// models run one loop per CPU the servers are given (half the machine when pinned).
     #[arg(long, value_delimiter = ',')]
     pub only: Option<Vec<String>>,
