@@ -16,7 +16,7 @@ use echolab_protocol::Protocol;
 
 use crate::config::{
     parse_op, parse_protocol, parse_rate_arg, parse_segment, parse_source_ips, parse_start_at,
-    Arrivals, Op, Outputs, Pacing, Progress, RateArg, Retry, RunConfig, Schedule, Segment,
+    Arrivals, Engine, Op, Outputs, Pacing, Progress, RateArg, Retry, RunConfig, Schedule, Segment,
     SourceIps, DEFAULT_KEYS, DEFAULT_MAX_ATTEMPTS, DEFAULT_PAYLOAD, MAX_CONNECTIONS, MAX_KEYS,
 };
 use crate::records::{Compress, Entropy, RecordSpec, Shape};
@@ -175,6 +175,12 @@ pub struct LoadArgs {
     #[arg(short, long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub threads: u32,
 
+    /// How each thread does its I/O: epoll (readiness, a system call per read and per write)
+    /// or uring (completion: one io_uring per thread, each turn's operations submitted in one
+    /// system call). uring needs Linux 5.11 or later with io_uring allowed.
+    #[arg(long, value_enum, default_value_t = Engine::Epoll)]
+    pub engine: Engine,
+
     /// Payload bytes per request (64, 1K, ...). JSON wraps it in quotes: at least 2.
     /// [default: 64; 0 with --op ping, which carries none]
     #[arg(long, value_parser = parse_size, allow_hyphen_values = true)]
@@ -266,6 +272,7 @@ impl LoadArgs {
             protocol: self.protocol,
             connections: self.connections,
             threads: self.threads,
+            engine: self.engine,
             payload: self.payload(),
             op: self.op,
             pipeline: self.pipeline,

@@ -38,6 +38,8 @@ pub struct RunConfig {
     pub connections: u32,
     /// Event-loop threads (the checked configuration has at most `connections`).
     pub threads: u32,
+    /// How each thread talks to the kernel: readiness (epoll) or completion (io_uring).
+    pub engine: Engine,
     /// Measured duration, if limited by time (neither this nor `requests`: 10 s).
     #[serde(rename = "duration_s", serialize_with = "opt_seconds")]
     pub duration: Option<Duration>,
@@ -141,6 +143,7 @@ impl Default for RunConfig {
             protocol: Protocol::Binary,
             connections: 16,
             threads: 1,
+            engine: Engine::Epoll,
             duration: None,
             requests: None,
             warmup: Duration::from_secs(1),
@@ -427,6 +430,30 @@ impl std::fmt::Display for Retry {
             Retry::Never => "never",
             Retry::Safe => "safe",
             Retry::Always => "always",
+        })
+    }
+}
+
+/// How a worker thread does its I/O (`--engine`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Engine {
+    /// Readiness: a mio loop over epoll, one `read` and one `write` system call per socket
+    /// each time it is ready.
+    #[default]
+    #[value(alias = "mio")]
+    Epoll,
+    /// Completion: one io_uring per thread; connects, receives and sends are submitted, and
+    /// every operation queued during a turn of the loop goes to the kernel in the one
+    /// `io_uring_enter` that also waits for completions.
+    Uring,
+}
+
+impl std::fmt::Display for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Engine::Epoll => "epoll",
+            Engine::Uring => "uring",
         })
     }
 }

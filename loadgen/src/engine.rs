@@ -47,7 +47,8 @@ use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFl
 
 use crate::arrivals::{PoissonSlot, COUNT_EXACTLY};
 use crate::clock::{ns, Clock, NANOS};
-use crate::config::{Arrivals, Op, Pacing, Retry, RunConfig};
+use crate::config::{Arrivals, Engine, Op, Pacing, Retry, RunConfig};
+use crate::ring::{self, Op as RingOp, Orphan, Ring, GEN_MASK};
 use crate::schedule::Timetable;
 use crate::stats::{self, ErrorKind, KeyTally, StepTally, Tally};
 use crate::workload::{Check, Scratch, Workload};
@@ -301,13 +302,65 @@ struct Conn {
     backoff: u64,
     /// Whether this slot has had a verified reply in the measured window.
     served: bool,
+    /// `--engine uring`: what the kernel holds of this connection's (unused with epoll).
+    lent: Lent,
+}
+
+/// `--engine uring`: a connection's operations in flight, and the memory they hold.
+///
+/// While `recv` is set the kernel may write into `rbuf`'s spare room at any moment, so
+/// nothing else touches `rbuf` until the receive completes; while `send` is set it reads
+/// `sending[spos..]`, so new requests go to `wbuf` and wait for the next send. A connection
+/// closed with either in flight gives that buffer to the ring as an orphan ([`ring`]).
+#[derive(Debug, Default)]
+struct Lent {
+    /// The socket generation: bumped at each close, so a completion for an earlier socket of
+    /// this slot is recognised and ignored.
+    gen: u32,
+    /// A writability poll is in flight (the connect's outcome).
+    connect: bool,
+    /// A receive into `rbuf` is in flight.
+    recv: bool,
+    /// A send from `sending` is in flight.
+    send: bool,
+    /// The bytes lent to the kernel by the send in flight.
+    sending: Vec<u8>,
+    /// How many of them it has taken so far (a send may be partial).
+    spos: usize,
+    /// When the send in flight was submitted.
+    sent_at: u64,
+}
+
+impl Conn {
+    /// Whether bytes queued on this socket have yet to leave: in `wbuf`, or lent to a send.
+    fn unsent(&self) -> bool {
+        self.wpos < self.wbuf.len() || !self.lent.sending.is_empty()
+    }
+}
+
+/// How a worker waits for and does its I/O (`--engine`).
+enum Io {
+    /// Readiness: a mio poll over epoll, and (open loop) a timerfd for the precise deadline.
+    Epoll { poll: Poll, timer: Option<TimerFd> },
+    /// Completion: an io_uring, whose wait takes a timeout in nanoseconds itself.
+    /// (Boxed: the ring's maps are ten times the size of a poll, and a worker has one.)
+    Uring(Box<Ring>),
+}
+
+impl std::fmt::Debug for Io {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Io::Epoll { .. } => "Io::Epoll",
+            Io::Uring(_) => "Io::Uring",
+        })
+    }
 }
 
 /// The per-thread event loop.
 struct Worker<'a> {
     plan: &'a Plan,
     thread: usize,
-    poll: Poll,
+    io: Io,
     conns: Vec<Conn>,
     tally: Tally,
     examples: Vec<String>,
@@ -315,7 +368,7 @@ struct Worker<'a> {
     budget: Option<u64>,
     /// Open loop: (due, connection) min-heap.
     heap: BinaryHeap<Reverse<(u64, usize)>>,
-    timer: Option<TimerFd>,
+    /// The precise deadline the timer (epoll) or the ring's wait (uring) was set for.
     timer_armed: Option<u64>,
     /// How early the timer is armed before a due send (see [`WAKE_MARGIN_START_NS`]).
     wake_margin: u64,
@@ -365,24 +418,33 @@ pub fn run_thread(
     tx: Sender<ToCollector>,
     release: Receiver<()>,
 ) -> io::Result<ThreadResult> {
-    let poll = Poll::new()?;
-    let timer = match plan.cfg.pacing {
-        Pacing::Closed => None,
-        Pacing::Open(_) => {
-            // prctl(PR_SET_TIMERSLACK): the kernel may otherwise defer this thread's timer
-            // wake-ups by up to 50 µs to batch them, which would show up as client lag.
-            let _ = nix::sys::prctl::set_timerslack(1);
-            let t = TimerFd::new(
-                ClockId::CLOCK_MONOTONIC,
-                TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
-            )?;
-            poll.registry().register(
-                &mut SourceFd(&t.as_fd().as_raw_fd()),
-                TIMER,
-                Interest::READABLE,
-            )?;
-            Some(t)
+    if matches!(plan.cfg.pacing, Pacing::Open(_)) {
+        // prctl(PR_SET_TIMERSLACK): the kernel may otherwise defer this thread's timer
+        // wake-ups by up to 50 µs to batch them, which would show up as client lag.
+        let _ = nix::sys::prctl::set_timerslack(1);
+    }
+    let io = match plan.cfg.engine {
+        Engine::Epoll => {
+            let poll = Poll::new()?;
+            let timer = match plan.cfg.pacing {
+                Pacing::Closed => None,
+                Pacing::Open(_) => {
+                    let t = TimerFd::new(
+                        ClockId::CLOCK_MONOTONIC,
+                        TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
+                    )?;
+                    poll.registry().register(
+                        &mut SourceFd(&t.as_fd().as_raw_fd()),
+                        TIMER,
+                        Interest::READABLE,
+                    )?;
+                    Some(t)
+                }
+            };
+            Io::Epoll { poll, timer }
         }
+        // Made here, on the thread that will be its only submitter (SINGLE_ISSUER).
+        Engine::Uring => Io::Uring(Box::new(Ring::new(globals.len())?)),
     };
     let conns = globals
         .into_iter()
@@ -423,6 +485,7 @@ pub fn run_thread(
             timer_due: None,
             backoff: BACKOFF_FIRST_NS,
             served: false,
+            lent: Lent::default(),
         })
         .collect();
     let mut tally = Tally::default();
@@ -435,13 +498,12 @@ pub fn run_thread(
     let mut w = Worker {
         plan,
         thread,
-        poll,
+        io,
         conns,
         tally,
         examples: Vec::new(),
         budget,
         heap: BinaryHeap::new(),
-        timer,
         timer_armed: None,
         wake_margin: WAKE_MARGIN_START_NS,
         interval_index: 0,
@@ -459,7 +521,12 @@ pub fn run_thread(
         gave_up: false,
         drain_deadline: u64::MAX,
     };
-    w.run()?;
+    if let Err(e) = w.run() {
+        // Closing first: with io_uring, what the kernel still holds must be orphaned before
+        // the connections' buffers can go.
+        w.close_all();
+        return Err(e);
+    }
     let finished_at = plan.clock.now();
     // The collector needs the steps' histograms only to log them (the report merges the
     // tallies): each is about 140 KB, so they are copied only when asked for.
@@ -485,6 +552,7 @@ impl Worker<'_> {
     fn run(&mut self) -> io::Result<()> {
         let plan = self.plan;
         let mut events = Events::with_capacity(1024);
+        let mut completions = Vec::new();
         let now = plan.clock.now();
         for i in 0..self.conns.len() {
             self.connect(i, now);
@@ -578,36 +646,10 @@ impl Worker<'_> {
             } else {
                 self.heap.peek().map(|Reverse((due, _))| *due)
             };
-            let now = plan.clock.now();
-            let timeout = match precise {
-                // Close to a due send: poll without sleeping until it is due.
-                Some(due) if due <= now + SPIN_NS.max(self.wake_margin) => Some(Duration::ZERO),
-                // Armed even when a coarse deadline comes first: epoll rounds its timeout up
-                // to whole milliseconds, and a send due just after that deadline would
-                // otherwise wait out the rounding (a millisecond of lag, 1% of sends at 10k/s).
-                Some(due) => {
-                    self.arm_timer(due - self.wake_margin);
-                    Some(Duration::from_nanos(coarse.saturating_sub(now)))
-                }
-                _ => Some(Duration::from_nanos(coarse.saturating_sub(now))),
-            };
-            match self.poll.poll(&mut events, timeout) {
-                Ok(()) => {}
-                // epoll_wait(2): EINTR when a signal (Ctrl-C) lands on this thread; the loop
-                // re-checks the interrupted flag.
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            }
-            for event in events.iter() {
-                let token = event.token();
-                if token == TIMER {
-                    self.timer_fired();
-                    continue;
-                }
-                if token.0 < self.conns.len() {
-                    let closed = event.is_read_closed() || event.is_error();
-                    self.on_event(token.0, event.is_readable(), event.is_writable(), closed);
-                }
+            if matches!(self.io, Io::Epoll { .. }) {
+                self.wait_epoll(&mut events, coarse, precise)?;
+            } else {
+                self.wait_uring(&mut completions, coarse, precise)?;
             }
         }
         self.tally.counts.connections_served =
@@ -628,7 +670,7 @@ impl Worker<'_> {
             }
             if lost > 0 {
                 let c = &self.conns[i];
-                let kind = if c.wpos < c.wbuf.len() {
+                let kind = if c.unsent() {
                     ErrorKind::WriteTimeout
                 } else if c.rbuf.is_empty() {
                     ErrorKind::ReadTimeoutEmpty
@@ -646,6 +688,85 @@ impl Worker<'_> {
         }
         self.flush_intervals(now);
         self.send_interval(now);
+        Ok(())
+    }
+
+    /// Epoll: sleeps until a socket is ready, the precise deadline (the timerfd, armed a
+    /// little early) or the coarse one (epoll's own timeout, whole milliseconds), then
+    /// handles what is ready.
+    fn wait_epoll(
+        &mut self,
+        events: &mut Events,
+        coarse: u64,
+        precise: Option<u64>,
+    ) -> io::Result<()> {
+        let now = self.plan.clock.now();
+        let timeout = match precise {
+            // Close to a due send: poll without sleeping until it is due.
+            Some(due) if due <= now + SPIN_NS.max(self.wake_margin) => Some(Duration::ZERO),
+            // Armed even when a coarse deadline comes first: epoll rounds its timeout up
+            // to whole milliseconds, and a send due just after that deadline would
+            // otherwise wait out the rounding (a millisecond of lag, 1% of sends at 10k/s).
+            Some(due) => {
+                self.arm_timer(due - self.wake_margin);
+                Some(Duration::from_nanos(coarse.saturating_sub(now)))
+            }
+            _ => Some(Duration::from_nanos(coarse.saturating_sub(now))),
+        };
+        let Io::Epoll { poll, .. } = &mut self.io else {
+            return Ok(());
+        };
+        match poll.poll(events, timeout) {
+            Ok(()) => {}
+            // epoll_wait(2): EINTR when a signal (Ctrl-C) lands on this thread; the loop
+            // re-checks the interrupted flag.
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        for event in events.iter() {
+            let token = event.token();
+            if token == TIMER {
+                self.timer_fired();
+                continue;
+            }
+            if token.0 < self.conns.len() {
+                let closed = event.is_read_closed() || event.is_error();
+                self.on_event(token.0, event.is_readable(), event.is_writable(), closed);
+            }
+        }
+        Ok(())
+    }
+
+    /// io_uring: submits every operation this turn queued and sleeps until a completion or
+    /// a deadline, in one system call (its timeout is in nanoseconds, so one deadline does
+    /// for both kinds: the precise one a little early, as with the timerfd), then handles
+    /// every completion there is.
+    fn wait_uring(
+        &mut self,
+        completions: &mut Vec<ring::Completion>,
+        coarse: u64,
+        precise: Option<u64>,
+    ) -> io::Result<()> {
+        let now = self.plan.clock.now();
+        let (deadline, aimed) = match precise {
+            Some(due) if due <= now + SPIN_NS.max(self.wake_margin) => (now, None),
+            Some(due) if due - self.wake_margin < coarse => {
+                (due - self.wake_margin, Some(due - self.wake_margin))
+            }
+            _ => (coarse, None),
+        };
+        let Io::Uring(ring) = &mut self.io else {
+            return Ok(());
+        };
+        let timed_out = ring.wait(Duration::from_nanos(deadline.saturating_sub(now)))?;
+        ring.reap(completions);
+        if timed_out && aimed.is_some() {
+            self.timer_armed = aimed;
+            self.timer_fired();
+        }
+        for done in completions.drain(..) {
+            self.complete(done);
+        }
         Ok(())
     }
 
@@ -681,13 +802,22 @@ impl Worker<'_> {
         });
         match start_connect(cfg.addr, source) {
             Ok(mut sock) => {
-                let registered = self.poll.registry().register(
-                    &mut sock,
-                    Token(i),
-                    Interest::READABLE | Interest::WRITABLE,
-                );
-                if let Err(e) = registered {
-                    self.conn_failed(i, ErrorKind::LocalResource, format!("epoll_ctl: {e}"), now);
+                let registered = match &mut self.io {
+                    Io::Epoll { poll, .. } => poll
+                        .registry()
+                        .register(&mut sock, Token(i), Interest::READABLE | Interest::WRITABLE)
+                        .map_err(|e| format!("epoll_ctl: {e}")),
+                    // The connect's outcome arrives as a completion once the socket is
+                    // writable; after that, the socket takes submitted operations only.
+                    Io::Uring(ring) => {
+                        let gen = self.conns[i].lent.gen;
+                        ring.poll_writable(sock.as_raw_fd(), ring::tag(RingOp::Connect, i, gen))
+                            .map(|()| self.conns[i].lent.connect = true)
+                            .map_err(|e| format!("io_uring: {e}"))
+                    }
+                };
+                if let Err(why) = registered {
+                    self.conn_failed(i, ErrorKind::LocalResource, why, now);
                     return;
                 }
                 let c = &mut self.conns[i];
@@ -709,8 +839,16 @@ impl Worker<'_> {
     fn close(&mut self, i: usize) {
         let c = &mut self.conns[i];
         if let Some(mut sock) = c.sock.take() {
-            // Deregister before drop (mio's rule); a failure only means it is already gone.
-            let _ = self.poll.registry().deregister(&mut sock);
+            match &mut self.io {
+                // Deregister before drop (mio's rule); a failure only means it is already gone.
+                Io::Epoll { poll, .. } => {
+                    let _ = poll.registry().deregister(&mut sock);
+                }
+                Io::Uring(ring) => disown(ring, i, c),
+            }
+            // The descriptor closes now; with operations in flight the kernel holds the
+            // socket itself until their cancellations complete.
+            drop(sock);
         }
         c.rbuf.consume(c.rbuf.len());
         c.wbuf.clear();
@@ -969,6 +1107,124 @@ impl Worker<'_> {
         self.conns[i].state == State::Open
     }
 
+    // ----- io_uring completions ----------------------------------------------------------
+
+    /// `--engine uring`: one completion, handed to the connection that submitted it. This is
+    /// `on_event`'s counterpart: there the kernel said "ready" and the engine then read or
+    /// wrote; here the read or write has already happened, and the result says how it went.
+    fn complete(&mut self, done: ring::Completion) {
+        let Some((op, i, gen)) = ring::untag(done.user_data) else {
+            return;
+        };
+        // A completion for an earlier socket of this slot (closed since, and its buffer,
+        // if it had one, already freed by the ring): nothing to do.
+        if op == RingOp::Cancel || i >= self.conns.len() || self.conns[i].lent.gen & GEN_MASK != gen
+        {
+            return;
+        }
+        let now = self.plan.clock.now();
+        let result = done.result;
+        match op {
+            RingOp::Connect => {
+                self.conns[i].lent.connect = false;
+                let State::Connecting { since } = self.conns[i].state else {
+                    return;
+                };
+                if self.finish_connect(i, since, now) {
+                    if let Err(e) = self.conns[i].sock.as_ref().map_or(Ok(()), set_blocking) {
+                        let why = format!("fcntl: {e}");
+                        self.conn_failed(i, ErrorKind::LocalResource, why, now);
+                        return;
+                    }
+                    self.arm_recv(i, now);
+                    self.pump_if_open(i, now);
+                } else if let (State::Connecting { .. }, Some(sock), Io::Uring(ring)) =
+                    (self.conns[i].state, &self.conns[i].sock, &mut self.io)
+                {
+                    // Writable, yet not connected (spurious): ask again.
+                    if ring.poll_writable(sock.as_raw_fd(), done.user_data).is_ok() {
+                        self.conns[i].lent.connect = true;
+                    }
+                }
+            }
+            RingOp::Recv => {
+                self.conns[i].lent.recv = false;
+                match usize::try_from(result) {
+                    Ok(0) => {
+                        self.after_read(i, true);
+                    }
+                    Ok(n) => {
+                        // The kernel wrote these n bytes into the spare room lent to it.
+                        self.conns[i].rbuf.filled(n);
+                        self.tally.counts.bytes_read += n as u64;
+                        if self.after_read(i, false) {
+                            self.pump(i, self.plan.clock.now());
+                            self.arm_recv(i, now);
+                        }
+                    }
+                    Err(_) => self.read_failed(i, &io::Error::from_raw_os_error(-result)),
+                }
+            }
+            RingOp::Send => {
+                let c = &mut self.conns[i];
+                c.lent.send = false;
+                match usize::try_from(result) {
+                    Ok(n) => {
+                        c.lent.spos += n;
+                        c.written += n as u64;
+                        self.tally.counts.bytes_written += n as u64;
+                        if c.lent.spos >= c.lent.sending.len() {
+                            c.lent.sending.clear();
+                            c.lent.spos = 0;
+                            c.write_blocked_since = None;
+                        } else {
+                            // A partial send: the kernel tried it as it was submitted and the
+                            // socket's buffer filled then. Blocked from that moment, as the
+                            // epoll engine's EAGAIN would have said, not from this completion
+                            // (which may be reaped much later).
+                            c.write_blocked_since = Some(c.lent.sent_at);
+                        }
+                        // The rest of a partial send, or what queued up behind it.
+                        if self.flush(i, now) {
+                            self.pump(i, now);
+                        }
+                    }
+                    Err(_) => {
+                        let e = io::Error::from_raw_os_error(-result);
+                        self.conn_failed(i, io_error_kind(&e, true), format!("write: {e}"), now);
+                    }
+                }
+            }
+            RingOp::Cancel => {}
+        }
+    }
+
+    /// `--engine uring`: lends connection `i`'s read buffer to a receive, unless one is in
+    /// flight or the connection is not open.
+    fn arm_recv(&mut self, i: usize, now: u64) {
+        let c = &mut self.conns[i];
+        let Io::Uring(ring) = &mut self.io else {
+            return;
+        };
+        let Some(fd) = c.sock.as_ref().map(|s| s.as_raw_fd()) else {
+            return;
+        };
+        if c.lent.recv || c.state != State::Open {
+            return;
+        }
+        let spare = c.rbuf.spare(READ_CHUNK);
+        let user_data = ring::tag(RingOp::Recv, i, c.lent.gen);
+        // SAFETY: the spare room stays where it is and is not touched until the receive
+        // completes: `lent.recv` keeps every other user of `rbuf` off it (the next receive,
+        // `close`, which orphans the buffer instead of reusing it), and replies are taken
+        // from it only after a completion, when nothing is lent.
+        let pushed = unsafe { ring.recv(fd, spare.as_mut_ptr(), spare.len(), user_data) };
+        match pushed {
+            Ok(()) => c.lent.recv = true,
+            Err(e) => self.conn_failed(i, ErrorKind::LocalResource, format!("io_uring: {e}"), now),
+        }
+    }
+
     // ----- requests ----------------------------------------------------------------------
 
     /// Whether connection `i` may start another request now (pipeline room, K, budget).
@@ -1030,7 +1286,7 @@ impl Worker<'_> {
                 }
             }
         }
-        if self.conns[i].wpos < self.conns[i].wbuf.len() {
+        if !self.conns[i].wbuf.is_empty() {
             self.flush(i, now);
         }
         self.maybe_recycle(i, now);
@@ -1177,6 +1433,15 @@ impl Worker<'_> {
     /// Writes connection `i`'s queued bytes until done or `EAGAIN`. Returns false if the
     /// connection failed.
     fn flush(&mut self, i: usize, now: u64) -> bool {
+        if let Io::Uring(ring) = &mut self.io {
+            return match lend_send(ring, i, &mut self.conns[i], now) {
+                Ok(()) => true,
+                Err(e) => {
+                    self.conn_failed(i, ErrorKind::LocalResource, format!("io_uring: {e}"), now);
+                    false
+                }
+            };
+        }
         let c = &mut self.conns[i];
         let Some(sock) = c.sock.as_mut() else {
             return false;
@@ -1240,17 +1505,29 @@ impl Worker<'_> {
                 // read(2): EINTR retried.
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    // Replies that arrived before the reset still count.
-                    let now = self.plan.clock.now();
-                    if !self.take_replies(i, now) {
-                        return false;
-                    }
-                    let kind = io_error_kind(&e, false);
-                    self.conn_failed(i, kind, format!("read: {e}"), now);
+                    self.read_failed(i, &e);
                     return false;
                 }
             }
         }
+        self.after_read(i, eof)
+    }
+
+    /// The read failed with `e`: replies that arrived before (a reset) still count, then the
+    /// connection fails.
+    fn read_failed(&mut self, i: usize, e: &io::Error) {
+        let now = self.plan.clock.now();
+        if !self.take_replies(i, now) {
+            return;
+        }
+        let kind = io_error_kind(e, false);
+        self.conn_failed(i, kind, format!("read: {e}"), now);
+    }
+
+    /// Bytes were read into connection `i`'s buffer, and maybe the end of the stream (`eof`):
+    /// checks the replies, and decides what a close by the server means. Returns false if the
+    /// connection was closed.
+    fn after_read(&mut self, i: usize, eof: bool) -> bool {
         let now = self.plan.clock.now();
         if !self.take_replies(i, now) {
             return false;
@@ -1547,7 +1824,7 @@ impl Worker<'_> {
         if self.timer_armed == Some(due) {
             return;
         }
-        if let Some(t) = &self.timer {
+        if let Io::Epoll { timer: Some(t), .. } = &self.io {
             let at: TimeSpec = self.plan.clock.monotonic(due);
             // timerfd_settime(2) with TFD_TIMER_ABSTIME: a deadline in the past fires at once.
             if t.set(
@@ -1570,7 +1847,7 @@ impl Worker<'_> {
             self.wake_margin = (self.wake_margin * 15 + target) / 16;
         }
         self.timer_armed = None;
-        if let Some(t) = &self.timer {
+        if let Io::Epoll { timer: Some(t), .. } = &self.io {
             // Drain the expiration count so the fd stops being readable (EAGAIN if a re-arm
             // already reset it).
             let mut buf = [0u8; 8];
@@ -1779,6 +2056,77 @@ fn client_id(cfg: &RunConfig, global: u64, renewals: u64) -> u64 {
     base.wrapping_add(global)
         .wrapping_add(renewals.wrapping_mul(stride))
         .max(1)
+}
+
+/// `--engine uring`: connection `c` (index `i`) closes: every operation it has in flight is
+/// cancelled, and the buffer each one holds becomes the ring's orphan, freed at its completion
+/// (see [`ring`]). The next socket of the slot starts a new generation.
+fn disown(ring: &mut Ring, i: usize, c: &mut Conn) {
+    let gen = c.lent.gen;
+    if c.lent.connect {
+        let _ = ring.cancel(ring::tag(RingOp::Connect, i, gen), i, gen);
+    }
+    if c.lent.recv {
+        let user_data = ring::tag(RingOp::Recv, i, gen);
+        let rbuf = std::mem::replace(&mut c.rbuf, ReadBuffer::new(READ_CHUNK));
+        ring.orphan(user_data, Orphan::Read(rbuf));
+        let _ = ring.cancel(user_data, i, gen);
+    }
+    if c.lent.send {
+        let user_data = ring::tag(RingOp::Send, i, gen);
+        ring.orphan(
+            user_data,
+            Orphan::Write(std::mem::take(&mut c.lent.sending)),
+        );
+        let _ = ring.cancel(user_data, i, gen);
+    }
+    c.lent = Lent {
+        gen: gen.wrapping_add(1) & GEN_MASK,
+        sending: std::mem::take(&mut c.lent.sending),
+        ..Lent::default()
+    };
+    c.lent.sending.clear();
+}
+
+/// `--engine uring`: lends connection `c`'s queued bytes to a send, unless one is in flight
+/// (then they wait in `wbuf` for its completion). The bytes move to `lent.sending`, so that
+/// requests started meanwhile can grow `wbuf` without moving what the kernel is reading.
+fn lend_send(ring: &mut Ring, i: usize, c: &mut Conn, now: u64) -> io::Result<()> {
+    let Some(fd) = c.sock.as_ref().map(|s| s.as_raw_fd()) else {
+        return Ok(());
+    };
+    if c.lent.send {
+        return Ok(());
+    }
+    if c.lent.sending.is_empty() {
+        if c.wbuf.is_empty() {
+            return Ok(());
+        }
+        std::mem::swap(&mut c.wbuf, &mut c.lent.sending);
+        c.lent.spos = 0;
+    }
+    let rest = &c.lent.sending[c.lent.spos..];
+    let user_data = ring::tag(RingOp::Send, i, c.lent.gen);
+    // SAFETY: `lent.sending` is neither changed nor dropped while `lent.send` is set: new
+    // requests go to `wbuf`, and `disown` makes it an orphan if the connection closes first.
+    unsafe { ring.send(fd, rest.as_ptr(), rest.len(), user_data) }?;
+    c.lent.send = true;
+    c.lent.sent_at = now;
+    // Until the send completes whole, the socket counts as blocked from now: a send the
+    // socket cannot take at all completes never, as a peer that reads nothing would have it.
+    c.write_blocked_since.get_or_insert(now);
+    Ok(())
+}
+
+/// `--engine uring`: clears O_NONBLOCK once connected. The ring waits for the socket itself;
+/// on a nonblocking socket an operation the kernel hands to a worker thread could end in
+/// EAGAIN instead of waiting.
+fn set_blocking(sock: &TcpStream) -> io::Result<()> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let fd = sock.as_raw_fd();
+    let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
+    fcntl(fd, FcntlArg::F_SETFL(flags - OFlag::O_NONBLOCK))?;
+    Ok(())
 }
 
 /// Opens a nonblocking TCP socket, binds it to `source` if given, and starts connecting.

@@ -14,6 +14,7 @@
 //! - [`workload`]: request encoding (ids stamped into payloads) and reply verification;
 //! - [`records`]: `--op record`'s structured records, in a format, maybe compressed;
 //! - [`engine`]: the per-thread event loop, connections, pacing, timeouts;
+//! - [`ring`]: `--engine uring`'s io_uring, and the buffers the kernel holds;
 //! - [`arrivals`]: the open loop's arrival process (fixed or Poisson, seeded);
 //! - [`schedule`]: the open loop's target rate over time (constant, a ramp, steps);
 //! - [`collector`]: per-second intervals, the live line, the interval log, server sampling;
@@ -37,6 +38,7 @@ pub mod lab;
 pub mod proc;
 pub mod records;
 pub mod report;
+pub mod ring;
 pub mod run;
 pub mod schedule;
 pub mod stats;

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::clock::{ns, Clock};
 use crate::collector::{self, Setup};
-use crate::config::{Arrivals, Op, Pacing, RunConfig};
+use crate::config::{Arrivals, Engine, Op, Pacing, RunConfig};
 use crate::counters::{self, CounterCheck};
 use crate::engine::{self, Plan};
 use crate::proc::{self, TreeSampler};
@@ -68,6 +68,11 @@ impl std::error::Error for RunError {}
 /// out is refused here ([`RunConfig::checked`]) with [`RunError::Usage`].
 pub fn run(config: &RunConfig) -> Result<Report, RunError> {
     let cfg = config.checked().map_err(RunError::Usage)?;
+    if cfg.engine == Engine::Uring {
+        if let Some(why) = crate::ring::unavailable() {
+            return Err(RunError::Usage(why));
+        }
+    }
     let sampler = match cfg.server_pid {
         Some(pid) => Some(
             TreeSampler::new(pid)
