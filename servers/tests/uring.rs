@@ -5,8 +5,10 @@
 //! received, with the figures that show what a ring is for (completions per wait).
 
 mod common;
+// The seccomp filter loadgen's tests use too, for its io_uring engine.
+#[path = "../../loadgen/tests/common/seccomp.rs"]
+mod seccomp;
 
-use std::io;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 
@@ -24,7 +26,7 @@ fn without_io_uring_it_says_so_in_one_line_and_exits_2() {
     // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe
     // calls are allowed: it builds the filter on its stack and calls prctl(2) twice, nothing
     // that allocates or takes a lock.
-    unsafe { cmd.pre_exec(refuse_io_uring_setup) };
+    unsafe { cmd.pre_exec(seccomp::refuse_io_uring_setup) };
     let out = cmd.output().expect("run server-uring");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "exit status\n{stderr}");
@@ -38,56 +40,6 @@ fn without_io_uring_it_says_so_in_one_line_and_exits_2() {
         "nothing on stdout: {:?}",
         String::from_utf8_lossy(&out.stdout)
     );
-}
-
-/// Installs a seccomp filter that fails io_uring_setup(2) with `EPERM` (BPF: load the system
-/// call number; if it is io_uring_setup's, return ERRNO(EPERM); else ALLOW). The number is
-/// 425 on every architecture: io_uring came after the system call tables were unified.
-fn refuse_io_uring_setup() -> io::Result<()> {
-    let statement = |code: u32, k: u32| libc::sock_filter {
-        code: code as u16,
-        jt: 0,
-        jf: 0,
-        k,
-    };
-    let mut filter = [
-        // A = seccomp_data.nr, the first field.
-        statement(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 0),
-        // if A == io_uring_setup: the next statement, else skip it.
-        libc::sock_filter {
-            code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
-            jt: 0,
-            jf: 1,
-            k: libc::SYS_io_uring_setup as u32,
-        },
-        statement(
-            libc::BPF_RET | libc::BPF_K,
-            libc::SECCOMP_RET_ERRNO | libc::EPERM as u32,
-        ),
-        statement(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ALLOW),
-    ];
-    let program = libc::sock_fprog {
-        len: filter.len() as u16,
-        filter: filter.as_mut_ptr(),
-    };
-    // SAFETY: prctl(2) with PR_SET_NO_NEW_PRIVS takes integers only. (Without it, an
-    // unprivileged process may not install a filter.)
-    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `program` and the filter it points to are live locals for the whole call, and
-    // the kernel copies the filter before it returns.
-    let rc = unsafe {
-        libc::prctl(
-            libc::PR_SET_SECCOMP,
-            libc::SECCOMP_MODE_FILTER,
-            &program as *const libc::sock_fprog,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 /// The stats file names the model with how it received (`uring/multishot`, `uring/single`),

@@ -22,6 +22,10 @@
 //!   the harness's process listing (`launch::processes`, procfs underneath), so a test can check
 //!   that nothing it started outlived it: every server a test starts carries a marker argument
 //!   unique to the test (a `--stats-file` path, say), and only its command line holds it.
+//! - [`spawn_loadgen`] adds `--engine E` to every `run`, `compare` and `sweep` when
+//!   `ECHOLAB_TEST_ENGINE=E` is set: CI runs the verification, fault and retry tests once per
+//!   engine, so the io_uring engine answers to the same tests as the epoll one. Where io_uring
+//!   is unavailable those runs fail with loadgen's usage error, never pass by falling back.
 //! - [`skip`] is the harness's rule for a test the machine cannot run: it says so and passes,
 //!   or fails where `ECHOLAB_NO_SKIP=1` (CI).
 
@@ -387,8 +391,9 @@ fn wait_with_deadline(child: &mut Child, deadline: Instant) -> Option<ExitStatus
 /// Starts the loadgen binary with `args`, stdin closed, and threads draining its stdout and
 /// stderr (so a chatty run can never block on a full pipe); join them for the text.
 pub fn spawn_loadgen(args: &[String]) -> (Child, JoinHandle<String>, JoinHandle<String>) {
+    let args = with_test_engine(args);
     let mut child = Command::new(loadgen_bin())
-        .args(args)
+        .args(&args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -404,6 +409,22 @@ pub fn spawn_loadgen(args: &[String]) -> (Child, JoinHandle<String>, JoinHandle<
     let stdout = drain(Box::new(child.stdout.take().expect("stdout is piped")));
     let stderr = drain(Box::new(child.stderr.take().expect("stderr is piped")));
     (child, stdout, stderr)
+}
+
+/// `args` with `--engine $ECHOLAB_TEST_ENGINE` after the subcommand, for the subcommands that
+/// take it, unless the test names an engine itself.
+pub fn with_test_engine(args: &[String]) -> Vec<String> {
+    let mut args = args.to_vec();
+    let Ok(engine) = std::env::var("ECHOLAB_TEST_ENGINE") else {
+        return args;
+    };
+    let takes_it = args
+        .first()
+        .is_some_and(|sub| ["run", "compare", "sweep"].contains(&sub.as_str()));
+    if takes_it && !engine.is_empty() && !args.iter().any(|a| a == "--engine") {
+        args.splice(1..1, ["--engine".to_string(), engine]);
+    }
+    args
 }
 
 /// Runs `loadgen sweep CMD --json TMP` to the end, killed past `limit` (a sweep is many runs).
