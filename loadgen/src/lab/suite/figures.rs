@@ -701,6 +701,7 @@ mod tests {
                 idle: vec![10, 100, 1000, 10_000],
                 full: false,
                 placement: String::new(),
+                engine: "epoll".into(),
                 sweep: Some(SweepSettings {
                     slo_p99_us: 1000,
                     fractions: vec![0.2, 0.6, 1.0, 1.2],

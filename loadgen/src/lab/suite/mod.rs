@@ -47,6 +47,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 
+use crate::config::Engine;
 use crate::lab::launch::{
     custom_model, describe_placement, display_command, find_bin_dir, pin_halves, raise_nofile,
     server_cpu_count, standard_models, Model, Server,
@@ -121,6 +122,12 @@ pub struct SuiteArgs {
     #[arg(long, value_parser = echolab_protocol::units::parse_duration)]
     pub warmup: Option<Duration>,
 
+    /// loadgen's engine for every run: epoll (readiness) or uring (io_uring completions).
+    /// The same for every model, so the models stay comparable; compare two suites to
+    /// compare the engines.
+    #[arg(long, value_enum, default_value_t = Engine::Epoll)]
+    pub engine: Engine,
+
     /// Workers for server-thread --pool and server-prefork --workers.
     #[arg(long, default_value_t = 32)]
     pub workers: u32,
@@ -186,6 +193,7 @@ pub fn suite(args: &SuiteArgs) -> Result<SuiteReport, String> {
             idle: plan.idle,
             full: args.full,
             placement: describe_placement(placement.as_ref()),
+            engine: plan.engine.to_string(),
             sweep: plan.sweep.as_ref().map(|s| SweepSettings {
                 slo_p99_us: s.slo.as_micros() as u64,
                 fractions: s.fractions.clone(),
@@ -271,7 +279,13 @@ fn plan(args: &SuiteArgs, failures: &mut Vec<String>) -> Result<(u32, Plan), Str
             "note: the open-file limit is {nofile}: idle counts above {fit} were dropped"
         ));
     }
+    if args.engine == Engine::Uring {
+        if let Some(why) = crate::ring::unavailable() {
+            return Err(why);
+        }
+    }
     let plan = Plan {
+        engine: args.engine,
         duration,
         warmup,
         connections,

@@ -59,9 +59,18 @@ pub struct SuiteParams {
     /// Where the processes ran: "servers on CPUs [..], loadgen on [..]", or "unpinned".
     #[serde(default)]
     pub placement: String,
+    /// loadgen's engine in every run: "epoll" or "uring" (reports from before the engines
+    /// were two: epoll).
+    #[serde(default = "epoll")]
+    pub engine: String,
     /// How the sweep workload ran, when it did.
     #[serde(default)]
     pub sweep: Option<SweepSettings>,
+}
+
+/// What a report from before `--engine` ran with.
+fn epoll() -> String {
+    "epoll".into()
 }
 
 /// The sweep workload's settings, the same for every model.

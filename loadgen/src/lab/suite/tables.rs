@@ -427,13 +427,14 @@ pub(super) fn markdown(report: &SuiteReport, plots: &[String], docs: Option<&str
     let p = &report.params;
     let mut s = format!(
         "# echolab suite {}\n\n{} repetitions, interleaved across models; {} s measured after {} s warmup per run; \
-         every figure is the median of the repetitions; {}. Machine: {}. {} models, {:.0} s in all.\n\
+         every figure is the median of the repetitions; {}; loadgen's {} engine. Machine: {}. {} models, {:.0} s in all.\n\
          echolab's servers speak the binary protocol; redis-server (a reference, when installed) speaks RESP (ECHO).\n",
         report.run_id,
         p.repeat,
         p.duration_s,
         p.warmup_s,
         p.placement,
+        p.engine,
         report.machine.get("cpu_model").and_then(|v| v.as_str()).unwrap_or("unknown"),
         report.models.len(),
         report.elapsed_s
@@ -531,6 +532,7 @@ mod tests {
                 idle: vec![],
                 full: false,
                 placement: "unpinned".into(),
+                engine: "epoll".into(),
                 sweep: None,
             },
             models: ["thread", "thread-pool"]

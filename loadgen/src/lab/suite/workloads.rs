@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use echolab_protocol::{Command as Op, Decoded, Protocol, Request};
 
 use super::report::Workload;
-use crate::config::{self, Arrivals, Outputs, Progress, RunConfig};
+use crate::config::{self, Arrivals, Engine, Outputs, Progress, RunConfig};
 use crate::lab::launch::{Model, Server};
 use crate::lab::sweep::SweepPlan;
 use crate::run;
@@ -23,6 +23,8 @@ use crate::run;
 /// The matrix of one repetition.
 #[derive(Debug, Clone)]
 pub(super) struct Plan {
+    /// loadgen's engine, for every run.
+    pub(super) engine: Engine,
     pub(super) duration: Duration,
     pub(super) warmup: Duration,
     pub(super) connections: Vec<u32>,
@@ -283,6 +285,7 @@ fn echo_args(addr: SocketAddr, protocol: Protocol, plan: &Plan) -> RunConfig {
         protocol,
         connections: 1,
         threads: 1,
+        engine: plan.engine,
         duration: Some(plan.duration),
         warmup: plan.warmup,
         payload: 64,
