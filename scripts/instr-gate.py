@@ -16,7 +16,10 @@ grow with the requests cancelled out.
 
 loadgen's own client path is counted the same way, the loadgen of each build against one
 server running natively, but under Callgrind with `--separate-threads=yes`, counting only the
-engine's worker thread (the third a run starts: main, collector, worker). The main thread
+engine's worker thread (the third a run starts: main, collector, worker). Both engines are
+counted, as rows `loadgen` (epoll) and `loadgen-uring` (`--engine uring`, issue 20); Valgrind
+follows io_uring's system calls, and what the kernel does for a ring is outside its count
+as every system call is. The main thread
 polls its workers every 5 ms and the collector wakes each second, so their counts follow the
 wall clock, which Valgrind stretches differently each run (two runs of one build differed by
 8% with them counted); the worker's count per request repeats to 0.01%.
@@ -129,15 +132,16 @@ def stop(proc):
         proc.wait()
 
 
-def converse(loadgen, addr, n, prefix=()):
-    """Holds the conversation with N requests per part; PREFIX runs loadgen under something."""
+def converse(loadgen, addr, n, prefix=(), engine=()):
+    """Holds the conversation with N requests per part; PREFIX runs loadgen under something,
+    ENGINE picks its engine (flags)."""
     global _conversations
     _conversations += 1
     for name, flags in PARTS:
         if "incr" in flags:
             flags = [*flags, "--client-id-base", str(1000 * _conversations)]
         cmd = [*prefix, loadgen, "run", "--addr", addr, "-c", "1", "-n", str(n), "--warmup", "0",
-               "--timeout", "30s", "--progress", "never", *flags]
+               "--timeout", "30s", "--progress", "never", *engine, *flags]
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
         if r.returncode != 0:
             fail(f"{name}: loadgen exit {r.returncode}:\n{r.stdout}{r.stderr}")
@@ -175,7 +179,17 @@ def worker_instructions(outdir):
     return total
 
 
-def client_per_request(loadgen, server_bin, short, long_):
+# loadgen's engines, as the client rows name them, and the flags that pick them.
+CLIENTS = {"loadgen": [], "loadgen-uring": ["--engine", "uring"]}
+
+
+def has_engines(loadgen):
+    """Whether this loadgen has --engine (a baseline from before issue 20 has not)."""
+    r = subprocess.run([loadgen, "run", "--help"], capture_output=True, text=True, timeout=60)
+    return "--engine" in r.stdout
+
+
+def client_per_request(loadgen, server_bin, short, long_, engine=()):
     """loadgen's worker thread's instructions per request, under Callgrind, against a native
     server."""
     with tempfile.NamedTemporaryFile("w+") as log:
@@ -184,7 +198,7 @@ def client_per_request(loadgen, server_bin, short, long_):
             counts = []
             for n in (short, long_):
                 with tempfile.TemporaryDirectory() as out:
-                    converse(loadgen, addr, n,
+                    converse(loadgen, addr, n, engine=engine,
                              prefix=["valgrind", "--tool=callgrind", "--separate-threads=yes",
                                      "--quiet", f"--callgrind-out-file={out}/callgrind.out.%p"])
                     counts.append(worker_instructions(out))
@@ -269,7 +283,7 @@ def main():
     rows, regressed = [], []
     started = time.time()
     print(f"{'model':18} {'baseline Ir/req':>16} {'candidate Ir/req':>17} {'change':>9}  verdict")
-    targets = [(m, "server") for m in models] + ([] if a.no_client else [("loadgen", "client")])
+    targets = [(m, "server") for m in models] + ([] if a.no_client else [(c, "client") for c in CLIENTS])
     benches = {}
     for side, arg in (("baseline", a.baseline_benches), ("candidate", a.candidate_benches)):
         for path in filter(None, arg.split(",")):
@@ -303,8 +317,13 @@ def main():
             c, _ = server_per_request(cand, name, shlex.split(a.candidate_args), loadgen, a.short, a.long)
         else:
             server_bin = os.path.join(cand, "server-eventloop")
-            b = client_per_request(os.path.join(base, "loadgen"), server_bin, a.short, a.long)
-            c = client_per_request(loadgen, server_bin, a.short, a.long)
+            engine = CLIENTS[name]
+            if engine and not has_engines(os.path.join(base, "loadgen")):
+                c = client_per_request(loadgen, server_bin, a.short, a.long, engine)
+                print(f"{name:18} {'new':>16} {c:17.1f}", flush=True)
+                continue
+            b = client_per_request(os.path.join(base, "loadgen"), server_bin, a.short, a.long, engine)
+            c = client_per_request(loadgen, server_bin, a.short, a.long, engine)
             procs = 1
         change = 100.0 * (c / b - 1.0) if b > 0 else float("inf")
         verdict = "REGRESSION" if change > a.threshold else (
