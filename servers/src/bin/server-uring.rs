@@ -1388,9 +1388,24 @@ struct Ring {
 impl Ring {
     /// io_uring_setup(2).
     fn new() -> io::Result<Ring> {
-        let uring = IoUring::<squeue::Entry, cqueue::Entry>::builder()
+        // DEFER_TASKRUN (6.1): the kernel finishes completions only when this thread enters
+        // to wait for them, instead of interrupting it (task work) each time a packet lands
+        // for one; it requires SINGLE_ISSUER, which one thread, one ring is. An older kernel
+        // refuses the flags with EINVAL: then a plain ring.
+        let deferred = IoUring::<squeue::Entry, cqueue::Entry>::builder()
             .setup_cqsize(CQ_ENTRIES)
-            .build(SQ_ENTRIES)?;
+            .setup_single_issuer()
+            .setup_defer_taskrun()
+            .build(SQ_ENTRIES);
+        let uring = match deferred {
+            Ok(r) => r,
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                IoUring::<squeue::Entry, cqueue::Entry>::builder()
+                    .setup_cqsize(CQ_ENTRIES)
+                    .build(SQ_ENTRIES)?
+            }
+            Err(e) => return Err(e),
+        };
         Ok(Ring {
             uring,
             enters: 0,
