@@ -142,6 +142,13 @@ pub struct RunArgs {
     #[arg(long, value_name = "PID")]
     pub server_pid: Option<i32>,
 
+    /// Count system calls over the measured window, loadgen's and (with --server-pid) the
+    /// server tree's, with the kernel's raw_syscalls tracepoint (perf events: root, or
+    /// kernel.perf_event_paranoid <= 1). While counting, every system call on the machine
+    /// costs a little more, so compare throughput only between runs that did not count.
+    #[arg(long)]
+    pub count_syscalls: bool,
+
     /// Write every figure, the parameters and the machine as JSON.
     #[arg(long, value_name = "PATH")]
     pub json: Option<PathBuf>,
@@ -331,6 +338,7 @@ impl RunArgs {
                 segment: self.segment,
                 start_at: self.start_at,
                 server_pid: self.server_pid,
+                count_syscalls: self.count_syscalls,
                 outputs: Outputs {
                     json: self.json.clone(),
                     hgrm: self.hgrm.clone(),

@@ -22,6 +22,7 @@ use crate::engine::ToCollector;
 use crate::proc::{self, CpuTimes, Peaks, TreeSample, TreeSampler};
 use crate::schedule::Timetable;
 use crate::stats;
+use crate::syscalls::SyscallCounter;
 
 /// What the collector needs to know.
 #[derive(Debug)]
@@ -38,6 +39,8 @@ pub struct Setup {
     pub hlog: Option<PathBuf>,
     /// Sample this process tree.
     pub sampler: Option<TreeSampler>,
+    /// `--count-syscalls`: count loadgen's and (with a sampler) the server's system calls.
+    pub count_syscalls: bool,
     /// Open loop: the schedule, for each second's target rate and the steps' log entries.
     pub timetable: Option<Timetable>,
     /// The share of the timetable this instance sends: 1, or a `--segment`'s share of the
@@ -80,6 +83,8 @@ pub struct Collected {
     pub own_cpu: CpuTimes,
     /// Server samples at the start and end of the window, and the peaks in between.
     pub server: Option<(TreeSample, TreeSample, Peaks)>,
+    /// `--count-syscalls`: loadgen's system calls over the window, and the server tree's.
+    pub syscalls: Option<(u64, Option<u64>)>,
     /// Problems worth a line in the summary (the server vanished, the log could not be written).
     pub notes: Vec<String>,
 }
@@ -132,6 +137,7 @@ pub fn collect(mut setup: Setup, rx: Receiver<ToCollector>, release: Sender<()>)
     let mut done = 0;
     let mut release = Some(release);
     let mut closing: Option<(CpuTimes, Option<TreeSample>)> = None;
+    let mut counters: Option<Counters> = None;
 
     let mut upto: Vec<Option<u64>> = vec![None; setup.threads];
     // On a ramp or steps: each step's latency, merged over the threads as they finish.
@@ -141,6 +147,7 @@ pub fn collect(mut setup: Setup, rx: Receiver<ToCollector>, release: Sender<()>)
     let mut past_window = vec![false; setup.threads];
     loop {
         if closing.is_none() && (done >= setup.threads || past_window.iter().all(|&p| p)) {
+            out.syscalls = counters.take().map(|c| c.read());
             closing = Some(closing_samples(&mut setup, &mut peaks, &mut out.notes));
             release = None;
         }
@@ -171,6 +178,10 @@ pub fn collect(mut setup: Setup, rx: Receiver<ToCollector>, release: Sender<()>)
                         setup.sampler = None;
                     }
                 }
+            }
+            // After the window's first sample, whose task list the server's counters use.
+            if setup.count_syscalls && counters.is_none() && closing.is_none() {
+                counters = Some(start_counting(&setup, &mut out.notes));
             }
             next_sample = next_sample.max(now) + NANOS;
         }
@@ -248,7 +259,10 @@ pub fn collect(mut setup: Setup, rx: Receiver<ToCollector>, release: Sender<()>)
     let (cpu_end, server_end) = match closing {
         Some(c) => c,
         // A worker failed before saying it was done: sample now.
-        None => closing_samples(&mut setup, &mut peaks, &mut out.notes),
+        None => {
+            out.syscalls = counters.take().map(|c| c.read());
+            closing_samples(&mut setup, &mut peaks, &mut out.notes)
+        }
     };
     if started {
         out.own_cpu = CpuTimes {
@@ -270,6 +284,50 @@ pub fn collect(mut setup: Setup, rx: Receiver<ToCollector>, release: Sender<()>)
         }
     }
     out
+}
+
+/// `--count-syscalls`: the counters on loadgen and on the server's tree.
+struct Counters {
+    own: Option<SyscallCounter>,
+    server: Option<SyscallCounter>,
+    own_start: u64,
+    server_start: u64,
+}
+
+impl Counters {
+    /// The calls made since the start: loadgen's (0 if it could not be counted) and the
+    /// server's.
+    fn read(self) -> (u64, Option<u64>) {
+        let own = self
+            .own
+            .map_or(0, |c| c.total().saturating_sub(self.own_start));
+        let server = self
+            .server
+            .map(|c| c.total().saturating_sub(self.server_start));
+        (own, server)
+    }
+}
+
+/// Attaches the system-call counters as the window starts: to every thread of loadgen, and
+/// to every task of the server's tree as the sampler last saw it.
+fn start_counting(setup: &Setup, notes: &mut Vec<String>) -> Counters {
+    let mut attach = |tids: Vec<i32>| match SyscallCounter::attach(tids) {
+        Ok(c) => Some(c),
+        Err(why) => {
+            if !notes.contains(&why) {
+                notes.push(why);
+            }
+            None
+        }
+    };
+    let own = attach(SyscallCounter::own_threads());
+    let server = setup.sampler.as_ref().and_then(|s| attach(s.tids()));
+    Counters {
+        own_start: own.as_ref().map_or(0, SyscallCounter::total),
+        server_start: server.as_ref().map_or(0, SyscallCounter::total),
+        own,
+        server,
+    }
 }
 
 /// loadgen's CPU time and the server's sample at the end of the measured window.

@@ -95,6 +95,9 @@ pub struct RunConfig {
     /// Sample this process tree's CPU, context switches and memory over the window.
     #[serde(skip)]
     pub server_pid: Option<i32>,
+    /// Count the system calls of loadgen and (with `server_pid`) of the server's tree over
+    /// the window ([`crate::syscalls`]).
+    pub count_syscalls: bool,
     /// Files to write and the live line.
     #[serde(skip)]
     pub outputs: Outputs,
@@ -164,6 +167,7 @@ impl Default for RunConfig {
             segment: None,
             start_at: None,
             server_pid: None,
+            count_syscalls: false,
             outputs: Outputs::default(),
         }
     }

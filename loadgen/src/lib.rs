@@ -19,6 +19,7 @@
 //! - [`schedule`]: the open loop's target rate over time (constant, a ramp, steps);
 //! - [`collector`]: per-second intervals, the live line, the interval log, server sampling;
 //! - [`proc`]: /proc sampling of the server's process tree, machine description, own CPU;
+//! - [`syscalls`]: `--count-syscalls`, the kernel's count of system calls on both sides;
 //! - [`stats`]: error kinds, counts, histograms; [`report`]: summary, JSON, `.hgrm`;
 //! - [`counters`]: `--op incr`'s exactly-once check, reading the counters back after a run;
 //! - [`run`]: the whole of one run; [`clock`]: the run's clock, and dates for results.
@@ -42,4 +43,5 @@ pub mod ring;
 pub mod run;
 pub mod schedule;
 pub mod stats;
+pub mod syscalls;
 pub mod workload;

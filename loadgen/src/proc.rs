@@ -318,6 +318,11 @@ impl TreeSampler {
         Ok(sampler)
     }
 
+    /// The tasks (thread ids) of the tree as the last sample found them.
+    pub fn tids(&self) -> Vec<i32> {
+        self.ledger.live.keys().map(|k| k.tid).collect()
+    }
+
     /// Takes one snapshot of the tree; [`ProcError::NoSuchProcess`] if the root is gone.
     ///
     /// `with_memory = false` skips `smaps_rollup` (it walks page tables and costs more):
@@ -833,6 +838,8 @@ pub struct ServerCost {
     pub pss_kib: Option<u64>,
     /// Largest summed PSS in any sample that had it, in KiB.
     pub pss_kib_peak: Option<u64>,
+    /// `--count-syscalls`: system calls of the tree per request, counted by the kernel.
+    pub syscalls_per_request: Option<f64>,
 }
 
 /// Peaks over samples.
@@ -902,6 +909,7 @@ pub fn server_cost(
         rss_kib_peak: all.rss_kib,
         pss_kib: end.pss_kib,
         pss_kib_peak: all.pss_kib,
+        syscalls_per_request: None,
     }
 }
 

@@ -134,6 +134,8 @@ pub struct ClientCpu {
     pub system_s: f64,
     /// (user + system) µs per verified reply.
     pub us_per_request: f64,
+    /// `--count-syscalls`: system calls per verified reply, every thread of loadgen's.
+    pub syscalls_per_request: Option<f64>,
 }
 
 /// Everything a run measured.
@@ -426,8 +428,11 @@ impl Report {
         let cpu = &self.client_cpu;
         let _ = writeln!(
             s,
-            "  client      cpu {:.2} s user + {:.2} s sys = {:.2} µs per request",
-            cpu.user_s, cpu.system_s, cpu.us_per_request
+            "  client      cpu {:.2} s user + {:.2} s sys = {:.2} µs per request{}",
+            cpu.user_s,
+            cpu.system_s,
+            cpu.us_per_request,
+            syscalls_text(cpu.syscalls_per_request)
         );
         if let Some(sv) = &self.server {
             let _ = writeln!(
@@ -442,6 +447,13 @@ impl Report {
                 sv.ctx_per_request,
                 if sv.ctx_lower_bound { " (at least: short-lived tasks are missed)" } else { "" }
             );
+            if sv.syscalls_per_request.is_some() {
+                let _ = writeln!(
+                    s,
+                    "              {}",
+                    syscalls_text(sv.syscalls_per_request).trim_start_matches("; ")
+                );
+            }
             let pss = sv.pss_kib.map_or("n/a".to_string(), |k| {
                 format!("{:.1} MiB", k as f64 / 1024.0)
             });
@@ -679,6 +691,13 @@ pub fn hgrm_text(h: &Histogram<u64>) -> String {
         sub_buckets(h.sigfig())
     );
     s
+}
+
+/// `--count-syscalls`' figure as the summary says it ("" when not counted).
+fn syscalls_text(per_request: Option<f64>) -> String {
+    per_request.map_or(String::new(), |n| {
+        format!("; {n:.2} system calls per request")
+    })
 }
 
 #[cfg(test)]

@@ -108,6 +108,7 @@ pub fn run(config: &RunConfig) -> Result<Report, RunError> {
     let (tx, rx) = crossbeam_channel::unbounded();
     let (release_tx, release_rx) = crossbeam_channel::bounded::<()>(0);
     let setup = Setup {
+        count_syscalls: cfg.count_syscalls,
         threads: cfg.threads as usize,
         clock,
         measure_from,
@@ -287,7 +288,15 @@ pub fn run(config: &RunConfig) -> Result<Report, RunError> {
         .server
         .as_ref()
         .zip(cfg.server_pid)
-        .map(|((a, b, peaks), pid)| proc::server_cost(pid, a, b, peaks, requests));
+        .map(|((a, b, peaks), pid)| proc::server_cost(pid, a, b, peaks, requests))
+        .map(|mut cost| {
+            cost.syscalls_per_request = collected
+                .syscalls
+                .and_then(|(_, server)| server)
+                .filter(|_| requests > 0)
+                .map(|n| n as f64 / requests as f64);
+            cost
+        });
     let report = Report {
         tool: format!("loadgen {}", env!("CARGO_PKG_VERSION")),
         params: cfg.clone(),
@@ -335,6 +344,10 @@ pub fn run(config: &RunConfig) -> Result<Report, RunError> {
             } else {
                 0.0
             },
+            syscalls_per_request: collected
+                .syscalls
+                .filter(|&(own, _)| own > 0 && requests > 0)
+                .map(|(own, _)| own as f64 / requests as f64),
         },
         server,
         intervals: collected.intervals,

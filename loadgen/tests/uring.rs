@@ -84,3 +84,45 @@ fn short_connections_close_with_a_receive_in_flight_and_lose_nothing() {
         run.output()
     );
 }
+
+/// `--count-syscalls` counts both sides with the kernel's tracepoint. One connection, one
+/// request at a time, against server-eventloop: the server makes about an epoll_wait, a read
+/// and a write per request whichever client drives it; loadgen's epoll engine about as many,
+/// and its uring engine fewer, since a reply's completion and the next request's send share
+/// one io_uring_enter. (The bounds are the structure's, not timings: 3 calls is the epoll
+/// loop's structure per request, fewer when a wait finds the next reply already there; a ring
+/// that made as many as epoll would have batched nothing.)
+#[test]
+fn the_ring_makes_fewer_system_calls_per_request() {
+    let s = Server::start("server-eventloop", &["--backend", "epoll"]);
+    let mut per_engine = Vec::new();
+    for engine in ["epoll", "uring"] {
+        let run = loadgen(&format!(
+            "--addr {} --engine {engine} -c 1 -n 3000 --warmup 0 --server-pid {} --count-syscalls",
+            s.addr(),
+            s.pid()
+        ));
+        run.assert_clean(3000);
+        let (client, server) = (
+            run.report()["client_cpu"]["syscalls_per_request"].as_f64(),
+            run.report()["server"]["syscalls_per_request"].as_f64(),
+        );
+        let (Some(client), Some(server)) = (client, server) else {
+            let why = format!("no system-call counts (perf events?):\n{}", run.output());
+            common::skip("the_ring_makes_fewer_system_calls_per_request", &why);
+            return;
+        };
+        assert!(
+            (2.5..=5.0).contains(&server),
+            "{engine}: server {server:.2} calls per request\n{}",
+            run.output()
+        );
+        per_engine.push(client);
+    }
+    let (epoll, uring) = (per_engine[0], per_engine[1]);
+    assert!(epoll >= 2.0, "epoll engine: {epoll:.2} calls per request");
+    assert!(
+        uring < epoll - 0.3,
+        "uring engine {uring:.2} against epoll's {epoll:.2} calls per request"
+    );
+}

@@ -149,6 +149,23 @@ pub(super) fn make_cell(
         max_us: f(&|r| r.latency_us.max as f64),
         server_cpu_us_per_req: srv(&|s| s.cpu_us_per_request),
         server_ctx_per_req: srv(&|s| s.ctx_per_request),
+        server_syscalls_per_req: median_opt(
+            samples
+                .iter()
+                .map(|s| {
+                    s.report
+                        .server
+                        .as_ref()
+                        .and_then(|v| v.syscalls_per_request)
+                })
+                .collect(),
+        ),
+        client_syscalls_per_req: median_opt(
+            samples
+                .iter()
+                .map(|s| s.report.client_cpu.syscalls_per_request)
+                .collect(),
+        ),
         server_pss_kib: median_opt(
             samples
                 .iter()

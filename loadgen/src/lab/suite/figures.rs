@@ -633,6 +633,8 @@ mod tests {
             max_us: 2_000.0 * scale,
             server_cpu_us_per_req: Some(12.0 * scale),
             server_ctx_per_req: Some(0.8 * scale),
+            server_syscalls_per_req: None,
+            client_syscalls_per_req: None,
             server_pss_kib: Some(4_000.0 * scale),
             server_rss_kib: Some(9_000.0 * scale),
             server_processes: Some(1.0),
@@ -702,6 +704,7 @@ mod tests {
                 full: false,
                 placement: String::new(),
                 engine: "epoll".into(),
+                count_syscalls: false,
                 sweep: Some(SweepSettings {
                     slo_p99_us: 1000,
                     fractions: vec![0.2, 0.6, 1.0, 1.2],

@@ -128,6 +128,13 @@ pub struct SuiteArgs {
     #[arg(long, value_enum, default_value_t = Engine::Epoll)]
     pub engine: Engine,
 
+    /// Count system calls per request, the server's and loadgen's, in every run (perf
+    /// events on the raw_syscalls tracepoint: root, or kernel.perf_event_paranoid <= 1). Every
+    /// system call on the machine costs a little more while they are counted, so the report's
+    /// throughput is for the counts, not to be set beside an uncounted suite's.
+    #[arg(long)]
+    pub count_syscalls: bool,
+
     /// Workers for server-thread --pool and server-prefork --workers.
     #[arg(long, default_value_t = 32)]
     pub workers: u32,
@@ -194,6 +201,7 @@ pub fn suite(args: &SuiteArgs) -> Result<SuiteReport, String> {
             full: args.full,
             placement: describe_placement(placement.as_ref()),
             engine: plan.engine.to_string(),
+            count_syscalls: plan.count_syscalls,
             sweep: plan.sweep.as_ref().map(|s| SweepSettings {
                 slo_p99_us: s.slo.as_micros() as u64,
                 fractions: s.fractions.clone(),
@@ -286,6 +294,7 @@ fn plan(args: &SuiteArgs, failures: &mut Vec<String>) -> Result<(u32, Plan), Str
     }
     let plan = Plan {
         engine: args.engine,
+        count_syscalls: args.count_syscalls,
         duration,
         warmup,
         connections,

@@ -63,6 +63,9 @@ pub struct SuiteParams {
     /// were two: epoll).
     #[serde(default = "epoll")]
     pub engine: String,
+    /// Whether system calls were counted (`--count-syscalls`), which slows every call.
+    #[serde(default)]
+    pub count_syscalls: bool,
     /// How the sweep workload ran, when it did.
     #[serde(default)]
     pub sweep: Option<SweepSettings>,
@@ -191,6 +194,12 @@ pub struct Cell {
     pub server_cpu_us_per_req: Option<f64>,
     /// Server context switches per request (median).
     pub server_ctx_per_req: Option<f64>,
+    /// `--count-syscalls`: the server tree's system calls per request (median).
+    #[serde(default)]
+    pub server_syscalls_per_req: Option<f64>,
+    /// `--count-syscalls`: loadgen's system calls per request (median).
+    #[serde(default)]
+    pub client_syscalls_per_req: Option<f64>,
     /// Server PSS at the end of the window, KiB (median).
     pub server_pss_kib: Option<f64>,
     /// Server RSS at the end of the window, KiB (median).

@@ -250,6 +250,7 @@ fn tables_linked(report: &SuiteReport, docs: Option<&str>) -> String {
             s.push('\n');
         }
     }
+    s.push_str(&syscall_table(report));
     s.push_str(&sweep_tables(report));
     if !report.accept.is_empty() {
         s.push_str(
@@ -423,6 +424,38 @@ fn fmt_latency_words(us: u64) -> String {
     }
 }
 
+/// `--count-syscalls`: system calls per request of each model's server and of loadgen, per
+/// workload and setting; empty when none were counted.
+fn syscall_table(report: &SuiteReport) -> String {
+    let counted: Vec<&crate::lab::suite::Cell> = report
+        .cells
+        .iter()
+        .filter(|c| c.server_syscalls_per_req.is_some() || c.client_syscalls_per_req.is_some())
+        .collect();
+    if counted.is_empty() {
+        return String::new();
+    }
+    let mut s = format!(
+        "\n### System calls per request (--count-syscalls, loadgen's {} engine)\n\n\
+         Counted by the kernel (the raw_syscalls tracepoint) over each measured window, medians of \
+         the repetitions. Counting slows every system call, so this suite's throughput is not to \
+         be set beside an uncounted one's.\n\n\
+         | model | workload | setting | server | loadgen |\n|---|---|---:|---:|---:|\n",
+        report.params.engine
+    );
+    for c in counted {
+        s.push_str(&format!(
+            "| {} | {} | {} | {} | {} |\n",
+            c.model,
+            c.workload.name(),
+            c.x,
+            fmt_opt(c.server_syscalls_per_req, 2),
+            fmt_opt(c.client_syscalls_per_req, 2),
+        ));
+    }
+    s
+}
+
 pub(super) fn markdown(report: &SuiteReport, plots: &[String], docs: Option<&str>) -> String {
     let p = &report.params;
     let mut s = format!(
@@ -510,6 +543,8 @@ mod tests {
             max_us: 900.0,
             server_cpu_us_per_req: Some(5.0),
             server_ctx_per_req: Some(1.0),
+            server_syscalls_per_req: None,
+            client_syscalls_per_req: None,
             server_pss_kib: Some(2048.0),
             server_rss_kib: Some(4096.0),
             server_processes: Some(1.0),
@@ -533,6 +568,7 @@ mod tests {
                 full: false,
                 placement: "unpinned".into(),
                 engine: "epoll".into(),
+                count_syscalls: false,
                 sweep: None,
             },
             models: ["thread", "thread-pool"]

@@ -25,6 +25,8 @@ use crate::run;
 pub(super) struct Plan {
     /// loadgen's engine, for every run.
     pub(super) engine: Engine,
+    /// Count system calls in every run.
+    pub(super) count_syscalls: bool,
     pub(super) duration: Duration,
     pub(super) warmup: Duration,
     pub(super) connections: Vec<u32>,
@@ -286,6 +288,7 @@ fn echo_args(addr: SocketAddr, protocol: Protocol, plan: &Plan) -> RunConfig {
         connections: 1,
         threads: 1,
         engine: plan.engine,
+        count_syscalls: plan.count_syscalls,
         duration: Some(plan.duration),
         warmup: plan.warmup,
         payload: 64,
