@@ -62,14 +62,52 @@ run on a shared machine says how shared it was. On loopback each side's CPU figu
 kernel work done for the other side's packets (the TCP receive path runs in the sender's
 softirq), as it does for every client and server here alike.
 
+Where the client's time goes (both on by default):
+- A CPU profile of each client (--no-profile: none), once, not per repetition: after the
+  matrix, a floor server of its own on CPU 0 and the client in the 16-connection condition
+  (one request in flight each), its measured run as above, while `perf record -e cpu-clock
+  -F 4999 -C 1 -g -k CLOCK_MONOTONIC` samples CPU 1. perf (on CPU 0) starts half a second
+  before the client's measured window and stops when the client exits; the samples from 0.25 s
+  into the window to 0.25 s before its end are kept (loadgen's window follows its warmup,
+  floorclient's is its whole run). `perf script` gives each sample's task and kernel call chain
+  and every sample on CPU 1 gets one category: client user space (a user-space ip in the
+  client's process); syscall entry/exit, fd, VFS (entry_SYSCALL_64*, do_syscall_64, the
+  exit_to_user_mode and __x64_sys_/ksys_ wrappers, a descriptor's lookup, vfs_read/vfs_write
+  and their permission checks); epoll (ep_*, do_epoll_*, *sys_epoll*); io_uring (io_*,
+  __io_*, io_uring*, tctx_*, task_work_*, and a descriptor's lookup the ring made); TCP/IP,
+  sockets (tcp_*, ip_*, inet_*, sock_*, sk_*, skb_*, netif_*, napi_*, __dev_queue_xmit,
+  loopback_xmit, process_backlog, net_rx_action, __sys_sendto/recvfrom, security_socket*, the
+  copies to and from user memory and their checks); scheduler, wake-ups (schedule,
+  try_to_wake_up, *wake_up*, enqueue_/dequeue_*, finish_task_switch, update_curr, psi_*,
+  call-function IPIs, sock_def_readable: the socket's wake-up of its reader); idle (the idle
+  loop, *safe_halt, cpuidle*); other tasks (any sample of another task than the client, the
+  idle task and ksoftirqd: a build beside the run); other. RULES has the patterns. A generic
+  helper (HELPERS: lock releases, allocators, clock reads, RCU, list checks) is charged to its
+  first caller in the call chain that is not one: where interrupts were off a cpu-clock
+  sample lands when they come back on, in _raw_spin_unlock_irqrestore and kin, so only the
+  caller says whose work it was. Per client: each category's share of CPU 1's samples and µs
+  per request (share x 1e6 / the run's requests per second), with the busy (not idle) sum
+  beside getrusage's CPU per request. profile-CLIENT.txt lists the top 15 symbols, the helpers'
+  callers and the symbols behind each category, so a reader can check the rules; profile.tsv
+  has the figures. Needs perf allowed to sample CPU 1 (root, or kernel.perf_event_paranoid 0);
+  without it the table says why there is no profile.
+- The cost of one system call (--no-syscall-cost: none): a C loop of 5 000 000
+  syscall(SYS_getppid) on CPU 1, timed with clock_gettime(CLOCK_MONOTONIC), compiled into the
+  temporary directory and run 3 times; the median, in ns per call. With it, for the
+  16-connection floor-server cells, the system calls loadgen-uring saves per request against
+  floorclient and loadgen-mio (from the counted runs) x that cost: the most that crossing into
+  the kernel less often can be worth, beside each client's CPU per request.
+
 Writes results/DATE-readiness-vs-completion/: raw.tsv (every run), syscalls.tsv, counts.txt,
-table.md, machine.txt and the two C sources. Refuses to record from a tree with uncommitted
-changes (scripts/machine-info.sh; ECHOLAB_ALLOW_DIRTY=1 for a trial). Every subprocess has a
-timeout and every server and counter is stopped on the way out (Ctrl-C and SIGTERM included).
+profile.tsv and profile-CLIENT.txt, table.md, machine.txt and the two C sources. Refuses to
+record from a tree with uncommitted changes (scripts/machine-info.sh; ECHOLAB_ALLOW_DIRTY=1 for
+a trial). Every subprocess has a timeout and every server, counter and perf record is stopped
+on the way out (Ctrl-C and SIGTERM included).
 Needs perf (Debian: apt-get install linux-perf) with the syscall tracepoints readable (root,
 or kernel.perf_event_paranoid -1), or strace, and a C compiler. On 2 CPUs a repetition of the
 full matrix (36 pairings and conditions) takes about 36 x (1 + 5 + 2 + 0.5) s, 5 minutes;
-three, about 16, after up to 2 minutes waiting for an idle machine.
+three, about 16, after up to 2 minutes waiting for an idle machine; the profiles add about
+3 x (1 + 5 + 2) s, the system call's cost about 3 s.
 
     python3 scripts/readiness-vs-completion.py --repeat 3 --duration 5s
 """
@@ -245,11 +283,12 @@ def kill_tree(proc, reap=True):
         proc.wait(timeout=STOP_LIMIT_S)
 
 
-def run_bounded(cmd, limit_s, cpus, server=None):
+def run_bounded(cmd, limit_s, cpus, server=None, at=()):
     """Runs CMD pinned to CPUS, killed after LIMIT_S seconds. Half a second in, pins the threads
-    of the client and of SERVER (pid, cpus) again and notes how many each has. Returns
-    (exit code, stdout, stderr, wait4's CPU seconds, {"client_threads", "server_threads"},
-    timed out?)."""
+    of the client and of SERVER (pid, cpus) again and notes how many each has. AT: (seconds,
+    function) pairs, each function called with the client's pid that many seconds after it
+    started, unless it has exited by then (the profile's perf record). Returns (exit code,
+    stdout, stderr, wait4's CPU seconds, {"client_threads", "server_threads"}, timed out?)."""
     seen, timed_out = {}, []
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, preexec_fn=client_affinity(cpus))
@@ -264,7 +303,8 @@ def run_bounded(cmd, limit_s, cpus, server=None):
             if server:
                 repin(server[0], server[1])
                 seen["server_threads"] = threads_of(server[0])
-        timers = [threading.Timer(limit_s, kill), threading.Timer(0.5, look)]
+        timers = [threading.Timer(limit_s, kill), threading.Timer(0.5, look),
+                  *(threading.Timer(delay, fn, (proc.pid,)) for delay, fn in at)]
         for t in timers:
             t.start()
         try:
@@ -275,6 +315,8 @@ def run_bounded(cmd, limit_s, cpus, server=None):
         finally:
             for t in timers:
                 t.cancel()
+            for t in timers[2:]:
+                t.join(timeout=START_LIMIT_S)   # one that had begun finishes what it started
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
@@ -362,8 +404,8 @@ def cpu_shares(before, after, cpu, ours_s, wall_s):
             (irq + softirq) / wall_s, steal / wall_s)
 
 
-def measure(server_key, client, cond, port, server_pid, args, tools, cpus, tmp):
-    """One measured run: a dict of its figures, or of its failure."""
+def measure(server_key, client, cond, port, server_pid, args, tools, cpus, tmp, at=()):
+    """One measured run: a dict of its figures, or of its failure. AT goes to run_bounded."""
     json_path = os.path.join(tmp, "run.json")
     if os.path.exists(json_path):
         os.unlink(json_path)
@@ -371,7 +413,7 @@ def measure(server_key, client, cond, port, server_pid, args, tools, cpus, tmp):
     cmd = client_command(client, port, cond, args, tools, args.duration, warmup, json_path, server_pid)
     before, stat_before, t0 = proc_cpu_s(server_pid), cpu_stat(), time.monotonic()
     rc, out, err, wait4_cpu, seen, timed_out = run_bounded(
-        cmd, args.duration + warmup + 30, cpus["client"], (server_pid, cpus["server"]))
+        cmd, args.duration + warmup + 30, cpus["client"], (server_pid, cpus["server"]), at)
     server_whole = proc_cpu_s(server_pid) - before
     wall, stat_after = time.monotonic() - t0, cpu_stat()
     row = {"status": "ok", "client_cpu_wait4_s": wait4_cpu, "server_cpu_whole_s": server_whole, "wall_s": wall, **seen}
@@ -550,6 +592,478 @@ def count(server_key, client, cond, port, server_pid, args, tools, cpus, tmp, co
     return {"status": "ok", "requests": requests, "calls": calls}
 
 
+# ---- Where the client's CPU goes: a sampled profile of CPU 1 while each client runs ----
+
+PROFILE_COND = (16, 1)          # 16 connections, one request in flight each, against the floor server
+PROFILE_HZ = 4999
+PROFILE_MARGIN_S = 0.25         # samples are kept from this long into the measured window to as long before its end
+PERF_START_S = 0.5              # perf record is started this long before the measured window (it takes a while)
+# (key, column heading), in the table's order.
+CATEGORIES = (("user", "client user space"), ("syscall", "syscall entry/exit, fd, VFS"), ("epoll", "epoll"),
+              ("uring", "io_uring"), ("net", "TCP/IP, sockets"), ("sched", "scheduler, wake-ups"),
+              ("idle", "idle"), ("tasks", "other tasks"), ("other", "other"))
+KERNEL_IP = 0xffff800000000000  # x86-64: kernel addresses are above this, user space's below
+# Kernel symbols, tried in this order; the first match decides. Anything unmatched is "other".
+RULES = [(cat, re.compile(rx)) for cat, rx in (
+    ("idle", r"pv_native_safe_halt|native_safe_halt|default_idle.*|.*cpuidle.*|do_idle|poll_idle|acpi_.*idle.*|"
+             r"acpi_safe_halt|intel_idle.*|mwait_idle.*|arch_cpu_idle.*|cpu_startup_entry|start_secondary|"
+             r"default_enter_idle|tick_nohz_idle_.*|cpu_idle_poll.*|arch_cpu_idle_enter|common_startup_64|"
+             r"haltpoll_.*|.*_haltpoll.*"),
+    ("epoll", r"ep_.*|__ep_.*|do_epoll_.*|__x64_sys_epoll.*|__do_sys_epoll.*|__se_sys_epoll.*|epoll_.*|"
+              r"ep_poll_callback|select_estimate_accuracy"),
+    ("uring", r"(?!io_schedule)(io_.*|__io_.*|io_uring.*|__do_sys_io_uring.*|__x64_sys_io_uring.*|tctx_.*|"
+              r"__se_sys_io_uring.*|task_work_run|task_work_add)"),
+    ("sched", r"schedule|__schedule|schedule_.*|__schedule_.*|preempt_schedule.*|try_to_wake_up|.*wake_up.*|"
+              r"wake_.*|.*_wake_function|autoremove_wake_function|pick_next.*|__pick_next.*|pick_task.*|"
+              r"put_prev.*|set_next.*|enqueue_(?!to_backlog).*|dequeue_.*|finish_task_switch.*|"
+              r"prepare_task_switch|context_switch|__switch_to.*|switch_mm.*|switch_fpu.*|update_curr.*|"
+              r"update_load_avg|__update_load_avg.*|update_cfs_.*|update_rq_clock.*|reweight_.*|psi_.*|ttwu_.*|"
+              r"select_task_rq.*|select_idle_.*|check_preempt.*|wakeup_preempt.*|resched_curr.*|sched_.*|"
+              r"__sched_.*|raw_spin_rq_.*|_raw_spin_rq_.*|newidle_balance|sched_balance_.*|load_balance|"
+              r"update_blocked_averages|cpuacct_.*|account_.*|__account_.*|cgroup_rstat_.*|"
+              r"native_sched_clock|sched_clock.*|.*flush_smp_call_function.*|.*call_function_single.*|"
+              r"set_task_cpu|migrate_task_rq.*|available_idle_cpu|avg_vruntime.*|place_entity|"
+              r"__calc_delta.*|update_min_vruntime|vruntime_eligible|pick_eevdf|__enqueue_entity|"
+              r"__dequeue_entity|hrtick_update|task_tick_.*|__wrgsbase_inactive|__rdgsbase_inactive|"
+              r"sock_def_readable|sk_stream_write_space|sock_def_wakeup|mm_cid_.*|__traceiter_sched_.*|"
+              r"add_wait_queue.*|remove_wait_queue|prepare_to_wait.*|finish_wait|do_nanosleep|hrtimer_nanosleep|"
+              r"common_nsleep.*"),
+    ("net", r"tcp_.*|__tcp_.*|tcp4_.*|bbr_.*|bictcp_.*|cubictcp_.*|ip_.*|__ip_.*|ipv4_.*|ip4_.*|inet_.*|"
+            r"__inet_.*|sock_.*|__sock_.*|sk_.*|__sk_.*|skb_.*|__skb_.*|___skb_.*|kfree_skb.*|__kfree_skb.*|"
+            r"consume_skb|__consume_stateless_skb|napi_.*|__napi_.*|alloc_skb.*|__alloc_skb.*|kmalloc_reserve|"
+            r"__copy_skb_header|__dev_queue_xmit|dev_.*|__dev_.*|netdev_.*|netif_.*|__netif_.*|"
+            r"process_backlog|net_rx_action|enqueue_to_backlog|loopback_xmit|eth_type_trans|validate_xmit_.*|"
+            r"raw_local_deliver|raw_v4_.*|nf_.*|__nf_.*|dst_.*|__sk_dst_.*|rt_.*|fib_.*|"
+            r"__sys_sendto|__sys_recvfrom|__sys_sendmsg|__sys_recvmsg|___sys_.*|__sys_send.*|__sys_recv.*|"
+            r"move_addr_to_.*|security_socket.*|security_sock_.*|security_sk_.*|hook_socket_.*|"
+            r"xfrm_.*|__xfrm_.*|__build_skb.*|build_skb.*|"
+            r"bpf_lsm_socket.*|apparmor_socket.*|selinux_socket.*|__cgroup_bpf_run_filter_skb|"
+            r"__sk_mem_.*|sk_mem_.*|mem_cgroup_charge_skmem|mem_cgroup_uncharge_skmem|page_frag_.*|"
+            r"lock_sock.*|release_sock|__release_sock|__lock_sock.*|csum_.*|__csum_.*|"
+            r"_copy_to_iter|_copy_from_iter|copy_to_user.*|copy_from_user.*|_copy_to_user|_copy_from_user|"
+            r"copy_user_.*|rep_movs_alternative|__check_object_size|check_heap_object|check_stack_object|"
+            r"__virt_addr_valid|is_vmalloc_addr|simple_copy_to_iter|import_ubuf|import_single_range|"
+            r"__import_iovec|iov_iter_.*|copy_page_to_iter|__get_user_.*|__put_user_.*|"
+            r"bpf_skops_.*|tcp_bpf_.*|__inet_lookup_.*|neigh_.*|__neigh_.*|qdisc_.*|__qdisc_.*|"
+            r"sch_direct_xmit|pfifo_fast_.*|noqueue_.*|lock_timer_base|mod_timer|__mod_timer|sk_reset_timer"),
+    ("syscall", r"entry_SYSCALL_64.*|do_syscall_64|x64_sys_call|syscall_exit_to_user_mode.*|"
+                r"syscall_enter_from_user_mode.*|exit_to_user_mode.*|.*return_to_user.*|"
+                r"arch_exit_to_user_mode.*|syscall_trace_enter|syscall_exit_work|__x64_sys_.*|__do_sys_.*|"
+                r"__se_sys_.*|ksys_.*|vfs_read|vfs_write|new_sync_read|new_sync_write|rw_verify_area|"
+                r"security_file_permission|.*file_permission|"
+                r"fpregs_.*|restore_fpregs_from_fpstate|rseq_.*|__rseq_.*|clear_bhb_loop|entry_untrain_ret|"
+                r"audit_.*|__audit_.*|irqentry_exit_to_user_mode|mem_cgroup_handle_over_high|"
+                r"blkcg_maybe_throttle_current|__x86_indirect_thunk_.*|lockdep_sys_exit"),
+)]
+# Generic helpers: a sample in one of these is charged to the first caller in its kernel call
+# chain that is not a helper. Chiefly the ends of irq-off regions (_raw_spin_unlock_irqrestore and
+# kin): a cpu-clock sample taken while interrupts are off waits for them to come back on, so
+# the work of the whole region is sampled where it ends, in whichever function took the lock.
+HELPERS = re.compile(
+    r"_raw_spin_.*|_raw_read_.*|_raw_write_.*|raw_spin_.*|.*queued_spin_.*|__raw_callee_save_.*|"
+    r"queued_(read|write)_.*|__pv_queued.*|pv_.*spin.*|__rcu_read_(un)?lock|rcu_read_unlock_strict|read_tsc|"
+    r"ktime_get.*|__local_bh_enable_ip|local_bh_enable|_local_bh_enable|__local_bh_disable_ip|"
+    r"preempt_count_(add|sub)|__cond_resched|__might_.*|mutex_.*|__mutex_.*|memcpy.*|__memcpy.*|memset.*|"
+    r"__memset.*|memmove.*|__memmove.*|__list_.*_valid.*|kmem_cache_.*|kmalloc.*|__kmalloc.*|kfree(?!_skb).*|"
+    r"__kfree(?!_skb).*|__slab_free|___slab_alloc|__slab_alloc.*|slab_.*|__put_partials|get_partial_node|"
+    r"put_cpu_partial|allocate_slab|__x86_return_thunk|srso_.*|retbleed_.*|__x86_indirect_thunk_.*|"
+    r"refill_obj_stock|obj_cgroup_.*|__memcg_slab_.*|mod_objcg_state|__mod_memcg.*|__rcu_read_.*|"
+    r"handle_softirqs|__do_softirq|do_softirq.*|irq_exit_rcu|__irq_exit_rcu|local_clock.*|"
+    r"__fentry__|kfence_.*|should_failslab.*|stack_trace_.*|_find_next_bit|__bitmap_.*|"
+    r"percpu_counter_add_batch|__percpu_counter_.*|__this_cpu_preempt_check|llist_.*|rb_.*|__rb_.*|"
+    r"_find_.*_bit|__usecs_to_jiffies|.*timespec64.*|jiffies_to_.*|.*_to_jiffies|hrtimer_.*|__hrtimer_.*|"
+    r"get_page_from_freelist|.*rmqueue.*|__alloc_pages.*|alloc_pages.*|__alloc_frozen_pages.*|"
+    r".*free_frozen_page.*|free_unref_.*|__free_pages.*|__get_pfnblock_flags_mask.*|.*mod_node_page_state|"
+    r"__mem_cgroup_uncharge.*|__mod_lruvec_.*|mod_lruvec_.*")
+# A file descriptor's lookup (and its release) is the system call's, or io_uring's where it made
+# the lookup for a request: one rule for read(2), sendto(2) and a ring alike.
+FD_LOOKUP = re.compile(r"fdget.*|__fdget.*|fget.*|__fget.*|fput.*|__fput.*|fdput.*|sockfd_lookup_light")
+
+def classify_symbol(sym):
+    """The category of kernel symbol SYM by RULES, or None."""
+    for cat, rx in RULES:
+        if rx.fullmatch(sym):
+            return cat
+    return None
+
+
+def classify_sample(pid, frames, client_pids, kthreads_ok):
+    """(category, the symbol that decided it) of one sample: PID is the sampled task's process
+    id, FRAMES its [(ip, symbol)] from the sampled ip up the kernel call chain (just the ip
+    without call chains). CLIENT_PIDS: the client's process (its threads share its pid).
+    KTHREADS_OK: pids of tasks whose kernel work is the exchange's (pid 0, idle and interrupts
+    taken in it; ksoftirqd, the network's deferred softirqs)."""
+    ip, sym = frames[0]
+    if ip < KERNEL_IP:
+        return ("user" if pid in client_pids else "tasks"), sym
+    if pid not in client_pids and pid not in kthreads_ok:
+        return "tasks", sym
+    for i, (ip, sym) in enumerate(frames):
+        if ip < KERNEL_IP:
+            break               # the chain has left the kernel: no caller there decides
+        if HELPERS.fullmatch(sym):
+            continue
+        if FD_LOOKUP.fullmatch(sym):
+            uring = any(ip >= KERNEL_IP and classify_symbol(sym) == "uring" for ip, sym in frames[i + 1:])
+            return ("uring" if uring else "syscall" if pid in client_pids else "other"), sym
+        cat = classify_symbol(sym) or "other"
+        if cat == "syscall" and pid not in client_pids:
+            cat = "other"
+        return cat, sym
+    return classify_symbol(frames[0][1]) or "other", frames[0][1]
+
+
+SAMPLE_HEAD = re.compile(r"^\s*(?P<comm>.*?)\s+(?P<pid>\d+)\s+\[(?P<cpu>\d+)\]\s+(?P<time>\d+\.\d+):\s*(?P<rest>.*)$")
+FRAME = re.compile(r"^\s*(?P<ip>[0-9a-f]+)\s+(?P<sym>.*?)\s+\((?P<dso>[^()]*)\)\s*$")
+
+
+def perf_samples(text):
+    """[(comm, pid, cpu, time, [(ip, symbol, dso), ...])] from `perf script -F
+    comm,pid,cpu,time,ip,sym,dso` output, with or without call chains."""
+    out, cur = [], None
+    for line in text.splitlines():
+        head = SAMPLE_HEAD.match(line) if line[:1] not in ("\t", "") else None
+        if head:
+            cur = (head["comm"], int(head["pid"]), int(head["cpu"]), float(head["time"]), [])
+            out.append(cur)
+            line = head["rest"]
+            if not line.strip():
+                continue
+        if cur is None or not line.strip():
+            continue
+        m = FRAME.match(line)
+        if m:
+            sym = m["sym"]
+            if sym.startswith("[unknown]") or not sym:
+                sym = f"[unknown in {os.path.basename(m['dso'])}]"
+            cur[4].append((int(m["ip"], 16), sym, m["dso"]))
+    return [s for s in out if s[4]]
+
+
+def profile_client(client, port, server_pid, args, tools, cpus, tmp):
+    """Runs CLIENT against the floor server (PORT) in PROFILE_COND while perf records CPU 1 (the
+    client's). perf starts PERF_START_S before the client's measured window and stops when the
+    client exits; its clock is CLOCK_MONOTONIC, Python's, so that summarize_profile keeps just
+    the samples inside the window, PROFILE_MARGIN_S in from either edge. Returns (the run's row,
+    perf script's text, facts about the recording) or raises ValueError saying why there is none."""
+    cpu = next(iter(cpus["client"]))
+    data = os.path.join(tmp, f"profile-{client}.data")
+    warmup = 0.0 if client == "floor" else args.warmup
+    delay = max(warmup - PERF_START_S, 0.0)
+    holder = {}
+    log = tempfile.TemporaryFile()
+
+    def start(pid):
+        holder["pid"], holder["started"] = pid, time.monotonic()
+        holder["perf"] = subprocess.Popen(
+            ["perf", "record", "-B", "-N", "-k", "CLOCK_MONOTONIC", "-e", "cpu-clock", "-F", str(PROFILE_HZ),
+             "-C", str(cpu), "-g", "-o", data, "--", "sleep", f"{args.duration + warmup - delay + 30:g}"],
+            stdout=log, stderr=subprocess.STDOUT, preexec_fn=client_affinity(cpus["server"]))
+    try:
+        row = measure("floor", client, PROFILE_COND, port, server_pid, args, tools, cpus, tmp, at=[(delay, start)])
+        ended = time.monotonic()
+        perf = holder.get("perf")
+        if perf is None:
+            raise ValueError(f"the client exited before the recording was to begin ({row['status']})")
+        if perf.poll() is None:
+            perf.send_signal(signal.SIGINT)     # perf record stops, writes its file and ends the sleep
+        perf.wait(timeout=STOP_LIMIT_S + 20)
+        log.seek(0)
+        said = log.read().decode(errors="replace").strip()
+        if row["status"] != "ok":
+            raise ValueError(f"the profiled run failed: {row['status']}: {row.get('why', '')[-300:]}")
+        if not os.path.exists(data):
+            raise ValueError(f"perf record exited {perf.returncode} and wrote nothing: {said[-400:]}")
+        done = subprocess.run(["perf", "script", "-i", data, "-F", "comm,pid,cpu,time,ip,sym,dso"],
+                              capture_output=True, text=True, timeout=300)
+        if done.returncode != 0 or not done.stdout.strip():
+            raise ValueError(f"perf script exited {done.returncode}: {done.stderr.strip()[-400:]}")
+        # The client started within milliseconds before `start` ran, DELAY seconds in.
+        began = holder["started"] - delay + warmup
+        window = (began + PROFILE_MARGIN_S, min(began + args.duration - PROFILE_MARGIN_S, ended))
+        return row, done.stdout, {"pid": holder["pid"], "cpu": cpu, "window": window, "perf_said": said}
+    finally:
+        stop(holder.get("perf"), "perf record")
+        log.close()
+        if os.path.exists(data):
+            os.unlink(data)
+
+
+def summarize_profile(client, row, text, facts, path):
+    """Classifies every sample on the client's CPU, writes PATH (the top symbols, so the rules
+    can be checked) and returns {category: samples} with the figures profile.tsv and the table
+    need."""
+    lo, hi = facts["window"]
+    recorded = [s for s in perf_samples(text) if s[2] == facts["cpu"]]
+    samples = [s for s in recorded if lo <= s[3] <= hi]
+    if not samples:
+        raise ValueError(f"perf recorded no samples on the client's CPU inside its measured window "
+                         f"({len(recorded)} outside it)")
+    pids = {facts["pid"]}
+    kthreads = {0} | {s[1] for s in samples if re.fullmatch(r"ksoftirqd/\d+", s[0])}
+    counts = {cat: 0 for cat, _ in CATEGORIES}
+    leaves, deciders, resolved, by_task = {}, {}, {}, {}
+    for comm, pid, _, _, frames in samples:
+        cat, decider = classify_sample(pid, [(ip, sym) for ip, sym, _ in frames], pids, kthreads)
+        counts[cat] += 1
+        leaf = (frames[0][1], "[k]" if frames[0][0] >= KERNEL_IP else "[.]")
+        leaves.setdefault(leaf, {}).setdefault(cat, 0)
+        leaves[leaf][cat] += 1
+        deciders.setdefault((decider, cat), 0)
+        deciders[(decider, cat)] += 1
+        if decider != frames[0][1]:
+            key = (frames[0][1], decider, cat)
+            resolved[key] = resolved.get(key, 0) + 1
+        task = "idle (pid 0)" if pid == 0 else f"{comm} ({'the client' if pid in pids else pid})"
+        by_task[task] = by_task.get(task, 0) + 1
+    n = len(samples)
+    span = samples[-1][3] - samples[0][3] if len(samples) > 1 else 0.0
+    rps = row["rps"]
+    if not rps:
+        raise ValueError("the profiled run completed no requests")
+    out = {"client": client, "samples": n, "span_s": span, "rps": rps, "counts": counts,
+           "share": {c: counts[c] / n for c in counts}, "us": {c: counts[c] / n * 1e6 / rps for c in counts},
+           "client_us": row.get("client_us"), "recorded": len(recorded)}
+    out["busy_us"] = sum(v for c, v in out["us"].items() if c != "idle")
+    kernel = [f for *_, f in samples if f[0][0] >= KERNEL_IP]
+    out["unknown_kernel"] = sum(f[0][1].startswith("[unknown") for f in kernel) / len(kernel) if kernel else 0.0
+
+    def pct(k):
+        return f"{100 * k / n:5.1f}%"
+    lines = [f"Profile of {CLIENTS[client]} on CPU {facts['cpu']}: {cond_label(PROFILE_COND)} connections against "
+             f"floor (C, epoll); perf record -e cpu-clock -F {PROFILE_HZ} -C {facts['cpu']} -g -k CLOCK_MONOTONIC, "
+             f"the samples from {PROFILE_MARGIN_S:g} s into the client's measured window to {PROFILE_MARGIN_S:g} s "
+             f"before its end kept ({hi - lo:.2f} s; {len(recorded) - n} recorded outside it left out).",
+             f"{n} samples over {span:.2f} s from the first to the last ({n / span if span else 0:.0f} a second); "
+             f"the run: {rps:.0f} req/s, client CPU {fmt(row.get('client_us'), 2)} µs/req (getrusage over the "
+             "measured window)."
+             + (" Its whole run (floorclient's rps and CPU are over it) includes perf's start." if client == "floor"
+                else ""),
+             "", "Categories (share of CPU's samples, µs per request = share x 1e6 / req/s):"]
+    lines += [f"  {label:28} {counts[c]:7d} {pct(counts[c])} {out['us'][c]:8.3f} µs" for c, label in CATEGORIES]
+    lines += ["", "Top 15 symbols where the samples landed ([k] kernel, [.] user space), with the categories "
+              "their samples were given:"]
+    top = sorted(leaves.items(), key=lambda kv: -sum(kv[1].values()))[:15]
+    for (sym, mark), cats in top:
+        total = sum(cats.values())
+        given = ", ".join(f"{c} {v}" for c, v in sorted(cats.items(), key=lambda kv: -kv[1]))
+        lines.append(f"  {total:7d} {pct(total)} {mark} {sym}  -> {given}")
+    lines += ["", "Helpers resolved through the call chain (top 15: helper <- deciding caller -> category):"]
+    for (leaf, decider, cat), k in sorted(resolved.items(), key=lambda kv: -kv[1])[:15]:
+        lines.append(f"  {k:7d} {pct(k)} {leaf} <- {decider}  -> {cat}")
+    lines += ["", "The symbols that decided each category (up to 10 each; a helper's sample is decided by its first "
+              "caller that is not a helper):"]
+    for cat, label in CATEGORIES:
+        mine = sorted(((sym, k) for (sym, c), k in deciders.items() if c == cat), key=lambda kv: -kv[1])
+        if mine:
+            lines.append(f"  {label}: {counts[cat]} samples")
+            lines += [f"    {k:7d} {pct(k)} {sym}" for sym, k in mine[:10]]
+    lines += ["", "Samples by task:"] + [f"  {k:7d} {pct(k)} {t}" for t, k in
+                                         sorted(by_task.items(), key=lambda kv: -kv[1])]
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return out
+
+
+FILE_NAMES = {"mio": "loadgen-mio", "uring": "loadgen-uring", "floor": "floorclient"}
+
+
+def perf_can_sample(cpu, tmp):
+    """None if `perf record -e cpu-clock -C CPU` works here, else why not."""
+    if not shutil.which("perf"):
+        return "no perf (Debian: apt-get install linux-perf)"
+    probe = os.path.join(tmp, "probe.data")
+    try:
+        done = subprocess.run(["perf", "record", "-e", "cpu-clock", "-F", str(PROFILE_HZ), "-C", str(cpu),
+                               "-g", "-o", probe, "--", "sleep", "0.05"], capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        return "perf record did not finish a 0.05 s probe within 30 s"
+    finally:
+        if os.path.exists(probe):
+            os.unlink(probe)
+    if done.returncode != 0:
+        return f"perf record -e cpu-clock -C {cpu} failed: {(done.stderr or done.stdout).strip()[-300:]}"
+    return None
+
+
+def run_profiles(args, clients, tools, cpus, tmp, out):
+    """One profiled run per client against a floor server of its own. Returns ({client: summary},
+    [notes])."""
+    if not cpus["client"]:
+        return {}, ["No profile: it needs the client pinned on a CPU of its own (2 CPUs or more)."]
+    why = perf_can_sample(next(iter(cpus["client"])), tmp)
+    if why:
+        return {}, [f"No profile of the clients: {why.rstrip('.')}."]
+    if args.duration < 2 * PROFILE_MARGIN_S + 0.2:
+        return {}, [f"No profile: --duration {args.duration:g} s leaves no time inside the measured window."]
+    results, notes, server = {}, [], None
+    try:
+        server, port = start_server("floor", args.bin_dir, tools["floor"], cpus["server"])
+        for client in clients:
+            print(f"profile {cond_label(PROFILE_COND)} {SERVERS['floor'][0]} x {CLIENTS[client]}", file=sys.stderr)
+            try:
+                row, text, facts = profile_client(client, port, server.pid, args, tools, cpus, tmp)
+                p = results[client] = summarize_profile(client, row, text, facts,
+                                                        os.path.join(out, f"profile-{FILE_NAMES[client]}.txt"))
+                print(f"profile of {CLIENTS[client]}: {p['samples']} samples, " + ", ".join(
+                    f"{label} {100 * p['share'][k]:.0f}%" for k, label in CATEGORIES if p["share"][k] >= 0.005),
+                    file=sys.stderr)
+            except (ValueError, OSError, subprocess.TimeoutExpired) as e:
+                notes.append(f"No profile of {CLIENTS[client]}: {str(e).strip()[-400:]}")
+                print(f"profile of {CLIENTS[client]}: {e}", file=sys.stderr)
+    finally:
+        stop(server, SERVERS["floor"][0])
+    return results, notes
+
+
+SYSCALL_COST_C = r"""
+#define _GNU_SOURCE
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ns per syscall(SYS_getppid): the least a system call costs, entry and exit and next to no work. */
+int main(int argc, char **argv) {
+    long n = argc > 1 ? atol(argv[1]) : 5000000;
+    struct timespec a, b;
+    for (long i = 0; i < 10000; i++)
+        syscall(SYS_getppid);
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    for (long i = 0; i < n; i++)
+        syscall(SYS_getppid);
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    printf("%.2f\n", ((b.tv_sec - a.tv_sec) * 1e9 + (b.tv_nsec - a.tv_nsec)) / n);
+    return 0;
+}
+"""
+SYSCALL_CALLS, SYSCALL_RUNS = 5_000_000, 3
+
+
+def syscall_cost(cpus, tmp):
+    """({"ns": median, "runs": [ns, ...]}, None) or (None, why not): SYSCALL_RUNS runs of a C loop
+    of SYSCALL_CALLS getppid system calls, pinned to the client's CPU."""
+    src, exe = os.path.join(tmp, "syscall-cost.c"), os.path.join(tmp, "syscall-cost")
+    with open(src, "w") as f:
+        f.write(SYSCALL_COST_C)
+    cc = os.environ.get("CC", "cc")
+    try:
+        done = subprocess.run([cc, "-O2", "-o", exe, src], capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return None, f"{cc} failed: {e}"
+    if done.returncode != 0:
+        return None, f"{cc} failed: {done.stderr.strip()[-300:]}"
+    runs = []
+    for _ in range(SYSCALL_RUNS):
+        try:
+            done = subprocess.run([exe, str(SYSCALL_CALLS)], capture_output=True, text=True, timeout=60,
+                                  preexec_fn=client_affinity(cpus["client"]))
+            runs.append(float(done.stdout.strip()))
+        except (ValueError, OSError, subprocess.TimeoutExpired) as e:
+            return None, f"the getppid loop failed: {e}"
+    print(f"one system call: {statistics.median(runs):.1f} ns (runs {', '.join(f'{r:.1f}' for r in runs)})",
+          file=sys.stderr)
+    return {"ns": statistics.median(runs), "runs": runs,
+            "where": f"pinned to CPU {next(iter(cpus['client']))}" if cpus["client"] else "unpinned"}, None
+
+
+def profile_tsv(profiles):
+    return [f"{c}\t{p['rps']:.1f}\t{p['samples']}\t{p['span_s']:.3f}\t{cat}\t{p['counts'][cat]}\t"
+            f"{p['share'][cat]:.4f}\t{p['us'][cat]:.4f}\t{opt(p['client_us'], '.4f')}"
+            for c, p in profiles.items() for cat, _ in CATEGORIES]
+
+
+PROFILE_TSV_HEADER = ("client\trps\tsamples\tspan_s\tcategory\tcategory_samples\tshare\tus_per_req\t"
+                      "client_cpu_us_getrusage")
+
+
+def profile_section(args, profiles, notes):
+    """table.md's "Where the client's CPU goes"."""
+    lines = ["", "## Where the client's CPU goes", ""]
+    if not profiles:
+        return lines + [f"- {n}" for n in notes] if notes else lines + ["Not profiled (--no-profile)."]
+    lines += [f"Each client once, {cond_label(PROFILE_COND)} connections with one request in flight each, against "
+              f"floor (C, epoll), in a run of its own after the matrix: `perf record -e cpu-clock -F {PROFILE_HZ} "
+              "-C 1 -g -k CLOCK_MONOTONIC` sampled CPU 1, the client's (perf itself ran on CPU 0, the server's), "
+              f"and the samples from {PROFILE_MARGIN_S:g} s into the client's measured window to "
+              f"{PROFILE_MARGIN_S:g} s before its end were kept (loadgen's window follows its {args.warmup:g} s "
+              "warmup; floorclient's is its whole run). Each sample goes to one category by the kernel symbol it "
+              "landed in (RULES in the script; profile-CLIENT.txt lists the top symbols and what they were "
+              "given), or to the client's user space if it landed there; a generic helper (a lock's release, an "
+              "allocator, a clock read; chiefly the end of an irq-off region, where a cpu-clock sample taken inside "
+              "it lands) goes by its first caller in the kernel call chain that is not one. Copies to and from user "
+              "memory count as TCP/IP, sockets; a file descriptor's lookup as syscall entry/exit, fd, VFS, or as "
+              "io_uring where the ring made it; call-function IPIs (remote wake-ups, and the kick that frees an skb "
+              "on the CPU that allocated it) as scheduler, wake-ups. Other tasks: any sample of a task that is "
+              "neither the client nor idle nor ksoftirqd (a build beside the run). Share: of CPU 1's samples; "
+              "µs/req: share x CPU 1's seconds in the window / requests in them, that is share x 1e6 / the run's "
+              "req/s (loadgen's over its measured window, floorclient's over its run). Cells: share · µs/req.", ""]
+    cols = [label for _, label in CATEGORIES]
+    lines += ["| client | req/s | samples | " + " | ".join(cols) + " | busy µs/req (not idle) | "
+              "client CPU µs/req (getrusage) |", "|---|---:|---:|" + "---:|" * len(cols) + "---:|---:|"]
+    for c, p in profiles.items():
+        lines.append(f"| {CLIENTS[c]} | {fmt(p['rps'])} | {p['samples']} | "
+                     + " | ".join(f"{100 * p['share'][k]:.1f}% · {p['us'][k]:.2f}" for k, _ in CATEGORIES)
+                     + f" | {p['busy_us']:.2f} | {fmt(p['client_us'], 2)} |")
+    blind = [f"{CLIENTS[c]} {100 * p['unknown_kernel']:.0f}%" for c, p in profiles.items() if p["unknown_kernel"] > 0.2]
+    if blind:
+        notes = notes + [f"Kernel samples perf could not name: {', '.join(blind)} (kernel.kptr_restrict? run as "
+                         "root): the categories are then mostly other."]
+    lines += [""] + [f"- {n}" for n in notes] if notes else []
+    return lines
+
+
+def syscall_section(args, clients, runs, counted, cost, why, profiles):
+    """table.md's "The cost of a system call", with what the calls loadgen-uring saves can be worth."""
+    lines = ["", "## The cost of a system call", ""]
+    if cost is None:
+        return lines + [why or "Not measured (--no-syscall-cost)."]
+    lines.append(f"One system call costs {cost['ns']:.0f} ns on this machine: `syscall(SYS_getppid)` "
+                 f"{fmt(SYSCALL_CALLS)} times in a C loop {cost['where']}, timed with clock_gettime(CLOCK_MONOTONIC), "
+                 f"median of {len(cost['runs'])} runs ({', '.join(f'{r:.1f}' for r in cost['runs'])} ns): the entry "
+                 "and exit alone, caches warm. A call the ring makes unnecessary saves that crossing, not the work "
+                 "the call did (the ring sends and receives too), so the calls saved x this cost bound what crossing "
+                 "into the kernel less often is worth, as long as a crossing costs in the client what it costs in "
+                 "the loop.")
+    cond = PROFILE_COND
+    if args.count_duration <= 0 or cond not in args.conditions or "floor" not in args.servers:
+        return lines + ["", "No bound per request: it needs the counted runs (--count-duration > 0) of the "
+                        f"{cond_label(cond)}-connection condition against the floor server."]
+    if "uring" not in clients:
+        return lines + ["", "No bound per request: loadgen-uring did not run."]
+
+    def calls(c):
+        return per_request(cell(counted, cond, "floor", c, args.repeat), "client", "all")
+
+    def cpu(c):
+        return figure(cell(runs, cond, "floor", c, args.repeat), "client_us")
+    lines.append("")
+    u_calls, u_cpu = calls("uring"), cpu("uring")
+    for other in ("floor", "mio"):
+        if other not in clients:
+            continue
+        o_calls, o_cpu = calls(other), cpu(other)
+        if None in (u_calls, o_calls, o_cpu):
+            lines.append(f"- loadgen-uring against {CLIENTS[other]}: not measured.")
+            continue
+        saved = o_calls - u_calls
+        bound = saved * cost["ns"] / 1000
+        name = FILE_NAMES[other]
+        lines.append(f"- {cond_label(cond)} connections, floor server: loadgen-uring makes {u_calls:.2f} system calls "
+                     f"per request, {name} {o_calls:.2f}; {saved:.2f} saved per request x {cost['ns']:.0f} ns "
+                     f"= at most {bound:.2f} µs of {name}'s {o_cpu:.2f} µs of client CPU per request "
+                     f"({100 * bound / o_cpu:.0f}%; loadgen-uring's own: {fmt(u_cpu, 2)} µs)."
+                     if saved > 0 else
+                     f"- {cond_label(cond)} connections, floor server: loadgen-uring makes {u_calls:.2f} system calls "
+                     f"per request, {name} {o_calls:.2f}: it saves none.")
+    if profiles:
+        lines.append("- Beside it, the profile's syscall entry/exit, fd, VFS (the crossing, a descriptor's lookup and "
+                     "read(2)/write(2)'s dispatch), µs per request: " + ", ".join(
+                         f"{FILE_NAMES[c]} {p['us']['syscall']:.2f}" for c, p in profiles.items()) + ".")
+    return lines
+
+
 def compile_bench(bench_dir, tmp):
     """floor and floorclient, compiled from BENCH_DIR into TMP."""
     cc = os.environ.get("CC", "cc")
@@ -654,6 +1168,11 @@ def parse_args():
     ap.add_argument("--bench-dir",
                     help="where floor.c and floorclient.c are (default shared/bench beside the repository)")
     ap.add_argument("--results", help=f"results directory (default results/DATE-{NAME})")
+    ap.add_argument("--no-profile", dest="profile", action="store_false",
+                    help="skip the CPU profile of each client (perf record on CPU 1, one extra run per client)")
+    ap.add_argument("--no-syscall-cost", dest="syscall_cost", action="store_false",
+                    help=f"skip timing one system call (a C loop of {SYSCALL_CALLS:,} getppid calls, "
+                         f"{SYSCALL_RUNS} runs)")
     args = ap.parse_args()
     for flag in ("duration", "count_duration"):
         v = getattr(args, flag)
@@ -673,7 +1192,11 @@ def prepare(args):
     args.bench_dir = args.bench_dir or next((d for d in (os.path.join(ROOT, "shared", "bench"),
                                                          os.path.join(os.path.dirname(ROOT), "shared", "bench"))
                                              if os.path.isdir(d)), None)
-    if "floor" in args.servers + args.clients and not args.bench_dir:
+    args.profile_skip = None
+    if args.profile and not args.bench_dir and "floor" not in args.servers + args.clients:
+        args.profile, args.profile_skip = False, ("No profile of the clients: it runs against the floor server, and "
+                                                  "there is no shared/bench with floor.c (--bench-dir).")
+    if ("floor" in args.servers + args.clients or args.profile) and not args.bench_dir:
         raise SystemExit(f"{NAME}: no shared/bench with floor.c and floorclient.c: --bench-dir")
     if args.bin_dir:
         args.bin_dir = os.path.abspath(args.bin_dir)
@@ -798,7 +1321,7 @@ def idle_share(cell_runs, side):
     return "–" if v is None else f"{100 * v:.0f}%"
 
 
-def report(args, clients, notes, runs, counted, pinned, seconds_taken):
+def report(args, clients, notes, runs, counted, pinned, seconds_taken, extra=()):
     """table.md's text: what ran, the matrix, the two goals and their verdicts, the command."""
     counting = args.count_duration > 0
     placement = "server on CPU 0, client on CPU 1" if pinned else "placed by the scheduler"
@@ -899,7 +1422,7 @@ def report(args, clients, notes, runs, counted, pinned, seconds_taken):
               for label, cond, (_, c), a, b, r, rng, v in rows_b]
     lines += ["", f"- Goal (a), loadgen-uring >= {GOAL_A:g}x floorclient's requests per client CPU-second: "
               f"{summary_a}.",
-              f"- Goal (b), server-uring >= {GOAL_B:g}x the floor server's throughput: {summary_b}.", "",
+              f"- Goal (b), server-uring >= {GOAL_B:g}x the floor server's throughput: {summary_b}.", *extra, "",
               f"Made by `{shlex.join(['python3', 'scripts/readiness-vs-completion.py', *sys.argv[1:]])}`."]
     return "\n".join(lines)
 
@@ -912,21 +1435,28 @@ def main():
     pinned = os.cpu_count() >= 2
     cpus = {"server": {0} if pinned else None, "client": {1} if pinned else None}
     with tempfile.TemporaryDirectory() as tmp:
-        if "floor" in args.servers + clients:
+        if "floor" in args.servers + clients or args.profile:
             tools.update(compile_bench(args.bench_dir, tmp))
         out = results_dir(NAME, args.results)
-        if "floor" in args.servers + clients:
+        if "floor" in args.servers + clients or args.profile:
             for name in ("floor.c", "floorclient.c"):
                 shutil.copy(os.path.join(args.bench_dir, name), os.path.join(out, name))
         started = time.time()
         runs, counted, raw, sys_rows, counts_log = run_matrix(args, clients, tools, cpus, tmp)
+        profiles, profile_notes = (run_profiles(args, clients, tools, cpus, tmp, out) if args.profile
+                                   else ({}, [args.profile_skip] if args.profile_skip else []))
+        cost, why = syscall_cost(cpus, tmp) if args.syscall_cost else (None, None)
     write_tsv(out, "raw.tsv", raw, RAW_HEADER)
     if args.count_duration > 0:
         write_tsv(out, "syscalls.tsv", sys_rows,
                   "rep\tconnections\tdepth\tserver\tclient\tside\trequests\tsyscall\tcalls")
         with open(os.path.join(out, "counts.txt"), "w") as f:
             f.write("\n".join(counts_log))
-    write_table(out, report(args, clients, notes, runs, counted, pinned, time.time() - started))
+    if profiles:
+        write_tsv(out, "profile.tsv", profile_tsv(profiles), PROFILE_TSV_HEADER)
+    extra = profile_section(args, profiles, profile_notes) + syscall_section(args, clients, runs, counted, cost, why,
+                                                                              profiles)
+    write_table(out, report(args, clients, notes, runs, counted, pinned, time.time() - started, extra))
 
 
 if __name__ == "__main__":
