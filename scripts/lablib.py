@@ -215,3 +215,23 @@ def write_table(path, table):
     with open(os.path.join(path, "machine.txt"), "w") as f:
         f.write(machine)
     print(f"(kept in {os.path.relpath(path, ROOT)}/)", file=sys.stderr)
+
+
+def perf_stat_counts(path):
+    """{event: count} from `perf stat -x,` output, the syscall tracepoints by their call's name
+    and raw_syscalls:sys_enter (every call) as "(all)". ValueError if perf could not count one,
+    or if the total is missing."""
+    calls = {}
+    with open(path) as f:
+        for line in f:
+            parts = line.strip().split(",")
+            if len(parts) < 3 or line.startswith("#"):
+                continue
+            if not parts[0].isdigit():
+                raise ValueError(f"perf could not count {parts[2]} ({parts[0]}): are the syscall tracepoints "
+                                 f"readable? (root, or sysctl kernel.perf_event_paranoid=-1)\n{path}")
+            name = "(all)" if parts[2] == "raw_syscalls:sys_enter" else parts[2].removeprefix("syscalls:sys_enter_")
+            calls[name] = int(parts[0])
+    if "(all)" not in calls:
+        raise ValueError(f"no raw_syscalls:sys_enter count in {path}")
+    return calls

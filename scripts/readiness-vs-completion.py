@@ -128,8 +128,8 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from lablib import (ROOT, build_release, client_affinity, pin_all_threads, proc_cpu_s, results_dir,  # noqa: E402
-                    write_table, write_tsv)
+from lablib import (ROOT, build_release, client_affinity, perf_stat_counts, pin_all_threads, proc_cpu_s,  # noqa: E402
+                    results_dir, write_table, write_tsv)
 
 NAME = "readiness-vs-completion"
 # key -> (label, binary, arguments); "floor" is the compiled floor.c.
@@ -526,20 +526,7 @@ class ServerCounter:
 
 def parse_perf(path):
     """{syscall: calls, "(all)": total} from `perf stat -x,` output."""
-    calls = {}
-    with open(path) as f:
-        for line in f:
-            parts = line.strip().split(",")
-            if len(parts) < 3 or line.startswith("#"):
-                continue
-            if not parts[0].isdigit():
-                raise ValueError(f"perf could not count {parts[2]} ({parts[0]}): are the syscall tracepoints "
-                                 "readable? (root, or sysctl kernel.perf_event_paranoid=-1)")
-            name = "(all)" if parts[2] == "raw_syscalls:sys_enter" else parts[2].removeprefix("syscalls:sys_enter_")
-            calls[name] = int(parts[0])
-    if "(all)" not in calls:
-        raise ValueError(f"no raw_syscalls:sys_enter count in {path}")
-    return calls
+    return perf_stat_counts(path)
 
 
 def parse_strace(path):

@@ -40,8 +40,8 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from lablib import (ROOT, build_release, client_affinity, pin_all_threads, results_dir, start_redis,  # noqa: E402
-                    write_table, write_tsv)
+from lablib import (ROOT, build_release, client_affinity, perf_stat_counts, pin_all_threads, results_dir,  # noqa: E402
+                    start_redis, write_table, write_tsv)
 
 LOADGEN = os.path.join(ROOT, "target", "release", "loadgen")
 CLIENTS = ("redis-benchmark", "loadgen")
@@ -111,21 +111,12 @@ def parse_strace(path):
 def parse_perf(path):
     """{syscall: calls} from `perf stat -x,` output; the calls not counted one by one are
     the total's remainder, under "(not counted one by one)"."""
-    calls, total = {}, None
-    with open(path) as f:
-        for line in f:
-            parts = line.strip().split(",")
-            if len(parts) < 3 or line.startswith("#"):
-                continue
-            if not parts[0].isdigit():
-                raise SystemExit(f"perf could not count {parts[2]} ({parts[0]}): are the syscalls tracepoints "
-                                 f"readable? (root, or sysctl kernel.perf_event_paranoid=-1)\n{path}")
-            if parts[2] == "raw_syscalls:sys_enter":
-                total = int(parts[0])
-            elif int(parts[0]):
-                calls[parts[2].removeprefix("syscalls:sys_enter_")] = int(parts[0])
-    if total is None:
-        raise SystemExit(f"no raw_syscalls:sys_enter count in {path}")
+    try:
+        counts = perf_stat_counts(path)
+    except ValueError as e:
+        raise SystemExit(str(e))
+    total = counts.pop("(all)")
+    calls = {name: n for name, n in counts.items() if n}
     calls["(not counted one by one)"] = total - sum(calls.values())
     return calls
 

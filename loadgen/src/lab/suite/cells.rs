@@ -69,6 +69,15 @@ pub(super) fn make_cell(
                 .collect(),
         )
     };
+    // A figure the server's cost has only sometimes (PSS, system-call counts).
+    let srv_opt = |get: &dyn Fn(&crate::proc::ServerCost) -> Option<f64>| {
+        median_opt(
+            samples
+                .iter()
+                .map(|s| s.report.server.as_ref().and_then(get))
+                .collect(),
+        )
+    };
     let status = if !samples.is_empty() {
         CellStatus::Ok
     } else if unable.is_some() {
@@ -149,35 +158,14 @@ pub(super) fn make_cell(
         max_us: f(&|r| r.latency_us.max as f64),
         server_cpu_us_per_req: srv(&|s| s.cpu_us_per_request),
         server_ctx_per_req: srv(&|s| s.ctx_per_request),
-        server_syscalls_per_req: median_opt(
-            samples
-                .iter()
-                .map(|s| {
-                    s.report
-                        .server
-                        .as_ref()
-                        .and_then(|v| v.syscalls_per_request)
-                })
-                .collect(),
-        ),
+        server_syscalls_per_req: srv_opt(&|s| s.syscalls_per_request),
         client_syscalls_per_req: median_opt(
             samples
                 .iter()
                 .map(|s| s.report.client_cpu.syscalls_per_request)
                 .collect(),
         ),
-        server_pss_kib: median_opt(
-            samples
-                .iter()
-                .map(|s| {
-                    s.report
-                        .server
-                        .as_ref()
-                        .and_then(|v| v.pss_kib)
-                        .map(|k| k as f64)
-                })
-                .collect(),
-        ),
+        server_pss_kib: srv_opt(&|s| s.pss_kib.map(|k| k as f64)),
         server_rss_kib: srv(&|s| s.rss_kib as f64),
         server_processes: srv(&|s| f64::from(s.processes_peak)),
         server_threads: srv(&|s| f64::from(s.threads_peak)),
