@@ -134,28 +134,3 @@ fn read_count(fd: &OwnedFd) -> u64 {
         _ => 0,
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Counting this process's own threads: a burst of system calls shows up, at least as
-    /// many as were made (other threads of the test harness may add their own).
-    #[test]
-    fn counts_the_calls_a_thread_makes() {
-        let counter = match SyscallCounter::attach(SyscallCounter::own_threads()) {
-            Ok(c) => c,
-            Err(why) => {
-                crate::lab::launch::skip("counts_the_calls_a_thread_makes", &why);
-                return;
-            }
-        };
-        let before = counter.total();
-        for _ in 0..1000 {
-            // SAFETY: getppid(2) takes nothing and cannot fail.
-            let _ = unsafe { libc::getppid() };
-        }
-        let made = counter.total() - before;
-        assert!(made >= 1000, "counted {made} of at least 1000");
-    }
-}

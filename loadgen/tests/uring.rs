@@ -13,6 +13,7 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 
 use common::{loadgen, loadgen_bin, FakeServer, Server};
+use echolab_loadgen::syscalls::SyscallCounter;
 
 /// Where io_uring_setup(2) fails (a seccomp filter here, as in Docker's default profile),
 /// `--engine uring` says so in one line that names the way out, exits 2 like a bad flag, and
@@ -125,4 +126,24 @@ fn the_ring_makes_fewer_system_calls_per_request() {
         uring < epoll - 0.3,
         "uring engine {uring:.2} against epoll's {epoll:.2} calls per request"
     );
+}
+
+/// The counter itself, on this test process's own threads: a burst of system calls shows up,
+/// at least as many as were made (the harness's other threads may add their own).
+#[test]
+fn the_counter_counts_the_calls_a_thread_makes() {
+    let counter = match SyscallCounter::attach(SyscallCounter::own_threads()) {
+        Ok(c) => c,
+        Err(why) => {
+            common::skip("the_counter_counts_the_calls_a_thread_makes", &why);
+            return;
+        }
+    };
+    let before = counter.total();
+    for _ in 0..1000 {
+        // SAFETY: getppid(2) takes nothing and cannot fail.
+        let _ = unsafe { libc::getppid() };
+    }
+    let made = counter.total() - before;
+    assert!(made >= 1000, "counted {made} of at least 1000");
 }

@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use super::report::{CellStatus, ModelSweep, SuiteReport, SweepCurve, Workload};
+use super::report::{Cell, CellStatus, ModelSweep, SuiteReport, SweepCurve, Workload};
 use crate::config::Arrivals;
 
 /// docs/experiments.md relative to the report directory `dir`, if `dir` lies inside an
@@ -427,7 +427,7 @@ fn fmt_latency_words(us: u64) -> String {
 /// `--count-syscalls`: system calls per request of each model's server and of loadgen, per
 /// workload and setting; empty when none were counted.
 fn syscall_table(report: &SuiteReport) -> String {
-    let counted: Vec<&crate::lab::suite::Cell> = report
+    let counted: Vec<&Cell> = report
         .cells
         .iter()
         .filter(|c| c.server_syscalls_per_req.is_some() || c.client_syscalls_per_req.is_some())
