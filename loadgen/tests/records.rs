@@ -45,9 +45,14 @@ fn every_format_round_trips_and_counts_its_bytes() {
         eprintln!("{format}: {plain} plain, {packed} snappy; random {random_plain} plain, {random} snappy");
         assert!(packed * 4.0 < plain, "{format}: snappy {packed} vs {plain}");
         // Random letters have no repeats for snappy to find: only a format's own structure
-        // (JSON's `","` between interests) compresses, a little.
+        // (JSON's `","` between interests) compresses, a little; a record that does not shrink
+        // goes raw, no larger. Not to the byte: slot 1's request ids are 5 bytes longer than
+        // slot 0's (its index is in their high bits), and how many of the 300 each slot sends
+        // follows the timing, so the mean moves by 5/300 of a byte per request that changes
+        // slot (0.013 in a CI run through the uring engine). A compressed record sent as is
+        // would be hundreds of bytes larger.
         assert!(
-            random > 0.95 * random_plain && random <= random_plain,
+            random > 0.95 * random_plain && random <= random_plain + 1.0,
             "{format}: random content ({random} vs {random_plain})"
         );
     }
