@@ -344,6 +344,29 @@ pub fn partial_request_since(input: &ReadBuffer, since: Option<Instant>) -> Opti
     }
 }
 
+/// What a nonblocking loop (the event loop's connections, server-uring's) keeps of
+/// [`answer_all`]'s result for its timeouts: a request answered restarts the idle clock, and
+/// whatever is left in `input` began with these bytes; a malformed frame ends the connection
+/// once its replies are out, as the `Ended` returned says.
+pub fn after_answering(
+    answered: Answered,
+    input: &ReadBuffer,
+    last_request: &mut Instant,
+    partial_since: &mut Option<Instant>,
+) -> Option<Ended> {
+    let ended = match answered {
+        Answered::Requests(0) => None,
+        Answered::Requests(_) => {
+            *last_request = Instant::now();
+            *partial_since = None;
+            None
+        }
+        Answered::Fatal(reason) => Some(Ended::ProtocolError(reason)),
+    };
+    *partial_since = partial_request_since(input, *partial_since);
+    ended
+}
+
 /// The ERROR reply a client gets when its request took too long to arrive. Best effort: the
 /// client may not be reading either.
 fn send_request_timeout(stream: &mut TcpStream, codec: &dyn Codec) {

@@ -40,7 +40,7 @@ use echolab_protocol::{Codec, Protocol, ReadBuffer, ServerCodecs};
 
 use crate::acceptlock::AcceptLock;
 use crate::cli::{parse_size, ServerArgs};
-use crate::conn::{self, Agreed, Answered, Ended, Limits, Outcome, Tally};
+use crate::conn::{self, Agreed, Ended, Limits, Outcome, Tally};
 use crate::net::Acceptor;
 use crate::outbuf::OutBuf;
 use crate::poller::{Event, Interest, Poller};
@@ -752,7 +752,7 @@ fn drive(c: &mut Connection, settings: &Settings, store: &Store) -> Result<Turn,
                     let before_slow = |out: &mut OutBuf| {
                         send(&mut c.stream, out, &mut c.last_write, &mut allowance)
                     };
-                    match conn::answer_all(
+                    let answered = conn::answer_all(
                         codec,
                         store,
                         &mut c.agreed,
@@ -760,16 +760,11 @@ fn drive(c: &mut Connection, settings: &Settings, store: &Store) -> Result<Turn,
                         &mut c.output,
                         &mut c.tally,
                         before_slow,
-                    )? {
-                        Answered::Requests(0) => {}
-                        Answered::Requests(_) => {
-                            c.last_request = Instant::now();
-                            // What is left began in this read: its clock starts now.
-                            c.partial_since = None;
-                        }
-                        Answered::Fatal(reason) => c.finishing = Some(Ended::ProtocolError(reason)),
+                    )?;
+                    let (last, partial) = (&mut c.last_request, &mut c.partial_since);
+                    if let Some(ended) = conn::after_answering(answered, &c.input, last, partial) {
+                        c.finishing = Some(ended);
                     }
-                    c.partial_since = conn::partial_request_since(&c.input, c.partial_since);
                     // The write timeout counts from when output starts waiting, not from the
                     // last write of some earlier burst. (Only new replies start it, so bytes
                     // that complete no request do not keep an idle connection alive.)

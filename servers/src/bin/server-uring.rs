@@ -87,7 +87,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use echolab_protocol::{Codec, Protocol, ReadBuffer, ServerCodecs};
 use echolab_servers::cli::ServerArgs;
-use echolab_servers::conn::{self, Agreed, Answered, Ended, Limits, Outcome, Tally};
+use echolab_servers::conn::{self, Agreed, Ended, Limits, Outcome, Tally};
 use echolab_servers::eventloop::LoopArgs;
 use echolab_servers::net::{self, Acceptor};
 use echolab_servers::outbuf::OutBuf;
@@ -719,7 +719,7 @@ fn answer(
         Ok(())
     };
     // A SLEEP here blocks the whole loop, and every other client waits: as in the event loop.
-    match conn::answer_all(
+    let answered = conn::answer_all(
         codec,
         store,
         &mut c.agreed,
@@ -727,16 +727,11 @@ fn answer(
         &mut c.output,
         &mut c.tally,
         before_slow,
-    )? {
-        Answered::Requests(0) => {}
-        Answered::Requests(_) => {
-            c.last_request = Instant::now();
-            // What is left began in this receive: its clock starts now.
-            c.partial_since = None;
-        }
-        Answered::Fatal(reason) => c.finishing = Some(Ended::ProtocolError(reason)),
+    )?;
+    let (last, partial) = (&mut c.last_request, &mut c.partial_since);
+    if let Some(ended) = conn::after_answering(answered, &c.input, last, partial) {
+        c.finishing = Some(ended);
     }
-    c.partial_since = conn::partial_request_since(&c.input, c.partial_since);
     // The write timeout counts from when output starts waiting.
     if nothing_was_waiting && c.pending() > 0 {
         c.outgoing.last_write = Instant::now();
